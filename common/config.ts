@@ -1,0 +1,180 @@
+// The one place that reads the environment. Every process (stack scripts, workers, API, bridge, tests) calls
+// loadConfig(); production points each part at its real counterpart by setting the variables documented in
+// README.md. Local secrets that are not in the environment come from <dataDir>/local.env, which is generated
+// once with random values, so no secret is hard-coded and none has to be typed by hand for a local run.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+
+export const repoRoot = path.resolve(__dirname, '..');
+
+const port = z.coerce.number().int().min(1).max(65535);
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+/** Secrets that a local stack generates when the environment does not provide them. */
+const LOCAL_SECRETS = ['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY', 'MQTT_PASSWORD', 'API_JWT_SECRET'] as const;
+
+const envSchema = z.object({
+  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  FLEET_DATA_DIR: z.string().default(path.join(repoRoot, '.data')),
+  FLEET_TOOLS_DIR: z.string().default(path.join(os.homedir(), '.cache', 'fleetsync')),
+
+  TEMPORAL_PORT: port.default(7233),
+  TEMPORAL_UI_PORT: port.default(8233),
+  TEMPORAL_ADDRESS: z.string().optional(),
+  TEMPORAL_NAMESPACE: z.string().min(1).default('fleet'),
+  TEMPORAL_TASK_QUEUE: z.string().min(1).default('fleet'),
+
+  MONGO_PORT: port.default(27017),
+  MONGO_URL: z.string().optional(),
+  MONGO_DB: z.string().min(1).default('fleet'),
+  MONGO_TIMEOUT_MS: z.coerce.number().int().positive().default(10000),
+
+  S3_PORT: port.default(7070),
+  S3_ENDPOINT: z.string().url().optional(),
+  S3_REGION: z.string().default('us-east-1'),
+  S3_ACCESS_KEY_ID: z.string().min(1),
+  S3_SECRET_ACCESS_KEY: z.string().min(1),
+  S3_FORCE_PATH_STYLE: bool.default(true),
+  S3_BUCKETS: z.string().default('files,rf'),
+
+  // Robots connect to MQTT_PORT, where the broker forces client id = user name; cloud processes (API, bridge,
+  // workers, several at once) connect to the cloud listener, where each picks its own client id.
+  MQTT_PORT: port.default(1883),
+  MQTT_URL: z.string().optional(),
+  MQTT_CLOUD_PORT: port.default(1884),
+  MQTT_CLOUD_URL: z.string().optional(),
+  MQTT_USERNAME: z.string().min(1).default('cloud'),
+  MQTT_PASSWORD: z.string().min(1),
+
+  API_PORT: port.default(9005),
+  API_PUBLIC_URL: z.string().url().optional(),
+  API_JWT_SECRET: z.string().min(16),
+  API_JWT_ISSUER: z.string().default('fleetsync'),
+  API_JWT_AUDIENCE: z.string().default('fleetsync-api'),
+
+  FLEET_ROBOTS: z.coerce.number().int().min(0).max(1000).default(3),
+  FLEET_SSH_BASE_PORT: port.default(2201),
+});
+
+export type Env = z.infer<typeof envSchema>;
+
+export interface Config {
+  env: Env['NODE_ENV'];
+  logLevel: Env['LOG_LEVEL'];
+  dataDir: string;
+  toolsDir: string;
+  temporal: { address: string; port: number; uiPort: number; namespace: string; taskQueue: string };
+  mongo: { url: string; port: number; db: string; timeoutMs: number };
+  s3: {
+    endpoint: string;
+    port: number;
+    region: string;
+    accessKeyId: string;
+    secretAccessKey: string;
+    forcePathStyle: boolean;
+    buckets: string[];
+  };
+  mqtt: { url: string; port: number; cloudUrl: string; cloudPort: number; username: string; password: string };
+  api: { port: number; publicUrl: string; jwtSecret: string; jwtIssuer: string; jwtAudience: string };
+  fleet: { robots: number; sshBasePort: number; dir: string };
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function readEnvFile(file: string): Record<string, string> {
+  if (!fs.existsSync(file)) return {};
+  const out: Record<string, string> = {};
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (m) out[m[1]] = m[2];
+  }
+  return out;
+}
+
+/** Creates <dataDir>/local.env with random secrets once; concurrent callers agree on the first file written. */
+function ensureLocalSecrets(dataDir: string): Record<string, string> {
+  const file = path.join(dataDir, 'local.env');
+  if (!fs.existsSync(file)) {
+    fs.mkdirSync(dataDir, { recursive: true });
+    const body = LOCAL_SECRETS.map((k) => `${k}=${crypto.randomBytes(18).toString('base64url')}`).join('\n') + '\n';
+    const tmp = `${file}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, body, { mode: 0o600 });
+    try {
+      fs.linkSync(tmp, file); // atomic create-if-absent
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    } finally {
+      fs.unlinkSync(tmp);
+    }
+  }
+  return readEnvFile(file);
+}
+
+export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
+  const isProduction = source.NODE_ENV === 'production';
+  const dataDir = path.resolve(source.FLEET_DATA_DIR ?? path.join(repoRoot, '.data'));
+  const merged: Record<string, string | undefined> = { ...source };
+  // Production never falls back to generated secrets: a missing one must fail loudly, naming the variable.
+  if (!isProduction && LOCAL_SECRETS.some((k) => !source[k])) {
+    const local = ensureLocalSecrets(dataDir);
+    for (const k of LOCAL_SECRETS) merged[k] ??= local[k];
+  }
+  const parsed = envSchema.safeParse(merged);
+  if (!parsed.success) {
+    const detail = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new ConfigError(`invalid configuration: ${detail}`);
+  }
+  const e = parsed.data;
+  return {
+    env: e.NODE_ENV,
+    logLevel: e.LOG_LEVEL,
+    dataDir,
+    toolsDir: e.FLEET_TOOLS_DIR,
+    temporal: {
+      address: e.TEMPORAL_ADDRESS ?? `127.0.0.1:${e.TEMPORAL_PORT}`,
+      port: e.TEMPORAL_PORT,
+      uiPort: e.TEMPORAL_UI_PORT,
+      namespace: e.TEMPORAL_NAMESPACE,
+      taskQueue: e.TEMPORAL_TASK_QUEUE,
+    },
+    mongo: {
+      url: e.MONGO_URL ?? `mongodb://127.0.0.1:${e.MONGO_PORT}/`,
+      port: e.MONGO_PORT,
+      db: e.MONGO_DB,
+      timeoutMs: e.MONGO_TIMEOUT_MS,
+    },
+    s3: {
+      endpoint: e.S3_ENDPOINT ?? `http://127.0.0.1:${e.S3_PORT}`,
+      port: e.S3_PORT,
+      region: e.S3_REGION,
+      accessKeyId: e.S3_ACCESS_KEY_ID,
+      secretAccessKey: e.S3_SECRET_ACCESS_KEY,
+      forcePathStyle: e.S3_FORCE_PATH_STYLE,
+      buckets: e.S3_BUCKETS.split(',').map((b) => b.trim()).filter(Boolean),
+    },
+    mqtt: {
+      url: e.MQTT_URL ?? `mqtt://127.0.0.1:${e.MQTT_PORT}`,
+      port: e.MQTT_PORT,
+      cloudUrl: e.MQTT_CLOUD_URL ?? `mqtt://127.0.0.1:${e.MQTT_CLOUD_PORT}`,
+      cloudPort: e.MQTT_CLOUD_PORT,
+      username: e.MQTT_USERNAME,
+      password: e.MQTT_PASSWORD,
+    },
+    api: {
+      port: e.API_PORT,
+      publicUrl: e.API_PUBLIC_URL ?? `http://127.0.0.1:${e.API_PORT}`,
+      jwtSecret: e.API_JWT_SECRET,
+      jwtIssuer: e.API_JWT_ISSUER,
+      jwtAudience: e.API_JWT_AUDIENCE,
+    },
+    fleet: { robots: e.FLEET_ROBOTS, sshBasePort: e.FLEET_SSH_BASE_PORT, dir: path.join(dataDir, 'fleet') },
+  };
+}

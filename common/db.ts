@@ -1,0 +1,34 @@
+// One mongoose connection per process, with every model registered on it (not on the global mongoose), so
+// activity factories and the API receive their models explicitly and tests can open their own connection.
+// Habits that keep the code valid on both MongoDB and the local FerretDB (notes in infra/README.md): natural
+// string ids, bulk writes in chunks of <= 50, a timeout on every operation, no transactions/$lookup/TTL.
+import mongoose, { type Connection } from 'mongoose';
+import type { Config } from './config';
+import { registerOtaModels, type OtaModels } from './models/ota';
+
+export interface Db {
+  connection: Connection;
+  models: OtaModels;
+  close(): Promise<void>;
+}
+
+export async function connectDb(cfg: Config, dbName = cfg.mongo.db): Promise<Db> {
+  const connection = mongoose.createConnection(cfg.mongo.url, {
+    dbName,
+    serverSelectionTimeoutMS: cfg.mongo.timeoutMs,
+    socketTimeoutMS: cfg.mongo.timeoutMs * 3,
+    // FerretDB has no retryable writes (no replica set); MongoDB production sets this through MONGO_URL.
+    retryWrites: false,
+  });
+  await connection.asPromise();
+  const models = registerOtaModels(connection, cfg.mongo.timeoutMs);
+  await Promise.all(Object.values(models).map((m) => m.init()));
+  return { connection, models, close: () => connection.close() };
+}
+
+/** Splits bulk writes: FerretDB hangs on one update command of >= 100 statements (infra/README.md). */
+export function chunks<T>(items: readonly T[], size = 50): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}

