@@ -1,0 +1,39 @@
+// What clients (API, MQTT bridge, tests) and the otaDeployment workflow agree on: ids, input, signals, query.
+// Workflow-safe module: only @temporalio/workflow definitions and types.
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+import type { JobReport, JobStatus } from '../common/protocol';
+
+export const OTA_DEPLOYMENT_WORKFLOW = 'otaDeployment';
+
+/** The workflow id carries the job id, so an operator finds a job's run in Temporal Web by its id. */
+export const otaWorkflowId = (jobId: string): string => `ota-job-${jobId}`;
+
+export interface OtaDeploymentInput {
+  jobId: string;
+  robotId: string;
+  /** Optional: the job ends TIMED_OUT if not terminal after this many seconds. */
+  timeoutSeconds?: number | null;
+}
+
+export interface OtaDeploymentResult {
+  jobId: string;
+  status: JobStatus;
+  error_msg: string | null;
+  dispatches: number;
+}
+
+export interface OtaJobProgress {
+  status: JobStatus;
+  progress: number | null;
+  error_msg: string | null;
+  robotOnline: boolean;
+  dispatches: number;
+}
+
+/** A robot's report for this job (one entry of its state map), forwarded by the bridge. */
+export const robotReportSignal = defineSignal<[JobReport]>('robotReport');
+/** The robot's retained presence changed (online / offline). */
+export const robotPresenceSignal = defineSignal<[{ online: boolean }]>('robotPresence');
+/** Operator cancel (POST /job/{id}/cancel). Temporal Web's "Request cancellation" is handled the same way. */
+export const cancelJobSignal = defineSignal<[{ reason?: string }]>('cancelJob');
+export const jobProgressQuery = defineQuery<OtaJobProgress>('jobProgress');
