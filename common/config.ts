@@ -41,7 +41,7 @@ const envSchema = z.object({
   S3_ACCESS_KEY_ID: z.string().min(1),
   S3_SECRET_ACCESS_KEY: z.string().min(1),
   S3_FORCE_PATH_STYLE: bool.default(true),
-  S3_BUCKETS: z.string().default('files,rf'),
+  S3_BUCKETS: z.string().default('files,robot-files'),
 
   // Robots connect to MQTT_PORT, where the broker forces client id = user name; cloud processes (API, bridge,
   // workers, several at once) connect to the cloud listener, where each picks its own client id.

@@ -1,0 +1,82 @@
+// OTA job persistence for the otaDeployment workflow. The workflow calls this once per status *transition*
+// (not per progress tick: live progress stays in workflow state and is read with the jobProgress query).
+// Every write is guarded by the status order (workflows/ota-status.ts): a retried activity, a replayed workflow
+// or a stale caller can repeat or lag, but can never move a job backwards or out of a terminal status.
+import type { JobStatus } from '../../common/protocol';
+import type { OtaModels } from '../../common/models/ota';
+import { isTerminalStatus, statusesBefore } from '../../workflows/ota-status';
+import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from './timeout';
+
+export interface OtaJobActivityDeps {
+  models: Pick<OtaModels, 'OtaJob' | 'DeployTarget'>;
+  /** Client-side deadline per database operation (the models also send maxTimeMS). */
+  dbTimeoutMs?: number;
+}
+
+export interface RecordJobStatusResult {
+  /** True when the job now holds `status` (written now, or already there from an earlier attempt). */
+  applied: boolean;
+  /** The job's status in the database after the call; null when the job does not exist. */
+  current: JobStatus | null;
+}
+
+export const deployTargetId = (robotId: string, deployPath: string): string => `${robotId}:${deployPath}`;
+
+export function createOtaJobActivities({ models, dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS }: OtaJobActivityDeps) {
+  const { OtaJob, DeployTarget } = models;
+
+  async function upsertDeployTarget(jobId: string): Promise<void> {
+    const job = await withDbTimeout('load completed job', dbTimeoutMs, OtaJob.findById(jobId).lean());
+    if (!job) return;
+    const now = new Date();
+    await withDbTimeout(
+      'upsert deploy target',
+      dbTimeoutMs,
+      DeployTarget.updateOne(
+        { _id: deployTargetId(job.robot_id, job.deploy_path) },
+        {
+          $set: {
+            robot_id: job.robot_id,
+            deploy_path: job.deploy_path,
+            s3_bucket: job.s3_bucket,
+            s3_object_name: job.s3_object_name,
+            sha256: job.sha256,
+            job_id: jobId,
+            updated_at: now,
+          },
+          $setOnInsert: { version: 'v1' },
+        },
+        { upsert: true },
+      ),
+    );
+  }
+
+  return {
+    /**
+     * Moves job `jobId` to `status` if that is a forward transition; idempotent (repeating the last write is a
+     * no-op that still reports `applied`). On COMPLETED it also records what now sits at the robot's path.
+     */
+    async recordJobStatus(jobId: string, status: JobStatus, error_msg: string | null): Promise<RecordJobStatusResult> {
+      const now = new Date();
+      const res = await withDbTimeout(
+        'record job status',
+        dbTimeoutMs,
+        OtaJob.updateOne(
+          { _id: jobId, status: { $in: statusesBefore(status) } },
+          { $set: { status, error_msg, updated_at: now, ...(isTerminalStatus(status) ? { finished_at: now } : {}) } },
+        ),
+      );
+      let current: JobStatus | null = status;
+      if (res.matchedCount === 0) {
+        const job = await withDbTimeout('read job status', dbTimeoutMs, OtaJob.findById(jobId, { status: 1 }).lean());
+        current = job ? (job.status as JobStatus) : null;
+      }
+      const applied = current === status;
+      // Also on a repeat: an earlier attempt may have stored COMPLETED and then failed before this upsert.
+      if (applied && status === 'COMPLETED') await upsertDeployTarget(jobId);
+      return { applied, current };
+    },
+  };
+}
+
+export type OtaJobActivities = ReturnType<typeof createOtaJobActivities>;

@@ -1,0 +1,100 @@
+// OTA activities that talk to robots over MQTT (cloud listener, user `cloud`, ACL `ota/#`).
+// dispatchDeploy builds the deploy message itself, including a short-lived presigned download URL: the URL is
+// a bearer credential, so it must never appear in an activity result or input (workflow history is readable
+// by every operator in Temporal Web). The workflow only ever sees 'dispatched' | 'robot_offline'.
+import { GetObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { log } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import type { MqttClient } from 'mqtt';
+import type { Config } from '../../common/config';
+import type { OtaModels } from '../../common/models/ota';
+import { deployMessageSchema, robotIdSchema, topics, type DeployMessage } from '../../common/protocol';
+import { withDbTimeout } from '../db/timeout';
+import { publishQos1 } from './connection';
+
+export type DispatchOutcome = 'dispatched' | 'robot_offline';
+
+/** Error types the workflow treats as final (retrying cannot fix them). */
+export const OTA_JOB_NOT_FOUND = 'OtaJobNotFound';
+export const OTA_JOB_INVALID = 'OtaJobInvalid';
+
+export interface OtaMqttActivityDeps {
+  mqtt: MqttClient;
+  models: Pick<OtaModels, 'OtaJob' | 'RobotPresence'>;
+  s3: S3Client;
+  cfg: Pick<Config, 'mongo'>;
+  /**
+   * Lifetime of the presigned URL and of the deploy message at the broker (the message expires with its URL:
+   * a robot that comes back later gets a fresh dispatch, with a fresh URL, from the workflow instead).
+   */
+  urlTtlSeconds?: number;
+}
+
+export const DEFAULT_URL_TTL_SECONDS = 3600;
+
+export function createOtaMqttActivities({ mqtt, models, s3, cfg, urlTtlSeconds = DEFAULT_URL_TTL_SECONDS }: OtaMqttActivityDeps) {
+  const { OtaJob, RobotPresence } = models;
+  const dbTimeoutMs = cfg.mongo.timeoutMs;
+
+  return {
+    /**
+     * Publishes job `jobId` on `ota/<robot>/deploy` (QoS 1) if the robot is online; otherwise returns
+     * 'robot_offline' without publishing, and the workflow waits for the robot's presence signal.
+     * Re-dispatching a job is safe: the daemon dedupes by job id.
+     */
+    async dispatchDeploy(jobId: string): Promise<DispatchOutcome> {
+      const job = await withDbTimeout('load job', dbTimeoutMs, OtaJob.findById(jobId).lean());
+      if (!job) throw ApplicationFailure.nonRetryable(`OTA job ${jobId} does not exist`, OTA_JOB_NOT_FOUND);
+      const robot = robotIdSchema.safeParse(job.robot_id);
+      if (!robot.success) throw ApplicationFailure.nonRetryable(`OTA job ${jobId}: invalid robot_id`, OTA_JOB_INVALID);
+      const robotId = robot.data;
+
+      const presence = await withDbTimeout('load presence', dbTimeoutMs, RobotPresence.findById(robotId).lean());
+      // No presence record means the robot has never been seen: same as offline; its first "online" wakes us.
+      if (!presence?.online) {
+        log.info('robot offline, deploy deferred', { jobId, robotId });
+        return 'robot_offline';
+      }
+
+      const url = await getSignedUrl(s3, new GetObjectCommand({ Bucket: job.s3_bucket, Key: job.s3_object_name }), {
+        expiresIn: urlTtlSeconds,
+      });
+      const candidate: DeployMessage = {
+        // The reference daemon's four fields first, then ours.
+        job_id: jobId,
+        s3_bucket: job.s3_bucket,
+        s3_object_name: job.s3_object_name,
+        deploy_path: job.deploy_path,
+        sha256: job.sha256,
+        size: job.size,
+        url,
+        ...(typeof job.mode === 'number' ? { mode: job.mode } : {}),
+      };
+      const parsed = deployMessageSchema.safeParse(candidate);
+      if (!parsed.success) {
+        // Report which fields are wrong, never their values (the url is among them).
+        const fields = [...new Set(parsed.error.issues.map((i) => i.path.join('.')))].join(', ');
+        throw ApplicationFailure.nonRetryable(`OTA job ${jobId}: deploy message invalid (${fields})`, OTA_JOB_INVALID);
+      }
+      await publishQos1(mqtt, topics.deploy(robotId), JSON.stringify(parsed.data), { messageExpirySeconds: urlTtlSeconds });
+      log.info('deploy published', { jobId, robotId, topic: topics.deploy(robotId) });
+      return 'dispatched';
+    },
+
+    /** Tells the daemon the cloud has stored the job's terminal state, so it can forget the job. */
+    async publishAck(robotId: string, jobId: string): Promise<void> {
+      await publishQos1(mqtt, topics.ack(robotId), jobId);
+    },
+
+    /**
+     * Tells the daemon to abort the job and never install it. No message expiry: a robot that is offline now
+     * may still hold the deploy message (or a half-done download) and must learn of the cancel when it returns.
+     */
+    async publishCancel(robotId: string, jobId: string): Promise<void> {
+      await publishQos1(mqtt, topics.cancel(robotId), jobId);
+    },
+  };
+}
+
+export type OtaMqttActivities = ReturnType<typeof createOtaMqttActivities>;

@@ -1,0 +1,46 @@
+// Where activities learn how to reach a robot. Secrets stay behind references (key and password *files*), so a
+// workflow passes only a robot id. The simulated fleet's manifest (infra/fleet.ts) is one source; a production
+// install builds the same interface from its robots collection and secret store.
+import fs from 'node:fs';
+import type { FleetManifest } from '../infra/fleet';
+
+export interface RobotSshInfo {
+  robotId: string;
+  host: string;
+  port: number;
+  username: string;
+  hostKeySha256: string;
+  privateKeyFile: string;
+  /** The robot's file root: RFs and probe files live below it. */
+  root: string;
+}
+
+export interface RobotDirectory {
+  ids(): string[];
+  ssh(robotId: string): RobotSshInfo;
+  mqttCredentials(robotId: string): { username: string; password: string };
+}
+
+export class UnknownRobotError extends Error {
+  override name = 'UnknownRobotError';
+}
+
+export function robotDirectoryFromFleet(manifest: FleetManifest): RobotDirectory {
+  const byId = new Map(manifest.robots.map((r) => [r.id, r]));
+  const get = (id: string) => {
+    const r = byId.get(id);
+    if (!r) throw new UnknownRobotError(`unknown robot ${id}`);
+    return r;
+  };
+  return {
+    ids: () => [...byId.keys()],
+    ssh: (id) => {
+      const r = get(id);
+      return { robotId: id, ...r.ssh, privateKeyFile: manifest.clientKeyFile, root: r.root };
+    },
+    mqttCredentials: (id) => {
+      const r = get(id);
+      return { username: r.mqtt.username, password: fs.readFileSync(r.mqtt.passwordFile, 'utf8').trim() };
+    },
+  };
+}

@@ -1,0 +1,242 @@
+// Resumable, memory-bounded HTTP download into `<target>.part`, with a sidecar that remembers which object
+// and which version (strong ETag) the partial bytes belong to, so a restarted daemon continues where it
+// stopped instead of starting over (the reference daemon always restarted from zero).
+//
+// Protocol (notes/STACK.md "Resumable HTTP download"): `Range: bytes=<n>-` + `If-Range: <strong ETag>`;
+// 206 → check Content-Range start/total and append; 200 → the object changed or the server ignores ranges:
+// truncate and take the full body; 416 with total == n → already complete.
+import { createHash, type Hash } from 'node:crypto';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import { z } from 'zod';
+import { errnoCode, removeQuietly, writeFileAtomic } from './fs-util';
+
+export class DownloadError extends Error {
+  override name = 'DownloadError';
+  constructor(
+    message: string,
+    /** False when trying again cannot help (e.g. 404): the job fails at once. */
+    readonly retryable: boolean,
+  ) {
+    super(message);
+  }
+}
+
+/** What the partial bytes are: a `.part` is only continued for the same object, content and version. */
+export interface PartIdentity {
+  bucket: string;
+  object: string;
+  sha256: string | null;
+}
+
+const sidecarSchema = z.object({
+  v: z.literal(1),
+  bucket: z.string(),
+  object: z.string(),
+  sha256: z.string().nullable(),
+  etag: z.string().nullable(),
+  total: z.number().int().nonnegative().nullable(),
+});
+type Sidecar = z.infer<typeof sidecarSchema>;
+
+export const partPaths = (target: string) => ({ part: `${target}.part`, sidecar: `${target}.part.json` });
+
+export interface DownloadRequest {
+  url: string;
+  target: string;
+  identity: PartIdentity;
+  signal: AbortSignal;
+  /** Called after every write batch; the caller throttles what it reports. */
+  onProgress?: (received: number, total: number | null) => void;
+}
+
+export interface DownloadResult {
+  /** Size of the complete `.part` file. */
+  bytes: number;
+  sha256: string;
+  /** Bytes already on disk when this attempt started (0 = fresh download). */
+  resumedFrom: number;
+  /** Bytes received over the network by this attempt. */
+  fetched: number;
+}
+
+/** Weak validators (`W/"…"`) must never be used with If-Range (RFC 9110 §13.1.5). */
+const strongEtag = (etag: string | null): string | null => (etag && !etag.startsWith('W/') ? etag : null);
+
+const WRITE_BATCH_BYTES = 1 << 20;
+
+async function readSidecar(file: string): Promise<Sidecar | null> {
+  try {
+    const parsed = sidecarSchema.safeParse(JSON.parse(await fsp.readFile(file, 'utf8')));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
+}
+
+async function fileSize(file: string): Promise<number | null> {
+  try {
+    return (await fsp.stat(file)).size;
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+/** Hashes the bytes already on disk so the final digest covers the whole file without a second full pass. */
+async function hashPrefix(file: string, length: number, signal: AbortSignal): Promise<Hash> {
+  const hash = createHash('sha256');
+  if (length === 0) return hash;
+  const stream = fs.createReadStream(file, { start: 0, end: length - 1, highWaterMark: WRITE_BATCH_BYTES, signal });
+  for await (const chunk of stream) hash.update(chunk as Buffer);
+  return hash;
+}
+
+// Content-Range: "bytes <start>-<end>/<total>", or "bytes */<total>" on a 416; the total may be "*" (unknown).
+export function parseContentRange(header: string | null): { start: number | null; total: number | null } | null {
+  if (!header) return null;
+  const m = /^bytes\s+(?:(\d+)-(\d+)|\*)\/(\d+|\*)$/i.exec(header.trim());
+  if (!m) return null;
+  return { start: m[1] !== undefined ? Number(m[1]) : null, total: m[3] === '*' ? null : Number(m[3]) };
+}
+
+async function resumableOffset(part: string, sidecar: Sidecar | null, identity: PartIdentity): Promise<number> {
+  if (!sidecar || !strongEtag(sidecar.etag)) return 0;
+  if (sidecar.bucket !== identity.bucket || sidecar.object !== identity.object || sidecar.sha256 !== identity.sha256) return 0;
+  const size = await fileSize(part);
+  if (size === null) return 0;
+  if (sidecar.total !== null && size > sidecar.total) return 0;
+  return size;
+}
+
+async function openResponse(url: string, offset: number, etag: string | null, signal: AbortSignal): Promise<Response> {
+  const headers: Record<string, string> = { 'accept-encoding': 'identity' };
+  if (offset > 0 && etag) {
+    headers.range = `bytes=${offset}-`;
+    headers['if-range'] = etag;
+  }
+  try {
+    return await fetch(url, { headers, signal, redirect: 'follow' });
+  } catch (e) {
+    if (signal.aborted) throw signal.reason;
+    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+    throw new DownloadError(`download failed: ${cause?.code ?? cause?.message ?? (e as Error).message}`, true);
+  }
+}
+
+function statusError(res: Response): DownloadError {
+  // 403 stays retryable: a presigned URL that expired while the robot was offline is replaced by the cloud's
+  // next dispatch of the same job. 404/400/410 will not change by waiting.
+  const permanent = [400, 404, 405, 410, 501].includes(res.status);
+  return new DownloadError(`download failed: HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`, !permanent);
+}
+
+/**
+ * One download attempt. Leaves the `.part` and its sidecar in place on failure, so the next attempt (or the
+ * next daemon run) resumes; the caller removes them when the job is abandoned.
+ */
+export async function downloadToPart(req: DownloadRequest): Promise<DownloadResult> {
+  const { part, sidecar: sidecarFile } = partPaths(req.target);
+  const sidecar = await readSidecar(sidecarFile);
+  let offset = await resumableOffset(part, sidecar, req.identity);
+  const etag = offset > 0 ? strongEtag(sidecar?.etag ?? null) : null;
+
+  let res = await openResponse(req.url, offset, etag, req.signal);
+  let total: number | null = null;
+  let fresh = true;
+
+  if (res.status === 206 && offset > 0) {
+    const range = parseContentRange(res.headers.get('content-range'));
+    // Some S3-compatible servers ignore If-Range; the 206's own ETag is checked too, so a changed object is
+    // never spliced onto old bytes.
+    const sameVersion = (res.headers.get('etag') ?? etag) === etag;
+    if (range && sameVersion && range.start === offset && (sidecar?.total == null || range.total === sidecar.total)) {
+      total = range.total;
+      fresh = false;
+    } else {
+      // The server answered a different range than asked: do not guess, start over with a plain GET.
+      await res.body?.cancel();
+      offset = 0;
+      res = await openResponse(req.url, 0, null, req.signal);
+    }
+  } else if (res.status === 416 && offset > 0) {
+    const range = parseContentRange(res.headers.get('content-range'));
+    await res.body?.cancel();
+    if (range?.total != null && range.total === offset && range.total === sidecar?.total) {
+      const hash = await hashPrefix(part, offset, req.signal);
+      req.onProgress?.(offset, offset);
+      return { bytes: offset, sha256: hash.digest('hex'), resumedFrom: offset, fetched: 0 };
+    }
+    offset = 0;
+    res = await openResponse(req.url, 0, null, req.signal);
+  }
+
+  if (fresh) {
+    if (res.status !== 200) {
+      await res.body?.cancel().catch(() => undefined);
+      throw statusError(res);
+    }
+    offset = 0;
+    const length = res.headers.get('content-length');
+    total = length !== null && /^\d+$/.test(length) ? Number(length) : null;
+    // The sidecar is written before the first byte: whatever reaches the `.part` is attributable.
+    await removeQuietly(part);
+    const meta: Sidecar = { v: 1, ...req.identity, etag: res.headers.get('etag'), total };
+    await writeFileAtomic(sidecarFile, JSON.stringify(meta));
+  }
+  if (!res.body) throw new DownloadError('download failed: empty response body', true);
+
+  const resumedFrom = offset;
+  const hash = fresh ? createHash('sha256') : await hashPrefix(part, offset, req.signal);
+  const fh = await fsp.open(part, fresh ? 'w' : 'r+', 0o600);
+  let position = offset;
+  try {
+    if (!fresh) await fh.truncate(offset);
+    req.onProgress?.(position, total);
+    let batch: Buffer[] = [];
+    let batched = 0;
+    const flush = async () => {
+      if (batched === 0) return;
+      let written = 0;
+      while (written < batched) {
+        const { bytesWritten } = await fh.writev(batch, position + written);
+        written += bytesWritten;
+        if (written < batched) batch = [Buffer.concat(batch).subarray(bytesWritten)];
+      }
+      position += batched;
+      batch = [];
+      batched = 0;
+      req.onProgress?.(position, total);
+    };
+    try {
+      // Reading one chunk at a time and awaiting each disk write is what bounds memory: the socket is only
+      // read as fast as the disk takes the bytes.
+      for await (const chunk of res.body) {
+        const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+        hash.update(buf);
+        batch.push(buf);
+        batched += buf.length;
+        if (batched >= WRITE_BATCH_BYTES) await flush();
+      }
+      await flush();
+    } catch (e) {
+      if (req.signal.aborted) throw req.signal.reason;
+      const code = errnoCode(e);
+      if (code === 'ENOSPC' || code === 'EDQUOT') throw new DownloadError(`cannot write ${part}: no space left on device`, false);
+      await flush().catch(() => undefined); // keep what arrived, for the next attempt
+      throw new DownloadError(`download interrupted after ${position} bytes: ${(e as Error).message}`, true);
+    }
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  if (total !== null && position !== total) {
+    throw new DownloadError(`download incomplete: got ${position} of ${total} bytes`, true);
+  }
+  return { bytes: position, sha256: hash.digest('hex'), resumedFrom, fetched: position - resumedFrom };
+}
+
+export async function removePart(target: string): Promise<void> {
+  const { part, sidecar } = partPaths(target);
+  await removeQuietly(part, sidecar);
+}

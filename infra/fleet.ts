@@ -1,0 +1,149 @@
+// The simulated fleet: per robot an OpenSSH sshd (own port, host key, filesystem root) and MQTT credentials,
+// plus an OTA daemon config. Everything lives under <dataDir>/fleet/<robot_id>/ and is created idempotently.
+// The manifest (fleet.json) holds no secret: credentials are referenced by file path.
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import YAML from 'yaml';
+import type { Config } from '../common/config';
+
+export interface RobotManifest {
+  id: string;
+  /** The robot's filesystem root: the only place its OTA daemon may write, and where SFTP sessions start. */
+  root: string;
+  ssh: { host: string; port: number; username: string; hostKeyFile: string; hostKeySha256: string };
+  mqtt: { username: string; passwordFile: string };
+  dir: string;
+  sshdConfig: string;
+  daemonConfig: string;
+  stateDir: string;
+}
+
+export interface FleetManifest {
+  /** The cloud side's SSH client key (private key file path; authorised on every simulated robot). */
+  clientKeyFile: string;
+  robots: RobotManifest[];
+}
+
+export const robotId = (i: number) => `robot${String(i + 1).padStart(2, '0')}`;
+
+function writeIfChanged(file: string, body: string, mode = 0o644): boolean {
+  if (fs.existsSync(file) && fs.readFileSync(file, 'utf8') === body) return false;
+  fs.writeFileSync(file, body, { mode });
+  return true;
+}
+
+function secretFile(file: string): string {
+  if (!fs.existsSync(file)) fs.writeFileSync(file, crypto.randomBytes(18).toString('base64url'), { mode: 0o600 });
+  return fs.readFileSync(file, 'utf8').trim();
+}
+
+function sshKey(file: string): void {
+  if (!fs.existsSync(file)) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', path.basename(file), '-f', file]);
+}
+
+/** OpenSSH's "SHA256:<base64>" fingerprint of a public key line ("ssh-ed25519 AAAA... comment"). */
+export function fingerprintOfPublicKey(pubLine: string): string {
+  const blob = Buffer.from(pubLine.trim().split(/\s+/)[1], 'base64');
+  return 'SHA256:' + crypto.createHash('sha256').update(blob).digest('base64').replace(/=+$/, '');
+}
+
+export function fleetManifestPath(cfg: Config): string {
+  return path.join(cfg.fleet.dir, 'fleet.json');
+}
+
+export function readFleet(cfg: Config): FleetManifest {
+  return JSON.parse(fs.readFileSync(fleetManifestPath(cfg), 'utf8')) as FleetManifest;
+}
+
+export function readSecret(file: string): string {
+  return fs.readFileSync(file, 'utf8').trim();
+}
+
+/** Creates (or completes) the first `count` robots; returns the manifest. Robots beyond `count` are left alone. */
+export function provisionFleet(cfg: Config, count: number): FleetManifest {
+  const fleetDir = cfg.fleet.dir;
+  fs.mkdirSync(path.join(fleetDir, 'keys'), { recursive: true });
+  const clientKeyFile = path.join(fleetDir, 'keys', 'cloud_ed25519');
+  sshKey(clientKeyFile);
+  const clientPub = fs.readFileSync(`${clientKeyFile}.pub`, 'utf8');
+  const username = os.userInfo().username;
+
+  const robots: RobotManifest[] = [];
+  for (let i = 0; i < count; i++) {
+    const id = robotId(i);
+    const dir = path.join(fleetDir, id);
+    const root = path.join(dir, 'root');
+    const stateDir = path.join(dir, 'ota-state');
+    for (const d of [dir, root, stateDir]) fs.mkdirSync(d, { recursive: true });
+    const hostKeyFile = path.join(dir, 'ssh_host_ed25519_key');
+    sshKey(hostKeyFile);
+    writeIfChanged(path.join(dir, 'authorized_keys'), clientPub, 0o600);
+    const port = cfg.fleet.sshBasePort + i;
+    const sshdConfig = path.join(dir, 'sshd_config');
+    writeIfChanged(
+      sshdConfig,
+      [
+        `Port ${port}`,
+        'ListenAddress 127.0.0.1',
+        `HostKey ${hostKeyFile}`,
+        `PidFile ${path.join(dir, 'sshd.pid')}`,
+        `AuthorizedKeysFile ${path.join(dir, 'authorized_keys')}`,
+        'PubkeyAuthentication yes',
+        'PasswordAuthentication no',
+        'KbdInteractiveAuthentication no',
+        'UsePAM no',
+        'StrictModes no',
+        'PermitRootLogin prohibit-password',
+        `AllowUsers ${username}`,
+        // SFTP sessions start in the robot's root, so relative paths land inside it.
+        `Subsystem sftp internal-sftp -d ${root}`,
+        'LogLevel ERROR',
+        '',
+      ].join('\n'),
+    );
+    const passwordFile = path.join(dir, 'mqtt.password');
+    const mqttPassword = secretFile(passwordFile);
+    const daemonConfig = path.join(dir, 'ota-config.yaml');
+    // The daemon config is a robot-local file holding that robot's own secrets, as on a real robot (0600).
+    writeIfChanged(
+      daemonConfig,
+      YAML.stringify({
+        region_name: cfg.s3.region,
+        endpoint_url: cfg.s3.endpoint,
+        aws_access_key_id: cfg.s3.accessKeyId,
+        aws_secret_access_key: cfg.s3.secretAccessKey,
+        host: new URL(cfg.mqtt.url).hostname,
+        mqtt_port: cfg.mqtt.port,
+        mqtt_username: id,
+        mqtt_password: mqttPassword,
+        robot_id: id,
+        cloud_service_url: `${cfg.api.publicUrl}/api/v1`,
+        allowed_roots: [root],
+        state_dir: stateDir,
+      }),
+      0o600,
+    );
+    robots.push({
+      id,
+      root,
+      ssh: {
+        host: '127.0.0.1',
+        port,
+        username,
+        hostKeyFile: `${hostKeyFile}.pub`,
+        hostKeySha256: fingerprintOfPublicKey(fs.readFileSync(`${hostKeyFile}.pub`, 'utf8')),
+      },
+      mqtt: { username: id, passwordFile },
+      dir,
+      sshdConfig,
+      daemonConfig,
+      stateDir,
+    });
+  }
+  const manifest: FleetManifest = { clientKeyFile, robots };
+  writeIfChanged(fleetManifestPath(cfg), JSON.stringify(manifest, null, 2) + '\n');
+  return manifest;
+}

@@ -1,0 +1,301 @@
+// The real local stack, started and stopped by the project itself (tools installed by infra/install.sh):
+// Temporal dev server (SQLite file + Web UI), FerretDB (MongoDB wire protocol), versitygw (S3), Mosquitto
+// (MQTT 5, password auth, per-robot ACL) and one OpenSSH sshd per simulated robot. Every start is idempotent;
+// `down` ends only the processes whose pid files this stack wrote.
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { CreateBucketCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
+import mongoose from 'mongoose';
+import type { Config } from '../common/config';
+import { createS3Client } from '../activities/s3/client';
+import { provisionFleet, readSecret, type FleetManifest } from './fleet';
+import {
+  ensureProcess,
+  killProcess,
+  knownProcesses,
+  runningPid,
+  stopProcess,
+  tcpOpen,
+  waitFor,
+  type ProcessPaths,
+  type ProcessSpec,
+} from './proc';
+
+const run = promisify(execFile);
+
+export const VERSIONS = { temporal: '1.9.1', ferretdb: '1.24.1', versitygw: '1.7.0' } as const;
+/** Keyword search attributes of the `fleet` namespace (SQLite visibility allows 10 Keyword columns). */
+export const SEARCH_ATTRIBUTES = ['RobotId', 'CenterId', 'JobState', 'DeploymentId'] as const;
+
+export const stackPaths = (cfg: Config): ProcessPaths => ({
+  runDir: path.join(cfg.dataDir, 'run'),
+  logDir: path.join(cfg.dataDir, 'logs'),
+});
+
+export const tools = (cfg: Config) => ({
+  temporal: path.join(cfg.toolsDir, `temporal-${VERSIONS.temporal}`, 'bin', 'temporal'),
+  ferretdb: path.join(cfg.toolsDir, `ferretdb-${VERSIONS.ferretdb}`, 'ferretdb'),
+  versitygw: path.join(cfg.toolsDir, `versitygw-${VERSIONS.versitygw}`, 'versitygw'),
+  mosquitto: '/usr/sbin/mosquitto',
+  mosquittoPasswd: '/usr/bin/mosquitto_passwd',
+  sshd: '/usr/sbin/sshd',
+});
+
+function dir(...parts: string[]): string {
+  const d = path.join(...parts);
+  fs.mkdirSync(d, { recursive: true });
+  return d;
+}
+
+async function temporalCli(cfg: Config, args: string[]): Promise<string> {
+  const { stdout } = await run(tools(cfg).temporal, [...args, '--address', cfg.temporal.address], { timeout: 15000 });
+  return stdout;
+}
+
+export function temporalSpec(cfg: Config): ProcessSpec {
+  const data = dir(cfg.dataDir, 'temporal');
+  const args = [
+    'server', 'start-dev',
+    '--ip', '127.0.0.1',
+    '--port', String(cfg.temporal.port),
+    '--ui-port', String(cfg.temporal.uiPort),
+    '--db-filename', path.join(data, 'temporal.sqlite'),
+    // WAL + synchronous=normal: ~2x the throughput of the defaults on this machine kind (STACK.md).
+    '--sqlite-pragma', 'journal_mode=wal',
+    '--sqlite-pragma', 'synchronous=normal',
+    '--namespace', cfg.temporal.namespace,
+    '--dynamic-config-value', 'frontend.enableServerVersionCheck=false',
+    '--ui-disable-news-fetch',
+    '--log-level', 'warn',
+    ...SEARCH_ATTRIBUTES.flatMap((a) => ['--search-attribute', `${a}=Keyword`]),
+  ];
+  return {
+    name: 'temporal',
+    command: tools(cfg).temporal,
+    args,
+    readyTimeoutMs: 60000,
+    ready: async () => {
+      await temporalCli(cfg, ['operator', 'cluster', 'health']);
+      await temporalCli(cfg, ['operator', 'namespace', 'describe', '--namespace', cfg.temporal.namespace]);
+      return true;
+    },
+  };
+}
+
+/** Registers any missing search attribute on the project namespace (start-dev only covers fresh databases). */
+async function ensureSearchAttributes(cfg: Config): Promise<void> {
+  const listed = await temporalCli(cfg, ['operator', 'search-attribute', 'list', '--namespace', cfg.temporal.namespace, '-o', 'json']);
+  const missing = SEARCH_ATTRIBUTES.filter((a) => !listed.includes(`"${a}"`));
+  for (const name of missing) {
+    await temporalCli(cfg, ['operator', 'search-attribute', 'create', '--namespace', cfg.temporal.namespace, '--name', name, '--type', 'Keyword']);
+  }
+}
+
+export function ferretdbSpec(cfg: Config): ProcessSpec {
+  const data = dir(cfg.dataDir, 'ferretdb');
+  return {
+    name: 'ferretdb',
+    command: tools(cfg).ferretdb,
+    args: [
+      '--handler=sqlite',
+      `--sqlite-url=file:${data}/`,
+      `--state-dir=${data}`,
+      `--listen-addr=127.0.0.1:${cfg.mongo.port}`,
+      '--debug-addr=-',
+      '--telemetry=disable',
+      '--log-level=warn',
+    ],
+    ready: async () => {
+      if (!(await tcpOpen(cfg.mongo.port))) return false;
+      const conn = await mongoose.createConnection(cfg.mongo.url, { serverSelectionTimeoutMS: 2000 }).asPromise();
+      try {
+        await conn.db!.admin().command({ ping: 1 });
+        return true;
+      } finally {
+        await conn.close();
+      }
+    },
+  };
+}
+
+export function versitygwSpec(cfg: Config): ProcessSpec {
+  const data = dir(cfg.dataDir, 's3', 'data');
+  const iam = dir(cfg.dataDir, 's3', 'iam');
+  return {
+    name: 'versitygw',
+    command: tools(cfg).versitygw,
+    args: ['--port', `127.0.0.1:${cfg.s3.port}`, '--iam-dir', iam, 'posix', data],
+    // Credentials go through the environment, never the command line (visible in `ps`).
+    env: { ...process.env, ROOT_ACCESS_KEY: cfg.s3.accessKeyId, ROOT_SECRET_KEY: cfg.s3.secretAccessKey },
+    ready: () =>
+      new Promise((resolve) => {
+        const req = http.get({ host: '127.0.0.1', port: cfg.s3.port, path: '/', timeout: 1000 }, (res) => {
+          res.resume();
+          resolve(true);
+        });
+        req.on('error', () => resolve(false));
+        req.on('timeout', () => req.destroy());
+      }),
+  };
+}
+
+async function ensureBuckets(cfg: Config): Promise<void> {
+  const s3 = createS3Client(cfg);
+  try {
+    for (const Bucket of cfg.s3.buckets) {
+      const exists = await s3.send(new HeadBucketCommand({ Bucket })).then(() => true, () => false);
+      if (!exists) await s3.send(new CreateBucketCommand({ Bucket }));
+    }
+  } finally {
+    s3.destroy();
+  }
+}
+
+/**
+ * Two listeners: robots connect to MQTT_PORT where the client id is forced to the user name (a robot cannot
+ * take over another robot's session, and the `ota/%u/#` ACL binds to its identity); cloud processes connect to
+ * the loopback cloud listener, where each (API, bridge, workers) has its own client id.
+ */
+function writeMosquittoConfig(cfg: Config, fleet: FleetManifest): string {
+  const d = dir(cfg.dataDir, 'mosquitto');
+  const users = (entries: [string, string][]) => entries.map(([u, p]) => `${u}:${p}`).join('\n') + '\n';
+  const robotUsers: [string, string][] = [
+    [cfg.mqtt.username, cfg.mqtt.password],
+    ...fleet.robots.map((r): [string, string] => [r.mqtt.username, readSecret(r.mqtt.passwordFile)]),
+  ];
+  fs.writeFileSync(path.join(d, 'passwd-robots'), users(robotUsers), { mode: 0o600 });
+  fs.writeFileSync(path.join(d, 'passwd-cloud'), users([[cfg.mqtt.username, cfg.mqtt.password]]), { mode: 0o600 });
+  fs.writeFileSync(
+    path.join(d, 'acl'),
+    [`user ${cfg.mqtt.username}`, 'topic readwrite ota/#', '', 'pattern readwrite ota/%u/#', ''].join('\n'),
+  );
+  const conf = [
+    'per_listener_settings true',
+    'persistence true',
+    `persistence_location ${d}/`,
+    // Save queued QoS 1 messages promptly so a broker SIGKILL loses as little as possible.
+    'autosave_interval 1',
+    'autosave_on_changes true',
+    'max_queued_messages 10000',
+    'log_dest stdout',
+    'log_type error',
+    'log_type warning',
+    ...(os.userInfo().uid === 0 ? ['user root'] : []),
+    '',
+    `listener ${cfg.mqtt.port} 127.0.0.1`,
+    'allow_anonymous false',
+    `password_file ${path.join(d, 'passwd-robots')}`,
+    `acl_file ${path.join(d, 'acl')}`,
+    'use_username_as_clientid true',
+    '',
+    `listener ${cfg.mqtt.cloudPort} 127.0.0.1`,
+    'allow_anonymous false',
+    `password_file ${path.join(d, 'passwd-cloud')}`,
+    `acl_file ${path.join(d, 'acl')}`,
+    '',
+  ].join('\n');
+  fs.writeFileSync(path.join(d, 'mosquitto.conf'), conf);
+  return d;
+}
+
+async function hashPasswords(cfg: Config, d: string): Promise<void> {
+  // mosquitto_passwd -U hashes a plain user:password file in place (one process for the whole fleet).
+  for (const f of ['passwd-robots', 'passwd-cloud']) await run(tools(cfg).mosquittoPasswd, ['-U', path.join(d, f)]);
+}
+
+export function mosquittoSpec(cfg: Config): ProcessSpec {
+  const d = path.join(cfg.dataDir, 'mosquitto');
+  return {
+    name: 'mosquitto',
+    command: tools(cfg).mosquitto,
+    args: ['-c', path.join(d, 'mosquitto.conf')],
+    ready: async () => (await tcpOpen(cfg.mqtt.port)) && (await tcpOpen(cfg.mqtt.cloudPort)),
+  };
+}
+
+export const sshdName = (robot: string) => `sshd-${robot}`;
+
+export function sshdSpec(robot: FleetManifest['robots'][number]): ProcessSpec {
+  return {
+    name: sshdName(robot.id),
+    command: '/usr/sbin/sshd',
+    // The config path is part of the marker so each robot's sshd is told apart from the others and the system's.
+    args: ['-f', robot.sshdConfig, '-D', '-e'],
+    ready: () => tcpOpen(robot.ssh.port),
+  };
+}
+
+export interface StackStatus {
+  name: string;
+  pid: number | null;
+}
+
+export interface UpOptions {
+  robots?: number;
+  log?: (line: string) => void;
+}
+
+/** Brings the servers and the simulated fleet up; a no-op for parts already running. */
+export async function stackUp(cfg: Config, opts: UpOptions = {}): Promise<FleetManifest> {
+  const log = opts.log ?? (() => undefined);
+  const p = stackPaths(cfg);
+  for (const [name, file] of Object.entries(tools(cfg))) {
+    if (!fs.existsSync(file)) throw new Error(`${name} is not installed at ${file}: run infra/install.sh`);
+  }
+  const fleet = provisionFleet(cfg, opts.robots ?? cfg.fleet.robots);
+  const report = (name: string, r: { started: boolean; pid: number }) =>
+    log(`${r.started ? 'started' : 'running'} ${name} (pid ${r.pid})`);
+
+  const mqttDir = writeMosquittoConfig(cfg, fleet);
+  await hashPasswords(cfg, mqttDir);
+  const [temporal, ferret, s3, mqtt] = await Promise.all([
+    ensureProcess(p, temporalSpec(cfg)),
+    ensureProcess(p, ferretdbSpec(cfg)),
+    ensureProcess(p, versitygwSpec(cfg)),
+    ensureProcess(p, mosquittoSpec(cfg)),
+  ]);
+  report('temporal', temporal);
+  report('ferretdb', ferret);
+  report('versitygw', s3);
+  report('mosquitto', mqtt);
+  // A running broker re-reads password and ACL files on SIGHUP: robots added since it started can log in.
+  if (!mqtt.started) process.kill(mqtt.pid, 'SIGHUP');
+  await ensureSearchAttributes(cfg);
+  await ensureBuckets(cfg);
+
+  if (os.userInfo().uid === 0) fs.mkdirSync('/run/sshd', { recursive: true }); // sshd's privilege-separation dir
+  const started = await Promise.all(fleet.robots.map((r) => ensureProcess(p, sshdSpec(r))));
+  const fresh = started.filter((s) => s.started).length;
+  log(`${fleet.robots.length} simulated robots (sshd ports ${cfg.fleet.sshBasePort}-${cfg.fleet.sshBasePort + fleet.robots.length - 1}; ${fresh} started now)`);
+  return fleet;
+}
+
+/** Stops every process this stack started (apps first, servers last). */
+export async function stackDown(cfg: Config, log: (line: string) => void = () => undefined): Promise<void> {
+  const p = stackPaths(cfg);
+  const servers = ['temporal', 'ferretdb', 'versitygw', 'mosquitto'];
+  const names = knownProcesses(p);
+  const apps = names.filter((n) => !servers.includes(n));
+  await Promise.all(apps.map(async (n) => (await stopProcess(p, n)) && log(`stopped ${n}`)));
+  await Promise.all(servers.map(async (n) => (await stopProcess(p, n, 10000)) && log(`stopped ${n}`)));
+}
+
+export function stackStatus(cfg: Config): StackStatus[] {
+  const p = stackPaths(cfg);
+  return knownProcesses(p).map((name) => ({ name, pid: runningPid(p, name) }));
+}
+
+/** Restarts one server process (fault-injection tests); `hard` uses SIGKILL instead of a clean stop. */
+export async function restartServer(cfg: Config, name: 'mosquitto' | 'temporal' | 'ferretdb' | 'versitygw', hard = false): Promise<void> {
+  const p = stackPaths(cfg);
+  const spec = { mosquitto: mosquittoSpec, temporal: temporalSpec, ferretdb: ferretdbSpec, versitygw: versitygwSpec }[name](cfg);
+  if (hard) await killProcess(p, name);
+  else await stopProcess(p, name);
+  await ensureProcess(p, spec);
+}
+
+export { waitFor };

@@ -1,0 +1,59 @@
+// Composition root of the fleet worker: builds every activity from its clients and registers the workflows on
+// the task queue. Only wiring lives here.
+import { NativeConnection, Worker } from '@temporalio/worker';
+import fs from 'node:fs';
+import { loadConfig } from '../common/config';
+import { connectDb } from '../common/db';
+import { createLogger } from '../common/logger';
+import { robotDirectoryFromFleet } from '../common/robot-directory';
+import { createDbProbeActivities } from '../activities/db/probe';
+import { createMqttProbeActivities } from '../activities/mqtt/probe';
+import { createS3Client } from '../activities/s3/client';
+import { createS3ProbeActivities } from '../activities/s3/probe';
+import { createSshProbeActivities } from '../activities/ssh/probe';
+import { fleetManifestPath, type FleetManifest } from '../infra/fleet';
+
+async function main(): Promise<void> {
+  const cfg = loadConfig();
+  const log = createLogger('worker', cfg.logLevel);
+  const manifestFile = fleetManifestPath(cfg);
+  const fleet: FleetManifest = fs.existsSync(manifestFile)
+    ? (JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as FleetManifest)
+    : { clientKeyFile: '', robots: [] };
+  const robots = robotDirectoryFromFleet(fleet);
+  const db = await connectDb(cfg);
+  const s3 = createS3Client(cfg);
+  const connection = await NativeConnection.connect({ address: cfg.temporal.address });
+
+  const activities = {
+    ...createDbProbeActivities(db.connection),
+    ...createS3ProbeActivities(s3, cfg.s3.buckets[0]),
+    ...createMqttProbeActivities({
+      robotUrl: cfg.mqtt.url,
+      cloudUrl: cfg.mqtt.cloudUrl,
+      cloud: { username: cfg.mqtt.username, password: cfg.mqtt.password },
+      robots,
+    }),
+    ...createSshProbeActivities(robots),
+  };
+
+  const worker = await Worker.create({
+    connection,
+    namespace: cfg.temporal.namespace,
+    taskQueue: cfg.temporal.taskQueue,
+    workflowsPath: require.resolve('../workflows'),
+    activities,
+    // In-flight activities get time to heartbeat their last offset before the worker exits.
+    shutdownGraceTime: '10s',
+  });
+  log.info({ taskQueue: cfg.temporal.taskQueue, namespace: cfg.temporal.namespace, robots: robots.ids().length }, 'worker started');
+  await worker.run();
+  await Promise.allSettled([db.close(), connection.close()]);
+  s3.destroy();
+  log.info('worker stopped');
+}
+
+main().catch((err: unknown) => {
+  createLogger('worker').fatal({ err }, 'worker failed');
+  process.exit(1);
+});
