@@ -77,4 +77,12 @@ if [ ! -x "$vdir/versitygw" ]; then
 fi
 step versitygw "$vdir/versitygw"
 
+# --- Node packages (the lock file is the source of truth; reinstall when it changed) ----------------------
+repo=$(cd "$here/.." && pwd)
+if [ ! -f "$repo/node_modules/.package-lock.json" ] || [ "$repo/package-lock.json" -nt "$repo/node_modules/.package-lock.json" ]; then
+  s=$(date +%s)
+  (cd "$repo" && npm ci --no-audit --no-fund --loglevel=error)
+  step npm "npm ci in $(( $(date +%s) - s ))s"
+fi
+
 step done "in $(( $(date +%s) - t0 ))s"

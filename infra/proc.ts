@@ -11,8 +11,11 @@ export interface ProcessSpec {
   args: string[];
   env?: NodeJS.ProcessEnv;
   cwd?: string;
-  /** Resolves true once the process serves; polled until `readyTimeoutMs`. */
-  ready: () => Promise<boolean>;
+  /** A command-line substring unique to this process (default: the command); guards against recycled pids. */
+  marker?: string;
+  /** Resolves true once the process serves; polled until `readyTimeoutMs`. `logSinceStart` reads what this
+   *  process wrote to its log file (the file is shared with earlier runs). */
+  ready: (ctx: { logSinceStart: () => string }) => Promise<boolean>;
   readyTimeoutMs?: number;
 }
 
@@ -36,6 +39,8 @@ interface PidRecord {
   pid: number;
   /** A substring of the command line that identifies our process. */
   marker: string;
+  /** Size of the log file when this process started. */
+  logOffset: number;
 }
 
 function readPid(p: ProcessPaths, name: string): PidRecord | null {
@@ -85,16 +90,33 @@ function tail(file: string, lines = 20): string {
   }
 }
 
+function logReader(file: string, from: number): () => string {
+  return () => {
+    if (!fs.existsSync(file)) return '';
+    const fd = fs.openSync(file, 'r');
+    try {
+      const buf = Buffer.alloc(Math.max(0, fs.fstatSync(fd).size - from));
+      fs.readSync(fd, buf, 0, buf.length, from);
+      return buf.toString();
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+}
+
 /** Starts `spec` unless our process of that name already runs; returns whether it was started now. */
 export async function ensureProcess(p: ProcessPaths, spec: ProcessSpec): Promise<{ started: boolean; pid: number }> {
   fs.mkdirSync(p.runDir, { recursive: true });
   fs.mkdirSync(p.logDir, { recursive: true });
   const existing = runningPid(p, spec.name);
   if (existing) {
-    await waitFor(spec.name, spec.ready, spec.readyTimeoutMs ?? 30000);
+    const ctx = { logSinceStart: logReader(logFile(p, spec.name), readPid(p, spec.name)?.logOffset ?? 0) };
+    await waitFor(spec.name, () => spec.ready(ctx), spec.readyTimeoutMs ?? 30000);
     return { started: false, pid: existing };
   }
-  const log = fs.openSync(logFile(p, spec.name), 'a');
+  const file = logFile(p, spec.name);
+  const logOffset = fs.existsSync(file) ? fs.statSync(file).size : 0;
+  const log = fs.openSync(file, 'a');
   const child = spawn(spec.command, spec.args, {
     cwd: spec.cwd,
     env: spec.env ?? process.env,
@@ -107,13 +129,14 @@ export async function ensureProcess(p: ProcessPaths, spec: ProcessSpec): Promise
   let exited: number | null = null;
   child.on('exit', (code) => (exited = code ?? -1));
   child.unref();
-  fs.writeFileSync(pidFile(p, spec.name), JSON.stringify({ pid, marker: spec.command } satisfies PidRecord));
+  fs.writeFileSync(pidFile(p, spec.name), JSON.stringify({ pid, marker: spec.marker ?? spec.command, logOffset } satisfies PidRecord));
+  const ctx = { logSinceStart: logReader(file, logOffset) };
   try {
     await waitFor(
       spec.name,
       async () => {
         if (exited !== null) throw new Error(`exited with ${exited}`);
-        return spec.ready();
+        return spec.ready(ctx);
       },
       spec.readyTimeoutMs ?? 30000,
     );

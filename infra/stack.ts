@@ -225,6 +225,7 @@ export function sshdSpec(robot: FleetManifest['robots'][number]): ProcessSpec {
     command: '/usr/sbin/sshd',
     // The config path is part of the marker so each robot's sshd is told apart from the others and the system's.
     args: ['-f', robot.sshdConfig, '-D', '-e'],
+    marker: robot.sshdConfig,
     ready: () => tcpOpen(robot.ssh.port),
   };
 }

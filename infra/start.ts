@@ -1,0 +1,34 @@
+// `npm start`: the whole system locally: servers, simulated fleet, and the project's own processes, all in the
+// background. Idempotent: a second run finds everything running and changes nothing.
+import { loadConfig } from '../common/config';
+import { appSpecs } from './apps';
+import { ensureProcess } from './proc';
+import { stackPaths, stackUp } from './stack';
+
+async function main(): Promise<void> {
+  const cfg = loadConfig();
+  const log = (l: string) => console.log(`[start] ${l}`);
+  const fleet = await stackUp(cfg, { log });
+  const p = stackPaths(cfg);
+  for (const spec of appSpecs(cfg, p, fleet)) {
+    const r = await ensureProcess(p, spec);
+    log(`${r.started ? 'started' : 'running'} ${spec.name} (pid ${r.pid})`);
+  }
+  console.log(`
+Fleet sync is up.
+  Temporal Web   http://127.0.0.1:${cfg.temporal.uiPort}/namespaces/${cfg.temporal.namespace}/workflows
+  Temporal       ${cfg.temporal.address} (namespace ${cfg.temporal.namespace}, task queue ${cfg.temporal.taskQueue})
+  MongoDB        ${cfg.mongo.url} (FerretDB)   S3 ${cfg.s3.endpoint} (versitygw)
+  MQTT           robots ${cfg.mqtt.url}, cloud ${cfg.mqtt.cloudUrl}
+  Robots         ${fleet.robots.map((r) => `${r.id}:${r.ssh.port}`).join(' ')}
+  Logs           ${p.logDir}
+  Stop           npm stop`);
+}
+
+main().then(
+  () => process.exit(0),
+  (e: unknown) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exit(1);
+  },
+);
