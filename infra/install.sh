@@ -81,7 +81,9 @@ step versitygw "$vdir/versitygw"
 repo=$(cd "$here/.." && pwd)
 if [ ! -f "$repo/node_modules/.package-lock.json" ] || [ "$repo/package-lock.json" -nt "$repo/node_modules/.package-lock.json" ]; then
   s=$(date +%s)
-  (cd "$repo" && npm ci --no-audit --no-fund --loglevel=error)
+  # npm 11 (this machine's) rejects its own lock files in `npm ci` ("Missing: @swc/core-darwin-arm64 from lock
+  # file": other platforms' optional binaries, npm/cli#8669); npm 10's `ci` installs the same lock exactly.
+  (cd "$repo" && npx -y npm@10.9.2 ci --no-audit --no-fund --loglevel=error)
   step npm "npm ci in $(( $(date +%s) - s ))s"
 fi
 
