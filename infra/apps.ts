@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { repoRoot, type Config } from '../common/config';
 import type { FleetManifest } from './fleet';
-import type { ProcessPaths, ProcessSpec } from './proc';
+import type { ProcessSpec } from './proc';
 
 function tsApp(name: string, entry: string, readyText: string, args: string[] = []): ProcessSpec {
   const file = path.join(repoRoot, entry);
@@ -18,6 +18,14 @@ function tsApp(name: string, entry: string, readyText: string, args: string[] = 
   };
 }
 
-export function appSpecs(_cfg: Config, _p: ProcessPaths, _fleet: FleetManifest): ProcessSpec[] {
-  return [tsApp('worker', 'workers/main.ts', 'worker started')];
+/** The demo: a worker, the MQTT bridge, the API and an OTA daemon on each of the first FLEET_ROBOTS robots. */
+export function appSpecs(cfg: Config, fleet: FleetManifest): ProcessSpec[] {
+  return [
+    tsApp('worker', 'workers/main.ts', 'worker started'),
+    tsApp('mqtt-bridge', 'workers/mqtt-bridge.ts', 'mqtt bridge started'),
+    tsApp('api', 'api/main.ts', 'OTA API listening'),
+    ...fleet.robots
+      .slice(0, cfg.fleet.robots)
+      .map((r) => tsApp(`daemon-${r.id}`, 'daemon/main.ts', 'connected to the broker', ['--config', r.daemonConfig])),
+  ];
 }

@@ -62,9 +62,13 @@ export function readSecret(file: string): string {
   return fs.readFileSync(file, 'utf8').trim();
 }
 
-/** Creates (or completes) the first `count` robots; returns the manifest. Robots beyond `count` are left alone. */
+/**
+ * Creates (or completes) robots `robot01…`; returns the manifest. The fleet never shrinks: a later call with a
+ * smaller count keeps the robots an earlier call made (tests use robots beyond the demo fleet's).
+ */
 export function provisionFleet(cfg: Config, count: number): FleetManifest {
   const fleetDir = cfg.fleet.dir;
+  if (fs.existsSync(fleetManifestPath(cfg))) count = Math.max(count, readFleet(cfg).robots.length);
   fs.mkdirSync(path.join(fleetDir, 'keys'), { recursive: true });
   const clientKeyFile = path.join(fleetDir, 'keys', 'cloud_ed25519');
   sshKey(clientKeyFile);

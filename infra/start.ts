@@ -10,12 +10,13 @@ async function main(): Promise<void> {
   const log = (l: string) => console.log(`[start] ${l}`);
   const fleet = await stackUp(cfg, { log });
   const p = stackPaths(cfg);
-  for (const spec of appSpecs(cfg, p, fleet)) {
+  for (const spec of appSpecs(cfg, fleet)) {
     const r = await ensureProcess(p, spec);
     log(`${r.started ? 'started' : 'running'} ${spec.name} (pid ${r.pid})`);
   }
   console.log(`
 Fleet sync is up.
+  OTA API        ${cfg.api.publicUrl}/api/v1/docs   (token: npm run token)
   Temporal Web   http://127.0.0.1:${cfg.temporal.uiPort}/namespaces/${cfg.temporal.namespace}/workflows
   Temporal       ${cfg.temporal.address} (namespace ${cfg.temporal.namespace}, task queue ${cfg.temporal.taskQueue})
   MongoDB        ${cfg.mongo.url} (FerretDB)   S3 ${cfg.s3.endpoint} (versitygw)

@@ -9,6 +9,9 @@ import { readFleet, type FleetManifest } from '../infra/fleet';
 
 export const cfg: Config = loadConfig();
 export const fleet = (): FleetManifest => readFleet(cfg);
+/** Robots reserved for tests: after the demo fleet, so `npm start`'s daemons never compete with the tests'. */
+export const TEST_ROBOTS = 4;
+export const testRobots = () => fleet().robots.slice(cfg.fleet.robots, cfg.fleet.robots + TEST_ROBOTS);
 export const uniqueId = (prefix: string) => `${prefix}-${Date.now().toString(36)}-${crypto.randomBytes(3).toString('hex')}`;
 
 export async function temporalClient(): Promise<{ client: Client; close: () => Promise<void> }> {

@@ -1,0 +1,149 @@
+// The OTA system as real processes for end-to-end tests: a worker, the MQTT bridge, the API and one daemon per
+// robot, each a child process a test can SIGKILL and start again. Each test file gets its own task queue,
+// bridge client id and API port, so files never see each other's jobs.
+import net from 'node:net';
+import { SignJWT } from 'jose';
+import type { RobotManifest } from '../../infra/fleet';
+import { cfg, runTs, uniqueId, type ChildHandle } from '../helpers';
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+export async function apiToken(opts: { secret?: string; expiresIn?: string; alg?: 'HS256' | 'HS512'; audience?: string } = {}): Promise<string> {
+  return new SignJWT({ scope: 'ota' })
+    .setProtectedHeader({ alg: opts.alg ?? 'HS256' })
+    .setSubject('e2e-test')
+    .setIssuer(cfg.api.jwtIssuer)
+    .setAudience(opts.audience ?? cfg.api.jwtAudience)
+    .setIssuedAt()
+    .setExpirationTime(opts.expiresIn ?? '1h')
+    .sign(new TextEncoder().encode(opts.secret ?? cfg.api.jwtSecret));
+}
+
+export interface OtaSystem {
+  baseUrl: string;
+  token: string;
+  env: Record<string, string>;
+  worker: ChildHandle;
+  bridge: ChildHandle;
+  api: ChildHandle;
+  daemons: Map<string, ChildHandle>;
+  startWorker(): Promise<ChildHandle>;
+  startBridge(): Promise<ChildHandle>;
+  startApi(): Promise<ChildHandle>;
+  startDaemon(robot: RobotManifest, extraEnv?: Record<string, string>): Promise<ChildHandle>;
+  /** Authenticated fetch against the API (`path` relative to /api/v1). */
+  call(path: string, init?: RequestInit): Promise<Response>;
+  stop(): Promise<void>;
+}
+
+export async function startOtaSystem(opts: { daemonsFor: RobotManifest[] }): Promise<OtaSystem> {
+  const port = await freePort();
+  const env: Record<string, string> = {
+    TEMPORAL_TASK_QUEUE: uniqueId('ota-e2e'),
+    MQTT_BRIDGE_CLIENT_ID: uniqueId('cloud-bridge-e2e'),
+    API_PORT: String(port),
+    API_PUBLIC_URL: `http://127.0.0.1:${port}`,
+    LOG_LEVEL: 'info',
+  };
+  const token = await apiToken();
+  const sys: OtaSystem = {
+    baseUrl: `http://127.0.0.1:${port}/api/v1`,
+    token,
+    env,
+    daemons: new Map(),
+    worker: undefined as unknown as ChildHandle,
+    bridge: undefined as unknown as ChildHandle,
+    api: undefined as unknown as ChildHandle,
+    async startWorker() {
+      sys.worker = runTs('workers/main.ts', env);
+      await sys.worker.waitForOutput('worker started', 90000);
+      return sys.worker;
+    },
+    async startBridge() {
+      sys.bridge = runTs('workers/mqtt-bridge.ts', env);
+      await sys.bridge.waitForOutput('mqtt bridge started', 30000);
+      return sys.bridge;
+    },
+    async startApi() {
+      sys.api = runTs('api/main.ts', env);
+      await sys.api.waitForOutput('OTA API listening', 30000);
+      return sys.api;
+    },
+    async startDaemon(robot, extraEnv = {}) {
+      const d = runTs('daemon/main.ts', { ...env, ...extraEnv }, ['--config', robot.daemonConfig]);
+      sys.daemons.set(robot.id, d);
+      await d.waitForOutput('connected to the broker', 30000);
+      return d;
+    },
+    call(path, init = {}) {
+      const headers = new Headers(init.headers);
+      if (!headers.has('authorization')) headers.set('authorization', `Bearer ${token}`);
+      return fetch(`${sys.baseUrl}${path}`, { ...init, headers });
+    },
+    async stop() {
+      await Promise.allSettled([
+        sys.worker?.kill(),
+        sys.bridge?.kill(),
+        sys.api?.kill(),
+        ...[...sys.daemons.values()].map((d) => d.kill()),
+      ]);
+    },
+  };
+  await Promise.all([sys.startWorker(), sys.startBridge(), sys.startApi()]);
+  await Promise.all(opts.daemonsFor.map((r) => sys.startDaemon(r)));
+  return sys;
+}
+
+export interface JobState {
+  job_id: string;
+  status: string;
+  error_msg: string | null;
+  robot_id: string;
+  deploy_path: string;
+  progress?: number | null;
+}
+
+export async function jobState(sys: OtaSystem, jobId: string): Promise<JobState> {
+  const res = await sys.call(`/job_state/${jobId}`);
+  if (res.status !== 200) throw new Error(`job_state ${jobId}: ${res.status} ${await res.text()}`);
+  return (await res.json()) as JobState;
+}
+
+export async function waitForJob(sys: OtaSystem, jobId: string, statuses: string[], timeoutMs = 20000): Promise<JobState> {
+  const deadline = Date.now() + timeoutMs;
+  let last: JobState | undefined;
+  for (;;) {
+    last = await jobState(sys, jobId).catch(() => last);
+    if (last && statuses.includes(last.status)) return last;
+    if (Date.now() > deadline) throw new Error(`job ${jobId} not ${statuses.join('|')} after ${timeoutMs} ms: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Uploads bytes through the reference's multipart shape; returns the stored object name. */
+export async function uploadFile(sys: OtaSystem, name: string, bytes: Buffer, info: Record<string, unknown> = {}): Promise<string> {
+  const form = new FormData();
+  form.append('file_info_list', JSON.stringify({ file_list: [{ s3_bucket: 'files', ...info }] }));
+  form.append('files', new Blob([bytes]), name);
+  const res = await sys.call('/file/upload', { method: 'POST', body: form });
+  const body = (await res.json()) as Array<{ s3_object_name: string; state: string }>;
+  if (res.status !== 200) throw new Error(`upload: ${res.status} ${JSON.stringify(body)}`);
+  return body[0].s3_object_name;
+}
+
+export async function deployFromS3(sys: OtaSystem, objectName: string, robotId: string, deployPath: string, extra = ''): Promise<string> {
+  const q = new URLSearchParams({ robot_id: robotId, s3_bucket: 'files', s3_object_name: objectName, deploy_path: deployPath });
+  const res = await sys.call(`/file/deploy_from_s3?${q}${extra}`, { method: 'POST' });
+  const body = (await res.json()) as { job_id: string; state: string };
+  if (res.status !== 200) throw new Error(`deploy_from_s3: ${res.status} ${JSON.stringify(body)}`);
+  return body.job_id;
+}
