@@ -1,7 +1,11 @@
 // The OTA system as real processes for end-to-end tests: a worker, the MQTT bridge, the API and one daemon per
 // robot, each a child process a test can SIGKILL and start again. Each test file gets its own task queue,
 // bridge client id and API port, so files never see each other's jobs.
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import YAML from 'yaml';
 import { SignJWT } from 'jose';
 import type { RobotManifest } from '../../infra/fleet';
 import { cfg, runTs, uniqueId, type ChildHandle } from '../helpers';
@@ -39,7 +43,8 @@ export interface OtaSystem {
   startWorker(): Promise<ChildHandle>;
   startBridge(): Promise<ChildHandle>;
   startApi(): Promise<ChildHandle>;
-  startDaemon(robot: RobotManifest, extraEnv?: Record<string, string>): Promise<ChildHandle>;
+  /** Runs the robot's daemon; `overrides` are merged into a copy of its ota-config.yaml (e.g. a bandwidth cap). */
+  startDaemon(robot: RobotManifest, overrides?: Record<string, unknown>): Promise<ChildHandle>;
   /** Authenticated fetch against the API (`path` relative to /api/v1). */
   call(path: string, init?: RequestInit): Promise<Response>;
   stop(): Promise<void>;
@@ -78,8 +83,14 @@ export async function startOtaSystem(opts: { daemonsFor: RobotManifest[] }): Pro
       await sys.api.waitForOutput('OTA API listening', 30000);
       return sys.api;
     },
-    async startDaemon(robot, extraEnv = {}) {
-      const d = runTs('daemon/main.ts', { ...env, ...extraEnv }, ['--config', robot.daemonConfig]);
+    async startDaemon(robot, overrides) {
+      let config = robot.daemonConfig;
+      if (overrides) {
+        config = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ota-daemon-')), 'ota-config.yaml');
+        const base = YAML.parse(fs.readFileSync(robot.daemonConfig, 'utf8')) as Record<string, unknown>;
+        fs.writeFileSync(config, YAML.stringify({ ...base, ...overrides }), { mode: 0o600 });
+      }
+      const d = runTs('daemon/main.ts', env, ['--config', config]);
       sys.daemons.set(robot.id, d);
       await d.waitForOutput('connected to the broker', 30000);
       return d;
@@ -146,4 +157,14 @@ export async function deployFromS3(sys: OtaSystem, objectName: string, robotId: 
   const body = (await res.json()) as { job_id: string; state: string };
   if (res.status !== 200) throw new Error(`deploy_from_s3: ${res.status} ${JSON.stringify(body)}`);
   return body.job_id;
+}
+
+/** The daemon's JSON log lines with the given message. */
+export function daemonLogLines(d: ChildHandle, msg: string): Array<Record<string, unknown>> {
+  return d
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => l.msg === msg);
 }

@@ -1,0 +1,83 @@
+// Faults in the middle of a deployment: the broker restarts, the worker is SIGKILLed, the API is SIGKILLed and
+// restarted, the daemon is SIGKILLed during a large download. Each job still ends COMPLETED with the exact bytes
+// on the robot; the daemon's resumed download fetches only the bytes it did not have.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { restartServer } from '../../infra/stack';
+import { cfg, eventually, sha256File, testRobots } from '../helpers';
+import { daemonLogLines, deployFromS3, startOtaSystem, uploadFile, waitForJob, type OtaSystem } from './system';
+
+let sys: OtaSystem;
+const robot = testRobots()[2];
+const SIZE = 48 * 1024 * 1024;
+// A capped link (a real daemon option) makes each download last ~4 s, long enough to fault it mid-flight.
+const RATE = 12 * 1024 * 1024;
+let object: string;
+let sha: string;
+
+beforeAll(async () => {
+  sys = await startOtaSystem({ daemonsFor: [] });
+  await sys.startDaemon(robot, { max_download_bytes_per_s: RATE });
+  const bytes = crypto.randomBytes(SIZE);
+  sha = crypto.createHash('sha256').update(bytes).digest('hex');
+  object = await uploadFile(sys, 'large.bin', bytes);
+}, 180000);
+afterAll(async () => {
+  await sys?.stop();
+});
+
+async function deployAndWaitDownloading(name: string): Promise<{ jobId: string; target: string }> {
+  const target = path.join(robot.root, 'faults', `${name}-${Date.now()}.bin`);
+  const jobId = await deployFromS3(sys, object, robot.id, target);
+  // Mid-flight: the robot holds part of the file.
+  await eventually('download under way', async () => fs.existsSync(`${target}.part`) && fs.statSync(`${target}.part`).size > 4 * 1024 * 1024, 20000);
+  return { jobId, target };
+}
+
+test('the broker restarts mid-download: the job completes and the file is intact', async () => {
+  const { jobId, target } = await deployAndWaitDownloading('broker');
+  await restartServer(cfg, 'mosquitto');
+  const done = await waitForJob(sys, jobId, ['COMPLETED', 'FAILED'], 60000);
+  expect(done.status).toBe('COMPLETED');
+  expect(sha256File(target)).toBe(sha);
+});
+
+test('the worker is SIGKILLed mid-download: a new worker finishes the job', async () => {
+  const { jobId, target } = await deployAndWaitDownloading('worker');
+  await sys.worker.kill('SIGKILL');
+  await sys.startWorker();
+  const done = await waitForJob(sys, jobId, ['COMPLETED', 'FAILED'], 60000);
+  expect(done.status).toBe('COMPLETED');
+  expect(sha256File(target)).toBe(sha);
+});
+
+test('the API is SIGKILLed and restarted mid-download: the job completes and job_state answers from the database', async () => {
+  const { jobId, target } = await deployAndWaitDownloading('api');
+  await sys.api.kill('SIGKILL');
+  await sys.startApi();
+  const done = await waitForJob(sys, jobId, ['COMPLETED', 'FAILED'], 60000);
+  expect(done.status).toBe('COMPLETED');
+  expect(sha256File(target)).toBe(sha);
+});
+
+test('the daemon is SIGKILLed during a large download: restarted, it fetches only the remaining bytes', async () => {
+  const { jobId, target } = await deployAndWaitDownloading('daemon');
+  await eventually('half downloaded', async () => fs.statSync(`${target}.part`).size > SIZE / 3, 20000);
+  await sys.daemons.get(robot.id)!.kill('SIGKILL');
+  const heldAtKill = fs.statSync(`${target}.part`).size;
+  expect(heldAtKill).toBeLessThan(SIZE);
+  expect(fs.existsSync(target)).toBe(false); // nothing installed half-way
+
+  const restarted = await sys.startDaemon(robot, { max_download_bytes_per_s: RATE });
+  const done = await waitForJob(sys, jobId, ['COMPLETED', 'FAILED'], 60000);
+  expect(done.status).toBe('COMPLETED');
+  expect(sha256File(target)).toBe(sha);
+  expect(fs.existsSync(`${target}.part`)).toBe(false);
+  const [completed] = daemonLogLines(restarted, 'job completed').filter((l) => l.job_id === jobId);
+  expect(completed).toBeDefined();
+  const resumedFrom = completed.resumed_from as number;
+  expect(resumedFrom).toBeGreaterThan(0);
+  expect(resumedFrom).toBeLessThanOrEqual(heldAtKill);
+  expect(completed.fetched).toBe(SIZE - resumedFrom);
+});
