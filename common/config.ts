@@ -51,6 +51,8 @@ const envSchema = z.object({
   MQTT_CLOUD_URL: z.string().optional(),
   MQTT_USERNAME: z.string().min(1).default('cloud'),
   MQTT_PASSWORD: z.string().min(1),
+  // The MQTT bridge's persistent-session client id: fixed, so a restarted bridge resumes its queued reports.
+  MQTT_BRIDGE_CLIENT_ID: z.string().min(1).default('cloud-bridge'),
 
   API_PORT: port.default(9005),
   API_PUBLIC_URL: z.string().url().optional(),
@@ -80,7 +82,15 @@ export interface Config {
     forcePathStyle: boolean;
     buckets: string[];
   };
-  mqtt: { url: string; port: number; cloudUrl: string; cloudPort: number; username: string; password: string };
+  mqtt: {
+    url: string;
+    port: number;
+    cloudUrl: string;
+    cloudPort: number;
+    username: string;
+    password: string;
+    bridgeClientId: string;
+  };
   api: { port: number; publicUrl: string; jwtSecret: string; jwtIssuer: string; jwtAudience: string };
   fleet: { robots: number; sshBasePort: number; dir: string };
 }
@@ -167,6 +177,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       cloudPort: e.MQTT_CLOUD_PORT,
       username: e.MQTT_USERNAME,
       password: e.MQTT_PASSWORD,
+      bridgeClientId: e.MQTT_BRIDGE_CLIENT_ID,
     },
     api: {
       port: e.API_PORT,

@@ -7,6 +7,9 @@ import { connectDb } from '../common/db';
 import { createLogger } from '../common/logger';
 import { robotDirectoryFromFleet } from '../common/robot-directory';
 import { createDbProbeActivities } from '../activities/db/probe';
+import { connectMqtt, uniqueClientId } from '../activities/mqtt/connection';
+import { createOtaMqttActivities } from '../activities/mqtt/ota';
+import { createOtaJobActivities } from '../activities/db/ota-jobs';
 import { createMqttProbeActivities } from '../activities/mqtt/probe';
 import { createS3Client } from '../activities/s3/client';
 import { createS3ProbeActivities } from '../activities/s3/probe';
@@ -24,6 +27,8 @@ async function main(): Promise<void> {
   const db = await connectDb(cfg);
   const s3 = createS3Client(cfg);
   const connection = await NativeConnection.connect({ address: cfg.temporal.address });
+  // Workers only publish (deploy/ack/cancel): a clean session with a per-process id, so several workers coexist.
+  const mqtt = await connectMqtt(cfg, { clientId: uniqueClientId('cloud-worker'), log });
 
   const activities = {
     ...createDbProbeActivities(db.connection),
@@ -35,6 +40,8 @@ async function main(): Promise<void> {
       robots,
     }),
     ...createSshProbeActivities(robots),
+    ...createOtaMqttActivities({ mqtt, models: db.models, s3, cfg }),
+    ...createOtaJobActivities({ models: db.models, dbTimeoutMs: cfg.mongo.timeoutMs }),
   };
 
   const worker = await Worker.create({
@@ -48,7 +55,7 @@ async function main(): Promise<void> {
   });
   log.info({ taskQueue: cfg.temporal.taskQueue, namespace: cfg.temporal.namespace, robots: robots.ids().length }, 'worker started');
   await worker.run();
-  await Promise.allSettled([db.close(), connection.close()]);
+  await Promise.allSettled([db.close(), connection.close(), mqtt.endAsync()]);
   s3.destroy();
   log.info('worker stopped');
 }

@@ -1,2 +1,3 @@
-// Every workflow the fleet worker runs (the worker bundles this module).
+// Every workflow the fleet worker runs (the worker bundles this module). A plain re-export list: one line each.
 export * from './stack-probe';
+export * from './ota-deployment';

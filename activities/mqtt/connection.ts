@@ -33,8 +33,12 @@ export class MqttPublishError extends Error {
   }
 }
 
-/** Opens an MQTT 5 client and resolves once the broker accepted it; reconnects automatically afterwards. */
-export async function connectMqtt(cfg: Config, opts: MqttConnectOptions): Promise<MqttClient> {
+/**
+ * Creates an MQTT 5 client (connecting in the background, reconnecting automatically) and returns it at once,
+ * before any packet arrives: a subscriber with a persistent session installs its message handler here, since
+ * the broker delivers queued messages straight after CONNACK. Most callers want connectMqtt.
+ */
+export function createMqttClient(cfg: Config, opts: MqttConnectOptions): MqttClient {
   const log = opts.log;
   const client = mqtt.connect(opts.url ?? cfg.mqtt.cloudUrl, {
     protocolVersion: 5,
@@ -44,20 +48,23 @@ export async function connectMqtt(cfg: Config, opts: MqttConnectOptions): Promis
     clean: opts.clean ?? true,
     reconnectPeriod: 1000,
     connectTimeout: 10_000,
-    keepalive: 30,
-    // Kept queued while disconnected: a publish issued during a reconnect goes out when the link is back.
-    queueQoSZero: false,
+    keepalive: 60,
     ...(opts.sessionExpirySeconds !== undefined ? { properties: { sessionExpiryInterval: opts.sessionExpirySeconds } } : {}),
   });
   // An EventEmitter without an 'error' listener throws: a broker restart must be a log line, not a crash.
   client.on('error', (err) => log?.warn({ err: err.message, clientId: opts.clientId }, 'mqtt error'));
   client.on('offline', () => log?.warn({ clientId: opts.clientId }, 'mqtt offline, reconnecting'));
   client.on('reconnect', () => log?.debug({ clientId: opts.clientId }, 'mqtt reconnecting'));
+  client.on('connect', (ack) => log?.info({ clientId: opts.clientId, sessionPresent: ack.sessionPresent }, 'mqtt connected'));
+  return client;
+}
 
-  const timeoutMs = opts.connectTimeoutMs ?? 30_000;
+/** Resolves on the client's first CONNACK; rejects (and ends the client) on refusal or after `timeoutMs`. */
+export async function waitForConnect(client: MqttClient, timeoutMs = 30_000): Promise<void> {
+  if (client.connected) return;
   try {
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => done(new Error(`MQTT: no connection to ${opts.url ?? cfg.mqtt.cloudUrl} within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => done(new Error(`MQTT: no connection within ${timeoutMs} ms`)), timeoutMs);
       const onConnect = () => done();
       // A refused CONNACK (bad credentials, not authorised) will not get better by retrying: fail now.
       const onError = (err: Error) => {
@@ -77,7 +84,12 @@ export async function connectMqtt(cfg: Config, opts: MqttConnectOptions): Promis
     client.end(true);
     throw err;
   }
-  log?.info({ clientId: opts.clientId, clean: opts.clean ?? true }, 'mqtt connected');
+}
+
+/** Opens an MQTT 5 client and resolves once the broker accepted it; reconnects automatically afterwards. */
+export async function connectMqtt(cfg: Config, opts: MqttConnectOptions): Promise<MqttClient> {
+  const client = createMqttClient(cfg, opts);
+  await waitForConnect(client, opts.connectTimeoutMs);
   return client;
 }
 

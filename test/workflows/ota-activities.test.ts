@@ -1,0 +1,189 @@
+// The otaDeployment activities against the real servers: FerretDB (guarded status writes, deploy targets),
+// Mosquitto (what a robot receives, QoS 1, message expiry, ACL refusals) and versitygw (the presigned URL works).
+import crypto from 'node:crypto';
+import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import type { IPublishPacket, MqttClient } from 'mqtt';
+import { createOtaJobActivities, deployTargetId } from '../../activities/db/ota-jobs';
+import { connectMqtt, MqttPublishError, publishQos1, uniqueClientId } from '../../activities/mqtt/connection';
+import { createOtaMqttActivities, OTA_JOB_NOT_FOUND } from '../../activities/mqtt/ota';
+import { createS3Client } from '../../activities/s3/client';
+import { connectDb, type Db } from '../../common/db';
+import { deployMessageSchema, isTerminal, JOB_STATUSES, topics, type JobStatus } from '../../common/protocol';
+import { isTerminalStatus } from '../../workflows/ota-status';
+import { cfg, eventually, uniqueId } from '../helpers';
+
+const TEST_DB = 'fleet_test_ota_activities';
+const bucket = cfg.s3.buckets[0];
+
+let db: Db;
+let s3: S3Client;
+let cloud: MqttClient; // the activities' client
+let listener: MqttClient; // plays the robot: sees what the cloud publishes
+const received: { topic: string; payload: string; packet: IPublishPacket }[] = [];
+
+beforeAll(async () => {
+  db = await connectDb(cfg, TEST_DB);
+  s3 = createS3Client(cfg);
+  cloud = await connectMqtt(cfg, { clientId: uniqueClientId('test-ota-acts') });
+  listener = await connectMqtt(cfg, { clientId: uniqueClientId('test-ota-listener') });
+  listener.on('message', (topic, payload, packet) => received.push({ topic, payload: payload.toString(), packet }));
+  await listener.subscribeAsync('ota/+/+', { qos: 1 });
+});
+
+afterAll(async () => {
+  await Promise.allSettled([cloud?.endAsync(), listener?.endAsync(), db?.connection.dropDatabase().then(() => db.close())]);
+  s3?.destroy();
+});
+
+const activityEnv = () => new MockActivityEnvironment();
+const mqttActivities = () => createOtaMqttActivities({ mqtt: cloud, models: db.models, s3, cfg });
+const jobActivities = () => createOtaJobActivities({ models: db.models, dbTimeoutMs: cfg.mongo.timeoutMs });
+const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).digest('hex');
+
+async function createJob(robotId: string, opts: { status?: JobStatus; body?: Buffer; mode?: number } = {}) {
+  const body = opts.body ?? crypto.randomBytes(64 * 1024);
+  const key = `${uniqueId('obj')}.bin`;
+  await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
+  const jobId = uniqueId('job');
+  const now = new Date();
+  await db.models.OtaJob.create({
+    _id: jobId,
+    robot_id: robotId,
+    deploy_path: '/opt/app/model.bin',
+    s3_bucket: bucket,
+    s3_object_name: key,
+    sha256: sha256(body),
+    size: body.length,
+    mode: opts.mode,
+    status: opts.status ?? 'PENDING',
+    deploy_msg: JSON.stringify({ job_id: jobId, s3_bucket: bucket, s3_object_name: key, deploy_path: '/opt/app/model.bin' }),
+    timestamp: now,
+    updated_at: now,
+    workflow_id: `ota-job-${jobId}`,
+  });
+  return { jobId, key, body };
+}
+
+const setPresence = (robotId: string, online: boolean) =>
+  db.models.RobotPresence.updateOne({ _id: robotId }, { $set: { online, changed_at: new Date() } }, { upsert: true });
+
+test('the workflow-side terminal set matches the protocol', () => {
+  for (const s of JOB_STATUSES) expect(isTerminalStatus(s)).toBe(isTerminal(s));
+});
+
+test('dispatchDeploy: robot never seen or offline → robot_offline and nothing is published', async () => {
+  const robotId = uniqueId('rb-off');
+  const { jobId } = await createJob(robotId);
+  expect(await activityEnv().run(mqttActivities().dispatchDeploy, jobId)).toBe('robot_offline');
+  await setPresence(robotId, false);
+  expect(await activityEnv().run(mqttActivities().dispatchDeploy, jobId)).toBe('robot_offline');
+  await new Promise((r) => setTimeout(r, 500));
+  expect(received.filter((m) => m.topic.startsWith(`ota/${robotId}/`))).toEqual([]);
+});
+
+test('dispatchDeploy: online robot receives a valid deploy message whose short-lived URL downloads the file', async () => {
+  const robotId = uniqueId('rb-on');
+  const { jobId, key, body } = await createJob(robotId, { mode: 0o640 });
+  await setPresence(robotId, true);
+  // The result is a bare status: the URL (a bearer credential) never reaches workflow history.
+  expect(await activityEnv().run(mqttActivities().dispatchDeploy, jobId)).toBe('dispatched');
+
+  const msg = await eventually('deploy message', async () => received.find((m) => m.topic === topics.deploy(robotId)));
+  expect(msg.packet.qos).toBe(1);
+  // MQTT 5 expiry: the broker drops the message if the robot does not pick it up while the URL is valid.
+  expect(msg.packet.properties?.messageExpiryInterval).toBeGreaterThan(3500);
+  expect(msg.packet.properties?.messageExpiryInterval).toBeLessThanOrEqual(3600);
+  const deploy = deployMessageSchema.parse(JSON.parse(msg.payload));
+  expect(deploy).toMatchObject({
+    job_id: jobId,
+    s3_bucket: bucket,
+    s3_object_name: key,
+    deploy_path: '/opt/app/model.bin',
+    sha256: sha256(body),
+    size: body.length,
+    mode: 0o640,
+  });
+  const url = new URL(deploy.url!);
+  expect(url.searchParams.get('X-Amz-Expires')).toBe('3600');
+  const res = await fetch(url);
+  expect(res.status).toBe(200);
+  expect(sha256(Buffer.from(await res.arrayBuffer()))).toBe(deploy.sha256);
+});
+
+test('dispatchDeploy: an unknown job fails non-retryably', async () => {
+  const err = await activityEnv()
+    .run(mqttActivities().dispatchDeploy, uniqueId('missing'))
+    .then(
+      () => null,
+      (e: unknown) => e,
+    );
+  expect(err).toBeInstanceOf(ApplicationFailure);
+  expect((err as ApplicationFailure).type).toBe(OTA_JOB_NOT_FOUND);
+  expect((err as ApplicationFailure).nonRetryable).toBe(true);
+});
+
+test('publishAck / publishCancel send the bare job id on the robot topics', async () => {
+  const robotId = uniqueId('rb-ack');
+  const acts = mqttActivities();
+  await activityEnv().run(acts.publishCancel, robotId, 'job-123');
+  await activityEnv().run(acts.publishAck, robotId, 'job-123');
+  const got = await eventually('ack and cancel', async () => {
+    const mine = received.filter((m) => m.topic.startsWith(`ota/${robotId}/`));
+    return mine.length >= 2 ? mine : null;
+  });
+  expect(got.map((m) => [m.topic, m.payload, m.packet.qos])).toEqual([
+    [topics.cancel(robotId), 'job-123', 1],
+    [topics.ack(robotId), 'job-123', 1],
+  ]);
+});
+
+test('publishQos1 rejects when the broker refuses the publish (reason code >= 0x80)', async () => {
+  // The cloud user's ACL covers ota/# only: Mosquitto answers PUBACK 0x87 (not authorised).
+  const err = await publishQos1(cloud, 'not-ota/x', 'hello').then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(MqttPublishError);
+  expect((err as MqttPublishError).reasonCode).toBe(0x87);
+});
+
+test('recordJobStatus: forward only, idempotent, terminal is final, COMPLETED records the deploy target', async () => {
+  const robotId = uniqueId('rb-db');
+  const { jobId, key, body } = await createJob(robotId);
+  const record = (status: JobStatus, msg: string | null = null) => activityEnv().run(jobActivities().recordJobStatus, jobId, status, msg);
+  const stored = async () => (await db.models.OtaJob.findById(jobId).lean())!;
+
+  expect(await record('DOWNLOADING')).toEqual({ applied: true, current: 'DOWNLOADING' });
+  expect(await record('RECEIVED')).toEqual({ applied: false, current: 'DOWNLOADING' }); // late report: no rollback
+  expect(await record('DOWNLOADING')).toEqual({ applied: true, current: 'DOWNLOADING' }); // retry: no-op
+  expect((await stored()).finished_at).toBeNull();
+
+  expect(await record('COMPLETED')).toEqual({ applied: true, current: 'COMPLETED' });
+  const done = await stored();
+  expect(done.status).toBe('COMPLETED');
+  expect(done.finished_at).toBeInstanceOf(Date);
+  const target = await db.models.DeployTarget.findById(deployTargetId(robotId, '/opt/app/model.bin')).lean();
+  expect(target).toMatchObject({ robot_id: robotId, s3_bucket: bucket, s3_object_name: key, sha256: sha256(body), job_id: jobId });
+
+  // A retried COMPLETED changes nothing (finished_at kept); nothing moves a terminal job.
+  expect(await record('COMPLETED')).toEqual({ applied: true, current: 'COMPLETED' });
+  expect((await stored()).finished_at).toEqual(done.finished_at);
+  expect(await record('FAILED', 'late')).toEqual({ applied: false, current: 'COMPLETED' });
+  expect(await record('CANCELED', 'late')).toEqual({ applied: false, current: 'COMPLETED' });
+  expect((await stored()).status).toBe('COMPLETED');
+
+  expect(await activityEnv().run(jobActivities().recordJobStatus, uniqueId('missing'), 'RECEIVED' as JobStatus, null)).toEqual({
+    applied: false,
+    current: null,
+  });
+});
+
+test('recordJobStatus: FAILED keeps the error message and writes no deploy target', async () => {
+  const robotId = uniqueId('rb-fail');
+  const { jobId } = await createJob(robotId);
+  expect(await activityEnv().run(jobActivities().recordJobStatus, jobId, 'FAILED' as JobStatus, 'sha256 mismatch')).toEqual({ applied: true, current: 'FAILED' });
+  expect(await db.models.OtaJob.findById(jobId).lean()).toMatchObject({ status: 'FAILED', error_msg: 'sha256 mismatch' });
+  expect(await db.models.DeployTarget.countDocuments({ robot_id: robotId })).toBe(0);
+});

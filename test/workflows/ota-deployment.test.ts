@@ -1,0 +1,302 @@
+// otaDeployment workflow logic against the real Temporal server (namespace `fleet`, JobState search attribute),
+// with the activities replaced by recording fakes: what the workflow decides, stores and publishes, per scenario.
+import { CancelledFailure, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import type { OtaJobActivities } from '../../activities/db/ota-jobs';
+import type { DispatchOutcome, OtaMqttActivities } from '../../activities/mqtt/ota';
+import type { JobStatus } from '../../common/protocol';
+import { otaDeployment, type OtaDeploymentCarry } from '../../workflows/ota-deployment';
+import {
+  cancelJobSignal,
+  jobProgressQuery,
+  otaWorkflowId,
+  robotPresenceSignal,
+  robotReportSignal,
+  type OtaDeploymentInput,
+} from '../../workflows/ota-contract';
+import { JOB_STATE_SA, ROBOT_ID_SA } from '../../workflows/search-attributes';
+import { cfg, eventually, uniqueId } from '../helpers';
+
+let env: TestWorkflowEnvironment;
+let bundle: WorkflowBundleWithSourceMap;
+
+beforeAll(async () => {
+  env = await TestWorkflowEnvironment.createFromExistingServer({ address: cfg.temporal.address, namespace: cfg.temporal.namespace });
+  bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows') });
+});
+
+afterAll(async () => {
+  await env?.teardown();
+});
+
+interface FakeOptions {
+  /** Outcome of the n-th dispatch (1-based); default 'dispatched'. Throwing simulates an infrastructure outage. */
+  dispatch?: (n: number) => Promise<DispatchOutcome>;
+  /** Runs inside publishAck (e.g. to hold the workflow open after its terminal decision). */
+  onAck?: () => Promise<void>;
+}
+
+/** Recording fakes of every activity the workflow uses; `calls` is the observable order of side effects. */
+function fakeActivities(opts: FakeOptions = {}) {
+  const calls: string[] = [];
+  const records: { status: JobStatus; error_msg: string | null }[] = [];
+  let dispatches = 0;
+  const activities: OtaMqttActivities & OtaJobActivities = {
+    async dispatchDeploy(_jobId) {
+      dispatches++;
+      calls.push('dispatch');
+      return opts.dispatch ? opts.dispatch(dispatches) : 'dispatched';
+    },
+    async publishAck(robotId, jobId) {
+      calls.push(`ack ${robotId} ${jobId}`);
+      await opts.onAck?.();
+    },
+    async publishCancel(robotId, jobId) {
+      calls.push(`cancel ${robotId} ${jobId}`);
+    },
+    async recordJobStatus(_jobId, status, error_msg) {
+      calls.push(`record ${status}`);
+      records.push({ status, error_msg });
+      return { applied: true, current: status };
+    },
+  };
+  return { activities, calls, records, dispatchCount: () => dispatches };
+}
+
+async function withWorker<T>(activities: object, body: (taskQueue: string) => Promise<T>): Promise<T> {
+  const taskQueue = uniqueId('ota-wf');
+  const worker = await Worker.create({
+    connection: env.nativeConnection,
+    namespace: cfg.temporal.namespace,
+    taskQueue,
+    workflowBundle: bundle,
+    activities,
+  });
+  return worker.runUntil(body(taskQueue));
+}
+
+function start(taskQueue: string, input: Partial<OtaDeploymentInput> = {}, carry?: OtaDeploymentCarry) {
+  const jobId = uniqueId('job');
+  const full: OtaDeploymentInput = { jobId, robotId: 'robot-wf-test', ...input };
+  return env.client.workflow.start(otaDeployment, {
+    taskQueue,
+    workflowId: otaWorkflowId(full.jobId),
+    args: carry ? [full, carry] : [full],
+    // As the API starts it: the operator-facing search attributes are set from the first event.
+    typedSearchAttributes: [
+      { key: ROBOT_ID_SA, value: full.robotId },
+      { key: JOB_STATE_SA, value: 'PENDING' },
+    ],
+  });
+}
+
+const progress = (h: WorkflowHandle<typeof otaDeployment>) => h.query(jobProgressQuery);
+const jobState = async (h: WorkflowHandle<typeof otaDeployment>) => (await h.describe()).typedSearchAttributes.get(JOB_STATE_SA);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+test('offline robot: waits without polling, re-dispatches on presence, follows reports to COMPLETED', async () => {
+  const fake = fakeActivities({ dispatch: async (n) => (n === 1 ? 'robot_offline' : 'dispatched') });
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq);
+    await eventually('first dispatch', async () => fake.dispatchCount() === 1);
+    expect(await progress(h)).toEqual({ status: 'PENDING', progress: null, error_msg: null, robotOnline: false, dispatches: 0 });
+
+    // No polling: time passes, nothing is dispatched again and no timer is ever started.
+    await sleep(1500);
+    expect(fake.dispatchCount()).toBe(1);
+    const history = await h.fetchHistory();
+    expect(history.events?.some((e) => e.timerStartedEventAttributes)).toBe(false);
+
+    await h.signal(robotPresenceSignal, { online: true });
+    await eventually('re-dispatch', async () => (await progress(h)).dispatches === 1);
+    expect(fake.dispatchCount()).toBe(2);
+    expect((await progress(h)).robotOnline).toBe(true);
+
+    await h.signal(robotReportSignal, { status: 'RECEIVED', error_msg: null });
+    await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 10 });
+    await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 55 });
+    // Live progress comes from the query; progress ticks are not stored.
+    await eventually('progress 55', async () => (await progress(h)).progress === 55);
+    expect(await progress(h)).toMatchObject({ status: 'DOWNLOADING', progress: 55, robotOnline: true, dispatches: 1 });
+    await eventually('JobState DOWNLOADING', async () => (await jobState(h)) === 'DOWNLOADING');
+
+    await h.signal(robotReportSignal, { status: 'COMPLETED', error_msg: null });
+    const result = await h.result();
+    expect(result).toEqual({ jobId: h.workflowId.replace('ota-job-', ''), status: 'COMPLETED', error_msg: null, dispatches: 1 });
+    expect(fake.records.map((r) => r.status)).toEqual(['RECEIVED', 'DOWNLOADING', 'COMPLETED']);
+    expect(fake.calls.filter((c) => c.startsWith('cancel'))).toEqual([]);
+    // Stored first, then acked, exactly once.
+    expect(fake.calls.slice(-2)).toEqual(['record COMPLETED', `ack robot-wf-test ${result.jobId}`]);
+    expect(await jobState(h)).toBe('COMPLETED');
+  });
+});
+
+test('out-of-order and after-terminal reports are ignored; FAILED keeps the robot error', async () => {
+  let releaseAck!: () => void;
+  const ackHeld = new Promise<void>((r) => (releaseAck = r));
+  const fake = fakeActivities({ onAck: () => ackHeld });
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq);
+    await eventually('dispatched', async () => (await progress(h)).dispatches === 1);
+    await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 20 });
+    await h.signal(robotReportSignal, { status: 'RECEIVED' }); // late: must not move the job back
+    await h.signal(robotReportSignal, { status: 'PENDING' });
+    await eventually('DOWNLOADING', async () => (await progress(h)).status === 'DOWNLOADING');
+    expect((await progress(h)).status).toBe('DOWNLOADING');
+
+    await h.signal(robotReportSignal, { status: 'FAILED', error_msg: 'disk full' });
+    // The ack is held, so the workflow is still open: reports after the terminal decision must change nothing.
+    await eventually('ack started', async () => fake.calls.some((c) => c.startsWith('ack')));
+    await h.signal(robotReportSignal, { status: 'COMPLETED', error_msg: null });
+    await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 99 });
+    await sleep(300);
+    expect(await progress(h)).toMatchObject({ status: 'FAILED', error_msg: 'disk full', progress: 20 });
+    releaseAck();
+
+    const result = await h.result();
+    expect(result).toMatchObject({ status: 'FAILED', error_msg: 'disk full', dispatches: 1 });
+    expect(fake.records).toEqual([
+      { status: 'DOWNLOADING', error_msg: null },
+      { status: 'FAILED', error_msg: 'disk full' },
+    ]);
+    expect(fake.calls.filter((c) => c.startsWith('cancel'))).toEqual([]);
+  });
+});
+
+test('cancel signal: CANCELED is stored, then the robot is told to abort, then acked', async () => {
+  const fake = fakeActivities();
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq, { robotId: 'robot-cancel' });
+    await eventually('dispatched', async () => (await progress(h)).dispatches === 1);
+    await h.signal(robotReportSignal, { status: 'RECEIVED' });
+    await h.signal(cancelJobSignal, { reason: 'wrong file' });
+    const result = await h.result();
+    expect(result).toMatchObject({ status: 'CANCELED', error_msg: 'canceled: wrong file' });
+    const jobId = result.jobId;
+    expect(fake.calls).toEqual(['dispatch', 'record RECEIVED', 'record CANCELED', `cancel robot-cancel ${jobId}`, `ack robot-cancel ${jobId}`]);
+    expect(await jobState(h)).toBe('CANCELED');
+  });
+});
+
+test('Temporal cancellation request: job CANCELED, robot told, workflow ends Canceled', async () => {
+  const fake = fakeActivities({ dispatch: async () => 'robot_offline' });
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq, { robotId: 'robot-tcancel' });
+    await eventually('first dispatch', async () => fake.dispatchCount() === 1);
+    await h.cancel();
+    const err = await h.result().then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect((err as WorkflowFailedError).cause).toBeInstanceOf(CancelledFailure);
+    expect((await h.describe()).status.name).toBe('CANCELLED');
+    expect(fake.records).toEqual([{ status: 'CANCELED', error_msg: 'canceled: Temporal cancellation request' }]);
+    expect(fake.calls.slice(1).map((c) => c.split(' ')[0])).toEqual(['record', 'cancel', 'ack']);
+    expect(await jobState(h)).toBe('CANCELED');
+  });
+});
+
+test('a cancel is honoured while a dispatch keeps failing (infrastructure outage)', async () => {
+  const fake = fakeActivities({
+    dispatch: async () => {
+      throw new Error('broker unreachable');
+    },
+  });
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq);
+    await eventually('dispatch attempted', async () => fake.dispatchCount() >= 1);
+    await h.signal(cancelJobSignal, {});
+    const result = await h.result();
+    expect(result).toMatchObject({ status: 'CANCELED', error_msg: 'canceled by operator', dispatches: 0 });
+    expect(fake.records.map((r) => r.status)).toEqual(['CANCELED']);
+    expect(fake.calls.filter((c) => !c.startsWith('dispatch')).map((c) => c.split(' ')[0])).toEqual(['record', 'cancel', 'ack']);
+  });
+});
+
+test('timeout: a job not finished in time ends TIMED_OUT and the robot is told to abort', async () => {
+  const fake = fakeActivities({ dispatch: async () => 'robot_offline' });
+  await withWorker(fake.activities, async (tq) => {
+    const started = Date.now();
+    const h = await start(tq, { robotId: 'robot-slow', timeoutSeconds: 2 });
+    const result = await h.result();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1900);
+    expect(result).toMatchObject({ status: 'TIMED_OUT', error_msg: 'not finished within 2 s', dispatches: 0 });
+    expect(fake.calls).toEqual(['dispatch', 'record TIMED_OUT', `cancel robot-slow ${result.jobId}`, `ack robot-slow ${result.jobId}`]);
+  });
+});
+
+test('robot drops offline mid-job: no re-dispatch until it is back online, then exactly one', async () => {
+  const fake = fakeActivities();
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq);
+    await eventually('dispatched', async () => (await progress(h)).dispatches === 1);
+    await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 30 });
+    await h.signal(robotPresenceSignal, { online: false });
+    await eventually('offline seen', async () => (await progress(h)).robotOnline === false);
+    await sleep(500);
+    expect(fake.dispatchCount()).toBe(1);
+
+    await h.signal(robotPresenceSignal, { online: true });
+    await eventually('re-dispatched', async () => (await progress(h)).dispatches === 2);
+    await h.signal(robotReportSignal, { status: 'COMPLETED' });
+    const result = await h.result();
+    expect(result).toMatchObject({ status: 'COMPLETED', dispatches: 2 });
+    expect(fake.dispatchCount()).toBe(2);
+    expect(fake.records.map((r) => r.status)).toEqual(['DOWNLOADING', 'COMPLETED']);
+  });
+});
+
+test('a continued run (continue-as-new carry) resumes where its predecessor stopped', async () => {
+  const fake = fakeActivities();
+  await withWorker(fake.activities, async (tq) => {
+    const carry: OtaDeploymentCarry = {
+      phase: 'follow',
+      status: 'DOWNLOADING',
+      progress: 70,
+      error_msg: null,
+      robotOnline: true,
+      dispatches: 3,
+      deadlineMs: null,
+      unrecorded: [],
+    };
+    const h = await start(tq, {}, carry);
+    const first = await eventually('first query', () => progress(h));
+    expect(first).toEqual({ status: 'DOWNLOADING', progress: 70, error_msg: null, robotOnline: true, dispatches: 3 });
+    await h.signal(robotReportSignal, { status: 'COMPLETED' });
+    const result = await h.result();
+    expect(result).toMatchObject({ status: 'COMPLETED', dispatches: 3 });
+    // Already dispatched and DOWNLOADING stored by the predecessor: neither is repeated.
+    expect(fake.dispatchCount()).toBe(0);
+    expect(fake.records.map((r) => r.status)).toEqual(['COMPLETED']);
+  });
+});
+
+test('a long chatty wait continues as new instead of growing one history', async () => {
+  const fake = fakeActivities();
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq, { robotId: 'robot-chatty' });
+    await eventually('dispatched', async () => (await progress(h)).dispatches === 1);
+    await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 0 });
+    const latest = env.client.workflow.getHandle(h.workflowId);
+    // Each progress signal costs ~2-4 events (signals batch into workflow tasks); the server suggests
+    // continue-as-new at 4,096 events.
+    let continued = false;
+    for (let i = 1; i <= 4000 && !continued; i++) {
+      await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: i % 100 });
+      if (i % 100 === 0) continued = (await latest.describe()).runId !== h.firstExecutionRunId;
+    }
+    expect(continued).toBe(true);
+    const before = await latest.describe();
+    expect(before.historyLength).toBeLessThan(4096);
+    // The new run kept the job's state: no re-dispatch, no repeated DOWNLOADING write, progress still served.
+    expect(await progress(latest)).toMatchObject({ status: 'DOWNLOADING', robotOnline: true, dispatches: 1 });
+    await h.signal(robotReportSignal, { status: 'COMPLETED' });
+    const result = await h.result(); // follows the continue-as-new chain
+    expect(result).toMatchObject({ status: 'COMPLETED', dispatches: 1 });
+    expect(fake.dispatchCount()).toBe(1);
+    expect(fake.records.map((r) => r.status)).toEqual(['DOWNLOADING', 'COMPLETED']);
+    expect(fake.calls.filter((c) => c.startsWith('ack'))).toHaveLength(1);
+  });
+}, 300_000);

@@ -1,0 +1,246 @@
+// The MQTT → Temporal bridge for OTA: robots' state reports become robotReport signals to their job's workflow,
+// robots' presence becomes RobotPresence documents and robotPresence signals to the robot's open jobs.
+//
+// Rules (the reference's failures, notes/ota-file-service.md §6, turned around):
+// - A report on ota/B/state can never touch a job of robot A: the job's robot_id must equal the topic's robot.
+// - One bad message (not JSON, wrong shape, unknown status, unknown job) is logged and dropped; it never stops
+//   the processing of the next one.
+// - A report for a job already terminal in the database means the daemon missed its ack: the ack is re-sent.
+//
+// Delivery: QoS 1 messages are acknowledged to the broker only after they were handled (mqtt.js handleMessage),
+// so with a persistent session a bridge that dies mid-message gets it again. mqtt.js hands packets over one at a
+// time, which keeps a robot's reports in order. Daemons re-send their full state map periodically, so a message
+// given up after transient errors (Temporal or the database down for longer than `retryForMs`) converges with
+// the next heartbeat; identical consecutive reports are not re-signalled (they would only grow histories).
+import type { WorkflowClient } from '@temporalio/client';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import type { IPublishPacket, MqttClient } from 'mqtt';
+import type { Logger } from '../../common/logger';
+import type { OtaModels } from '../../common/models/ota';
+import {
+  isTerminal,
+  JOB_STATUSES,
+  parseTopic,
+  PRESENCE_OFFLINE,
+  PRESENCE_ONLINE,
+  stateMessageSchema,
+  topics,
+  type JobReport,
+  type JobStatus,
+} from '../../common/protocol';
+import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from '../../activities/db/timeout';
+import { otaWorkflowId, robotPresenceSignal, robotReportSignal } from '../../workflows/ota-contract';
+
+const NON_TERMINAL_STATUSES: JobStatus[] = JOB_STATUSES.filter((s) => !isTerminal(s));
+/** A state map with more entries than this is not a robot's job list (the daemon runs a handful at a time). */
+const MAX_JOBS_PER_REPORT = 500;
+const MAX_REMEMBERED_REPORTS = 10_000;
+
+export interface OtaBridgeOptions {
+  /** Not yet connected is fine (and needed for a persistent session): the constructor installs the handler. */
+  mqtt: MqttClient;
+  models: Pick<OtaModels, 'OtaJob' | 'RobotPresence'>;
+  workflows: Pick<WorkflowClient, 'getHandle'>;
+  log: Logger;
+  dbTimeoutMs?: number;
+  /** How long one message step is retried on transient errors (database, Temporal) before it is given up. */
+  retryForMs?: number;
+  /** Presence fan-out: signals in flight at once. */
+  signalConcurrency?: number;
+}
+
+export class OtaBridge {
+  private readonly log: Logger;
+  private readonly dbTimeoutMs: number;
+  private readonly retryForMs: number;
+  private readonly signalConcurrency: number;
+  /** jobId → the last report signalled (status|progress|error), to skip the daemon's identical heartbeats. */
+  private readonly lastForwarded = new Map<string, string>();
+  private stopping = false;
+
+  constructor(private readonly o: OtaBridgeOptions) {
+    this.log = o.log;
+    this.dbTimeoutMs = o.dbTimeoutMs ?? DEFAULT_DB_TIMEOUT_MS;
+    this.retryForMs = o.retryForMs ?? 30_000;
+    this.signalConcurrency = o.signalConcurrency ?? 8;
+    // Installed before the first packet: a persistent session delivers queued messages right after CONNACK.
+    o.mqtt.handleMessage = (packet: IPublishPacket, done) => {
+      void this.handle(packet.topic, packet.payload).finally(() => done());
+    };
+  }
+
+  /** Subscribes (QoS 1) to every robot's state and presence; call once the client is connected. */
+  async start(): Promise<void> {
+    const grants = await this.o.mqtt.subscribeAsync({ [topics.allStates]: { qos: 1 }, [topics.allPresence]: { qos: 1 } });
+    const refused = grants.filter((g) => g.qos >= 0x80);
+    if (refused.length > 0) throw new Error(`MQTT subscription refused: ${refused.map((g) => `${g.topic} (0x${g.qos.toString(16)})`).join(', ')}`);
+    this.log.info({ topics: grants.map((g) => g.topic) }, 'ota bridge subscribed');
+  }
+
+  /** Stops retrying; the caller then ends the MQTT client (unacked messages return with the session). */
+  stop(): void {
+    this.stopping = true;
+  }
+
+  /** Handles one message; never rejects (a failure is logged and the message acknowledged). */
+  async handle(topic: string, payload: Buffer | string): Promise<void> {
+    try {
+      const parsed = parseTopic(topic);
+      if (!parsed) {
+        this.log.warn({ topic }, 'message on an unexpected topic dropped');
+        return;
+      }
+      const text = Buffer.isBuffer(payload) ? payload.toString('utf8') : payload;
+      if (parsed.operation === 'state') await this.onState(topic, parsed.robotId, text);
+      else if (parsed.operation === 'presence') await this.onPresence(topic, parsed.robotId, text);
+      else this.log.debug({ topic }, 'message on an unexpected topic dropped');
+    } catch (err) {
+      this.log.error({ err, topic }, 'message handling failed; message dropped');
+    }
+  }
+
+  private async onState(topic: string, robotId: string, text: string): Promise<void> {
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      this.log.warn({ topic, robotId, reason: 'not JSON', bytes: text.length, sample: text.slice(0, 80) }, 'malformed state message dropped');
+      return;
+    }
+    const parsed = stateMessageSchema.safeParse(json);
+    if (!parsed.success) {
+      const issues = parsed.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+      this.log.warn({ topic, robotId, reason: 'schema', issues }, 'malformed state message dropped');
+      return;
+    }
+    const entries = Object.entries(parsed.data);
+    if (entries.length > MAX_JOBS_PER_REPORT) {
+      this.log.warn({ topic, robotId, reason: 'too many jobs', jobs: entries.length }, 'malformed state message dropped');
+      return;
+    }
+    for (const [jobId, report] of entries) {
+      await this.retrying(`report ${jobId}`, { topic, robotId, jobId }, () => this.forwardReport(robotId, jobId, report));
+    }
+  }
+
+  private async forwardReport(robotId: string, jobId: string, report: JobReport): Promise<void> {
+    const { OtaJob } = this.o.models;
+    const job = await withDbTimeout('load job', this.dbTimeoutMs, OtaJob.findById(jobId, { robot_id: 1, status: 1 }).lean());
+    if (!job) {
+      this.log.warn({ robotId, jobId }, 'report for an unknown job dropped');
+      return;
+    }
+    if (job.robot_id !== robotId) {
+      this.log.warn({ robotId, jobId, owner: job.robot_id }, 'forged report dropped: the job belongs to another robot');
+      return;
+    }
+    if (isTerminal(job.status as JobStatus)) {
+      // The daemon still reports a finished job: it missed the ack. Not awaited (see republishAck).
+      this.lastForwarded.delete(jobId);
+      this.republishAck(robotId, jobId);
+      return;
+    }
+    const key = `${report.status}|${report.progress ?? ''}|${report.error_msg ?? ''}`;
+    if (this.lastForwarded.get(jobId) === key) return;
+    try {
+      await this.o.workflows.getHandle(otaWorkflowId(jobId)).signal(robotReportSignal, report);
+    } catch (err) {
+      // A closed (or not yet started) workflow is not the bridge's problem: the job's state is already decided.
+      if (err instanceof WorkflowNotFoundError) {
+        this.log.warn({ robotId, jobId, status: report.status }, 'report for a job without a running workflow dropped');
+        return;
+      }
+      throw err;
+    }
+    this.remember(jobId, key);
+    this.log.debug({ robotId, jobId, status: report.status, progress: report.progress }, 'report forwarded');
+  }
+
+  /**
+   * Fire-and-forget on purpose: mqtt.js processes incoming packets one at a time, and we are inside the handler
+   * of one, so awaiting this publish's PUBACK (another incoming packet) here would wait forever.
+   */
+  private republishAck(robotId: string, jobId: string): void {
+    this.o.mqtt.publish(topics.ack(robotId), jobId, { qos: 1 }, (err) => {
+      if (err) this.log.warn({ robotId, jobId, err: err.message }, 'ack re-publish failed');
+    });
+    this.log.info({ robotId, jobId }, 'job already terminal: ack re-published');
+  }
+
+  private async onPresence(topic: string, robotId: string, text: string): Promise<void> {
+    const value = text.trim();
+    if (value === '') return; // a cleared retained message
+    if (value !== PRESENCE_ONLINE && value !== PRESENCE_OFFLINE) {
+      this.log.warn({ topic, robotId, reason: 'not online/offline', sample: value.slice(0, 80) }, 'malformed presence message dropped');
+      return;
+    }
+    const online = value === PRESENCE_ONLINE;
+    const { RobotPresence, OtaJob } = this.o.models;
+    const ctx = { topic, robotId, online };
+    const stored = await this.retrying('presence upsert', ctx, () =>
+      withDbTimeout(
+        'upsert presence',
+        this.dbTimeoutMs,
+        RobotPresence.updateOne({ _id: robotId }, { $set: { online, changed_at: new Date() } }, { upsert: true }),
+      ),
+    );
+    if (stored === undefined) return;
+    const jobs = await this.retrying('open jobs lookup', ctx, () =>
+      withDbTimeout(
+        'find open jobs',
+        this.dbTimeoutMs,
+        OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1 }).lean(),
+      ),
+    );
+    if (!jobs) return;
+    const ids = jobs.map((j) => String(j._id));
+    let signalled = 0;
+    await forEachLimited(ids, this.signalConcurrency, async (jobId) => {
+      const ok = await this.retrying('presence signal', { ...ctx, jobId }, async () => {
+        try {
+          await this.o.workflows.getHandle(otaWorkflowId(jobId)).signal(robotPresenceSignal, { online });
+          return true;
+        } catch (err) {
+          if (err instanceof WorkflowNotFoundError) return false;
+          throw err;
+        }
+      });
+      if (ok) signalled++;
+    });
+    this.log.info({ robotId, online, openJobs: ids.length, signalled }, 'presence stored and signalled');
+  }
+
+  /** Runs `fn`, retrying transient errors with backoff for up to retryForMs; undefined if it gave up. */
+  private async retrying<T>(what: string, ctx: Record<string, unknown>, fn: () => Promise<T>): Promise<T | undefined> {
+    const deadline = Date.now() + this.retryForMs;
+    let delay = 250;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        const giveUp = this.stopping || Date.now() + delay > deadline;
+        this.log[giveUp ? 'error' : 'warn']({ ...ctx, err, attempt }, giveUp ? `${what} failed; given up` : `${what} failed; retrying`);
+        if (giveUp) return undefined;
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  }
+
+  private remember(jobId: string, key: string): void {
+    this.lastForwarded.delete(jobId); // re-insert: Map order is insertion order, so the oldest goes first
+    this.lastForwarded.set(jobId, key);
+    if (this.lastForwarded.size > MAX_REMEMBERED_REPORTS) {
+      const oldest = this.lastForwarded.keys().next().value;
+      if (oldest !== undefined) this.lastForwarded.delete(oldest);
+    }
+  }
+}
+
+async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+}

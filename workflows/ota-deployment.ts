@@ -1,0 +1,254 @@
+// otaDeployment: one workflow per OTA job, from the PENDING document the API created to a terminal status.
+//
+// WHERE "RETRY WHILE THE ROBOT IS OFFLINE" LIVES: here, in the workflow's phases, not in an activity retry
+// policy. dispatchDeploy checks the robot's presence and returns 'robot_offline' without publishing; the
+// workflow then waits durably (a condition, no timer, no polling) for the MQTT bridge's robotPresence
+// ({online:true}) signal and dispatches again. A robot that drops offline mid-job is handled the same way:
+// wait for online, re-dispatch (the daemon dedupes by job id). The activity retry policy below,
+// RETRY_UNTIL_INFRA_RECOVERS, only covers the cloud's own infrastructure (broker, database, S3 unreachable).
+//
+// Sequence: dispatch → (robot offline? wait for presence → dispatch) → follow the robot's reports, persisting
+// each status transition → terminal COMPLETED / FAILED (robot) or CANCELED (cancel signal or Temporal
+// cancellation) / TIMED_OUT (optional deadline) → store it → on CANCELED/TIMED_OUT tell the robot to abort →
+// ack the job id so the daemon forgets it.
+//
+// Deterministic: no I/O here; activities are imported as types only. Live progress stays in workflow state
+// (jobProgress query); only transitions reach the database and the JobState search attribute.
+import {
+  ActivityFailure,
+  allHandlersFinished,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  continueAsNew,
+  isCancellation,
+  log,
+  proxyActivities,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+  type RetryPolicy,
+} from '@temporalio/workflow';
+import type { DispatchOutcome, OtaMqttActivities } from '../activities/mqtt/ota';
+import type { OtaJobActivities } from '../activities/db/ota-jobs';
+import type { JobStatus } from '../common/protocol';
+import {
+  cancelJobSignal,
+  jobProgressQuery,
+  robotPresenceSignal,
+  robotReportSignal,
+  type OtaDeploymentInput,
+  type OtaDeploymentResult,
+} from './ota-contract';
+import { isForwardTransition, isTerminalStatus } from './ota-status';
+import { JOB_STATE_SA } from './search-attributes';
+
+/**
+ * Infrastructure retries only (see the header): unlimited attempts with a capped backoff, so an outage of the
+ * broker, database or S3 delays a job instead of failing it. Errors that retrying cannot fix (job missing or
+ * invalid) are thrown non-retryable by the activities and end the job FAILED.
+ */
+export const RETRY_UNTIL_INFRA_RECOVERS: RetryPolicy = {
+  initialInterval: '1 second',
+  backoffCoefficient: 2,
+  maximumInterval: '1 minute',
+};
+
+const robotLink = proxyActivities<OtaMqttActivities>({ startToCloseTimeout: '30 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
+const jobStore = proxyActivities<OtaJobActivities>({ startToCloseTimeout: '30 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
+
+/** dispatch: publish the job; awaitOnline: robot offline, wait for its presence; follow: job is on the robot. */
+export type OtaPhase = 'dispatch' | 'awaitOnline' | 'follow';
+
+interface Transition {
+  status: JobStatus;
+  error_msg: string | null;
+}
+
+/** Everything a run hands to its continuation (continue-as-new keeps long waits from growing one history). */
+export interface OtaDeploymentCarry {
+  phase: OtaPhase;
+  status: JobStatus;
+  progress: number | null;
+  error_msg: string | null;
+  robotOnline: boolean;
+  dispatches: number;
+  /** Epoch ms (workflow time) after which the job ends TIMED_OUT; null: no deadline. */
+  deadlineMs: number | null;
+  /** Transitions decided but not yet stored (normally empty at continue-as-new). */
+  unrecorded: Transition[];
+}
+
+export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDeploymentCarry): Promise<OtaDeploymentResult> {
+  const { jobId, robotId } = input;
+  if (!jobId || !robotId) throw ApplicationFailure.nonRetryable('otaDeployment needs a jobId and a robotId', 'InvalidInput');
+
+  const s: OtaDeploymentCarry = carried ?? {
+    phase: 'dispatch',
+    status: 'PENDING',
+    progress: null,
+    error_msg: null,
+    robotOnline: false,
+    dispatches: 0,
+    deadlineMs: input.timeoutSeconds ? Date.now() + input.timeoutSeconds * 1000 : null,
+    unrecorded: [],
+  };
+  // Presence signals counted in this run. A wait compares against the count taken when it started, so a signal
+  // that lands while an activity is in flight is never lost (no "check, then sleep" race).
+  let onlineSignals = 0;
+  let offlineSignals = 0;
+  let onlineMark = 0; // awaitOnline: dispatch again once onlineSignals > onlineMark
+  let offlineMark = 0; // follow: the robot dropped off once offlineSignals > offlineMark
+
+  const decide = (status: JobStatus, error_msg: string | null): void => {
+    s.status = status;
+    s.error_msg = error_msg;
+    s.unrecorded.push({ status, error_msg });
+  };
+
+  // Handlers first: signals sent before the first activation (e.g. an early presence) are buffered until now.
+  setHandler(robotReportSignal, (report) => {
+    if (report.status === s.status) {
+      if (!isTerminalStatus(s.status) && report.progress !== undefined) s.progress = report.progress;
+      return;
+    }
+    // Late, duplicated or out-of-order reports (RECEIVED after DOWNLOADING, anything after terminal) are no-ops.
+    if (!isForwardTransition(s.status, report.status)) {
+      log.debug('report ignored: not a forward transition', { jobId, from: s.status, to: report.status });
+      return;
+    }
+    if (report.progress !== undefined) s.progress = report.progress;
+    else if (report.status === 'COMPLETED') s.progress = 100;
+    decide(report.status, report.status === 'FAILED' ? (report.error_msg ?? 'robot reported FAILED without an error message') : null);
+  });
+  setHandler(robotPresenceSignal, ({ online }) => {
+    s.robotOnline = online;
+    if (online) onlineSignals++;
+    else offlineSignals++;
+  });
+  setHandler(cancelJobSignal, ({ reason }) => {
+    if (!isTerminalStatus(s.status)) decide('CANCELED', reason ? `canceled: ${reason}` : 'canceled by operator');
+  });
+  setHandler(jobProgressQuery, () => ({
+    status: s.status,
+    progress: s.progress,
+    error_msg: s.error_msg,
+    robotOnline: s.robotOnline,
+    dispatches: s.dispatches,
+  }));
+
+  /** Waits until `ready()` or the job is decided; decides TIMED_OUT if the deadline passes first. */
+  async function waitUntil(ready: () => boolean): Promise<void> {
+    const wake = () => ready() || isTerminalStatus(s.status);
+    if (s.deadlineMs === null) return condition(wake);
+    const left = s.deadlineMs - Date.now();
+    if (left > 0 && (await condition(wake, left))) return;
+    if (!isTerminalStatus(s.status)) decide('TIMED_OUT', `not finished within ${input.timeoutSeconds ?? '?'} s`);
+  }
+
+  /** Runs `call`, abandoning (cancelling) it if the job is decided meanwhile: cancel and timeout never wait on I/O. */
+  async function unlessDecided<T>(call: () => Promise<T>): Promise<T | undefined> {
+    const work = new CancellationScope();
+    const watch = new CancellationScope();
+    try {
+      return await Promise.race([work.run(call), watch.run(() => waitUntil(() => false).then(() => undefined))]);
+    } finally {
+      // Whichever lost is cancelled; its rejection is absorbed by the settled race. A Temporal cancellation of
+      // the whole workflow rejects the race itself and propagates to the caller.
+      work.cancel();
+      watch.cancel();
+    }
+  }
+
+  /** Stores decided transitions in order, each once, and mirrors them in the JobState search attribute. */
+  async function record(): Promise<void> {
+    while (s.unrecorded.length > 0) {
+      const t = s.unrecorded[0];
+      const stored = await jobStore.recordJobStatus(jobId, t.status, t.error_msg);
+      if (!stored.applied) log.warn('status not applied by the database guard', { jobId, status: t.status, current: stored.current });
+      upsertSearchAttributes([{ key: JOB_STATE_SA, value: stored.applied ? t.status : (stored.current ?? t.status) }]);
+      s.unrecorded.shift(); // only after success: an interrupted write is retried by finish()
+    }
+  }
+
+  async function dispatch(): Promise<void> {
+    const onlineBefore = onlineSignals;
+    const offlineBefore = offlineSignals;
+    let outcome: DispatchOutcome | undefined;
+    try {
+      outcome = await unlessDecided(() => robotLink.dispatchDeploy(jobId));
+    } catch (err) {
+      // Infrastructure errors retry forever, so an ActivityFailure that is not a cancellation is final.
+      if (isCancellation(err) || !(err instanceof ActivityFailure)) throw err;
+      decide('FAILED', err.cause?.message ?? err.message);
+      return;
+    }
+    if (outcome === undefined) return; // canceled or timed out while dispatching
+    if (outcome === 'dispatched') {
+      s.dispatches++;
+      if (offlineSignals === offlineBefore) s.robotOnline = true;
+      s.phase = 'follow';
+      offlineMark = offlineBefore; // an offline signal during the dispatch still counts
+    } else {
+      if (onlineSignals === onlineBefore) s.robotOnline = false;
+      s.phase = 'awaitOnline';
+      onlineMark = onlineBefore; // an online signal during the dispatch wakes us at once
+    }
+  }
+
+  async function drive(): Promise<void> {
+    for (;;) {
+      await record();
+      if (isTerminalStatus(s.status)) return;
+      if (workflowInfo().continueAsNewSuggested) {
+        await condition(allHandlersFinished);
+        await continueAsNew<typeof otaDeployment>(input, { ...s, unrecorded: [...s.unrecorded] });
+      }
+      const pending = () => s.unrecorded.length > 0 || workflowInfo().continueAsNewSuggested;
+      switch (s.phase) {
+        case 'dispatch':
+          await dispatch();
+          break;
+        case 'awaitOnline': {
+          const mark = onlineMark;
+          await waitUntil(() => onlineSignals > mark || pending());
+          if (onlineSignals > mark) s.phase = 'dispatch';
+          break;
+        }
+        case 'follow': {
+          const mark = offlineMark;
+          await waitUntil(() => offlineSignals > mark || pending());
+          if (offlineSignals > mark && !isTerminalStatus(s.status)) {
+            // Back online within the same batch of signals: re-dispatch now; else wait for the next "online".
+            s.phase = s.robotOnline ? 'dispatch' : 'awaitOnline';
+            onlineMark = onlineSignals;
+            offlineMark = offlineSignals;
+          }
+          break;
+        }
+      }
+    }
+  }
+
+  async function finish(): Promise<OtaDeploymentResult> {
+    await record();
+    // The robot may hold the deploy message or a half-done download: make sure it never installs the file.
+    if (s.status === 'CANCELED' || s.status === 'TIMED_OUT') await robotLink.publishCancel(robotId, jobId);
+    await robotLink.publishAck(robotId, jobId);
+    return { jobId, status: s.status, error_msg: s.error_msg, dispatches: s.dispatches };
+  }
+
+  let temporalCancellation: unknown = null;
+  try {
+    await drive();
+  } catch (err) {
+    if (!isCancellation(err)) throw err;
+    temporalCancellation = err;
+    if (!isTerminalStatus(s.status)) decide('CANCELED', 'canceled: Temporal cancellation request');
+  }
+  // Storing the terminal status and telling the robot must complete even while the workflow is being cancelled.
+  const result = await CancellationScope.nonCancellable(finish);
+  // Cancelled from Temporal: end as Canceled too, so Temporal Web and the job's status agree.
+  if (temporalCancellation) throw temporalCancellation;
+  return result;
+}
