@@ -237,6 +237,8 @@ export interface StackStatus {
 
 export interface UpOptions {
   robots?: number;
+  /** Start each robot's sshd (default). Benchmarks of MQTT-only paths turn it off for hundreds of robots. */
+  sshd?: boolean;
   log?: (line: string) => void;
 }
 
@@ -268,6 +270,10 @@ export async function stackUp(cfg: Config, opts: UpOptions = {}): Promise<FleetM
   await ensureSearchAttributes(cfg);
   await ensureBuckets(cfg);
 
+  if (opts.sshd === false) {
+    log(`${fleet.robots.length} simulated robots (MQTT only, no sshd)`);
+    return fleet;
+  }
   if (os.userInfo().uid === 0) fs.mkdirSync('/run/sshd', { recursive: true }); // sshd's privilege-separation dir
   const started = await Promise.all(fleet.robots.map((r) => ensureProcess(p, sshdSpec(r))));
   const fresh = started.filter((s) => s.started).length;

@@ -1,0 +1,283 @@
+// `npm run bench -- ota-fleet [--robots 200] [--file-mib 1] [--rss-file-mib 1024] [--concurrency 16]`
+//
+// 1. A 1 MiB file deployed to N simulated robots, each an OTA daemon with its own MQTT connection (hosted
+//    in a few processes): time until all are COMPLETED, p50/p95 job latency (job created → COMPLETED stored),
+//    jobs per second. Baseline, same run: curl fetching the same object N times (16 at a time), i.e. the bare
+//    transfer with no orchestration at all.
+// 2. One real daemon process installing a large file (1 GiB): its peak RSS (VmHWM). Baseline: curl
+//    downloading the same object to disk.
+// It runs on its own stack (own ports, data under .data/bench) so it never disturbs `npm start` or the tests.
+import { spawn, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { SignJWT } from 'jose';
+import { createS3Client } from '../activities/s3/client';
+import { loadConfig, repoRoot, type Config } from '../common/config';
+import { connectDb } from '../common/db';
+import { stackDown, stackUp } from '../infra/stack';
+
+const BENCH_ENV: Record<string, string> = {
+  FLEET_DATA_DIR: path.join(repoRoot, '.data', 'bench'),
+  TEMPORAL_PORT: '47233',
+  TEMPORAL_UI_PORT: '48233',
+  MONGO_PORT: '47017',
+  S3_PORT: '47070',
+  MQTT_PORT: '41883',
+  MQTT_CLOUD_PORT: '41884',
+  FLEET_SSH_BASE_PORT: '42201',
+  API_PORT: '49005',
+  API_PUBLIC_URL: 'http://127.0.0.1:49005',
+  TEMPORAL_TASK_QUEUE: 'bench',
+  MQTT_BRIDGE_CLIENT_ID: 'cloud-bridge-bench',
+  LOG_LEVEL: 'info',
+};
+
+const DAEMON_HOSTS = 8;
+
+interface Child {
+  proc: ChildProcess;
+  out: () => string;
+}
+
+function spawnTs(entry: string, args: string[], env: NodeJS.ProcessEnv): Child {
+  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, entry), ...args], {
+    cwd: repoRoot,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  // Keep only the tail: the API and daemons log every request/job.
+  const keep = (d: Buffer) => (out = (out + d.toString()).slice(-20000));
+  proc.stdout!.on('data', keep);
+  proc.stderr!.on('data', keep);
+  return { proc, out: () => out };
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 100): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+async function waitOutput(c: Child, text: string, timeoutMs = 90000): Promise<void> {
+  await until(`"${text}"`, () => {
+    if (c.proc.exitCode !== null) throw new Error(`process exited before "${text}":\n${c.out()}`);
+    return c.out().includes(text);
+  }, timeoutMs);
+}
+
+function flag(args: string[], name: string, fallback: number): number {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : fallback;
+}
+
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+
+/** Peak resident set (VmHWM) of a process, in MiB; 0 once it has exited. */
+function peakRssMb(pid: number): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+async function token(cfg: Config): Promise<string> {
+  return new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject('bench')
+    .setIssuer(cfg.api.jwtIssuer)
+    .setAudience(cfg.api.jwtAudience)
+    .setExpirationTime('2h')
+    .sign(new TextEncoder().encode(cfg.api.jwtSecret));
+}
+
+/** Runs `count` commands with at most `parallel` at once; resolves with the wall time in seconds. */
+async function runPool(count: number, parallel: number, start: (i: number) => Promise<void>): Promise<number> {
+  const t0 = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(parallel, count) }, async () => {
+      while (next < count) await start(next++);
+    }),
+  );
+  return (performance.now() - t0) / 1000;
+}
+
+function curl(args: string[]): Promise<{ code: number; peakMb: number }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn('curl', ['-sS', '--fail', ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+    let peakMb = 0;
+    const t = setInterval(() => (peakMb = Math.max(peakMb, peakRssMb(p.pid!))), 20);
+    p.on('error', reject);
+    p.on('exit', (code) => {
+      clearInterval(t);
+      resolve({ code: code ?? -1, peakMb });
+    });
+  });
+}
+
+export async function main(args: string[]): Promise<void> {
+  const robots = flag(args, '--robots', 200);
+  const fileMib = flag(args, '--file-mib', 1);
+  const rssFileMib = flag(args, '--rss-file-mib', 1024);
+  const concurrency = flag(args, '--concurrency', 16);
+  const env = { ...process.env, ...BENCH_ENV, FLEET_ROBOTS: String(robots) };
+  const cfg = loadConfig(env);
+  const say = (l: string) => process.stderr.write(`[bench] ${l}\n`);
+  const children: Child[] = [];
+  const db = await (async () => {
+    const fleet = await stackUp(cfg, { robots, sshd: false, log: say });
+    const apps = [
+      ['workers/main.ts', 'worker started'],
+      ['workers/mqtt-bridge.ts', 'mqtt bridge started'],
+      ['api/main.ts', 'OTA API listening'],
+    ] as const;
+    for (const [entry, ready] of apps) {
+      const c = spawnTs(entry, [], env);
+      children.push(c);
+      await waitOutput(c, ready);
+    }
+    const fleetRobots = fleet.robots.slice(0, robots);
+    const groups = Array.from({ length: DAEMON_HOSTS }, (_, g) => fleetRobots.filter((_, i) => i % DAEMON_HOSTS === g));
+    for (const g of groups.filter((x) => x.length > 0)) {
+      const c = spawnTs('bench/daemon-host.ts', g.map((r) => r.daemonConfig), env);
+      children.push(c);
+      await waitOutput(c, `daemons started: ${g.length}`);
+    }
+    return { conn: await connectDb(cfg), fleet: fleetRobots };
+  })();
+  const api = `${cfg.api.publicUrl}/api/v1`;
+  const auth = { authorization: `Bearer ${await token(cfg)}` };
+  const s3 = createS3Client(cfg);
+
+  try {
+    // --- 1. the fleet deployment ---------------------------------------------------------------------
+    const bytes = crypto.randomBytes(fileMib * 1024 * 1024);
+    const sha = crypto.createHash('sha256').update(bytes).digest('hex');
+    const form = new FormData();
+    form.append('file_info_list', JSON.stringify({ file_list: [{ s3_bucket: 'files' }] }));
+    form.append('files', new Blob([bytes]), 'fleet.bin');
+    const up = await fetch(`${api}/file/upload`, { method: 'POST', headers: auth, body: form });
+    const [{ s3_object_name: object }] = (await up.json()) as Array<{ s3_object_name: string }>;
+    const run = Date.now().toString(36);
+    const targets = db.fleet.map((r) => path.join(r.root, 'bench', `fleet-${run}.bin`));
+    // Robots must be online (presence stored) before the clock starts: this measures deployment, not boot.
+    await until('all robots online', async () => (await db.conn.models.RobotPresence.countDocuments({ online: true, _id: { $in: db.fleet.map((r) => r.id) } })) === robots, 60000, 250);
+
+    say(`deploying ${fileMib} MiB to ${robots} robots (${concurrency} requests in flight)`);
+    const jobIds: string[] = [];
+    const t0 = Date.now();
+    await runPool(robots, concurrency, async (i) => {
+      const q = new URLSearchParams({ robot_id: db.fleet[i].id, s3_bucket: 'files', s3_object_name: object, deploy_path: targets[i] });
+      const res = await fetch(`${api}/file/deploy_from_s3?${q}`, { method: 'POST', headers: auth });
+      const body = (await res.json()) as { job_id: string };
+      if (res.status !== 200) throw new Error(`deploy: ${res.status} ${JSON.stringify(body)}`);
+      jobIds.push(body.job_id);
+    });
+    const requestsDoneS = (Date.now() - t0) / 1000;
+    type Row = { _id: string; status: string; timestamp: Date; finished_at: Date | null };
+    let rows: Row[] = [];
+    await until('all jobs terminal', async () => {
+      rows = await db.conn.models.OtaJob.find({ _id: { $in: jobIds } }, { status: 1, timestamp: 1, finished_at: 1 }).lean<Row[]>();
+      return rows.filter((r) => r.finished_at).length === robots;
+    }, 600000, 250);
+    const completed = rows.filter((r) => r.status === 'COMPLETED');
+    const lastDone = Math.max(...rows.map((r) => r.finished_at!.getTime()));
+    const allCompletedS = (lastDone - t0) / 1000;
+    const latencies = rows.map((r) => r.finished_at!.getTime() - r.timestamp.getTime()).sort((a, b) => a - b);
+    const verified = targets.filter((t) => fs.existsSync(t) && crypto.createHash('sha256').update(fs.readFileSync(t)).digest('hex') === sha).length;
+
+    // Baseline: the same object fetched by curl to each robot's folder, as many at once as the API calls above.
+    const url = await getSignedUrl(s3, new GetObjectCommand({ Bucket: 'files', Key: object }), { expiresIn: 3600 });
+    const curlS = await runPool(robots, concurrency, async (i) => {
+      const r = await curl(['-o', `${targets[i]}.curl`, url]);
+      if (r.code !== 0) throw new Error(`curl exited ${r.code}`);
+    });
+    targets.forEach((t) => fs.rmSync(`${t}.curl`, { force: true }));
+
+    // --- 2. the daemon's memory while installing a large file -----------------------------------------
+    for (const c of children.splice(3)) {
+      c.proc.kill('SIGTERM');
+      await new Promise((r) => c.proc.once('exit', r));
+    }
+    const bigFile = path.join(cfg.dataDir, `big-${run}.bin`);
+    const h = crypto.createHash('sha256');
+    const fd = fs.openSync(bigFile, 'w');
+    for (let i = 0; i < rssFileMib; i++) {
+      const chunk = crypto.randomBytes(1024 * 1024);
+      h.update(chunk);
+      fs.writeSync(fd, chunk);
+    }
+    fs.closeSync(fd);
+    const bigSha = h.digest('hex');
+    say(`uploading ${rssFileMib} MiB through the API`);
+    const upBig = await new Promise<string>((resolve, reject) => {
+      const p = spawn('curl', ['-sS', '--fail', '-X', 'POST', `${api}/file/upload`, '-H', `Authorization: ${auth.authorization}`,
+        '-F', 'file_info_list={"file_list":[{"s3_bucket":"files"}]}', '-F', `files=@${bigFile}`], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`upload exited ${code}`))));
+    });
+    const bigObject = (JSON.parse(upBig) as Array<{ s3_object_name: string }>)[0].s3_object_name;
+    const robot = db.fleet[0];
+    const daemon = spawnTs('daemon/main.ts', ['--config', robot.daemonConfig], env);
+    children.push(daemon);
+    await waitOutput(daemon, 'connected to the broker');
+    const bigTarget = path.join(robot.root, 'bench', `big-${run}.bin`);
+    let daemonPeak = 0;
+    const sampler = setInterval(() => (daemonPeak = Math.max(daemonPeak, peakRssMb(daemon.proc.pid!))), 50);
+    const tBig = Date.now();
+    const q = new URLSearchParams({ robot_id: robot.id, s3_bucket: 'files', s3_object_name: bigObject, deploy_path: bigTarget });
+    const dep = (await (await fetch(`${api}/file/deploy_from_s3?${q}`, { method: 'POST', headers: auth })).json()) as { job_id: string };
+    let bigStatus = '';
+    await until('large job terminal', async () => {
+      const job = await db.conn.models.OtaJob.findById(dep.job_id).lean<{ status: string; finished_at: Date | null }>();
+      bigStatus = job?.status ?? '';
+      return Boolean(job?.finished_at);
+    }, 900000, 250);
+    clearInterval(sampler);
+    const daemonBigS = (Date.now() - tBig) / 1000;
+    const bigOk = bigStatus === 'COMPLETED' && crypto.createHash('sha256').update(fs.readFileSync(bigTarget)).digest('hex') === bigSha;
+    const bigUrl = await getSignedUrl(s3, new GetObjectCommand({ Bucket: 'files', Key: bigObject }), { expiresIn: 3600 });
+    const tCurl = Date.now();
+    const curlBig = await curl(['-o', `${bigTarget}.curl`, bigUrl]);
+    const curlBigS = (Date.now() - tCurl) / 1000;
+    for (const f of [bigFile, bigTarget, `${bigTarget}.curl`]) fs.rmSync(f, { force: true });
+    await fetch(`${api}/file/delete?s3_bucket=files&s3_object_name=${bigObject}`, { method: 'DELETE', headers: auth });
+
+    const fig = (k: string, v: number | string) => console.log(`${k}=${typeof v === 'number' ? Number(v.toFixed(3)) : v}`);
+    fig('robots', robots);
+    fig('file_mib', fileMib);
+    fig('completed', completed.length);
+    fig('verified_sha256', verified);
+    fig('deploy_requests_s', requestsDoneS);
+    fig('all_completed_s', allCompletedS);
+    fig('p50_ms', percentile(latencies, 50));
+    fig('p95_ms', percentile(latencies, 95));
+    fig('jobs_per_s', robots / allCompletedS);
+    fig('baseline_curl_all_s', curlS);
+    fig('ratio_all_completed_vs_curl', allCompletedS / curlS);
+    fig('daemon_peak_rss_mb', daemonPeak);
+    fig('daemon_install_mib', rssFileMib);
+    fig('daemon_install_s', daemonBigS);
+    fig('daemon_install_ok', bigOk ? 'true' : 'false');
+    fig('baseline_curl_peak_rss_mb', curlBig.peakMb);
+    fig('baseline_curl_download_s', curlBigS);
+    fig('ratio_daemon_vs_curl_rss', daemonPeak / Math.max(curlBig.peakMb, 1));
+    fig('ratio_daemon_vs_curl_time', daemonBigS / curlBigS);
+    if (completed.length !== robots || verified !== robots || !bigOk) throw new Error('benchmark run had failed jobs');
+  } finally {
+    s3.destroy();
+    await db.conn.close();
+    for (const c of children) c.proc.kill('SIGTERM');
+    await Promise.all(children.map((c) => (c.proc.exitCode === null ? new Promise((r) => c.proc.once('exit', r)) : undefined)));
+    await stackDown(cfg);
+  }
+}
