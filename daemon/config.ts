@@ -30,6 +30,8 @@ export interface DaemonConfig {
   stateDir: string;
   reportIntervalMs: number;
   maxConcurrentJobs: number;
+  /** Per-download bandwidth cap; undefined = unlimited. */
+  maxDownloadBytesPerSecond?: number;
 }
 
 export class DaemonConfigError extends Error {
@@ -88,6 +90,7 @@ const fileSchema = z.object({
   report_interval_s: num(z.number().positive().max(86400)).default(30),
   session_expiry_s: num(z.number().int().min(0).max(0xffffffff)).default(604800),
   max_concurrent_jobs: num(z.number().int().min(1).max(64)).default(2),
+  max_download_bytes_per_s: num(z.number().int().min(1024)).optional(),
 });
 type FileConfig = z.infer<typeof fileSchema>;
 const KNOWN_KEYS = new Set<string>([...Object.keys(fileSchema.shape), ...IGNORED_KEYS]);
@@ -109,7 +112,8 @@ function readYaml(file: string): Record<string, unknown> {
   try {
     doc = YAML.parse(text);
   } catch (e) {
-    throw new DaemonConfigError(`config file ${file} is not valid YAML: ${(e as Error).message}`);
+    // Only the first line: the parser's message goes on with an excerpt of the file, which may be a secret.
+    throw new DaemonConfigError(`config file ${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
   }
   if (doc === null || doc === undefined) return {};
   if (typeof doc !== 'object' || Array.isArray(doc)) {
@@ -197,6 +201,7 @@ export function parseDaemonConfig(raw: Record<string, unknown>, env: NodeJS.Proc
       stateDir: path.resolve(c.state_dir),
       reportIntervalMs: Math.round(c.report_interval_s * 1000),
       maxConcurrentJobs: c.max_concurrent_jobs,
+      maxDownloadBytesPerSecond: c.max_download_bytes_per_s,
     },
     unknownKeys: Object.keys(raw).filter((k) => !KNOWN_KEYS.has(k)),
   };
@@ -236,6 +241,7 @@ export function describeConfig(c: DaemonConfig): Record<string, unknown> {
     state_dir: c.stateDir,
     report_interval_s: c.reportIntervalMs / 1000,
     max_concurrent_jobs: c.maxConcurrentJobs,
+    max_download_bytes_per_s: c.maxDownloadBytesPerSecond ?? null,
     s3_fallback: Boolean(c.s3.accessKeyId && c.s3.secretAccessKey),
   };
 }

@@ -9,7 +9,7 @@ import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { z } from 'zod';
-import { errnoCode, removeQuietly, writeFileAtomic } from './fs-util';
+import { errnoCode, removeQuietly, sleep, writeFileAtomic } from './fs-util';
 
 export class DownloadError extends Error {
   override name = 'DownloadError';
@@ -46,6 +46,8 @@ export interface DownloadRequest {
   target: string;
   identity: PartIdentity;
   signal: AbortSignal;
+  /** Bandwidth cap (robots often share a thin uplink); unlimited when absent. */
+  maxBytesPerSecond?: number;
   /** Called after every write batch; the caller throttles what it reports. */
   onProgress?: (received: number, total: number | null) => void;
 }
@@ -184,7 +186,6 @@ export async function downloadToPart(req: DownloadRequest): Promise<DownloadResu
     const meta: Sidecar = { v: 1, ...req.identity, etag: res.headers.get('etag'), total };
     await writeFileAtomic(sidecarFile, JSON.stringify(meta));
   }
-  if (!res.body) throw new DownloadError('download failed: empty response body', true);
 
   const resumedFrom = offset;
   const hash = fresh ? createHash('sha256') : await hashPrefix(part, offset, req.signal);
@@ -211,12 +212,20 @@ export async function downloadToPart(req: DownloadRequest): Promise<DownloadResu
     try {
       // Reading one chunk at a time and awaiting each disk write is what bounds memory: the socket is only
       // read as fast as the disk takes the bytes.
-      for await (const chunk of res.body) {
+      const started = Date.now();
+      let received = 0;
+      // A null body is an empty one (a 0-byte object).
+      for await (const chunk of res.body ?? []) {
         const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
         hash.update(buf);
         batch.push(buf);
         batched += buf.length;
+        received += buf.length;
         if (batched >= WRITE_BATCH_BYTES) await flush();
+        if (req.maxBytesPerSecond) {
+          const ahead = (received / req.maxBytesPerSecond) * 1000 - (Date.now() - started);
+          if (ahead > 20) await sleep(ahead, req.signal);
+        }
       }
       await flush();
     } catch (e) {

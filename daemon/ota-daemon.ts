@@ -1,0 +1,224 @@
+// The daemon's MQTT side: a persistent MQTT 5 session (client id = user name = robot id) so QoS 1 deploys
+// sent while the robot is offline wait at the broker; retained presence with a Last Will; every incoming
+// message handled inside a try/catch so one bad payload can never stop the loop (the reference's could).
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import type { S3Client } from '@aws-sdk/client-s3';
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import { deployMessageSchema, PRESENCE_OFFLINE, PRESENCE_ONLINE, topics, type JobReport } from '../common/protocol';
+import type { Logger } from '../common/logger';
+import type { DaemonConfig } from './config';
+import type { DeployEnv } from './deploy-job';
+import { KeyedMutex } from './fs-util';
+import { JobManager } from './jobs';
+import { Journal } from './journal';
+import { realRoots } from './paths';
+import { StateReporter } from './reporter';
+
+/** Job ids arrive as bare strings on ack/cancel; anything longer or non-printable is not one of ours. */
+const JOB_ID_PATTERN = /^[\x21-\x7e]{1,200}$/;
+
+export interface DaemonOptions {
+  /** Replaces `mqtt.connect` (tests). */
+  connect?: (url: string, opts: IClientOptions) => MqttClient;
+  /** Download retry policy (tests shorten it). */
+  retry?: DeployEnv['retry'];
+}
+
+function s3Presigner(config: DaemonConfig): DeployEnv['presign'] {
+  const { accessKeyId, secretAccessKey, endpoint, region } = config.s3;
+  if (!accessKeyId || !secretAccessKey) return undefined;
+  let client: S3Client | null = null;
+  return async (bucket, key) => {
+    // Loaded on first use: the SDK costs ~15 MB of RSS that a robot receiving only presigned URLs never needs.
+    const { GetObjectCommand, S3Client } = await import('@aws-sdk/client-s3');
+    const { getSignedUrl } = await import('@aws-sdk/s3-request-presigner');
+    client ??= new S3Client({
+      endpoint,
+      region,
+      forcePathStyle: Boolean(endpoint),
+      credentials: { accessKeyId, secretAccessKey },
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    });
+    // Presigning locally keeps one download path (Range / If-Range over plain HTTP) for both message kinds.
+    return getSignedUrl(client, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn: 3600 });
+  };
+}
+
+export class OtaDaemon {
+  private client: MqttClient | null = null;
+  private jobs: JobManager | null = null;
+  private reporter: StateReporter | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly config: DaemonConfig,
+    private readonly log: Logger,
+    private readonly opts: DaemonOptions = {},
+  ) {}
+
+  async start(): Promise<void> {
+    const { config, log } = this;
+    // Also done by checkDaemonPaths in main.ts; repeated for embedders (bench/daemon-host.ts) that skip it.
+    await fsp.mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+    const journal = await Journal.open(config.stateDir, log);
+    const [roots, forbidden] = await Promise.all([realRoots(config.allowedRoots), realRoots([config.stateDir])]);
+    const reporter = new StateReporter({
+      publish: () => this.publishState(),
+      heartbeatMs: config.reportIntervalMs,
+      onHeartbeat: () => void this.jobs?.maintain().catch((e: unknown) => log.error({ err: e }, 'journal housekeeping failed')),
+    });
+    this.reporter = reporter;
+    this.jobs = new JobManager({
+      journal,
+      env: {
+        roots,
+        forbidden,
+        locks: new KeyedMutex(),
+        log,
+        presign: s3Presigner(config),
+        retry: this.opts.retry,
+        maxBytesPerSecond: config.maxDownloadBytesPerSecond,
+      },
+      maxConcurrent: config.maxConcurrentJobs,
+      log,
+      onChange: (kind) => (kind === 'status' ? reporter.statusChanged() : reporter.progressChanged()),
+      onReplay: (jobId, report) => this.publishReplay(jobId, report),
+    });
+    this.jobs.resumeUnfinished();
+    this.connect();
+    reporter.start();
+  }
+
+  private connect(): void {
+    const { config, log } = this;
+    const presence = topics.presence(config.robotId);
+    const options: IClientOptions = {
+      protocolVersion: 5,
+      clientId: config.robotId,
+      username: config.mqtt.username,
+      password: config.mqtt.password,
+      clean: false,
+      properties: { sessionExpiryInterval: config.mqtt.sessionExpirySeconds },
+      will: { topic: presence, payload: Buffer.from(PRESENCE_OFFLINE), qos: 1, retain: true },
+      keepalive: 30,
+      connectTimeout: 10_000,
+      // Jitter spreads a fleet's reconnects after a broker restart instead of having every robot hit it at once.
+      reconnectPeriod: 1000 + Math.floor(Math.random() * 2000),
+      // mqtt.js gives up after a refused CONNACK (bad password, broker busy). A robot must keep trying: the
+      // broker's password file or the robot's credentials may be fixed later without touching the daemon.
+      reconnectOnConnackError: true,
+      // Subscriptions are (re)made on every connect below; the library's own resubscribe would double them.
+      resubscribe: false,
+      ca: config.mqtt.caFile ? fs.readFileSync(config.mqtt.caFile) : undefined,
+    };
+    const client = (this.opts.connect ?? mqtt.connect)(config.mqtt.url, options);
+    this.client = client;
+    // Messages are handled one at a time, and the PUBACK is sent only after the handler ran, so a deploy is in
+    // the journal before the broker forgets it.
+    client.handleMessage = (packet: IPublishPacket, done) => {
+      this.dispatch(packet)
+        .catch((e: unknown) => log.error({ err: e, topic: packet.topic }, 'message handler failed; message dropped'))
+        .finally(() => done());
+    };
+    client.on('connect', (connack) => {
+      log.info({ broker: config.mqtt.url, session_present: connack.sessionPresent }, 'connected to the broker');
+      void this.onConnect(presence).catch((e: unknown) => log.warn({ err: e }, 'connect setup failed; retried on the next connect'));
+    });
+    client.on('reconnect', () => log.debug('reconnecting to the broker'));
+    client.on('offline', () => log.warn('broker connection lost'));
+    client.on('error', (err) => log.warn({ err: { message: err.message, code: (err as { code?: unknown }).code } }, 'mqtt error'));
+  }
+
+  private async onConnect(presence: string): Promise<void> {
+    const client = this.client;
+    if (!client) return;
+    const id = this.config.robotId;
+    // Subscribe before announcing presence: "online" makes the cloud re-dispatch, and those deploys must land.
+    await client.subscribeAsync({ [topics.deploy(id)]: { qos: 1 }, [topics.ack(id)]: { qos: 1 }, [topics.cancel(id)]: { qos: 1 } });
+    await client.publishAsync(presence, PRESENCE_ONLINE, { qos: 1, retain: true });
+    this.reporter?.publishNow();
+  }
+
+  private async dispatch(packet: IPublishPacket): Promise<void> {
+    const jobs = this.jobs;
+    if (!jobs) return;
+    const id = this.config.robotId;
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload.toString('utf8') : String(packet.payload);
+    switch (packet.topic) {
+      case topics.deploy(id): {
+        let json: unknown;
+        try {
+          json = JSON.parse(payload);
+        } catch {
+          this.log.warn({ topic: packet.topic, bytes: payload.length }, 'deploy message is not JSON; dropped');
+          return;
+        }
+        const parsed = deployMessageSchema.safeParse(json);
+        if (!parsed.success) {
+          // Issues name fields and rules, never values: the payload may hold a presigned URL.
+          const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(message)'}: ${i.message}`);
+          this.log.warn({ topic: packet.topic, issues }, 'deploy message does not match the schema; dropped');
+          return;
+        }
+        await jobs.deploy(parsed.data);
+        return;
+      }
+      case topics.ack(id):
+      case topics.cancel(id): {
+        const jobId = payload.trim();
+        if (!JOB_ID_PATTERN.test(jobId)) {
+          this.log.warn({ topic: packet.topic, bytes: payload.length }, 'payload is not a job id; dropped');
+          return;
+        }
+        await (packet.topic === topics.ack(id) ? jobs.ack(jobId) : jobs.cancel(jobId));
+        return;
+      }
+      default:
+        this.log.debug({ topic: packet.topic }, 'message on an unexpected topic ignored');
+    }
+  }
+
+  private publishState(): void {
+    const client = this.client;
+    // While offline nothing is queued: the full map goes out on the next connect anyway.
+    if (!client?.connected || !this.jobs || this.stopped) return;
+    const body = JSON.stringify(this.jobs.stateMap());
+    client.publish(topics.state(this.config.robotId), body, { qos: 1 }, (err) => {
+      if (err) this.log.debug({ err: { message: err.message } }, 'state publish not acknowledged');
+    });
+  }
+
+  private publishReplay(jobId: string, report: JobReport): void {
+    const client = this.client;
+    if (!client?.connected) return;
+    client.publish(topics.state(this.config.robotId), JSON.stringify({ [jobId]: report }), { qos: 1 });
+  }
+
+  /** Stops downloads (resumable), persists the journal, announces `offline` and disconnects. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.reporter?.stop();
+    await this.jobs?.stop().catch((e: unknown) => this.log.error({ err: e }, 'could not persist the journal on stop'));
+    const client = this.client;
+    if (!client) return;
+    const withTimeout = <T>(p: Promise<T>, ms: number) =>
+      Promise.race([p, new Promise<void>((resolve) => setTimeout(resolve, ms).unref())]);
+    if (client.connected) {
+      // A clean DISCONNECT suppresses the Last Will, so "offline" is published by hand.
+      await withTimeout(
+        client.publishAsync(topics.presence(this.config.robotId), PRESENCE_OFFLINE, { qos: 1, retain: true }),
+        3000,
+      ).catch((e: unknown) => this.log.warn({ err: e }, 'could not publish offline presence'));
+    }
+    await withTimeout(client.endAsync(), 3000).catch(() => undefined);
+    client.end(true);
+  }
+
+  /** For tests: resolves when no job is queued or running. */
+  async idle(): Promise<void> {
+    await this.jobs?.idle();
+  }
+}
