@@ -6,9 +6,7 @@ import type { ZodError } from 'zod';
 import type { Logger } from '../../common/logger';
 
 /** A per-item entry of a 4xx/5xx detail list, shaped like the reference's failed upload/deploy items. */
-export interface ItemDetail {
-  [key: string]: string | number | null;
-}
+export type ItemDetail = Record<string, string | number | null | undefined>;
 
 export type Detail = string | ItemDetail[];
 

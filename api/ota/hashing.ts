@@ -25,7 +25,8 @@ export class HashingStream extends Transform {
     return this.digest;
   }
 
-  get size(): number {
+  /** Not called `size`: lib-storage reads `Body.size` as the total length to expect (0 here would fail it). */
+  get byteCount(): number {
     return this.bytes;
   }
 }

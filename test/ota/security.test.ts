@@ -104,7 +104,7 @@ test('bytes that do not match the stored sha256 fail the job and leave the old f
   await s3.send(new PutObjectCommand({ Bucket: 'files', Key: object, Body: crypto.randomBytes(80_000) }));
   s3.destroy();
 
-  const target = path.join(robotA.root, 'tamper', `${Date.now()}.bin`);
+  const target = path.join(robotA.root, `tamper-${Date.now()}`, 'file.bin');
   fs.mkdirSync(path.dirname(target), { recursive: true });
   fs.writeFileSync(target, 'the previous version');
   fs.chmodSync(target, 0o750);

@@ -1,0 +1,47 @@
+// Entry point of the cloud OTA API: connects MongoDB, S3 and Temporal from the configuration, serves /api/v1 on
+// API_PORT and shuts down gracefully on SIGTERM/SIGINT (in-flight uploads may finish, then connections close).
+import { Connection, WorkflowClient } from '@temporalio/client';
+import { createS3Client } from '../activities/s3/client';
+import { loadConfig } from '../common/config';
+import { connectDb } from '../common/db';
+import { createLogger } from '../common/logger';
+import { createOtaApp } from './ota/app';
+import { closeServer, listen } from './server';
+
+async function main(): Promise<void> {
+  const cfg = loadConfig();
+  const log = createLogger('ota-api', cfg.logLevel);
+  const db = await connectDb(cfg);
+  const s3 = createS3Client(cfg);
+  const connection = await Connection.connect({ address: cfg.temporal.address });
+  const temporal = new WorkflowClient({ connection, namespace: cfg.temporal.namespace });
+  const app = createOtaApp({ cfg, models: db.models, s3, temporal, log });
+  // All interfaces, like the reference (port 9005): every route but /health and the docs needs a token.
+  const server = await listen(app, cfg.api.port);
+  log.info({ port: cfg.api.port, namespace: cfg.temporal.namespace, taskQueue: cfg.temporal.taskQueue }, 'OTA API listening');
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    try {
+      await closeServer(server);
+      await Promise.allSettled([db.close(), connection.close()]);
+      s3.destroy();
+      log.info('stopped');
+      process.exit(0);
+    } catch (err) {
+      log.error({ err }, 'shutdown failed');
+      process.exit(1);
+    }
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+}
+
+main().catch((e: unknown) => {
+  // The logger may not exist yet (bad configuration): plain stderr, message only (no config dump, no secrets).
+  process.stderr.write(`OTA API failed to start: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

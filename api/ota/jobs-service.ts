@@ -1,0 +1,98 @@
+// Creating deployment jobs, shared by POST /file/deploy and POST /file/deploy_from_s3: the job document is
+// written first (PENDING, with everything the workflow needs), then its workflow is started. A job whose
+// workflow could not be started is marked FAILED at once: no PENDING job is ever left without a workflow.
+import { randomUUID } from 'node:crypto';
+import type { OtaJob } from '../../common/models/ota';
+import { otaWorkflowId } from '../../workflows/ota-contract';
+import { chunks } from '../../common/db';
+import { pythonJsonDumps } from './naming';
+import { isTemporalUnavailable, startDeploymentWorkflow } from './temporal';
+import type { OtaContext } from './types';
+
+export interface JobSpec {
+  robotId: string;
+  deployPath: string;
+  file: { s3_bucket: string; s3_object_name: string; file_name: string; sha256: string; size: number };
+  timeoutS: number | null;
+}
+
+export interface StartOutcome {
+  jobId: string;
+  /** null when the workflow runs. */
+  error: string | null;
+  unavailable: boolean;
+}
+
+export function buildJob(spec: JobSpec, now: Date): OtaJob {
+  const jobId = randomUUID();
+  return {
+    _id: jobId,
+    robot_id: spec.robotId,
+    deploy_path: spec.deployPath,
+    s3_bucket: spec.file.s3_bucket,
+    s3_object_name: spec.file.s3_object_name,
+    file_name: spec.file.file_name,
+    sha256: spec.file.sha256,
+    size: spec.file.size,
+    status: 'PENDING',
+    error_msg: null,
+    // The reference's payload, byte for byte (its daemon and tools read this field).
+    deploy_msg: pythonJsonDumps({
+      job_id: jobId,
+      s3_bucket: spec.file.s3_bucket,
+      s3_object_name: spec.file.s3_object_name,
+      deploy_path: spec.deployPath,
+    }),
+    timestamp: now,
+    updated_at: now,
+    finished_at: null,
+    workflow_id: otaWorkflowId(jobId),
+    timeout_s: spec.timeoutS,
+    deployment_id: null,
+  };
+}
+
+/** Inserts job documents (chunks of 50); on failure removes the ones that made it and rethrows. */
+export async function insertJobs(ctx: OtaContext, jobs: readonly OtaJob[]): Promise<void> {
+  try {
+    for (const part of chunks(jobs)) await ctx.models.OtaJob.insertMany(part, { ordered: true });
+  } catch (e) {
+    await ctx.models.OtaJob.deleteMany({ _id: { $in: jobs.map((j) => j._id) } }).catch((err: unknown) =>
+      ctx.log.error({ err }, 'could not remove job documents of a failed deploy'),
+    );
+    throw e;
+  }
+}
+
+async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/** Starts every job's workflow (8 at a time); the ones that fail are marked FAILED with the reason. */
+export async function startJobs(ctx: OtaContext, jobs: readonly OtaJob[]): Promise<StartOutcome[]> {
+  return mapLimited(jobs, 8, async (job): Promise<StartOutcome> => {
+    try {
+      await startDeploymentWorkflow(ctx, { jobId: job._id, robotId: job.robot_id, timeoutSeconds: job.timeout_s ?? null });
+      return { jobId: job._id, error: null, unavailable: false };
+    } catch (err) {
+      const unavailable = isTemporalUnavailable(err);
+      const error = `could not start the deployment workflow: ${unavailable ? 'Temporal unavailable' : err instanceof Error ? err.message : String(err)}`;
+      ctx.log.error({ err, jobId: job._id }, 'workflow start failed; job marked FAILED');
+      const now = new Date();
+      await ctx.models.OtaJob.updateOne(
+        { _id: job._id, status: 'PENDING' },
+        { $set: { status: 'FAILED', error_msg: error, updated_at: now, finished_at: now } },
+      ).catch((e: unknown) => ctx.log.error({ err: e, jobId: job._id }, 'could not mark the job FAILED'));
+      return { jobId: job._id, error, unavailable };
+    }
+  });
+}

@@ -1,0 +1,165 @@
+// The OpenAPI document of /api/v1, generated from the same zod schemas that validate requests. Served as
+// /api/v1/openapi.json and rendered by Swagger UI at /api/v1/docs (both without authentication).
+import { OpenAPIRegistry, OpenApiGeneratorV3, type RouteConfig } from '@asteasolutions/zod-to-openapi';
+import { z } from 'zod';
+import {
+  cancelBodySchema,
+  cancelResultSchema,
+  deployFromS3QuerySchema,
+  deployQuerySchema,
+  deployTargetRowSchema,
+  errorSchema,
+  fileDeployListSchema,
+  fileInfoListSchema,
+  fileUpdateSchema,
+  fileDeployResultSchema,
+  fileRowSchema,
+  fileUploadResultSchema,
+  healthSchema,
+  jobIdParamSchema,
+  jobListSchema,
+  jobsQuerySchema,
+  jobStateSchema,
+  listQuerySchema,
+  objectQuerySchema,
+  robotIdParamSchema,
+} from './schemas';
+
+type Method = 'get' | 'post' | 'put' | 'patch' | 'delete';
+
+const json = (schema: z.ZodType, description: string) => ({ description, content: { 'application/json': { schema } } });
+const err = (description: string) => json(errorSchema, description);
+
+const multipart = (fields: Record<string, z.ZodType>, description: string) => ({
+  description,
+  required: true,
+  content: { 'multipart/form-data': { schema: z.object(fields) } },
+});
+const binary = () => z.string().openapi({ type: 'string', format: 'binary' });
+
+export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateDocument']> {
+  const registry = new OpenAPIRegistry();
+  registry.registerComponent('securitySchemes', 'bearerAuth', { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' });
+  // The JSON carried inside the multipart form fields, documented as schemas of their own.
+  registry.register('FileInfoList', fileInfoListSchema);
+  registry.register('FileDeployInfoList', fileDeployListSchema);
+  registry.register('FileUpdate', fileUpdateSchema);
+  const common = { 401: err('Missing, invalid or expired bearer token.'), 422: err('A parameter is missing or malformed.') };
+  const route = (method: Method, path: string, tag: string, summary: string, rest: Pick<RouteConfig, 'request' | 'responses'>) =>
+    registry.registerPath({ method, path, tags: [tag], summary, request: rest.request, responses: { ...common, ...rest.responses } });
+
+  route('post', '/file/upload', 'Files', 'Upload files to S3 and record their metadata', {
+    request: {
+      body: multipart(
+        {
+          file_info_list: z.string().openapi({ description: 'JSON string of FileInfoList ({"file_list": [FileInfo, ...]}); must precede the files.', example: '{"file_list":[{"s3_bucket":"files","robot_id":"robot01"}]}' }),
+          files: z.array(binary()),
+        },
+        'One file part per file_list entry, in order.',
+      ),
+    },
+    responses: { 200: json(z.array(fileUploadResultSchema), 'Every file stored.'), 400: err('Count mismatch, bad name or path, name taken; nothing was stored.') },
+  });
+  route('get', '/file/list', 'Files', 'List files, newest first', {
+    request: { query: listQuerySchema },
+    responses: { 200: json(z.array(fileRowSchema), 'Matching files.'), 400: err('file_metadata is not a JSON object of strings.') },
+  });
+  route('post', '/file/deploy', 'Deploy', 'Upload files and deploy each to a robot', {
+    request: {
+      query: deployQuerySchema,
+      body: multipart(
+        {
+          file_info_list: z.string().openapi({ description: 'JSON string of FileDeployInfoList (robot_id and deploy_path required); must precede the files.', example: '{"file_list":[{"s3_bucket":"files","robot_id":"robot01","deploy_path":"/tmp/test.txt"}]}' }),
+          files: z.array(binary()),
+          timeout_s: z.string().optional().openapi({ description: 'Optional job timeout in seconds.' }),
+        },
+        'One file part per file_list entry, in order.',
+      ),
+    },
+    responses: {
+      200: json(z.array(fileDeployResultSchema), 'Files stored, one PENDING job each.'),
+      400: err('Count mismatch, missing/invalid robot_id or deploy_path; nothing was stored.'),
+      503: err('Temporal unavailable: the listed jobs are FAILED.'),
+    },
+  });
+  route('post', '/file/deploy_from_s3', 'Deploy', 'Deploy an uploaded file to a robot', {
+    request: { query: deployFromS3QuerySchema },
+    responses: {
+      200: json(fileDeployResultSchema, 'A PENDING job.'),
+      400: err('Missing/invalid robot_id or deploy_path.'),
+      404: err('File not found.'),
+      409: err('File is invalidated.'),
+      503: err('Temporal unavailable: the job is FAILED.'),
+    },
+  });
+  route('get', '/file/download', 'Files', 'Download a file (supports Range)', {
+    request: { query: objectQuerySchema },
+    responses: {
+      200: { description: 'The file.', content: { 'application/octet-stream': { schema: binary() } } },
+      206: { description: 'The requested range.', content: { 'application/octet-stream': { schema: binary() } } },
+      404: err('File not found.'),
+      416: err('Range not satisfiable.'),
+    },
+  });
+  route('patch', '/file/update', 'Files', "Update a file's attributes and optionally its content", {
+    request: {
+      body: multipart(
+        {
+          file_info: z.string().openapi({ description: 'JSON string of FileUpdate (s3_object_name required); must precede the file.', example: '{"s3_bucket":"files","s3_object_name":"test.txt_<uuid>","robot_id":"robot02"}' }),
+          file: binary().optional(),
+        },
+        'Attributes to change and optional new content.',
+      ),
+    },
+    responses: { 200: json(fileRowSchema, 'The updated file.'), 400: err('The file does not exist.'), 502: err('Storage unavailable; nothing changed.') },
+  });
+  route('delete', '/file/delete', 'Files', 'Delete a file from S3 and the catalogue', {
+    request: { query: objectQuerySchema },
+    responses: { 200: json(z.null(), 'Deleted.'), 404: err('File not found.'), 502: err('Storage error; the file record is kept.') },
+  });
+  route('put', '/file/validate', 'Files', 'Mark a file valid (deployable)', {
+    request: { query: objectQuerySchema },
+    responses: { 200: json(fileRowSchema, 'The file.'), 404: err('File not found.') },
+  });
+  route('put', '/file/invalidate', 'Files', 'Mark a file invalid (deploy_from_s3 refuses it)', {
+    request: { query: objectQuerySchema },
+    responses: { 200: json(fileRowSchema, 'The file.'), 404: err('File not found.') },
+  });
+  route('get', '/job_state/{job_id}', 'Jobs', 'State of a deployment job', {
+    request: { params: jobIdParamSchema },
+    responses: { 200: json(jobStateSchema, 'The job.'), 404: err('Job not found.') },
+  });
+  route('get', '/jobs', 'Jobs', 'Deployment jobs, newest first, paginated', {
+    request: { query: jobsQuerySchema },
+    responses: { 200: json(jobListSchema, 'A page of jobs.'), 400: err('Invalid cursor.') },
+  });
+  route('post', '/job/{job_id}/cancel', 'Jobs', 'Cancel a job that is not terminal', {
+    request: { params: jobIdParamSchema, body: { required: false, content: { 'application/json': { schema: cancelBodySchema } } } },
+    responses: { 202: json(cancelResultSchema, 'Cancel requested.'), 404: err('Job not found.'), 409: err('Job already terminal.') },
+  });
+  route('get', '/deploy_state/{robot_id}', 'Debugging', 'What the cloud believes is deployed on a robot', {
+    request: { params: robotIdParamSchema },
+    responses: { 200: json(z.array(deployTargetRowSchema), 'Deploy targets.') },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/health',
+    tags: ['Health'],
+    summary: 'Service and dependency health (no authentication)',
+    security: [],
+    responses: { 200: json(healthSchema, 'All dependencies reachable.'), 503: json(healthSchema, 'A dependency is down.') },
+  });
+
+  return new OpenApiGeneratorV3(registry.definitions).generateDocument({
+    openapi: '3.0.3',
+    info: {
+      title: 'OTA File Service',
+      version: '1.0.0',
+      description:
+        'Upload files to S3 and deploy them to robots over MQTT (compatible with nvidia-isaac/ota-file-service). ' +
+        'Every endpoint except /health and the docs needs `Authorization: Bearer <JWT>`.',
+    },
+    servers: [{ url: '/api/v1' }],
+    security: [{ bearerAuth: [] }],
+  });
+}

@@ -1,0 +1,130 @@
+// Deploy endpoints (reference §1.3, §1.4): both create a job per (file, robot, path) and start its
+// otaDeployment workflow, which delivers it over MQTT and follows it to a terminal state.
+import { Router } from 'express';
+import type { OtaFile } from '../../../common/models/ota';
+import { robotIdSchema } from '../../../common/protocol';
+import { HttpError } from '../errors';
+import { parseParams } from '../http';
+import { buildJob, insertJobs, startJobs, type StartOutcome } from '../jobs-service';
+import { deployPathProblem } from '../naming';
+import { deleteObjectsQuietly, objectExists } from '../s3';
+import {
+  deployFromS3QuerySchema,
+  deployQuerySchema,
+  fileDeployListSchema,
+  timeoutSecondsSchema,
+  type FileDeployResult,
+} from '../schemas';
+import type { OtaContext } from '../types';
+import { itemErrorToHttp, receiveFiles, recordFiles, removeFiles } from '../upload';
+
+/** robot_id and deploy_path are required to deploy (the reference answered 200 without deploying, or 404). */
+export function robotIdProblem(robotId: string): string | null {
+  if (!robotId) return 'robot_id: Field required';
+  const r = robotIdSchema.safeParse(robotId);
+  return r.success ? null : `robot_id: ${r.error.issues[0]?.message ?? 'invalid'}`;
+}
+
+export function deployTargetProblem(robotId: string, deployPath: string): string | null {
+  const p = deployPathProblem(deployPath);
+  return robotIdProblem(robotId) ?? (p ? `deploy_path: ${p}` : null);
+}
+
+/** 503 when Temporal could not be reached, else 500: the caller learns whether retrying later makes sense. */
+const startFailureStatus = (outcomes: readonly StartOutcome[]): number => (outcomes.some((o) => o.unavailable) ? 503 : 500);
+
+export function deployRouter(ctx: OtaContext): Router {
+  const r = Router();
+
+  r.post('/file/deploy', async (req, res) => {
+    const q = parseParams(deployQuerySchema, req.query);
+    const { list, stored, fields } = await receiveFiles(ctx, req, {
+      schema: fileDeployListSchema,
+      checkItem: (info) => deployTargetProblem(info.robot_id, info.deploy_path),
+      withJobId: true,
+    });
+    // timeout_s may also come as a form field; it is only known once the body is read.
+    let timeoutS = q.timeout_s ?? null;
+    if (timeoutS === null && fields.timeout_s !== undefined) {
+      const t = timeoutSecondsSchema.safeParse(fields.timeout_s);
+      if (!t.success || t.data === undefined) {
+        await deleteObjectsQuietly(ctx.s3, stored.map((s) => s.ref), ctx.log);
+        throw new HttpError(422, `timeout_s: ${t.success ? 'invalid' : (t.error.issues[0]?.message ?? 'invalid')}`);
+      }
+      timeoutS = t.data;
+    }
+    const now = new Date();
+    let files: OtaFile[];
+    try {
+      files = await recordFiles(ctx, stored, now);
+    } catch (e) {
+      throw itemErrorToHttp(e, list.file_list, true);
+    }
+    const jobs = files.map((file, i) =>
+      buildJob({ robotId: list.file_list[i].robot_id, deployPath: list.file_list[i].deploy_path, file, timeoutS }, now),
+    );
+    try {
+      await insertJobs(ctx, jobs);
+    } catch (e) {
+      await removeFiles(ctx, files);
+      throw e;
+    }
+    const outcomes = await startJobs(ctx, jobs);
+    const results: FileDeployResult[] = files.map((f, i) => ({
+      s3_bucket: f.s3_bucket,
+      s3_object_name: f.s3_object_name,
+      robot_id: jobs[i].robot_id,
+      deploy_path: jobs[i].deploy_path,
+      filename: f.file_name,
+      state: outcomes[i].error ? 'FAILED' : 'PENDING',
+      error_msg: outcomes[i].error,
+      job_id: jobs[i]._id,
+      sha256: f.sha256,
+      size: f.size,
+    }));
+    // Files stay uploaded and started jobs keep running; the failed jobs are FAILED in the database.
+    if (outcomes.some((o) => o.error)) throw new HttpError(startFailureStatus(outcomes), results);
+    res.json(results);
+  });
+
+  r.post('/file/deploy_from_s3', async (req, res) => {
+    const q = parseParams(deployFromS3QuerySchema, req.query);
+    const robotId = q.robot_id ?? '';
+    const robotProblem = robotIdProblem(robotId);
+    if (robotProblem) throw new HttpError(400, robotProblem);
+    const file = await ctx.models.OtaFile.findOne({ s3_bucket: q.s3_bucket, s3_object_name: q.s3_object_name }).lean<OtaFile>();
+    if (!file) throw new HttpError(404, 'File not found');
+    // The query's path overrides the file's default for this job only (not persisted, like the reference).
+    const deployPath = q.deploy_path || file.deploy_path || '';
+    if (!deployPath) throw new HttpError(400, 'deploy_path: Field required (the file has no default deploy_path)');
+    const pathProblem = deployPathProblem(deployPath);
+    if (pathProblem) throw new HttpError(400, `deploy_path: ${pathProblem}`);
+    if (file.valid === false) throw new HttpError(409, 'File is invalidated; PUT /file/validate before deploying it.');
+    // A job for a missing object could only fail on the robot; refuse it here instead.
+    if (!(await objectExists(ctx.s3, { bucket: file.s3_bucket, key: file.s3_object_name }))) {
+      throw new HttpError(404, 'File not found in storage');
+    }
+    const job = buildJob({ robotId, deployPath, file, timeoutS: q.timeout_s ?? null }, new Date());
+    await insertJobs(ctx, [job]);
+    const [outcome] = await startJobs(ctx, [job]);
+    if (outcome.error) {
+      res.status(startFailureStatus([outcome])).json({ detail: outcome.error, job_id: job._id });
+      return;
+    }
+    const body: FileDeployResult = {
+      s3_bucket: file.s3_bucket,
+      s3_object_name: file.s3_object_name,
+      robot_id: robotId,
+      deploy_path: deployPath,
+      filename: file.file_name,
+      state: 'PENDING',
+      error_msg: null,
+      job_id: job._id,
+      sha256: file.sha256,
+      size: file.size,
+    };
+    res.json(body);
+  });
+
+  return r;
+}

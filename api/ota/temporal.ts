@@ -1,0 +1,83 @@
+// The API's side of the otaDeployment workflow: start it by name (the workflow code lives with the workers),
+// signal it, query it; each call bounded in time so a slow or absent Temporal never hangs a request.
+import { isGrpcDeadlineError, isGrpcServiceError, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import type { JobStatus } from '../../common/protocol';
+import {
+  cancelJobSignal,
+  jobProgressQuery,
+  OTA_DEPLOYMENT_WORKFLOW,
+  otaWorkflowId,
+  type OtaDeploymentInput,
+  type OtaJobProgress,
+} from '../../workflows/ota-contract';
+import { JOB_STATE_SA, ROBOT_ID_SA } from '../../workflows/search-attributes';
+import type { OtaContext } from './types';
+
+
+const GRPC_UNAVAILABLE = 14;
+const GRPC_DEADLINE_EXCEEDED = 4;
+
+/** True when the failure says "Temporal could not be reached in time" (answer 503) rather than "Temporal said no". */
+export function isTemporalUnavailable(e: unknown): boolean {
+  if (isGrpcDeadlineError(e)) return true;
+  for (let cur: unknown = e, depth = 0; cur && depth < 5; depth++) {
+    if (isGrpcServiceError(cur) && (cur.code === GRPC_UNAVAILABLE || cur.code === GRPC_DEADLINE_EXCEEDED)) return true;
+    cur = cur instanceof Error ? cur.cause : undefined;
+  }
+  return false;
+}
+
+const withTimeout = <R>(ctx: OtaContext, ms: number, fn: () => Promise<R>): Promise<R> =>
+  ctx.temporal.withDeadline(Date.now() + ms, fn);
+
+/**
+ * Starts the job's workflow. An ambiguous failure (deadline hit after the server may have accepted the start)
+ * is resolved by looking the run up, so a job is never marked FAILED while its workflow is in fact running.
+ */
+export async function startDeploymentWorkflow(ctx: OtaContext, input: OtaDeploymentInput): Promise<void> {
+  const workflowId = otaWorkflowId(input.jobId);
+  const status: JobStatus = 'PENDING';
+  try {
+    await withTimeout(ctx, ctx.options.temporalTimeoutMs, () =>
+      ctx.temporal.start(OTA_DEPLOYMENT_WORKFLOW, {
+        taskQueue: ctx.cfg.temporal.taskQueue,
+        workflowId,
+        args: [input],
+        // Runs are searchable in Temporal Web by robot and state from the first moment (the workflow upserts JobState).
+        typedSearchAttributes: [
+          { key: ROBOT_ID_SA, value: input.robotId },
+          { key: JOB_STATE_SA, value: status },
+        ],
+      }),
+    );
+  } catch (e) {
+    if (e instanceof WorkflowExecutionAlreadyStartedError) return; // our own earlier attempt got through
+    const exists = await withTimeout(ctx, ctx.options.temporalTimeoutMs, () => ctx.temporal.getHandle(workflowId).describe()).then(
+      () => true,
+      () => false,
+    );
+    if (!exists) throw e;
+  }
+}
+
+/** Live progress of a running job, or null when the workflow cannot answer in time (no worker, closed, down). */
+export async function queryJobProgress(ctx: OtaContext, workflowId: string): Promise<OtaJobProgress | null> {
+  try {
+    return await withTimeout(ctx, ctx.options.queryTimeoutMs, () => ctx.temporal.getHandle(workflowId).query(jobProgressQuery));
+  } catch (err) {
+    ctx.log.debug({ err, workflowId }, 'job progress query failed');
+    return null;
+  }
+}
+
+export type CancelOutcome = 'signalled' | 'not-running';
+
+export async function signalCancel(ctx: OtaContext, workflowId: string, reason: string | undefined): Promise<CancelOutcome> {
+  try {
+    await withTimeout(ctx, ctx.options.temporalTimeoutMs, () => ctx.temporal.getHandle(workflowId).signal(cancelJobSignal, { reason }));
+    return 'signalled';
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) return 'not-running';
+    throw e;
+  }
+}
