@@ -17,8 +17,8 @@ async function main(): Promise<void> {
   const temporal = new WorkflowClient({ connection, namespace: cfg.temporal.namespace });
   const app = createOtaApp({ cfg, models: db.models, s3, temporal, log });
   // All interfaces, like the reference (port 9005): every route but /health and the docs needs a token.
-  const server = await listen(app, cfg.api.port);
-  log.info({ port: cfg.api.port, namespace: cfg.temporal.namespace, taskQueue: cfg.temporal.taskQueue }, 'OTA API listening');
+  const server = await listen(app, cfg.api.port, cfg.api.host);
+  log.info({ host: cfg.api.host, port: cfg.api.port, namespace: cfg.temporal.namespace, taskQueue: cfg.temporal.taskQueue }, 'OTA API listening');
 
   let stopping = false;
   const stop = async (signal: string) => {

@@ -55,6 +55,8 @@ const envSchema = z.object({
   MQTT_BRIDGE_CLIENT_ID: z.string().min(1).default('cloud-bridge'),
 
   API_PORT: port.default(9005),
+  // Loopback unless told otherwise: a local run should not expose the API to the LAN (production sets 0.0.0.0).
+  API_HOST: z.string().min(1).optional(),
   API_PUBLIC_URL: z.string().url().optional(),
   API_JWT_SECRET: z.string().min(16),
   API_JWT_ISSUER: z.string().default('fleetsync'),
@@ -91,7 +93,7 @@ export interface Config {
     password: string;
     bridgeClientId: string;
   };
-  api: { port: number; publicUrl: string; jwtSecret: string; jwtIssuer: string; jwtAudience: string };
+  api: { host: string; port: number; publicUrl: string; jwtSecret: string; jwtIssuer: string; jwtAudience: string };
   fleet: { robots: number; sshBasePort: number; dir: string };
 }
 
@@ -180,6 +182,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       bridgeClientId: e.MQTT_BRIDGE_CLIENT_ID,
     },
     api: {
+      host: e.API_HOST ?? (e.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1'),
       port: e.API_PORT,
       publicUrl: e.API_PUBLIC_URL ?? `http://127.0.0.1:${e.API_PORT}`,
       jwtSecret: e.API_JWT_SECRET,
