@@ -4,8 +4,8 @@
 //    in a few processes): time until all are COMPLETED, p50/p95 job latency (job created → COMPLETED stored),
 //    jobs per second. Baseline, same run: curl fetching the same object N times (16 at a time), i.e. the bare
 //    transfer with no orchestration at all.
-// 2. One real daemon process installing a large file (1 GiB): its peak RSS (VmHWM). Baseline: curl
-//    downloading the same object to disk.
+// 2. One real daemon process, as a robot runs it (dist/ota-daemon.cjs under plain node, daemon/build.ts),
+//    installing a large file (1 GiB): its peak RSS (VmHWM). Baseline: curl downloading the same object to disk.
 // It runs on its own stack (own ports, data under .data/bench) so it never disturbs `npm start` or the tests.
 import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -18,6 +18,7 @@ import { createS3Client } from '../activities/s3/client';
 import { loadConfig, repoRoot, type Config } from '../common/config';
 import { connectDb } from '../common/db';
 import { stackDown, stackUp } from '../infra/stack';
+import { buildDaemonBundle, DAEMON_NODE_FLAGS } from '../daemon/build';
 
 const BENCH_ENV: Record<string, string> = {
   FLEET_DATA_DIR: path.join(repoRoot, '.data', 'bench'),
@@ -43,11 +44,11 @@ interface Child {
 }
 
 function spawnTs(entry: string, args: string[], env: NodeJS.ProcessEnv): Child {
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, entry), ...args], {
-    cwd: repoRoot,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  return spawnProcess(process.execPath, ['--import', 'tsx', path.join(repoRoot, entry), ...args], env);
+}
+
+function spawnProcess(command: string, args: string[], env: NodeJS.ProcessEnv): Child {
+  const proc = spawn(command, args, { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   // Keep only the tail: the API and daemons log every request/job.
   const keep = (d: Buffer) => (out = (out + d.toString()).slice(-20000));
@@ -78,15 +79,17 @@ function flag(args: string[], name: string, fallback: number): number {
 
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 
-/** Peak resident set (VmHWM) of a process, in MiB; 0 once it has exited. */
-function peakRssMb(pid: number): number {
+function procStatusMb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
   try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) / 1024 : 0;
   } catch {
     return 0;
   }
 }
+/** Peak resident set (VmHWM) of a process, in MiB; 0 once it has exited. */
+const peakRssMb = (pid: number) => procStatusMb(pid, 'VmHWM');
+const currentRssMb = (pid: number) => procStatusMb(pid, 'VmRSS');
 
 async function token(cfg: Config): Promise<string> {
   return new SignJWT({})
@@ -227,9 +230,13 @@ export async function main(args: string[]): Promise<void> {
     });
     const bigObject = (JSON.parse(upBig) as Array<{ s3_object_name: string }>)[0].s3_object_name;
     const robot = db.fleet[0];
-    const daemon = spawnTs('daemon/main.ts', ['--config', robot.daemonConfig], env);
+    // The artifact a robot runs: the esbuild bundle under plain node with the daemon's flags (daemon/build.ts).
+    const bundle = await buildDaemonBundle();
+    const daemon = spawnProcess(process.execPath, [...DAEMON_NODE_FLAGS, bundle, '--config', robot.daemonConfig], env);
     children.push(daemon);
     await waitOutput(daemon, 'connected to the broker');
+    await new Promise((r) => setTimeout(r, 2000));
+    const daemonIdle = currentRssMb(daemon.proc.pid!);
     const bigTarget = path.join(robot.root, 'bench', `big-${run}.bin`);
     let daemonPeak = 0;
     const sampler = setInterval(() => (daemonPeak = Math.max(daemonPeak, peakRssMb(daemon.proc.pid!))), 50);
@@ -264,6 +271,7 @@ export async function main(args: string[]): Promise<void> {
     fig('jobs_per_s', robots / allCompletedS);
     fig('baseline_curl_all_s', curlS);
     fig('ratio_all_completed_vs_curl', allCompletedS / curlS);
+    fig('daemon_idle_rss_mb', daemonIdle);
     fig('daemon_peak_rss_mb', daemonPeak);
     fig('daemon_install_mib', rssFileMib);
     fig('daemon_install_s', daemonBigS);
