@@ -4,13 +4,19 @@
 import fs from 'node:fs';
 import type { FleetManifest } from '../infra/fleet';
 
-export interface RobotSshInfo {
+/** How to reach a robot over SSH. Secrets stay behind file paths, never in workflow inputs or logs. */
+export interface RobotSshTarget {
   robotId: string;
   host: string;
   port: number;
   username: string;
+  /** OpenSSH-style "SHA256:<base64>" fingerprint of the robot's host key (pinned: any other key is refused). */
   hostKeySha256: string;
+  /** Path of the private key file. */
   privateKeyFile: string;
+}
+
+export interface RobotSshInfo extends RobotSshTarget {
   /** The robot's file root: RFs and probe files live below it. */
   root: string;
 }

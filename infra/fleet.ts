@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { Config } from '../common/config';
+import { fingerprint } from '../activities/ssh/connect';
 
 export interface RobotManifest {
   id: string;
@@ -46,8 +47,7 @@ function sshKey(file: string): void {
 
 /** OpenSSH's "SHA256:<base64>" fingerprint of a public key line ("ssh-ed25519 AAAA... comment"). */
 export function fingerprintOfPublicKey(pubLine: string): string {
-  const blob = Buffer.from(pubLine.trim().split(/\s+/)[1], 'base64');
-  return 'SHA256:' + crypto.createHash('sha256').update(blob).digest('base64').replace(/=+$/, '');
+  return fingerprint(Buffer.from(pubLine.trim().split(/\s+/)[1], 'base64'));
 }
 
 export function fleetManifestPath(cfg: Config): string {

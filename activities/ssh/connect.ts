@@ -3,17 +3,9 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { Client, type SFTPWrapper } from 'ssh2';
+import type { RobotSshTarget } from '../../common/robot-directory';
 
-export interface RobotSshTarget {
-  robotId: string;
-  host: string;
-  port: number;
-  username: string;
-  /** OpenSSH-style "SHA256:<base64>" fingerprint of the robot's host key. */
-  hostKeySha256: string;
-  /** Path of the private key file (the key itself never travels through workflow inputs or logs). */
-  privateKeyFile: string;
-}
+export type { RobotSshTarget };
 
 export class HostKeyMismatchError extends Error {
   override name = 'HostKeyMismatchError';
