@@ -38,13 +38,18 @@ export class DaemonConfigError extends Error {
   override name = 'DaemonConfigError';
 }
 
-/** Environment variable → YAML key. An env var that exists overrides the key, as in the reference daemon. */
+/**
+ * Environment variable → YAML key. An env var that exists overrides the key, as in the reference daemon. The
+ * reference daemon's names are kept as they are; ours start with `OTA_`, so that a variable of the cloud's own
+ * config (common/config.ts: MQTT_USERNAME / MQTT_PASSWORD are the cloud's broker login) exported in the same
+ * shell never becomes the robot's.
+ */
 export const ENV_OVERRIDES: Readonly<Record<string, string>> = {
   ROBOT_ID: 'robot_id',
   MQTT_HOST: 'host',
   MQTT_PORT: 'mqtt_port',
-  MQTT_USERNAME: 'mqtt_username',
-  MQTT_PASSWORD: 'mqtt_password',
+  OTA_MQTT_USERNAME: 'mqtt_username',
+  OTA_MQTT_PASSWORD: 'mqtt_password',
   S3_ENDPOINT_URL: 'endpoint_url',
   S3_ID: 'aws_access_key_id',
   S3_ACCESS_KEY: 'aws_secret_access_key',
@@ -179,6 +184,14 @@ export function parseDaemonConfig(raw: Record<string, unknown>, env: NodeJS.Proc
   const c = parsed.data;
   if (c.mqtt_tls === false && c.mqtt_ca_file !== undefined) {
     throw new DaemonConfigError('mqtt_ca_file: only valid with mqtt_tls: true');
+  }
+  if (c.mqtt_username !== undefined && c.mqtt_username !== c.robot_id) {
+    // The broker takes the user name as client id (use_username_as_clientid) and grants ota/%u/#: under any
+    // other name the daemon would connect but never see its deploys nor be allowed to report.
+    const env = fromEnv.get('mqtt_username');
+    throw new DaemonConfigError(
+      `mqtt_username${env ? ` (from ${env})` : ''}: must equal robot_id (${c.robot_id}) or be left unset; the broker's ACL is keyed on the user name`,
+    );
   }
   return {
     config: {

@@ -8,7 +8,7 @@ import type { DeployMessage } from '../common/protocol';
 import type { Logger } from '../common/logger';
 import { DownloadError, downloadToPart, partPaths, removePart, type DownloadResult } from './download';
 import { errnoCode, redactUrls, sleep, type KeyedMutex } from './fs-util';
-import { installPart } from './install';
+import { installPart, InstallAbortedError } from './install';
 import { PathRejectedError, prepareTargetDir, resolveDeployPath } from './paths';
 
 export class DeployError extends Error {
@@ -52,6 +52,13 @@ export interface DeployHooks {
   message: () => DeployMessage;
   /** First called when bytes start to move; then with the percentage (null when the size is unknown). */
   onDownloading: (progress: number | null) => void;
+  /**
+   * The point of no return, called synchronously right before the target is first modified (the rename, or the
+   * chmod of identical bytes already in place). `false` (the job was canceled or the daemon is stopping) aborts
+   * with the signal's reason and leaves the target untouched; once it returned `true` the job runs to its real
+   * outcome, so the caller must refuse later cancels. Default: proceed unless the signal is aborted.
+   */
+  commit?: () => boolean;
 }
 
 export interface DeployOutcome {
@@ -69,14 +76,16 @@ async function sha256File(file: string, signal: AbortSignal): Promise<string> {
   return hash.digest('hex');
 }
 
-/** Re-deploying identical content (or a job whose COMPLETED report was lost in a crash) costs a hash, not a download. */
-async function alreadyInstalled(target: string, msg: DeployMessage, signal: AbortSignal): Promise<boolean> {
-  if (!msg.sha256 || msg.size === undefined) return false;
+/**
+ * Re-deploying identical content (or a job whose COMPLETED report was lost in a crash) costs a hash, not a
+ * download. Returns the target's stat when it already holds the message's bytes.
+ */
+async function alreadyInstalled(target: string, msg: DeployMessage, signal: AbortSignal): Promise<fs.Stats | null> {
+  if (!msg.sha256 || msg.size === undefined) return null;
   const stat = await fsp.stat(target).catch(() => null);
-  if (!stat?.isFile() || stat.size !== msg.size) return false;
-  if ((await sha256File(target, signal)) !== msg.sha256) return false;
-  if (msg.mode !== undefined && (stat.mode & 0o7777) !== msg.mode) await fsp.chmod(target, msg.mode);
-  return true;
+  if (!stat?.isFile() || stat.size !== msg.size) return null;
+  if ((await sha256File(target, signal)) !== msg.sha256) return null;
+  return stat;
 }
 
 async function ensureSpace(dir: string, target: string, size: number | undefined): Promise<void> {
@@ -155,9 +164,13 @@ export async function runDeploy(env: DeployEnv, hooks: DeployHooks): Promise<Dep
     if (e instanceof PathRejectedError) throw new DeployError(e.message);
     throw e;
   }
+  const commit = hooks.commit ?? (() => !hooks.signal.aborted);
   const release = await env.locks.acquire(resolved.target);
   try {
-    if (await alreadyInstalled(resolved.target, first, hooks.signal)) {
+    const same = await alreadyInstalled(resolved.target, first, hooks.signal);
+    if (same) {
+      if (!commit()) throw hooks.signal.reason ?? new InstallAbortedError('install aborted');
+      if (first.mode !== undefined && (same.mode & 0o7777) !== first.mode) await fsp.chmod(resolved.target, first.mode);
       await removePart(resolved.target); // a partial left by an earlier, interrupted run of the same content
       return { target: resolved.target, bytes: first.size ?? 0, sha256: first.sha256 ?? '', alreadyInstalled: true, download: null };
     }
@@ -177,7 +190,7 @@ export async function runDeploy(env: DeployEnv, hooks: DeployHooks): Promise<Dep
       throw new DeployError(`size mismatch: expected ${msg.size} bytes, got ${result.bytes}`);
     }
     const { part, sidecar } = partPaths(resolved.target);
-    await installPart({ part, target: resolved.target, mode: msg.mode, shouldAbort: () => hooks.signal.aborted });
+    await installPart({ part, target: resolved.target, mode: msg.mode, commit });
     await fsp.rm(sidecar, { force: true });
     return {
       target: resolved.target,

@@ -23,6 +23,8 @@ export interface JobManagerOptions {
 interface Running {
   controller: AbortController;
   done: Promise<void>;
+  /** Set (synchronously) when the job passed its point of no return: a cancel can no longer stop it. */
+  committed: boolean;
 }
 
 export class JobManager {
@@ -49,7 +51,17 @@ export class JobManager {
       return;
     }
     journal.accept(msg);
-    await journal.flush();
+    try {
+      await journal.flush();
+    } catch (e) {
+      // E.g. ENOSPC on the state dir. The job runs anyway, from memory, and the caller PUBACKs: refusing the
+      // message instead would not help, since the broker redelivers an unacknowledged QoS 1 message only on
+      // the next reconnect, so the job would wait unseen for a reconnect that may never come. Running it, the
+      // cloud sees its states (a FAILED "not enough disk space" at worst); the journal stays dirty and every
+      // later status change or heartbeat writes it again; and if the daemon dies before that succeeds, its
+      // offline→online presence makes the cloud re-dispatch the unfinished job.
+      log.error({ job_id: msg.job_id, err: e }, 'could not persist the journal; running the job from memory');
+    }
     log.info({ job_id: msg.job_id, deploy_path: msg.deploy_path, size: msg.size }, 'job received');
     this.o.onChange('status');
     this.enqueue(msg.job_id);
@@ -58,14 +70,15 @@ export class JobManager {
   private async redelivered(existing: JournalEntry, msg: DeployMessage): Promise<void> {
     const { journal, log } = this.o;
     const id = existing.job_id;
-    if (existing.canceled) {
-      log.info({ job_id: id }, 'ignoring deploy of a canceled job');
-      return;
-    }
+    // Finished first: a journal written by an older daemon may hold a finished job marked canceled.
     if (isFinished(existing.status)) {
       log.info({ job_id: id, status: existing.status }, 'deploy redelivered for a finished job; re-reporting its result');
       if (existing.acked && existing.status) this.o.onReplay(id, this.report(existing));
       else this.o.onChange('status');
+      return;
+    }
+    if (existing.canceled) {
+      log.info({ job_id: id }, 'ignoring deploy of a canceled job');
       return;
     }
     // Still queued or running: the cloud re-sent it (e.g. after a reconnect). A fresh presigned URL replaces
@@ -101,9 +114,22 @@ export class JobManager {
       return;
     }
     if (entry.canceled) return;
+    // A cancel only stops work that can still be stopped. A finished job (COMPLETED or FAILED, maybe not yet
+    // reported or acked) or one whose install is under way keeps its real outcome, reported until acked:
+    // marking it canceled would hide a file that is in fact installed. Everything below runs synchronously
+    // up to the abort, and the commit in execute() is synchronous too, so exactly one of them wins.
+    const running = this.running.get(jobId);
+    if (isFinished(entry.status) || running?.committed) {
+      log.info(
+        { job_id: jobId, status: entry.status, installing: Boolean(running?.committed) },
+        'cancel for a job that already finished or is being installed ignored; its outcome is reported until acked',
+      );
+      if (!entry.acked) this.o.onChange('status');
+      return;
+    }
     journal.update(jobId, { canceled: true });
     this.queue = this.queue.filter((id) => id !== jobId);
-    this.running.get(jobId)?.controller.abort(new JobCanceledError(`job ${jobId} canceled`));
+    running?.controller.abort(new JobCanceledError(`job ${jobId} canceled`));
     await journal.flush();
     log.info({ job_id: jobId, status: entry.status }, 'job canceled');
     this.o.onChange('status');
@@ -163,15 +189,15 @@ export class JobManager {
       const id = this.queue.shift()!;
       const entry = this.o.journal.get(id);
       if (!entry?.message || entry.canceled) continue;
-      const controller = new AbortController();
-      const done = this.execute(entry.message, controller.signal)
+      const running: Running = { controller: new AbortController(), done: Promise.resolve(), committed: false };
+      this.running.set(id, running);
+      running.done = this.execute(entry.message, running)
         .catch((e: unknown) => this.o.log.error({ job_id: id, err: e }, 'job bookkeeping failed'))
         .finally(() => {
           this.running.delete(id);
           this.progress.delete(id);
           this.pump();
         });
-      this.running.set(id, { controller, done });
     }
   }
 
@@ -186,13 +212,21 @@ export class JobManager {
     this.o.onChange('status');
   }
 
-  private async execute(initial: DeployMessage, signal: AbortSignal): Promise<void> {
+  private async execute(initial: DeployMessage, running: Running): Promise<void> {
     const id = initial.job_id;
     const { journal, log } = this.o;
+    const signal = running.controller.signal;
     let downloading = journal.get(id)?.status === 'DOWNLOADING';
     try {
       const outcome = await runDeploy(this.o.env, {
         signal,
+        // Checked and recorded in one synchronous step right before the rename: a cancel handled before it
+        // aborts the job (nothing installed), one handled after it is refused (see cancel()).
+        commit: () => {
+          if (signal.aborted) return false;
+          running.committed = true;
+          return true;
+        },
         // Ack or cancel drop the stored message; the job keeps the last one it saw.
         message: () => journal.get(id)?.message ?? initial,
         onDownloading: (progress) => {
@@ -206,7 +240,6 @@ export class JobManager {
           }
         },
       });
-      if (journal.get(id)?.canceled) log.warn({ job_id: id }, 'cancel arrived after the file was installed');
       log.info(
         {
           job_id: id,

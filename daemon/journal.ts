@@ -21,6 +21,7 @@ const entrySchema = z.object({
   status: z.enum(LOCAL_STATUSES).nullable(),
   error_msg: z.string().nullable(),
   acked: z.boolean(),
+  /** Canceled before it finished: nothing was installed. A cancel for a finished job is ignored. */
   canceled: z.boolean(),
   received_at: z.number(),
   updated_at: z.number(),
@@ -92,9 +93,13 @@ export class Journal {
     return [...this.jobs.values()].sort((a, b) => a.received_at - b.received_at);
   }
 
-  /** Jobs whose state the cloud still wants to hear about. */
+  /**
+   * Jobs whose state the cloud still wants to hear about. A finished job is reported until acked even if it is
+   * marked canceled: the daemon no longer cancels finished jobs, but older versions did, and the real outcome
+   * (a file that is installed, or a failure) must still reach the cloud.
+   */
   reportable(): JournalEntry[] {
-    return this.all().filter((e) => e.status !== null && !e.acked && !e.canceled);
+    return this.all().filter((e) => e.status !== null && !e.acked && (!e.canceled || isFinished(e.status)));
   }
 
   /** Jobs that were accepted but not finished when the daemon last stopped. */
@@ -154,14 +159,14 @@ export class Journal {
   prune(): void {
     const t = this.now();
     for (const e of this.jobs.values()) {
-      if (!e.acked && !e.canceled && isFinished(e.status) && t - e.updated_at > this.unackedRetentionMs) {
+      if (!e.acked && isFinished(e.status) && t - e.updated_at > this.unackedRetentionMs) {
         e.acked = true;
         e.message = null;
         this.dirty = true;
       }
     }
     const tombstones = [...this.jobs.values()]
-      .filter((e) => e.canceled || (e.acked && (isFinished(e.status) || e.message === null)))
+      .filter((e) => (e.canceled && !isFinished(e.status)) || (e.acked && (isFinished(e.status) || e.message === null)))
       .sort((a, b) => b.updated_at - a.updated_at);
     for (const e of tombstones.slice(this.keepTombstones)) {
       this.jobs.delete(e.job_id);

@@ -1,4 +1,5 @@
-// Entry point: `tsx daemon/main.ts --config /etc/fleetsync/ota-daemon.yaml`.
+// Entry point: `node dist/ota-daemon.cjs --config /etc/fleetsync/ota-daemon.yaml` (the bundle, daemon/build.ts),
+// or `npx tsx daemon/main.ts --config …` in development.
 // Exit codes: 0 after SIGTERM/SIGINT, 2 for an invalid config (systemd's Restart=on-failure then does not
 // loop on a config that cannot work), 1 for anything unexpected (restarted by systemd).
 import { createLogger } from '../common/logger';

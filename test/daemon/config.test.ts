@@ -84,8 +84,8 @@ describe('daemon config', () => {
       ROBOT_ID: 'robot09',
       MQTT_HOST: '10.1.2.3',
       MQTT_PORT: '8883',
-      MQTT_USERNAME: 'r9',
-      MQTT_PASSWORD: 'from-env',
+      OTA_MQTT_USERNAME: 'robot09',
+      OTA_MQTT_PASSWORD: 'from-env',
       S3_ENDPOINT_URL: 'http://127.0.0.1:7070',
       S3_ID: 'id-env',
       S3_ACCESS_KEY: 'secret-env',
@@ -94,10 +94,26 @@ describe('daemon config', () => {
       OTA_STATE_DIR: '/run/ota',
     });
     expect(config.robotId).toBe('robot09');
-    expect(config.mqtt).toMatchObject({ url: 'mqtt://10.1.2.3:8883', username: 'r9', password: 'from-env' });
+    expect(config.mqtt).toMatchObject({ url: 'mqtt://10.1.2.3:8883', username: 'robot09', password: 'from-env' });
     expect(config.s3).toMatchObject({ endpoint: 'http://127.0.0.1:7070', accessKeyId: 'id-env', secretAccessKey: 'secret-env' });
     expect(config.allowedRoots).toEqual(['/srv/a', '/srv/b']);
     expect(config.stateDir).toBe('/run/ota');
+  });
+
+  test("the cloud's MQTT_USERNAME / MQTT_PASSWORD (exported in the same shell) never become the robot's", () => {
+    const { config } = parseDaemonConfig(base(), { MQTT_USERNAME: 'cloud', MQTT_PASSWORD: 'cloud-secret' });
+    expect(config.mqtt).toMatchObject({ username: 'robot07', password: 's3cret-mqtt' });
+  });
+
+  test('mqtt_username other than robot_id is rejected (the broker uses it as client id and ACL key); empty means robot_id', () => {
+    expect(errorOf(() => parseDaemonConfig({ ...base(), mqtt_username: 'robot08' }))).toMatch(
+      /^mqtt_username: must equal robot_id \(robot07\)/,
+    );
+    expect(errorOf(() => parseDaemonConfig(base(), { OTA_MQTT_USERNAME: 'cloud' }))).toMatch(/^mqtt_username \(from OTA_MQTT_USERNAME\): must equal robot_id/);
+    expect(parseDaemonConfig({ ...base(), mqtt_username: 'robot07' }).config.mqtt.username).toBe('robot07');
+    expect(parseDaemonConfig({ ...base(), mqtt_username: '' }).config.mqtt.username).toBe('robot07');
+    expect(parseDaemonConfig(base(), { OTA_MQTT_USERNAME: '' }).config.mqtt.username).toBe('robot07');
+    expect(parseDaemonConfig({ ...base(), mqtt_username: 'robot09' }, { ROBOT_ID: 'robot09' }).config.mqtt.username).toBe('robot09');
   });
 
   test('an invalid environment value names both the key and the variable', () => {
@@ -140,7 +156,7 @@ describe('daemon config', () => {
 
   test('the shipped example config is valid', () => {
     const { config, unknownKeys } = loadDaemonConfig(path.join(repoRoot, 'daemon/ota-daemon.example.yaml'), {
-      MQTT_PASSWORD: 'x',
+      OTA_MQTT_PASSWORD: 'x',
     });
     expect(config.allowedRoots).toEqual(['/opt/robot/files']);
     expect(unknownKeys).toEqual([]);
@@ -156,7 +172,7 @@ describe('daemon config', () => {
 describe('daemon entry point with a bad config', () => {
   function runMain(args: string[], env: Record<string, string> = {}) {
     const clean = Object.fromEntries(
-      Object.entries(process.env).filter(([k]) => !['ROBOT_ID', 'MQTT_HOST', 'MQTT_PORT', 'MQTT_PASSWORD', 'OTA_STATE_DIR', 'OTA_ALLOWED_ROOTS'].includes(k)),
+      Object.entries(process.env).filter(([k]) => !['ROBOT_ID', 'MQTT_HOST', 'MQTT_PORT', 'OTA_MQTT_USERNAME', 'OTA_MQTT_PASSWORD', 'OTA_STATE_DIR', 'OTA_ALLOWED_ROOTS'].includes(k)),
     );
     return spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'daemon/main.ts'), ...args], {
       cwd: repoRoot,
@@ -173,6 +189,14 @@ describe('daemon entry point with a bad config', () => {
     expect(r.status).toBe(2);
     expect(r.stdout).toMatch(/allowed_roots\[0\]: must be an absolute path/);
     expect(r.stdout + r.stderr).not.toContain('hunter2-secret');
+  });
+
+  test('exits with status 2 naming mqtt_username when it is not the robot_id', () => {
+    const file = path.join(tmp, 'user.yaml');
+    fs.writeFileSync(file, YAML.stringify({ ...base(), mqtt_username: 'someone-else', state_dir: path.join(tmp, 'state') }));
+    const r = runMain(['--config', file]);
+    expect(r.status).toBe(2);
+    expect(r.stdout).toMatch(/mqtt_username: must equal robot_id/);
   });
 
   test('exits with status 2 when an allowed root does not exist', () => {

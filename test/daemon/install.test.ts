@@ -66,12 +66,42 @@ describe('installPart', () => {
     expect(modeOf(target)).toBe(0o755);
   });
 
-  test('an abort before the rename leaves the target untouched', async () => {
+  test('a kept mode drops setuid/setgid (never installed implicitly either) but keeps the sticky bit', async () => {
+    const target = path.join(root, 'helper');
+    fs.writeFileSync(target, 'old');
+    fs.chmodSync(target, 0o6755);
+    expect(modeOf(target)).toBe(0o6755); // the replaced file really carries both bits
+    fs.writeFileSync(`${target}.part`, 'new');
+    expect(await installPart({ part: `${target}.part`, target })).toEqual({ mode: 0o755 });
+    expect(fs.readFileSync(target, 'utf8')).toBe('new');
+    expect(modeOf(target)).toBe(0o755);
+
+    const sticky = path.join(root, 'sticky');
+    fs.writeFileSync(sticky, 'old');
+    fs.chmodSync(sticky, 0o1750);
+    fs.writeFileSync(`${sticky}.part`, 'new');
+    await installPart({ part: `${sticky}.part`, target: sticky });
+    expect(modeOf(sticky)).toBe(0o1750);
+  });
+
+  test('a refused commit (cancel or stop) leaves the target untouched; an accepted one is called right before the rename', async () => {
     const target = path.join(root, 'keep');
     fs.writeFileSync(target, 'old');
     fs.writeFileSync(`${target}.part`, 'new');
-    await expect(installPart({ part: `${target}.part`, target, shouldAbort: () => true })).rejects.toThrow(InstallAbortedError);
+    await expect(installPart({ part: `${target}.part`, target, commit: () => false })).rejects.toThrow(InstallAbortedError);
     expect(fs.readFileSync(target, 'utf8')).toBe('old');
+
+    let seenAtCommit: string | null = null;
+    await installPart({
+      part: `${target}.part`,
+      target,
+      commit: () => {
+        seenAtCommit = fs.readFileSync(target, 'utf8');
+        return true;
+      },
+    });
+    expect(seenAtCommit).toBe('old');
+    expect(fs.readFileSync(target, 'utf8')).toBe('new');
   });
 });
 

@@ -2,6 +2,7 @@
 // and the reporter's publishing cadence.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createLogger } from '../../common/logger';
@@ -34,7 +35,10 @@ beforeEach(() => {
   server.cutAfter(null);
   server.release();
 });
-afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
+afterEach(() => {
+  jest.restoreAllMocks();
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
 
 interface Harness {
   jobs: JobManager;
@@ -147,6 +151,101 @@ describe('JobManager', () => {
     await h.jobs.deploy(m);
     await h.jobs.idle();
     expect(server.requests()).toEqual([]);
+  });
+
+  test.each([
+    ['COMPLETED', (m: DeployMessage) => m, { status: 'COMPLETED', error_msg: null, progress: 100 }],
+    ['FAILED', (m: DeployMessage) => ({ ...m, url: server.url('missing') }), { status: 'FAILED', error_msg: 'download failed: HTTP 404 Not Found' }],
+  ] as const)('a cancel for a %s job is ignored: its real outcome is reported until acked', async (_status, shape, report) => {
+    const h = await harness();
+    const m = shape(message('job-done', 'done', Buffer.from('payload')));
+    await h.jobs.deploy(m);
+    await h.jobs.idle();
+    expect(h.jobs.stateMap()).toEqual({ 'job-done': report });
+
+    await h.jobs.cancel('job-done');
+    expect(h.jobs.stateMap()).toEqual({ 'job-done': report });
+    // Across a restart too, and a redelivered deploy is re-reported, not ignored as canceled.
+    const restarted = await harness();
+    expect(restarted.jobs.stateMap()).toEqual({ 'job-done': report });
+    server.reset();
+    await restarted.jobs.deploy(m);
+    await restarted.jobs.idle();
+    expect(server.requests()).toEqual([]);
+    expect(restarted.jobs.stateMap()).toEqual({ 'job-done': report });
+
+    await restarted.jobs.ack('job-done');
+    expect(restarted.jobs.stateMap()).toEqual({});
+  });
+
+  test('a cancel processed once the final rename has started is too late: the job reports COMPLETED', async () => {
+    const h = await harness();
+    const body = crypto.randomBytes(MiB);
+    const target = path.join(root, 'late.bin');
+    fs.writeFileSync(target, 'old');
+    const m = { ...message('job-late', 'late', body), deploy_path: target };
+    const realRename = fsp.rename.bind(fsp);
+    let cancel: Promise<void> | null = null;
+    let mapAfterCancel: StateMessage | null = null;
+    jest.spyOn(fsp, 'rename').mockImplementation((from, to) => {
+      const renaming = realRename(from, to);
+      if (to === target) {
+        // The cancel message is handled while the rename runs (it is in the libuv pool, not on this thread).
+        cancel = h.jobs.cancel('job-late');
+        mapAfterCancel = h.jobs.stateMap();
+      }
+      return renaming;
+    });
+    await h.jobs.deploy(m);
+    await h.jobs.idle();
+    await cancel;
+    expect(cancel).not.toBeNull();
+    // Never a moment where the job looks canceled while its file is going in, nor one recorded as canceled.
+    expect(Object.keys(mapAfterCancel ?? {})).toEqual(['job-late']);
+    expect(h.journal.get('job-late')).toMatchObject({ canceled: false, status: 'COMPLETED' });
+    expect(fs.readFileSync(target).equals(body)).toBe(true);
+    expect(h.jobs.stateMap()).toEqual({ 'job-late': { status: 'COMPLETED', error_msg: null, progress: 100 } });
+    const restarted = await harness();
+    expect(restarted.jobs.stateMap()['job-late']?.status).toBe('COMPLETED');
+  });
+
+  test('a cancel processed after the download but before the rename installs nothing', async () => {
+    const h = await harness();
+    const body = crypto.randomBytes(MiB);
+    const target = path.join(root, 'verified.bin');
+    fs.writeFileSync(target, 'old');
+    const m = { ...message('job-verified', 'verified', body), deploy_path: target };
+    const realOpen = fsp.open.bind(fsp);
+    let cancel: Promise<void> | null = null;
+    jest.spyOn(fsp, 'open').mockImplementation((file, flags, mode) => {
+      // The install step opens the verified .part to set its mode and fsync it (the download opened it with 'w').
+      if (file === partPaths(target).part && flags === 'r+') cancel = h.jobs.cancel('job-verified');
+      return realOpen(file, flags, mode);
+    });
+    await h.jobs.deploy(m);
+    await h.jobs.idle();
+    await cancel;
+    expect(cancel).not.toBeNull();
+    expect(fs.readFileSync(target, 'utf8')).toBe('old');
+    expect(fs.readdirSync(root)).toEqual(['verified.bin']);
+    expect(h.jobs.stateMap()).toEqual({});
+  });
+
+  test('a deploy whose journal write fails still runs and is reported; the journal catches up on the next write', async () => {
+    const h = await harness();
+    const body = crypto.randomBytes(64 * 1024);
+    const m = message('job-enospc', 'enospc', body);
+    // A directory where the journal's temporary file goes makes the write fail for real (as ENOSPC would).
+    const blocker = `${h.journal.file}.tmp-${process.pid}`;
+    fs.mkdirSync(blocker);
+    await expect(h.jobs.deploy(m)).resolves.toBeUndefined(); // the MQTT handler then PUBACKs: the job is ours now
+    expect(h.jobs.stateMap()['job-enospc']?.status).toMatch(/RECEIVED|DOWNLOADING/);
+    fs.rmdirSync(blocker);
+    await h.jobs.idle();
+    expect(h.jobs.stateMap()).toEqual({ 'job-enospc': { status: 'COMPLETED', error_msg: null, progress: 100 } });
+    expect(fs.readFileSync(m.deploy_path).equals(body)).toBe(true);
+    const restarted = await harness();
+    expect(restarted.journal.get('job-enospc')).toMatchObject({ status: 'COMPLETED' });
   });
 
   test('a cancel that overtakes its deploy makes the deploy a no-op, across a restart too', async () => {

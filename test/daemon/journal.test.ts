@@ -66,6 +66,31 @@ describe('Journal', () => {
     expect(again.reportable()).toEqual([]);
   });
 
+  test('a finished job marked canceled by an older daemon is still reported until acked', async () => {
+    // Older daemons marked a job canceled even when the cancel arrived after it had finished.
+    const entry = (id: string, status: string | null) => ({
+      job_id: id,
+      message: null,
+      status,
+      error_msg: status === 'FAILED' ? 'boom' : null,
+      acked: false,
+      canceled: true,
+      received_at: 1,
+      updated_at: Date.now(),
+    });
+    fs.writeFileSync(
+      path.join(dir, 'journal.json'),
+      JSON.stringify({ v: 1, jobs: [entry('done', 'COMPLETED'), entry('failed', 'FAILED'), entry('aborted', 'DOWNLOADING'), entry('early', null)] }),
+    );
+    const j = await Journal.open(dir, log, { keepTombstones: 0 });
+    expect(j.reportable().map((e) => e.job_id)).toEqual(['done', 'failed']);
+    expect(j.unfinished()).toEqual([]);
+    j.prune();
+    expect(j.all().map((e) => e.job_id)).toEqual(['done', 'failed']);
+    j.update('done', { acked: true });
+    expect(j.reportable().map((e) => e.job_id)).toEqual(['failed']);
+  });
+
   test('keeps only the newest tombstones and stops reporting finished jobs never acked', async () => {
     let t = 0;
     const j = await Journal.open(dir, log, { keepTombstones: 3, unackedRetentionMs: 1000, now: () => t });
