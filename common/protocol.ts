@@ -11,9 +11,14 @@ export type RobotStatus = (typeof ROBOT_STATUSES)[number];
 export const TERMINAL_STATUSES: readonly JobStatus[] = ['COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT'];
 export const isTerminal = (s: JobStatus): boolean => TERMINAL_STATUSES.includes(s);
 
-/** Robot ids become MQTT topic levels, user names and folder names: keep them to a safe alphabet. */
-export const ROBOT_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-export const robotIdSchema = z.string().regex(ROBOT_ID_PATTERN, 'robot_id must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63}');
+/**
+ * Robot ids become MQTT topic levels, user names, client ids and folder names: a safe alphabet, and never
+ * `cloud…`, the prefix of the cloud's own MQTT users and client ids.
+ */
+export const ROBOT_ID_PATTERN = /^(?![Cc][Ll][Oo][Uu][Dd])[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+export const robotIdSchema = z
+  .string()
+  .regex(ROBOT_ID_PATTERN, 'robot_id must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63} and not start with "cloud"');
 
 export const topics = {
   deploy: (robotId: string) => `ota/${robotId}/deploy`,

@@ -4,13 +4,14 @@ import { repoRoot, type Config } from '../common/config';
 import type { FleetManifest } from './fleet';
 import type { ProcessSpec } from './proc';
 
-function tsApp(name: string, entry: string, readyText: string, args: string[] = []): ProcessSpec {
+function tsApp(name: string, entry: string, readyText: string, args: string[] = [], env?: NodeJS.ProcessEnv): ProcessSpec {
   const file = path.join(repoRoot, entry);
   return {
     name,
     command: process.execPath,
     args: ['--import', 'tsx', file, ...args],
     cwd: repoRoot,
+    env,
     // The marker includes the args so two daemons of the same entry file are told apart.
     marker: [file, ...args].join(' '),
     readyTimeoutMs: 90000,
@@ -26,6 +27,12 @@ export function appSpecs(cfg: Config, fleet: FleetManifest): ProcessSpec[] {
     tsApp('api', 'api/main.ts', 'OTA API listening'),
     ...fleet.robots
       .slice(0, cfg.fleet.robots)
-      .map((r) => tsApp(`daemon-${r.id}`, 'daemon/main.ts', 'connected to the broker', ['--config', r.daemonConfig])),
+      // A robot's environment, not the cloud's: the daemon reads only its own config file.
+      .map((r) =>
+        tsApp(`daemon-${r.id}`, 'daemon/main.ts', 'connected to the broker', ['--config', r.daemonConfig], {
+          PATH: process.env.PATH,
+          HOME: process.env.HOME,
+        }),
+      ),
   ];
 }

@@ -163,10 +163,8 @@ async function ensureBuckets(cfg: Config): Promise<void> {
 function writeMosquittoConfig(cfg: Config, fleet: FleetManifest): string {
   const d = dir(cfg.dataDir, 'mosquitto');
   const users = (entries: [string, string][]) => entries.map(([u, p]) => `${u}:${p}`).join('\n') + '\n';
-  const robotUsers: [string, string][] = [
-    [cfg.mqtt.username, cfg.mqtt.password],
-    ...fleet.robots.map((r): [string, string] => [r.mqtt.username, readSecret(r.mqtt.passwordFile)]),
-  ];
+  // Robots only: the cloud user (ACL ota/#) has no business on the robots' listener.
+  const robotUsers = fleet.robots.map((r): [string, string] => [r.mqtt.username, readSecret(r.mqtt.passwordFile)]);
   fs.writeFileSync(path.join(d, 'passwd-robots'), users(robotUsers), { mode: 0o600 });
   fs.writeFileSync(path.join(d, 'passwd-cloud'), users([[cfg.mqtt.username, cfg.mqtt.password]]), { mode: 0o600 });
   fs.writeFileSync(

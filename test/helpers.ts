@@ -27,11 +27,17 @@ export interface ChildHandle {
   kill: (signal?: NodeJS.Signals) => Promise<void>;
 }
 
-/** Runs a TypeScript entry point (e.g. workers/main.ts) as a real process with extra environment. */
-export function runTs(entry: string, env: Record<string, string> = {}, args: string[] = []): ChildHandle {
+/** The environment of a process that must not see the cloud's variables (a robot's daemon). */
+export const robotEnv = (): Record<string, string> => ({ PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root' });
+
+/**
+ * Runs a TypeScript entry point (e.g. workers/main.ts) as a real process. `env` is added to this process's
+ * environment, or replaces it when `inherit` is false.
+ */
+export function runTs(entry: string, env: Record<string, string> = {}, args: string[] = [], inherit = true): ChildHandle {
   const proc = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, entry), ...args], {
     cwd: repoRoot,
-    env: { ...process.env, ...env },
+    env: inherit ? { ...process.env, ...env } : env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -1,5 +1,6 @@
-// The stack scripts themselves, on a second stack with its own ports and data folder (the shared one keeps
-// serving the other tests): a second `up` is a no-op, Temporal Web answers, `down` leaves no process behind.
+// The start/stop commands themselves, on a second system with its own ports and data folder (the shared stack
+// keeps serving the other tests): `npm start` (infra/start.ts: servers, robots, worker, bridge, API, daemons)
+// run twice is a no-op the second time, Temporal Web answers, `npm stop` leaves no process behind.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,24 +16,29 @@ const env = {
   FLEET_ROBOTS: '2',
   TEMPORAL_PORT: '37233',
   TEMPORAL_UI_PORT: '38233',
-  MONGO_PORT: '47017',
+  MONGO_PORT: '57017',
   S3_PORT: '37070',
   MQTT_PORT: '31883',
   MQTT_CLOUD_PORT: '31884',
   FLEET_SSH_BASE_PORT: '32201',
+  API_PORT: '39005',
 };
-const stack = (cmd: string) =>
-  run(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'infra/stack-cli.ts'), cmd], { env, cwd: repoRoot, timeout: 120000 });
+const tsx = (file: string, ...args: string[]) =>
+  run(process.execPath, ['--import', 'tsx', path.join(repoRoot, file), ...args], { env, cwd: repoRoot, timeout: 180000 });
+const start = () => tsx('infra/start.ts');
+const stop = () => tsx('infra/stop.ts');
+const status = () => tsx('infra/stack-cli.ts', 'status');
 
-/** Live (non-zombie) processes whose command line mentions this stack's data folder. */
-function processesOfThisStack(): string[] {
+/** Live (non-zombie) processes of this system: the data folder is in their command line or environment. */
+function processesOfThisSystem(): string[] {
   const out: string[] = [];
   for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
       const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-      if (/\) Z /.test(stat)) continue;
+      if (/\) Z /.test(stat) || Number(pid) === process.pid) continue;
       const cl = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
-      if (cl.includes(dataDir)) out.push(`${pid} ${cl}`);
+      const environ = fs.readFileSync(`/proc/${pid}/environ`, 'utf8');
+      if (cl.includes(dataDir) || environ.includes(`FLEET_DATA_DIR=${dataDir}\0`)) out.push(`${pid} ${cl}`);
     } catch {
       /* exited meanwhile */
     }
@@ -41,29 +47,35 @@ function processesOfThisStack(): string[] {
 }
 
 afterAll(async () => {
-  await stack('down').catch(() => undefined);
+  await stop().catch(() => undefined);
   fs.rmSync(dataDir, { recursive: true, force: true });
 });
 
-test('up twice is a no-op, Temporal Web answers, down ends exactly what up started', async () => {
-  const first = await stack('up');
+test('start twice is a no-op, Temporal Web and the API answer, stop ends exactly what start started', async () => {
+  const first = await start();
   expect(first.stdout).toMatch(/started temporal/);
   expect(first.stdout).toMatch(/2 simulated robots .*2 started now/);
-  const pidsAfterFirst = (await stack('status')).stdout;
+  for (const app of ['worker', 'mqtt-bridge', 'api', 'daemon-robot01', 'daemon-robot02']) expect(first.stdout).toContain(`started ${app} `);
+  const pidsAfterFirst = (await status()).stdout;
 
-  const second = await stack('up');
+  const second = await start();
   expect(second.stdout).not.toMatch(/\] started /);
   expect(second.stdout).toMatch(/running temporal/);
+  expect(second.stdout).toMatch(/running worker/);
   expect(second.stdout).toMatch(/0 started now/);
-  expect((await stack('status')).stdout).toBe(pidsAfterFirst);
+  expect((await status()).stdout).toBe(pidsAfterFirst);
 
   const ui = await fetch('http://127.0.0.1:38233/api/v1/namespaces');
   expect(ui.status).toBe(200);
   expect(JSON.stringify(await ui.json())).toContain('"fleet"');
+  const health = await fetch('http://127.0.0.1:39005/api/v1/health');
+  expect(health.status).toBe(200);
 
-  // temporal, ferretdb, versitygw, mosquitto and two sshd: all carry the data folder in their command line.
-  expect(processesOfThisStack().length).toBe(6);
-  const down = await stack('down');
+  // Servers (temporal, ferretdb, versitygw, mosquitto), two sshd, worker, bridge, API and two daemons; tsx
+  // may add helper processes, so count at least these.
+  expect(processesOfThisSystem().length).toBeGreaterThanOrEqual(11);
+  const down = await stop();
   expect(down.stdout).toMatch(/stopped temporal/);
-  expect(processesOfThisStack()).toEqual([]);
+  expect(down.stdout).toMatch(/stopped worker/);
+  expect(processesOfThisSystem()).toEqual([]);
 });

@@ -145,6 +145,20 @@ describe('security settings refuse what they must', () => {
     ).rejects.toThrow(/Bad User Name or Password|Not authorized/i);
   });
 
+  test('the cloud user cannot log in on the robots\' listener (only on the cloud listener)', async () => {
+    await expect(
+      mqtt.connectAsync(cfg.mqtt.url, { username: cfg.mqtt.username, password: cfg.mqtt.password, protocolVersion: 5, reconnectPeriod: 0, connectTimeout: 5000 }),
+    ).rejects.toThrow(/Bad User Name or Password|Not authorized/i);
+    const cloud = await mqtt.connectAsync(cfg.mqtt.cloudUrl, {
+      username: cfg.mqtt.username,
+      password: cfg.mqtt.password,
+      clientId: uniqueId('cloud-test'),
+      protocolVersion: 5,
+      reconnectPeriod: 0,
+    });
+    await cloud.endAsync();
+  });
+
   test('a robot cannot publish to another robot\'s topic', async () => {
     const [a, b] = fleet().robots;
     const robots = robotDirectoryFromFleet(fleet());

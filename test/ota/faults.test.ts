@@ -1,5 +1,5 @@
-// Faults in the middle of a deployment: the broker restarts, the worker is SIGKILLed, the API is SIGKILLed and
-// restarted, the daemon is SIGKILLed during a large download. Each job still ends COMPLETED with the exact bytes
+// Faults in the middle of a deployment: the broker restarts (cleanly, then SIGKILLed), the bridge, the worker
+// and the API are SIGKILLed and restarted, the daemon is SIGKILLed during a large download. Each job still ends COMPLETED with the exact bytes
 // on the robot; the daemon's resumed download fetches only the bytes it did not have.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -38,6 +38,25 @@ async function deployAndWaitDownloading(name: string): Promise<{ jobId: string; 
 test('the broker restarts mid-download: the job completes and the file is intact', async () => {
   const { jobId, target } = await deployAndWaitDownloading('broker');
   await restartServer(cfg, 'mosquitto');
+  const done = await waitForJob(sys, jobId, ['COMPLETED', 'FAILED'], 60000);
+  expect(done.status).toBe('COMPLETED');
+  expect(sha256File(target)).toBe(sha);
+});
+
+test('the broker is SIGKILLed mid-download and restarted: the job completes and the file is intact', async () => {
+  const { jobId, target } = await deployAndWaitDownloading('broker-kill');
+  await restartServer(cfg, 'mosquitto', true);
+  const done = await waitForJob(sys, jobId, ['COMPLETED', 'FAILED'], 60000);
+  expect(done.status).toBe('COMPLETED');
+  expect(sha256File(target)).toBe(sha);
+});
+
+test('the MQTT bridge is SIGKILLed mid-download: reports wait in its session and the job completes', async () => {
+  const { jobId, target } = await deployAndWaitDownloading('bridge');
+  await sys.bridge.kill('SIGKILL');
+  // The download finishes while no bridge runs: the COMPLETED report is queued at the broker.
+  await eventually('file installed', async () => fs.existsSync(target), 30000);
+  await sys.startBridge();
   const done = await waitForJob(sys, jobId, ['COMPLETED', 'FAILED'], 60000);
   expect(done.status).toBe('COMPLETED');
   expect(sha256File(target)).toBe(sha);

@@ -13,7 +13,7 @@ const robot = testRobots()[1];
 
 beforeAll(async () => {
   sys = await startOtaSystem({ daemonsFor: [] });
-  db = await connectDb(cfg);
+  db = await connectDb(cfg, sys.env.MONGO_DB);
 });
 afterAll(async () => {
   await sys?.stop();

@@ -19,7 +19,7 @@ const [robotA, robotB] = [testRobots()[0], testRobots()[3]];
 
 beforeAll(async () => {
   sys = await startOtaSystem({ daemonsFor: [] });
-  db = await connectDb(cfg);
+  db = await connectDb(cfg, sys.env.MONGO_DB);
 });
 afterAll(async () => {
   await sys?.stop();

@@ -7,8 +7,9 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { SignJWT } from 'jose';
+import { connectDb } from '../../common/db';
 import type { RobotManifest } from '../../infra/fleet';
-import { cfg, runTs, uniqueId, type ChildHandle } from '../helpers';
+import { cfg, robotEnv, runTs, uniqueId, type ChildHandle } from '../helpers';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -53,6 +54,9 @@ export interface OtaSystem {
 export async function startOtaSystem(opts: { daemonsFor: RobotManifest[] }): Promise<OtaSystem> {
   const port = await freePort();
   const env: Record<string, string> = {
+    // Own database per test file: a demo stack's bridge (npm start) sees the same robots' MQTT traffic but
+    // finds none of these jobs, so it cannot interfere.
+    MONGO_DB: uniqueId('ota_e2e').replace(/-/g, '_'),
     TEMPORAL_TASK_QUEUE: uniqueId('ota-e2e'),
     MQTT_BRIDGE_CLIENT_ID: uniqueId('cloud-bridge-e2e'),
     API_PORT: String(port),
@@ -90,7 +94,8 @@ export async function startOtaSystem(opts: { daemonsFor: RobotManifest[] }): Pro
         const base = YAML.parse(fs.readFileSync(robot.daemonConfig, 'utf8')) as Record<string, unknown>;
         fs.writeFileSync(config, YAML.stringify({ ...base, ...overrides }), { mode: 0o600 });
       }
-      const d = runTs('daemon/main.ts', env, ['--config', config]);
+      // A robot's environment, not the cloud's: the daemon reads only its own config file.
+      const d = runTs('daemon/main.ts', { ...robotEnv(), LOG_LEVEL: 'info' }, ['--config', config], false);
       sys.daemons.set(robot.id, d);
       await d.waitForOutput('connected to the broker', 30000);
       return d;
@@ -107,6 +112,9 @@ export async function startOtaSystem(opts: { daemonsFor: RobotManifest[] }): Pro
         sys.api?.kill(),
         ...[...sys.daemons.values()].map((d) => d.kill()),
       ]);
+      const db = await connectDb(cfg, env.MONGO_DB);
+      await db.connection.dropDatabase();
+      await db.close();
     },
   };
   await Promise.all([sys.startWorker(), sys.startBridge(), sys.startApi()]);
