@@ -1,11 +1,14 @@
 // Entry point of the cloud OTA API: connects MongoDB, S3 and Temporal from the configuration, serves /api/v1 on
-// API_PORT and shuts down gracefully on SIGTERM/SIGINT (in-flight uploads may finish, then connections close).
+// API_PORT, runs the job reconciler (PENDING jobs left without a workflow) and shuts down gracefully on
+// SIGTERM/SIGINT (in-flight uploads may finish, then connections close).
 import { Connection, WorkflowClient } from '@temporalio/client';
 import { createS3Client } from '../activities/s3/client';
 import { loadConfig } from '../common/config';
 import { connectDb } from '../common/db';
 import { createLogger } from '../common/logger';
 import { createOtaApp } from './ota/app';
+import { JobReconciler } from './ota/reconciler';
+import { DEFAULT_BUCKET, type OtaAppDeps } from './ota/types';
 import { closeServer, listen } from './server';
 
 async function main(): Promise<void> {
@@ -15,7 +18,12 @@ async function main(): Promise<void> {
   const s3 = createS3Client(cfg);
   const connection = await Connection.connect({ address: cfg.temporal.address });
   const temporal = new WorkflowClient({ connection, namespace: cfg.temporal.namespace });
-  const app = createOtaApp({ cfg, models: db.models, s3, temporal, log });
+  // The OTA API reads and writes only in these buckets: the reference's default. The store also holds other
+  // services' buckets (cloud-sync's robot-files) that OTA callers must not reach.
+  const deps: OtaAppDeps = { cfg, models: db.models, s3, temporal, log, otaBuckets: [DEFAULT_BUCKET] };
+  const app = createOtaApp(deps);
+  const reconciler = new JobReconciler(deps);
+  reconciler.start();
   // All interfaces, like the reference (port 9005): every route but /health and the docs needs a token.
   const server = await listen(app, cfg.api.port, cfg.api.host);
   log.info({ host: cfg.api.host, port: cfg.api.port, namespace: cfg.temporal.namespace, taskQueue: cfg.temporal.taskQueue }, 'OTA API listening');
@@ -27,6 +35,7 @@ async function main(): Promise<void> {
     log.info({ signal }, 'shutting down');
     try {
       await closeServer(server);
+      await reconciler.stop();
       await Promise.allSettled([db.close(), connection.close()]);
       s3.destroy();
       log.info('stopped');

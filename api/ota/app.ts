@@ -11,7 +11,7 @@ import { deployRouter } from './routes/deploy';
 import { filesRouter } from './routes/files';
 import { healthRouter } from './routes/health';
 import { jobsRouter } from './routes/jobs';
-import { DEFAULT_OPTIONS, type OtaAppDeps, type OtaContext } from './types';
+import { resolveContext, type OtaAppDeps, type OtaContext } from './types';
 
 export const API_PREFIX = '/api/v1';
 
@@ -30,7 +30,7 @@ function requestLog(log: Logger): RequestHandler {
 
 /** The /api/v1 router, for composing with the cloud API's other routers. */
 export function createOtaRouter(deps: OtaAppDeps): Router {
-  const ctx: OtaContext = { ...deps, log: deps.log.child({ component: 'ota-api' }), options: { ...DEFAULT_OPTIONS, ...deps.options } };
+  const ctx: OtaContext = resolveContext(deps);
   const r = Router();
   r.use(healthRouter(ctx));
   const doc = buildOpenApiDocument();

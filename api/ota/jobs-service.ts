@@ -1,6 +1,9 @@
 // Creating deployment jobs, shared by POST /file/deploy and POST /file/deploy_from_s3: the job document is
 // written first (PENDING, with everything the workflow needs), then its workflow is started. A job whose
-// workflow could not be started is marked FAILED at once: no PENDING job is ever left without a workflow.
+// workflow could not be started is marked FAILED at once. These are two systems and no transaction: if the
+// process dies between the insert and the start, or marking FAILED fails too, the job is left PENDING without a
+// workflow. The job reconciler (reconciler.ts) finds such jobs once they are older than a grace period and
+// starts their workflow; a cancel of one ends it CANCELED in the database (cancelOrphanJob).
 import { randomUUID } from 'node:crypto';
 import type { OtaJob } from '../../common/models/ota';
 import { otaWorkflowId } from '../../workflows/ota-contract';
@@ -64,7 +67,8 @@ export async function insertJobs(ctx: OtaContext, jobs: readonly OtaJob[]): Prom
   }
 }
 
-async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+/** `fn` over `items`, at most `limit` at a time; results in input order. */
+export async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
   const worker = async () => {
@@ -95,4 +99,18 @@ export async function startJobs(ctx: OtaContext, jobs: readonly OtaJob[]): Promi
       return { jobId: job._id, error, unavailable };
     }
   });
+}
+
+/**
+ * Cancels a PENDING job that has no running workflow (see the header) directly in the database: nothing else
+ * would ever move it. Returns false when the job was no longer PENDING (something else moved it meanwhile).
+ */
+export async function cancelOrphanJob(ctx: OtaContext, jobId: string, reason: string): Promise<boolean> {
+  const now = new Date();
+  const res = await ctx.models.OtaJob.updateOne(
+    { _id: jobId, status: 'PENDING' },
+    // Same error_msg as the workflow writes for a cancel signal.
+    { $set: { status: 'CANCELED', error_msg: `canceled: ${reason}`, updated_at: now, finished_at: now } },
+  );
+  return res.matchedCount === 1;
 }

@@ -58,11 +58,11 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
         'One file part per file_list entry, in order.',
       ),
     },
-    responses: { 200: json(z.array(fileUploadResultSchema), 'Every file stored.'), 400: err('Count mismatch, bad name or path, name taken; nothing was stored.') },
+    responses: { 200: json(z.array(fileUploadResultSchema), 'Every file stored.'), 400: err('Count mismatch, bad name, path or bucket, name taken; nothing was stored.') },
   });
   route('get', '/file/list', 'Files', 'List files, newest first', {
     request: { query: listQuerySchema },
-    responses: { 200: json(z.array(fileRowSchema), 'Matching files.'), 400: err('file_metadata is not a JSON object of strings.') },
+    responses: { 200: json(z.array(fileRowSchema), 'Matching files.'), 400: err('file_metadata is not a JSON object of strings, or s3_bucket is not an OTA bucket.') },
   });
   route('post', '/file/deploy', 'Deploy', 'Upload files and deploy each to a robot', {
     request: {
@@ -78,7 +78,7 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
     },
     responses: {
       200: json(z.array(fileDeployResultSchema), 'Files stored, one PENDING job each.'),
-      400: err('Count mismatch, missing/invalid robot_id or deploy_path; nothing was stored.'),
+      400: err('Count mismatch, missing/invalid robot_id, deploy_path or s3_bucket; nothing was stored.'),
       503: err('Temporal unavailable: the listed jobs are FAILED.'),
     },
   });
@@ -86,7 +86,7 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
     request: { query: deployFromS3QuerySchema },
     responses: {
       200: json(fileDeployResultSchema, 'A PENDING job.'),
-      400: err('Missing/invalid robot_id or deploy_path.'),
+      400: err('Missing/invalid robot_id, deploy_path or s3_bucket.'),
       404: err('File not found.'),
       409: err('File is invalidated.'),
       503: err('Temporal unavailable: the job is FAILED.'),
@@ -97,6 +97,7 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
     responses: {
       200: { description: 'The file.', content: { 'application/octet-stream': { schema: binary() } } },
       206: { description: 'The requested range.', content: { 'application/octet-stream': { schema: binary() } } },
+      400: err('s3_bucket is not an OTA bucket.'),
       404: err('File not found.'),
       416: err('Range not satisfiable.'),
     },
@@ -111,19 +112,19 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
         'Attributes to change and optional new content.',
       ),
     },
-    responses: { 200: json(fileRowSchema, 'The updated file.'), 400: err('The file does not exist.'), 502: err('Storage unavailable; nothing changed.') },
+    responses: { 200: json(fileRowSchema, 'The updated file.'), 400: err('The file does not exist, or s3_bucket is not an OTA bucket.'), 502: err('Storage unavailable; nothing changed.') },
   });
   route('delete', '/file/delete', 'Files', 'Delete a file from S3 and the catalogue', {
     request: { query: objectQuerySchema },
-    responses: { 200: json(z.null(), 'Deleted.'), 404: err('File not found.'), 502: err('Storage error; the file record is kept.') },
+    responses: { 200: json(z.null(), 'Deleted.'), 400: err('s3_bucket is not an OTA bucket.'), 404: err('File not found.'), 502: err('Storage error; the file record is kept.') },
   });
   route('put', '/file/validate', 'Files', 'Mark a file valid (deployable)', {
     request: { query: objectQuerySchema },
-    responses: { 200: json(fileRowSchema, 'The file.'), 404: err('File not found.') },
+    responses: { 200: json(fileRowSchema, 'The file.'), 400: err('s3_bucket is not an OTA bucket.'), 404: err('File not found.') },
   });
   route('put', '/file/invalidate', 'Files', 'Mark a file invalid (deploy_from_s3 refuses it)', {
     request: { query: objectQuerySchema },
-    responses: { 200: json(fileRowSchema, 'The file.'), 404: err('File not found.') },
+    responses: { 200: json(fileRowSchema, 'The file.'), 400: err('s3_bucket is not an OTA bucket.'), 404: err('File not found.') },
   });
   route('get', '/job_state/{job_id}', 'Jobs', 'State of a deployment job', {
     request: { params: jobIdParamSchema },
@@ -135,7 +136,14 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
   });
   route('post', '/job/{job_id}/cancel', 'Jobs', 'Cancel a job that is not terminal', {
     request: { params: jobIdParamSchema, body: { required: false, content: { 'application/json': { schema: cancelBodySchema } } } },
-    responses: { 202: json(cancelResultSchema, 'Cancel requested.'), 404: err('Job not found.'), 409: err('Job already terminal.') },
+    responses: {
+      200: json(cancelResultSchema, 'A PENDING job without a running workflow: CANCELED at once in the database.'),
+      202: json(cancelResultSchema, 'Cancel requested: the job\'s workflow ends it CANCELED.'),
+      404: err('Job not found.'),
+      409: err('Job already terminal, or past PENDING with no running workflow.'),
+      422: err('Invalid body (e.g. reason not a string of at most 500 characters).'),
+      503: err('Temporal unavailable; the job was not canceled.'),
+    },
   });
   route('get', '/deploy_state/{robot_id}', 'Debugging', 'What the cloud believes is deployed on a robot', {
     request: { params: robotIdParamSchema },

@@ -13,7 +13,10 @@ extendZodWithOpenApi(z);
 export const bucketSchema = z
   .string()
   .regex(BUCKET_NAME_PATTERN, 'must be a valid S3 bucket name')
-  .openapi({ example: DEFAULT_BUCKET, description: 'S3 bucket that stores the file.' });
+  .openapi({
+    example: DEFAULT_BUCKET,
+    description: `S3 bucket that stores the file: one of the OTA buckets (default "${DEFAULT_BUCKET}"); any other answers 400.`,
+  });
 
 const shortText = z.string().max(256);
 

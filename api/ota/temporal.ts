@@ -1,6 +1,12 @@
 // The API's side of the otaDeployment workflow: start it by name (the workflow code lives with the workers),
 // signal it, query it; each call bounded in time so a slow or absent Temporal never hangs a request.
-import { isGrpcDeadlineError, isGrpcServiceError, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import {
+  isGrpcDeadlineError,
+  isGrpcServiceError,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowIdReusePolicy,
+  WorkflowNotFoundError,
+} from '@temporalio/client';
 import type { JobStatus } from '../../common/protocol';
 import {
   cancelJobSignal,
@@ -30,11 +36,17 @@ export function isTemporalUnavailable(e: unknown): boolean {
 const withTimeout = <R>(ctx: OtaContext, ms: number, fn: () => Promise<R>): Promise<R> =>
   ctx.temporal.withDeadline(Date.now() + ms, fn);
 
+/** 'started': this call (or its own earlier, ambiguous attempt) started the run; 'exists': a run with this id
+ * was already there, running or closed. */
+export type StartResult = 'started' | 'exists';
+
 /**
- * Starts the job's workflow. An ambiguous failure (deadline hit after the server may have accepted the start)
- * is resolved by looking the run up, so a job is never marked FAILED while its workflow is in fact running.
+ * Starts the job's workflow, idempotently: one workflow id per job, and a closed run is never followed by a
+ * second one (REJECT_DUPLICATE), so a retried start (the reconciler, a repeated request) cannot deliver a job
+ * twice. An ambiguous failure (deadline hit after the server may have accepted the start) is resolved by looking
+ * the run up, so a job is never marked FAILED while its workflow is in fact running.
  */
-export async function startDeploymentWorkflow(ctx: OtaContext, input: OtaDeploymentInput): Promise<void> {
+export async function startDeploymentWorkflow(ctx: OtaContext, input: OtaDeploymentInput): Promise<StartResult> {
   const workflowId = otaWorkflowId(input.jobId);
   const status: JobStatus = 'PENDING';
   try {
@@ -42,6 +54,7 @@ export async function startDeploymentWorkflow(ctx: OtaContext, input: OtaDeploym
       ctx.temporal.start(OTA_DEPLOYMENT_WORKFLOW, {
         taskQueue: ctx.cfg.temporal.taskQueue,
         workflowId,
+        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
         args: [input],
         // Runs are searchable in Temporal Web by robot and state from the first moment (the workflow upserts JobState).
         typedSearchAttributes: [
@@ -50,14 +63,32 @@ export async function startDeploymentWorkflow(ctx: OtaContext, input: OtaDeploym
         ],
       }),
     );
+    return 'started';
   } catch (e) {
-    if (e instanceof WorkflowExecutionAlreadyStartedError) return; // our own earlier attempt got through
+    // An earlier attempt of ours got through, or the run exists already (running or closed).
+    if (e instanceof WorkflowExecutionAlreadyStartedError) return 'exists';
     const exists = await withTimeout(ctx, ctx.options.temporalTimeoutMs, () => ctx.temporal.getHandle(workflowId).describe()).then(
       () => true,
       () => false,
     );
     if (!exists) throw e;
+    return 'started';
   }
+}
+
+/**
+ * Which of these workflow ids have a run (running or closed), from Temporal's visibility store: one query for up
+ * to 50 ids. Visibility lags a little behind starts; callers only use it to skip work, never to decide a start
+ * is safe (the start itself is idempotent).
+ */
+export async function existingWorkflowIds(ctx: OtaContext, workflowIds: readonly string[]): Promise<Set<string>> {
+  const found = new Set<string>();
+  if (workflowIds.length === 0) return found;
+  const query = `WorkflowId IN (${workflowIds.map((id) => JSON.stringify(id)).join(', ')})`;
+  await withTimeout(ctx, ctx.options.temporalTimeoutMs, async () => {
+    for await (const wf of ctx.temporal.list({ query, pageSize: 100 })) found.add(wf.workflowId);
+  });
+  return found;
 }
 
 /** Live progress of a running job, or null when the workflow cannot answer in time (no worker, closed, down). */

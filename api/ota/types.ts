@@ -18,6 +18,14 @@ export interface OtaAppOptions {
   uploadQueueSize: number;
   /** Most file parts one upload/deploy request may carry. */
   maxFilesPerRequest: number;
+  /** Job reconciler (reconciler.ts): time between passes; the first pass runs at start. */
+  reconcileIntervalMs: number;
+  /** A PENDING job younger than this is left to the request that created it (which starts its workflow). */
+  reconcileGraceMs: number;
+  /** Most jobs one pass looks at (read in chunks of 50); the next pass continues after the last one. */
+  reconcileMaxJobsPerPass: number;
+  /** A caller-chosen object name is held for an upload this long, renewed while the upload runs. */
+  uploadLockTtlMs: number;
 }
 
 export interface OtaAppDeps {
@@ -27,11 +35,18 @@ export interface OtaAppDeps {
   temporal: WorkflowClient;
   log: Logger;
   options?: Partial<OtaAppOptions>;
+  /**
+   * The only buckets the OTA API reads, writes or deletes in (any `s3_bucket` parameter); others answer 400.
+   * Default: `[DEFAULT_BUCKET]`. The store holds other services' buckets (cloud-sync's robot-files), which an
+   * authenticated OTA caller must not be able to touch.
+   */
+  otaBuckets?: readonly string[];
 }
 
 /** Deps with every option resolved; what route modules receive. */
-export interface OtaContext extends Omit<OtaAppDeps, 'options'> {
+export interface OtaContext extends Omit<OtaAppDeps, 'options' | 'otaBuckets'> {
   options: OtaAppOptions;
+  otaBuckets: readonly string[];
 }
 
 export const DEFAULT_OPTIONS: OtaAppOptions = {
@@ -41,7 +56,26 @@ export const DEFAULT_OPTIONS: OtaAppOptions = {
   partSizeBytes: 8 * 1024 * 1024,
   uploadQueueSize: 2,
   maxFilesPerRequest: 100,
+  reconcileIntervalMs: 60_000,
+  reconcileGraceMs: 30_000,
+  reconcileMaxJobsPerPass: 500,
+  uploadLockTtlMs: 5 * 60_000,
 };
 
 /** The reference's default bucket for every endpoint that has one. */
 export const DEFAULT_BUCKET = 'files';
+
+export function resolveContext(deps: OtaAppDeps): OtaContext {
+  const { options, otaBuckets, ...rest } = deps;
+  return {
+    ...rest,
+    log: deps.log.child({ component: 'ota-api' }),
+    options: { ...DEFAULT_OPTIONS, ...options },
+    otaBuckets: [...(otaBuckets ?? [DEFAULT_BUCKET])],
+  };
+}
+
+/** null when the API may use `bucket`, else why not (the caller prefixes the field name; answered 400). */
+export function bucketProblem(ctx: Pick<OtaContext, 'otaBuckets'>, bucket: string): string | null {
+  return ctx.otaBuckets.includes(bucket) ? null : `not an OTA bucket (allowed: ${ctx.otaBuckets.join(', ')})`;
+}

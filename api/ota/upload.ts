@@ -1,7 +1,8 @@
 // The shared core of POST /file/upload and POST /file/deploy: read the JSON file list, stream each file part to
 // S3 under its final name while hashing it, then record the files. All or nothing: when anything fails (count
 // mismatch, bad JSON, name collision, S3 or database error, client gone) the objects this request wrote are
-// deleted and no row is left, where the reference kept whatever had succeeded.
+// deleted and no row is left, where the reference kept whatever had succeeded. A caller-chosen object name is
+// held by one request at a time (upload-locks.ts), so concurrent uploads of one name cannot overwrite each other.
 import type { Request } from 'express';
 import type { ZodType } from 'zod';
 import type { OtaFile } from '../../common/models/ota';
@@ -10,7 +11,8 @@ import { readMultipart } from './multipart';
 import { deployPathProblem, generateObjectName, objectNameProblem, sanitizeFilename } from './naming';
 import { deleteObjectsQuietly, objectExists, streamToS3, type ObjectRef } from './s3';
 import type { FileInfo } from './schemas';
-import type { OtaContext } from './types';
+import { bucketProblem, type OtaContext } from './types';
+import { UploadLocks } from './upload-locks';
 
 export const COUNT_MISMATCH = 'Number of files and file info do not match.';
 const NOT_STORED = 'Not stored: another file of this request failed.';
@@ -47,6 +49,11 @@ export interface Received<L extends { file_list: FileInfo[] }> {
   list: L;
   stored: StoredFile[];
   fields: Record<string, string>;
+  /**
+   * Releases the caller-chosen names this request holds (upload-locks.ts). Call once the rows are recorded or
+   * the request has failed (in a `finally`); never throws.
+   */
+  release(): Promise<void>;
 }
 
 const FIELD = 'file_info_list';
@@ -77,6 +84,7 @@ export async function receiveFiles<L extends { file_list: FileInfo[] }>(
   const state: { list: L | null } = { list: null };
   const stored: StoredFile[] = [];
   const written: ObjectRef[] = [];
+  const locks = new UploadLocks(ctx);
   try {
     const { fields, fileCount, metaSeen } = await readMultipart(req, {
       metaField: FIELD,
@@ -87,6 +95,8 @@ export async function receiveFiles<L extends { file_list: FileInfo[] }>(
         const seen = new Set<string>();
         parsed.file_list.forEach((info, i) => {
           const at = `${FIELD}.file_list.${i}`;
+          const bucket = bucketProblem(ctx, info.s3_bucket);
+          if (bucket) throw new HttpError(400, `${at}.s3_bucket: ${bucket}`);
           if (info.s3_object_name) {
             const problem = objectNameProblem(info.s3_object_name);
             if (problem) throw new HttpError(400, `${at}.s3_object_name: ${problem}`);
@@ -115,8 +125,10 @@ export async function receiveFiles<L extends { file_list: FileInfo[] }>(
           ref = { bucket: info.s3_bucket, key: info.s3_object_name };
           fileName = safeName || info.s3_object_name;
           // A chosen name must be new: the reference refused an existing row; we also refuse an existing object,
-          // which this request would otherwise overwrite (and then delete on rollback).
+          // which this request would otherwise overwrite (and then delete on rollback). The name is held first, so
+          // no concurrent request can be writing it between this check and our row (upload-locks.ts).
           const taken =
+            !(await locks.acquire(ref.bucket, ref.key)) ||
             (await ctx.models.OtaFile.exists({ s3_bucket: ref.bucket, s3_object_name: ref.key })) !== null ||
             (await objectExists(ctx.s3, ref));
           if (taken) throw new ItemError(file.index, 400, `Object ${ref.key} in bucket ${ref.bucket} already exists.`);
@@ -144,9 +156,10 @@ export async function receiveFiles<L extends { file_list: FileInfo[] }>(
     if (!metaSeen || !l) throw new HttpError(422, `${FIELD}: Field required`);
     if (fileCount === 0 && l.file_list.length === 0) throw new HttpError(422, 'files: Field required');
     if (fileCount !== l.file_list.length) throw new HttpError(400, COUNT_MISMATCH);
-    return { list: l, stored, fields };
+    return { list: l, stored, fields, release: () => locks.releaseAll() };
   } catch (e) {
     await deleteObjectsQuietly(ctx.s3, written, ctx.log);
+    await locks.releaseAll();
     throw itemErrorToHttp(e, state.list ? state.list.file_list : null, spec.withJobId);
   }
 }

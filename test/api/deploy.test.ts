@@ -304,6 +304,23 @@ describe('POST /job/{job_id}/cancel', () => {
     expect(defaultPayloadConverter.fromPayload(payload)).toEqual({ reason: 'operator changed mind' });
   });
 
+  it('answers 422 naming the field for an invalid body, and signals nothing', async () => {
+    const [f] = await upload([{}], ['cancel body']);
+    const id = (await deployFromS3({ robot_id: 'robot01', s3_object_name: f.s3_object_name, deploy_path: '/tmp/cb' })).body.job_id;
+    const json = { 'content-type': 'application/json' };
+    for (const body of [{ reason: 42 }, { reason: null }, { reason: 'x'.repeat(501) }]) {
+      const r = await request<{ detail: string }>(h, 'POST', `/job/${id}/cancel`, { body: JSON.stringify(body), headers: json });
+      expect({ body, status: r.status, detail: r.body.detail }).toEqual({ body, status: 422, detail: expect.stringMatching(/^reason: /) });
+    }
+    const notObject = await request<{ detail: string }>(h, 'POST', `/job/${id}/cancel`, { body: '["stop"]', headers: json });
+    expect(notObject.status).toBe(422);
+    const history = await h.temporal.getHandle(otaWorkflowId(id)).fetchHistory();
+    expect((history.events ?? []).filter((e) => e.workflowExecutionSignaledEventAttributes)).toEqual([]);
+    expect((await h.db.models.OtaJob.findById(id).lean())?.status).toBe('PENDING');
+    // An empty body (no reason) is still accepted.
+    expect((await request(h, 'POST', `/job/${id}/cancel`)).status).toBe(202);
+  });
+
   it('answers 404 for an unknown job', async () => {
     expect(await request(h, 'POST', '/job/00000000-0000-4000-8000-000000000000/cancel')).toMatchObject({ status: 404, body: { detail: 'Job not found' } });
   });

@@ -6,8 +6,9 @@ import { fileInfoList, filePart, form, listKeys, request, sha256, startHarness, 
 
 let h: Harness;
 beforeAll(async () => {
-  // 5 MiB parts (the S3 minimum) so a 12 MiB file goes through the multipart path.
-  h = await startHarness({ options: { partSizeBytes: 5 * 1024 * 1024 } });
+  // 5 MiB parts (the S3 minimum) so a 12 MiB file goes through the multipart path. A bucket the store does not
+  // have is allowed, so the rollback of a failure in S3 can be provoked.
+  h = await startHarness({ options: { partSizeBytes: 5 * 1024 * 1024 }, otaBuckets: ['files', 'no-such-bucket-here'] });
 });
 afterAll(async () => {
   await h?.close();

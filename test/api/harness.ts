@@ -8,7 +8,7 @@ import type http from 'node:http';
 import { createS3Client } from '../../activities/s3/client';
 import { signToken } from '../../api/auth';
 import { createOtaApp } from '../../api/ota/app';
-import type { OtaAppOptions } from '../../api/ota/types';
+import type { OtaAppDeps, OtaAppOptions } from '../../api/ota/types';
 import { closeServer, listen, serverPort } from '../../api/server';
 import type { Config } from '../../common/config';
 import { connectDb, type Db } from '../../common/db';
@@ -25,6 +25,8 @@ export interface Harness {
   base: string;
   token: string;
   auth: { authorization: string };
+  /** What the app was built from (tests run the job reconciler with the same dependencies). */
+  deps: OtaAppDeps;
   close(): Promise<void>;
 }
 
@@ -35,6 +37,8 @@ export interface HarnessOptions {
   log?: Logger;
   /** Overrides of the S3 settings the app uses (e.g. a wrong secret to simulate a failing store). */
   s3?: Partial<Config['s3']>;
+  /** Buckets the OTA API accepts (default: the app's default). */
+  otaBuckets?: string[];
 }
 
 export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
@@ -43,14 +47,16 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
   const s3 = createS3Client(o.s3 ? { ...cfg, s3: { ...cfg.s3, ...o.s3 } } : cfg);
   const connection = await Connection.connect({ address: cfg.temporal.address });
   const temporal = new WorkflowClient({ connection, namespace: o.namespace ?? cfg.temporal.namespace });
-  const app = createOtaApp({
+  const deps: OtaAppDeps = {
     cfg,
     models: db.models,
     s3,
     temporal,
     log: o.log ?? createLogger('api-test', process.env.TEST_LOG_LEVEL ?? 'silent'),
     options: { queryTimeoutMs: 500, ...o.options },
-  });
+    ...(o.otaBuckets ? { otaBuckets: o.otaBuckets } : {}),
+  };
+  const app = createOtaApp(deps);
   const server = await listen(app, 0, '127.0.0.1');
   const token = await signToken(
     { secret: cfg.api.jwtSecret, issuer: cfg.api.jwtIssuer, audience: cfg.api.jwtAudience },
@@ -65,6 +71,7 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
     base: `http://127.0.0.1:${serverPort(server)}/api/v1`,
     token,
     auth: { authorization: `Bearer ${token}` },
+    deps,
     async close() {
       await closeServer(server, 1000);
       await terminateQueue(temporal, cfg.temporal.taskQueue);

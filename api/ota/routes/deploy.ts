@@ -4,7 +4,7 @@ import { Router } from 'express';
 import type { OtaFile } from '../../../common/models/ota';
 import { robotIdSchema } from '../../../common/protocol';
 import { HttpError } from '../errors';
-import { parseParams } from '../http';
+import { parseParams, requireOtaBucket } from '../http';
 import { buildJob, insertJobs, startJobs, type StartOutcome } from '../jobs-service';
 import { deployPathProblem } from '../naming';
 import { deleteObjectsQuietly, objectExists } from '../s3';
@@ -38,27 +38,29 @@ export function deployRouter(ctx: OtaContext): Router {
 
   r.post('/file/deploy', async (req, res) => {
     const q = parseParams(deployQuerySchema, req.query);
-    const { list, stored, fields } = await receiveFiles(ctx, req, {
+    const { list, stored, fields, release } = await receiveFiles(ctx, req, {
       schema: fileDeployListSchema,
       checkItem: (info) => deployTargetProblem(info.robot_id, info.deploy_path),
       withJobId: true,
     });
-    // timeout_s may also come as a form field; it is only known once the body is read.
-    let timeoutS = q.timeout_s ?? null;
-    if (timeoutS === null && fields.timeout_s !== undefined) {
-      const t = timeoutSecondsSchema.safeParse(fields.timeout_s);
-      if (!t.success || t.data === undefined) {
-        await deleteObjectsQuietly(ctx.s3, stored.map((s) => s.ref), ctx.log);
-        throw new HttpError(422, `timeout_s: ${t.success ? 'invalid' : (t.error.issues[0]?.message ?? 'invalid')}`);
-      }
-      timeoutS = t.data;
-    }
     const now = new Date();
     let files: OtaFile[];
+    // timeout_s may also come as a form field; it is only known once the body is read.
+    let timeoutS = q.timeout_s ?? null;
     try {
+      if (timeoutS === null && fields.timeout_s !== undefined) {
+        const t = timeoutSecondsSchema.safeParse(fields.timeout_s);
+        if (!t.success || t.data === undefined) {
+          await deleteObjectsQuietly(ctx.s3, stored.map((s) => s.ref), ctx.log);
+          throw new HttpError(422, `timeout_s: ${t.success ? 'invalid' : (t.error.issues[0]?.message ?? 'invalid')}`);
+        }
+        timeoutS = t.data;
+      }
       files = await recordFiles(ctx, stored, now);
     } catch (e) {
       throw itemErrorToHttp(e, list.file_list, true);
+    } finally {
+      await release();
     }
     const jobs = files.map((file, i) =>
       buildJob({ robotId: list.file_list[i].robot_id, deployPath: list.file_list[i].deploy_path, file, timeoutS }, now),
@@ -89,6 +91,7 @@ export function deployRouter(ctx: OtaContext): Router {
 
   r.post('/file/deploy_from_s3', async (req, res) => {
     const q = parseParams(deployFromS3QuerySchema, req.query);
+    requireOtaBucket(ctx, q.s3_bucket);
     const robotId = q.robot_id ?? '';
     const robotProblem = robotIdProblem(robotId);
     if (robotProblem) throw new HttpError(400, robotProblem);

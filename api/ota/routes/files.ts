@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { OtaFile } from '../../../common/models/ota';
 import { HttpError } from '../errors';
-import { parseParams } from '../http';
+import { parseParams, requireOtaBucket } from '../http';
 import { readMultipart } from '../multipart';
 import { deployPathProblem, METADATA_KEY_PATTERN, sanitizeFilename } from '../naming';
 import { isS3NotFound, s3HttpError, streamToS3 } from '../s3';
@@ -85,11 +85,13 @@ export function filesRouter(ctx: OtaContext): Router {
   const r = Router();
 
   r.post('/file/upload', async (req, res) => {
-    const { list, stored } = await receiveFiles(ctx, req, { schema: fileInfoListSchema, withJobId: false });
+    const { list, stored, release } = await receiveFiles(ctx, req, { schema: fileInfoListSchema, withJobId: false });
     try {
       await recordFiles(ctx, stored, new Date());
     } catch (e) {
       throw itemErrorToHttp(e, list.file_list, false);
+    } finally {
+      await release();
     }
     const body: FileUploadResult[] = stored.map((s) => ({
       s3_bucket: s.ref.bucket,
@@ -107,6 +109,7 @@ export function filesRouter(ctx: OtaContext): Router {
 
   r.get('/file/list', async (req, res) => {
     const q = parseParams(listQuerySchema, req.query);
+    if (q.s3_bucket !== undefined) requireOtaBucket(ctx, q.s3_bucket);
     const filter: Record<string, string> = {};
     for (const k of ['s3_bucket', 's3_object_name', 'robot_id', 'robot_type', 'deploy_path'] as const) {
       const v = q[k];
@@ -119,6 +122,7 @@ export function filesRouter(ctx: OtaContext): Router {
 
   r.get('/file/download', async (req, res) => {
     const q = parseParams(objectQuerySchema, req.query);
+    requireOtaBucket(ctx, q.s3_bucket);
     const file = await findFile(ctx, q.s3_bucket, q.s3_object_name);
     if (!file) throw new HttpError(404, FILE_NOT_FOUND);
     await streamDownload(ctx, file, req.headers.range, res);
@@ -135,6 +139,7 @@ export function filesRouter(ctx: OtaContext): Router {
       maxFiles: 1,
       onMeta(raw) {
         const u = parseJsonField(raw, 'file_info', fileUpdateSchema);
+        requireOtaBucket(ctx, u.s3_bucket, 'file_info.s3_bucket');
         const problem = u.deploy_path ? deployPathProblem(u.deploy_path) : null;
         if (problem) throw new HttpError(400, `file_info.deploy_path: ${problem}`);
         holder.update = u;
@@ -179,6 +184,7 @@ export function filesRouter(ctx: OtaContext): Router {
 
   r.delete('/file/delete', async (req, res) => {
     const q = parseParams(objectQuerySchema, req.query);
+    requireOtaBucket(ctx, q.s3_bucket);
     const file = await findFile(ctx, q.s3_bucket, q.s3_object_name);
     if (!file) throw new HttpError(404, FILE_NOT_FOUND);
     // Object first, row second: if S3 fails the row stays, so the file is still listed and can be deleted again
@@ -200,6 +206,7 @@ export function filesRouter(ctx: OtaContext): Router {
   ] as const) {
     r.put(path, async (req, res) => {
       const q = parseParams(objectQuerySchema, req.query);
+    requireOtaBucket(ctx, q.s3_bucket);
       const row = await ctx.models.OtaFile.findOneAndUpdate(
         { s3_bucket: q.s3_bucket, s3_object_name: q.s3_object_name },
         { $set: { valid } },

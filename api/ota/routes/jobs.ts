@@ -8,7 +8,8 @@ import { authContext } from '../../auth';
 import { HttpError } from '../errors';
 import { parseParams } from '../http';
 import { cancelBodySchema, jobIdParamSchema, jobsQuerySchema, robotIdParamSchema } from '../schemas';
-import { isTemporalUnavailable, queryJobProgress, signalCancel } from '../temporal';
+import { cancelOrphanJob } from '../jobs-service';
+import { isTemporalUnavailable, queryJobProgress, signalCancel, type CancelOutcome } from '../temporal';
 import type { OtaContext } from '../types';
 import { deployTargetRow, jobState } from '../views';
 
@@ -66,22 +67,50 @@ export function jobsRouter(ctx: OtaContext): Router {
 
   r.post('/job/:job_id/cancel', express.json({ limit: '16kb' }), async (req, res) => {
     const { job_id } = parseParams(jobIdParamSchema, req.params);
-    const body = cancelBodySchema.safeParse(req.body ?? {});
-    const reason = body.success ? body.data.reason : undefined;
+    // No body (or not JSON) means no reason; a JSON body must be valid: 422 naming the field, like parameters.
+    const { reason } = parseParams(cancelBodySchema, req.body ?? {});
     const job = await ctx.models.OtaJob.findById(job_id).lean<OtaJob>();
     if (!job) throw new HttpError(404, JOB_NOT_FOUND);
     if (isTerminal(job.status)) throw new HttpError(409, `Job is already ${job.status}.`);
-    let outcome;
-    try {
-      outcome = await signalCancel(ctx, job.workflow_id, reason ?? `canceled via the API by ${authContext(res)?.subject ?? 'an unnamed caller'}`);
-    } catch (e) {
-      if (isTemporalUnavailable(e)) throw new HttpError(503, 'Temporal unavailable; the job was not canceled.');
-      throw e;
+    const why = reason ?? `canceled via the API by ${authContext(res)?.subject ?? 'an unnamed caller'}`;
+    const signal = async (): Promise<CancelOutcome> => {
+      try {
+        return await signalCancel(ctx, job.workflow_id, why);
+      } catch (e) {
+        if (isTemporalUnavailable(e)) throw new HttpError(503, 'Temporal unavailable; the job was not canceled.');
+        throw e;
+      }
+    };
+    if ((await signal()) === 'signalled') {
+      // Accepted: the workflow decides the terminal state (CANCELED) and writes it.
+      res.status(202).json({ job_id, status: job.status, cancel_requested: true });
+      return;
     }
-    // The workflow has ended but its final state is not written yet: nothing left to cancel.
-    if (outcome === 'not-running') throw new HttpError(409, 'Job has no running workflow.');
-    // Accepted: the workflow decides the terminal state (CANCELED) and writes it.
-    res.status(202).json({ job_id, status: job.status, cancel_requested: true });
+
+    if (job.status === 'PENDING') {
+      // A PENDING job without a running workflow (never started, or ended without recording a state): nothing
+      // would ever move it (jobs-service.ts), so it ends here, CANCELED in the database (200, not 202).
+      if (await cancelOrphanJob(ctx, job_id, why)) {
+        // The reconciler may have started its workflow since our signal found none: cancel that run as well.
+        // (A run it starts after this sees the job CANCELED and cancels itself: reconciler.ts.)
+        await signalCancel(ctx, job.workflow_id, why).catch((err: unknown) =>
+          ctx.log.error({ err, jobId: job_id }, 'job canceled in the database; could not signal a workflow that may have started meanwhile'),
+        );
+        ctx.log.warn({ jobId: job_id }, 'PENDING job without a workflow canceled in the database');
+        res.json({ job_id, status: 'CANCELED', cancel_requested: true });
+        return;
+      }
+      // Moved meanwhile (its workflow started and recorded progress, or it ended): answer for where it is now.
+      const now = await ctx.models.OtaJob.findById(job_id).lean<OtaJob>();
+      if (!now) throw new HttpError(404, JOB_NOT_FOUND);
+      if (isTerminal(now.status)) throw new HttpError(409, `Job is already ${now.status}.`);
+      if ((await signal()) === 'signalled') {
+        res.status(202).json({ job_id, status: now.status, cancel_requested: true });
+        return;
+      }
+    }
+    // A job past PENDING whose workflow has ended (its final state is not written yet): nothing left to cancel.
+    throw new HttpError(409, 'Job has no running workflow.');
   });
 
   r.get('/deploy_state/:robot_id', async (req, res) => {

@@ -1,0 +1,162 @@
+// The job reconciler: starts the workflow of PENDING jobs that have none. A deploy request inserts the job and
+// then starts its workflow (jobs-service.ts); if the API process dies in between, or marking a failed start
+// FAILED fails as well, the job stays PENDING with nothing to drive it. The reconciler runs in the API process,
+// once at start and then every `reconcileIntervalMs`: it reads PENDING jobs older than `reconcileGraceMs` (the
+// creating request is given time to start the workflow itself) in chunks of 50, asks Temporal's visibility which
+// of their workflows exist, and starts the missing ones with the job's own workflow id. Starting is idempotent
+// (WorkflowExecutionAlreadyStarted is "exists") and never adds a run after a closed one (REJECT_DUPLICATE), so
+// several API processes, visibility lag, or a job whose workflow was terminated cannot deliver a job twice.
+// Each pass looks at `reconcileMaxJobsPerPass` jobs at most; the next pass continues after the last one.
+import type { FilterQuery } from 'mongoose';
+import type { OtaJob } from '../../common/models/ota';
+import { isTerminal } from '../../common/protocol';
+import { otaWorkflowId } from '../../workflows/ota-contract';
+import { mapLimited } from './jobs-service';
+import { existingWorkflowIds, isTemporalUnavailable, signalCancel, startDeploymentWorkflow, type StartResult } from './temporal';
+import { resolveContext, type OtaAppDeps, type OtaContext } from './types';
+
+/** FerretDB: reads and writes in chunks of at most 50 documents; also the size of one visibility query. */
+const CHUNK = 50;
+const START_CONCURRENCY = 8;
+
+export type OrphanCandidate = Pick<OtaJob, '_id' | 'robot_id' | 'timestamp' | 'timeout_s'>;
+
+export interface ReconcilePass {
+  /** PENDING jobs past the grace period looked at in this pass. */
+  scanned: number;
+  /** Job ids whose workflow this pass started. */
+  started: string[];
+  /** Starts that failed (logged; retried by a later pass). */
+  errors: number;
+  /** False when the pass stopped early (cap reached, Temporal unavailable); the next one continues. */
+  complete: boolean;
+}
+
+interface Cursor {
+  t: Date;
+  id: string;
+}
+
+/** A job's timeout counts from its creation: the time already lost while orphaned is taken off (at least 1 s). */
+export function secondsLeft(job: Pick<OtaJob, 'timestamp' | 'timeout_s'>, nowMs: number): number | null {
+  if (job.timeout_s === null || job.timeout_s === undefined) return null;
+  const elapsed = (nowMs - new Date(job.timestamp).getTime()) / 1000;
+  return Math.max(1, Math.ceil(job.timeout_s - elapsed));
+}
+
+/**
+ * Starts the workflow of one job read as PENDING. If this call started it, the job is read again: a cancel
+ * (POST /job/{id}/cancel ends a PENDING job without a workflow in the database) may have landed between the
+ * read and the start, and the new run is then told to cancel before it delivers anything.
+ */
+export async function startOrphanWorkflow(ctx: OtaContext, job: OrphanCandidate, nowMs = Date.now()): Promise<StartResult> {
+  const result = await startDeploymentWorkflow(ctx, { jobId: job._id, robotId: job.robot_id, timeoutSeconds: secondsLeft(job, nowMs) });
+  if (result !== 'started') return result;
+  ctx.log.warn({ jobId: job._id, createdAt: job.timestamp }, 'PENDING job had no workflow; started it');
+  const current = await ctx.models.OtaJob.findById(job._id, { status: 1 }).lean<Pick<OtaJob, 'status'>>();
+  if (!current || isTerminal(current.status)) {
+    ctx.log.warn({ jobId: job._id, status: current?.status ?? null }, 'job ended while its workflow was being started; canceling the run');
+    await signalCancel(ctx, otaWorkflowId(job._id), 'the job ended before its workflow started');
+  }
+  return result;
+}
+
+export class JobReconciler {
+  private readonly ctx: OtaContext;
+  private cursor: Cursor | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  /** Passes run one after the other: the last one queued (settled or not). */
+  private queue: Promise<unknown> = Promise.resolve();
+  private stopped = false;
+
+  constructor(deps: OtaAppDeps) {
+    const ctx = resolveContext(deps);
+    this.ctx = { ...ctx, log: ctx.log.child({ component: 'job-reconciler' }) };
+  }
+
+  /** One pass now (after the one in flight, if any). */
+  runOnce(): Promise<ReconcilePass> {
+    const p = this.queue.then(() => this.pass());
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  /** A pass right away, then one every reconcileIntervalMs (counted from the end of the previous one). */
+  start(): void {
+    if (this.timer || this.stopped) return;
+    const tick = async () => {
+      try {
+        const r = await this.runOnce();
+        if (r.started.length > 0 || r.errors > 0 || !r.complete) this.ctx.log.info(r, 'job reconciler pass');
+      } catch (err) {
+        this.ctx.log.error({ err }, 'job reconciler pass failed');
+      }
+      if (!this.stopped) this.schedule(tick, this.ctx.options.reconcileIntervalMs);
+    };
+    this.schedule(tick, 0);
+  }
+
+  /** No further passes; resolves once the pass in flight (if any) has ended. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.queue;
+  }
+
+  private schedule(fn: () => Promise<void>, ms: number): void {
+    this.timer = setTimeout(() => void fn(), ms);
+    this.timer.unref(); // never what keeps the process alive
+  }
+
+  private async pass(): Promise<ReconcilePass> {
+    const { ctx } = this;
+    const cutoff = new Date(Date.now() - ctx.options.reconcileGraceMs);
+    const max = Math.max(1, ctx.options.reconcileMaxJobsPerPass);
+    const out: ReconcilePass = { scanned: 0, started: [], errors: 0, complete: false };
+    while (out.scanned < max) {
+      const filter: FilterQuery<OtaJob> = { status: 'PENDING', timestamp: { $lt: cutoff } };
+      const from = this.cursor;
+      if (from) filter.$or = [{ timestamp: { $gt: from.t } }, { timestamp: from.t, _id: { $gt: from.id } }];
+      const limit = Math.min(CHUNK, max - out.scanned);
+      const page = await ctx.models.OtaJob.find(filter, { _id: 1, robot_id: 1, timestamp: 1, timeout_s: 1 })
+        .sort({ timestamp: 1, _id: 1 })
+        .limit(limit)
+        .lean<OrphanCandidate[]>();
+      out.scanned += page.length;
+      const last = page[page.length - 1];
+      this.cursor = last ? { t: new Date(last.timestamp), id: last._id } : null;
+
+      const existing = await existingWorkflowIds(ctx, page.map((j) => otaWorkflowId(j._id))).catch((err: unknown) => {
+        // Without visibility every start is attempted; each is idempotent.
+        ctx.log.warn({ err }, 'visibility query failed; trying every start');
+        return new Set<string>();
+      });
+      let unavailable = false;
+      await mapLimited(
+        page.filter((j) => !existing.has(otaWorkflowId(j._id))),
+        START_CONCURRENCY,
+        async (job) => {
+          if (unavailable) return;
+          try {
+            if ((await startOrphanWorkflow(ctx, job)) === 'started') out.started.push(job._id);
+          } catch (err) {
+            out.errors++;
+            unavailable ||= isTemporalUnavailable(err);
+            ctx.log.error({ err, jobId: job._id }, 'could not start the workflow of a PENDING job; retried next pass');
+          }
+        },
+      );
+      if (unavailable) {
+        this.cursor = from; // this chunk again next time
+        return out;
+      }
+      if (page.length < limit) {
+        this.cursor = null; // the end: the next pass starts from the oldest job again
+        out.complete = true;
+        return out;
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,185 @@
+// Jobs left PENDING without a workflow (the API died between inserting the job and starting its workflow, or
+// could not mark a failed start FAILED) against the real Temporal server: the reconciler starts their workflow,
+// at boot and then periodically, and a cancel of such a job ends it CANCELED in the database.
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { buildJob } from '../../api/ota/jobs-service';
+import { JobReconciler, startOrphanWorkflow } from '../../api/ota/reconciler';
+import type { FileDeployResult, JobState } from '../../api/ota/schemas';
+import { startDeploymentWorkflow } from '../../api/ota/temporal';
+import { resolveContext, type OtaAppOptions } from '../../api/ota/types';
+import type { OtaJob } from '../../common/models/ota';
+import { OTA_DEPLOYMENT_WORKFLOW, otaWorkflowId, type OtaDeploymentInput } from '../../workflows/ota-contract';
+import { JOB_STATE_SA, ROBOT_ID_SA } from '../../workflows/search-attributes';
+import { eventually } from '../helpers';
+import { fileInfoList, filePart, form, request, startHarness, type Harness } from './harness';
+
+let h: Harness;
+beforeAll(async () => {
+  h = await startHarness();
+});
+afterAll(async () => {
+  await h?.close();
+});
+
+const reconciler = (options: Partial<OtaAppOptions> = {}) => new JobReconciler({ ...h.deps, options: { ...h.deps.options, ...options } });
+
+/** A PENDING job document and nothing else: what a crash between the insert and the workflow start leaves. */
+async function orphan(ageMs: number, o: { robotId?: string; timeoutS?: number | null } = {}): Promise<OtaJob> {
+  const job = buildJob(
+    {
+      robotId: o.robotId ?? 'robot01',
+      deployPath: '/tmp/orphan.txt',
+      file: { s3_bucket: 'files', s3_object_name: 'orphan.txt', file_name: 'orphan.txt', sha256: 'ab'.repeat(32), size: 3 },
+      timeoutS: o.timeoutS ?? null,
+    },
+    new Date(Date.now() - ageMs),
+  );
+  await h.db.models.OtaJob.create(job);
+  return job;
+}
+
+const describeWf = (jobId: string) => h.temporal.getHandle(otaWorkflowId(jobId)).describe();
+const workflowExists = (jobId: string) =>
+  describeWf(jobId).then(
+    () => true,
+    (e: unknown) => {
+      if (e instanceof WorkflowNotFoundError) return false;
+      throw e;
+    },
+  );
+
+async function startedInput(jobId: string): Promise<OtaDeploymentInput> {
+  const history = await h.temporal.getHandle(otaWorkflowId(jobId)).fetchHistory();
+  const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+  return defaultPayloadConverter.fromPayload<OtaDeploymentInput>(started!.input!.payloads![0]);
+}
+
+async function signalNames(jobId: string): Promise<string[]> {
+  const history = await h.temporal.getHandle(otaWorkflowId(jobId)).fetchHistory();
+  return (history.events ?? []).flatMap((e) => (e.workflowExecutionSignaledEventAttributes ? [e.workflowExecutionSignaledEventAttributes.signalName ?? ''] : []));
+}
+
+describe('job reconciler', () => {
+  it('starts the workflow of a PENDING job older than the grace period that has none, with RobotId/JobState', async () => {
+    const job = await orphan(120_000, { robotId: 'robot-orphan' });
+    expect(await workflowExists(job._id)).toBe(false);
+
+    const pass = await reconciler({ reconcileGraceMs: 30_000 }).runOnce();
+    expect(pass.started).toContain(job._id);
+
+    const d = await describeWf(job._id);
+    expect(d.type).toBe(OTA_DEPLOYMENT_WORKFLOW);
+    expect(d.taskQueue).toBe(h.cfg.temporal.taskQueue);
+    expect(d.status.name).toBe('RUNNING');
+    expect(d.typedSearchAttributes.get(ROBOT_ID_SA)).toBe('robot-orphan');
+    expect(d.typedSearchAttributes.get(JOB_STATE_SA)).toBe('PENDING');
+    expect(await startedInput(job._id)).toEqual({ jobId: job._id, robotId: 'robot-orphan', timeoutSeconds: null });
+    // Still PENDING in the database: from here on the workflow drives it.
+    expect((await h.db.models.OtaJob.findById(job._id).lean())?.status).toBe('PENDING');
+
+    // Idempotent: the next pass finds the workflow and starts nothing (same run).
+    const again = await reconciler({ reconcileGraceMs: 30_000 }).runOnce();
+    expect(again.started).not.toContain(job._id);
+    expect((await describeWf(job._id)).runId).toBe(d.runId);
+  });
+
+  it('leaves jobs younger than the grace period, jobs with a workflow and terminal jobs alone', async () => {
+    const young = await orphan(1_000);
+    const failed = await orphan(120_000);
+    await h.db.models.OtaJob.updateOne({ _id: failed._id }, { $set: { status: 'FAILED' } });
+    const up = await request<FileDeployResult[]>(h, 'POST', '/file/deploy', {
+      body: form([fileInfoList([{ robot_id: 'robot01', deploy_path: '/tmp/r' }]), filePart('reconcile')]),
+    });
+    expect(up.status).toBe(200);
+    const normal = up.body[0].job_id;
+    await h.db.models.OtaJob.updateOne({ _id: normal }, { $set: { timestamp: new Date(Date.now() - 120_000) } });
+    const runId = (await describeWf(normal)).runId;
+
+    const pass = await reconciler({ reconcileGraceMs: 30_000 }).runOnce();
+    expect(pass.started).not.toContain(young._id);
+    expect(pass.started).not.toContain(failed._id);
+    expect(pass.started).not.toContain(normal);
+    expect(await workflowExists(young._id)).toBe(false);
+    expect(await workflowExists(failed._id)).toBe(false);
+    expect((await describeWf(normal)).runId).toBe(runId);
+  });
+
+  it('never starts a second run for a job whose workflow has closed', async () => {
+    const job = await orphan(120_000);
+    const ctx = resolveContext(h.deps);
+    const input = { jobId: job._id, robotId: job.robot_id, timeoutSeconds: null };
+    expect(await startDeploymentWorkflow(ctx, input)).toBe('started');
+    const first = await describeWf(job._id);
+    await h.temporal.getHandle(otaWorkflowId(job._id)).terminate('test: workflow ended, job left PENDING');
+    expect(await startDeploymentWorkflow(ctx, input)).toBe('exists');
+    await reconciler({ reconcileGraceMs: 30_000 }).runOnce();
+    const after = await describeWf(job._id);
+    expect({ runId: after.runId, status: after.status.name }).toEqual({ runId: first.runId, status: 'TERMINATED' });
+  });
+
+  it('passes the time left of timeout_s, counted from the job creation', async () => {
+    const job = await orphan(100_000, { timeoutS: 3600 });
+    await reconciler({ reconcileGraceMs: 30_000 }).runOnce();
+    const t = (await startedInput(job._id)).timeoutSeconds!;
+    expect(t).toBeGreaterThan(3600 - 110);
+    expect(t).toBeLessThanOrEqual(3600 - 100);
+  });
+
+  it('works through more jobs than one chunk, resuming where a capped pass stopped', async () => {
+    const robot = `robot-bulk-${Date.now()}`;
+    const jobs: OtaJob[] = [];
+    for (let i = 0; i < 55; i++) jobs.push(await orphan(200_000 - i, { robotId: robot }));
+    const rec = reconciler({ reconcileGraceMs: 30_000, reconcileMaxJobsPerPass: 50 });
+    const first = await rec.runOnce();
+    expect(first.scanned).toBeLessThanOrEqual(50);
+    expect(first.complete).toBe(false);
+    let passes = 1;
+    for (let last = first; !last.complete && passes < 10; passes++) last = await rec.runOnce();
+    for (const j of jobs) expect(await workflowExists(j._id)).toBe(true);
+  });
+
+  it('runs at boot and then every interval until stopped', async () => {
+    const old = await orphan(120_000);
+    const rec = reconciler({ reconcileGraceMs: 1_500, reconcileIntervalMs: 200 });
+    rec.start();
+    try {
+      await eventually('boot pass started the old orphan', () => workflowExists(old._id), 10_000);
+      const fresh = await orphan(0);
+      await eventually('a later pass started the fresh orphan', () => workflowExists(fresh._id), 10_000);
+      const started = (await describeWf(fresh._id)).startTime.getTime();
+      expect(started - new Date(fresh.timestamp).getTime()).toBeGreaterThanOrEqual(1_500);
+    } finally {
+      await rec.stop();
+    }
+    const later = await orphan(120_000);
+    await new Promise((r) => setTimeout(r, 600));
+    expect(await workflowExists(later._id)).toBe(false);
+  });
+
+  it('cancels the workflow it started when the job was canceled meanwhile', async () => {
+    const job = await orphan(120_000);
+    // The reconciler read the job while PENDING; a cancel ended it before the start went through.
+    await h.db.models.OtaJob.updateOne({ _id: job._id }, { $set: { status: 'CANCELED', finished_at: new Date() } });
+    expect(await startOrphanWorkflow(resolveContext(h.deps), job)).toBe('started');
+    expect(await signalNames(job._id)).toEqual(['cancelJob']);
+  });
+});
+
+describe('POST /job/{job_id}/cancel of a PENDING job without a workflow', () => {
+  it('ends the job CANCELED in the database (200) instead of 409', async () => {
+    const job = await orphan(120_000);
+    const r = await request(h, 'POST', `/job/${job._id}/cancel`, {
+      body: JSON.stringify({ reason: 'stuck job' }),
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(r).toMatchObject({ status: 200, body: { job_id: job._id, status: 'CANCELED', cancel_requested: true } });
+    const stored = await h.db.models.OtaJob.findById(job._id).lean();
+    expect(stored).toMatchObject({ status: 'CANCELED', error_msg: 'canceled: stuck job', finished_at: expect.any(Date) });
+    expect((await request<JobState>(h, 'GET', `/job_state/${job._id}`)).body.status).toBe('CANCELED');
+    // Nothing to drive any more: the reconciler leaves it alone, and a second cancel is a 409.
+    await reconciler({ reconcileGraceMs: 30_000 }).runOnce();
+    expect(await workflowExists(job._id)).toBe(false);
+    expect(await request(h, 'POST', `/job/${job._id}/cancel`)).toMatchObject({ status: 409, body: { detail: 'Job is already CANCELED.' } });
+  });
+});
