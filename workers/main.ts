@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import { loadConfig } from '../common/config';
 import { connectDb } from '../common/db';
 import { createLogger } from '../common/logger';
+import { installTemporalLogger } from './temporal-logger';
 import { robotDirectoryFromFleet } from '../common/robot-directory';
 import { createDbProbeActivities } from '../activities/db/probe';
 import { connectMqtt, uniqueClientId } from '../activities/mqtt/connection';
@@ -19,6 +20,7 @@ import { fleetManifestPath, type FleetManifest } from '../infra/fleet';
 async function main(): Promise<void> {
   const cfg = loadConfig();
   const log = createLogger('worker', cfg.logLevel);
+  installTemporalLogger(log);
   const manifestFile = fleetManifestPath(cfg);
   const fleet: FleetManifest = fs.existsSync(manifestFile)
     ? (JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as FleetManifest)
