@@ -32,6 +32,18 @@ export interface OtaMqttActivityDeps {
 }
 
 export const DEFAULT_URL_TTL_SECONDS = 3600;
+/** The slowest link a download should still finish on before its URL expires (a robot on a weak uplink). */
+const SLOW_LINK_BYTES_PER_SECOND = 128 * 1024;
+/** SigV4 presigned URLs cannot live longer than 7 days. */
+const MAX_URL_TTL_SECONDS = 7 * 24 * 3600;
+
+/**
+ * A URL must outlive the download it serves, resumptions included: large files get longer-lived URLs. The
+ * deploy *message* still expires after `ttlSeconds`, so a robot that was away gets a fresh dispatch instead.
+ */
+export function urlTtlForSize(size: number, ttlSeconds: number): number {
+  return Math.min(MAX_URL_TTL_SECONDS, Math.max(ttlSeconds, Math.ceil(size / SLOW_LINK_BYTES_PER_SECOND)));
+}
 
 export function createOtaMqttActivities({ mqtt, models, s3, cfg, urlTtlSeconds = DEFAULT_URL_TTL_SECONDS }: OtaMqttActivityDeps) {
   const { OtaJob, RobotPresence } = models;
@@ -58,7 +70,7 @@ export function createOtaMqttActivities({ mqtt, models, s3, cfg, urlTtlSeconds =
       }
 
       const url = await getSignedUrl(s3, new GetObjectCommand({ Bucket: job.s3_bucket, Key: job.s3_object_name }), {
-        expiresIn: urlTtlSeconds,
+        expiresIn: urlTtlForSize(job.size, urlTtlSeconds),
       });
       const candidate: DeployMessage = {
         // The reference daemon's four fields first, then ours.
