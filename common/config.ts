@@ -18,6 +18,9 @@ const bool = z
 /** Secrets that a local stack generates when the environment does not provide them. */
 const LOCAL_SECRETS = ['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY', 'MQTT_PASSWORD', 'API_JWT_SECRET'] as const;
 
+/** Upper bound of MQTT_BRIDGE_LANES; the bridge also drains lane sessions up to it left by a larger setting. */
+export const MQTT_BRIDGE_MAX_LANES = 32;
+
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -53,6 +56,8 @@ const envSchema = z.object({
   MQTT_PASSWORD: z.string().min(1),
   // The MQTT bridge's persistent-session client id: fixed, so a restarted bridge resumes its queued reports.
   MQTT_BRIDGE_CLIENT_ID: z.string().min(1).default('cloud-bridge'),
+  // State-report lanes of the bridge: MQTT connections sharing one subscription, handled in parallel.
+  MQTT_BRIDGE_LANES: z.coerce.number().int().min(1).max(MQTT_BRIDGE_MAX_LANES).default(8),
 
   API_PORT: port.default(9005),
   // Loopback unless told otherwise: a local run should not expose the API to the LAN (production sets 0.0.0.0).
@@ -92,6 +97,7 @@ export interface Config {
     username: string;
     password: string;
     bridgeClientId: string;
+    bridgeLanes: number;
   };
   api: { host: string; port: number; publicUrl: string; jwtSecret: string; jwtIssuer: string; jwtAudience: string };
   fleet: { robots: number; sshBasePort: number; dir: string };
@@ -180,6 +186,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       username: e.MQTT_USERNAME,
       password: e.MQTT_PASSWORD,
       bridgeClientId: e.MQTT_BRIDGE_CLIENT_ID,
+      bridgeLanes: e.MQTT_BRIDGE_LANES,
     },
     api: {
       host: e.API_HOST ?? (e.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1'),

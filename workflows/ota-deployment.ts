@@ -8,9 +8,9 @@
 // RETRY_UNTIL_INFRA_RECOVERS, only covers the cloud's own infrastructure (broker, database, S3 unreachable).
 //
 // Sequence: dispatch → (robot offline? wait for presence → dispatch) → follow the robot's reports, persisting
-// each status transition → terminal COMPLETED / FAILED (robot) or CANCELED (cancel signal or Temporal
-// cancellation) / TIMED_OUT (optional deadline) → store it → on CANCELED/TIMED_OUT tell the robot to abort →
-// ack the job id so the daemon forgets it.
+// status transitions (those decided together are stored as the latest one) → terminal COMPLETED / FAILED (robot)
+// or CANCELED (cancel signal or Temporal cancellation) / TIMED_OUT (optional deadline) → store it → on
+// CANCELED/TIMED_OUT tell the robot to abort → ack the job id so the daemon forgets it.
 //
 // Deterministic: no I/O here; activities are imported as types only. Live progress stays in workflow state
 // (jobProgress query); only transitions reach the database and the JobState search attribute.
@@ -23,6 +23,7 @@ import {
   continueAsNew,
   isCancellation,
   log,
+  patched,
   proxyActivities,
   setHandler,
   upsertSearchAttributes,
@@ -53,6 +54,13 @@ export const RETRY_UNTIL_INFRA_RECOVERS: RetryPolicy = {
   backoffCoefficient: 2,
   maximumInterval: '1 minute',
 };
+
+/**
+ * Workflow versioning: runs whose history was written before this change (one status write per transition, a
+ * terminal decision could be followed by another) replay the old way; new runs store only the latest transition.
+ * Once no run older than the change is open, replace with deprecatePatch and drop the old branches.
+ */
+const RECORD_LATEST_ONLY = 'ota-record-latest-only';
 
 const robotLink = proxyActivities<OtaMqttActivities>({ startToCloseTimeout: '30 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
 const jobStore = proxyActivities<OtaJobActivities>({ startToCloseTimeout: '30 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
@@ -100,7 +108,10 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
   let onlineMark = 0; // awaitOnline: dispatch again once onlineSignals > onlineMark
   let offlineMark = 0; // follow: the robot dropped off once offlineSignals > offlineMark
 
+  // A terminal decision is final (a dispatch failure landing in the same activation as a cancel must not replace
+  // CANCELED). So s.unrecorded only ever holds forward moves, and its last entry is where the job stands.
   const decide = (status: JobStatus, error_msg: string | null): void => {
+    if (isTerminalStatus(s.status) && patched(RECORD_LATEST_ONLY)) return;
     s.status = status;
     s.error_msg = error_msg;
     s.unrecorded.push({ status, error_msg });
@@ -160,14 +171,22 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
     }
   }
 
-  /** Stores decided transitions in order, each once, and mirrors them in the JobState search attribute. */
+  /**
+   * Stores where the job stands and mirrors it in the JobState search attribute. Transitions decided since the
+   * last write are collapsed into the latest one (RECEIVED, DOWNLOADING and COMPLETED often arrive together): it
+   * is a forward move from whatever was stored before, which the database guard accepts, and each stored step
+   * costs an activity and a search-attribute upsert, the Temporal operations that bound fleet throughput.
+   * Loops until nothing is left, so finish() has the terminal status stored before it publishes the ack.
+   */
   async function record(): Promise<void> {
     while (s.unrecorded.length > 0) {
-      const t = s.unrecorded[0];
+      // Transitions decided while the write runs are not taken: they stay for the next round.
+      const taken = patched(RECORD_LATEST_ONLY) ? s.unrecorded.length : 1;
+      const t = s.unrecorded[taken - 1];
       const stored = await jobStore.recordJobStatus(jobId, t.status, t.error_msg);
       if (!stored.applied) log.warn('status not applied by the database guard', { jobId, status: t.status, current: stored.current });
       upsertSearchAttributes([{ key: JOB_STATE_SA, value: stored.applied ? t.status : (stored.current ?? t.status) }]);
-      s.unrecorded.shift(); // only after success: an interrupted write is retried by finish()
+      s.unrecorded.splice(0, taken); // only after success: an interrupted write is retried by finish()
     }
   }
 

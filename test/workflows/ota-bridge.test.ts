@@ -1,19 +1,24 @@
 // The MQTT bridge against real Mosquitto, FerretDB and Temporal: robot messages published on the broker become
 // signals to real otaDeployment workflows (fake robot-side activities, real job-status writes), and the bad ones
-// (forged, malformed, unknown) are dropped without stopping the stream.
+// (forged, malformed, unknown) are dropped without stopping the stream. State reports travel over several lanes
+// (a shared subscription), so they are handled in parallel and possibly out of order: the tests below check
+// that this changes neither the outcome nor the delivery guarantee.
 import crypto from 'node:crypto';
 import pino from 'pino';
-import type { MqttClient } from 'mqtt';
+import type { IConnackPacket, MqttClient } from 'mqtt';
+import type { WorkflowClient, WorkflowHandle } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker } from '@temporalio/worker';
 import { createOtaJobActivities } from '../../activities/db/ota-jobs';
 import { connectMqtt, createMqttClient, uniqueClientId, waitForConnect } from '../../activities/mqtt/connection';
 import type { DispatchOutcome, OtaMqttActivities } from '../../activities/mqtt/ota';
 import { connectDb, type Db } from '../../common/db';
-import { topics, type JobStatus } from '../../common/protocol';
+import { topics, type JobReport, type JobStatus } from '../../common/protocol';
+import { drainStaleLane, laneClientId, shareGroupFor, sharedStateFilter } from '../../workers/bridge/lanes';
 import { OtaBridge } from '../../workers/bridge/ota-bridge';
 import { otaDeployment } from '../../workflows/ota-deployment';
 import { jobProgressQuery, otaWorkflowId } from '../../workflows/ota-contract';
+import { JOB_STATE_SA } from '../../workflows/search-attributes';
 import { cfg, eventually, uniqueId } from '../helpers';
 
 const TEST_DB = 'fleet_test_ota_bridge';
@@ -67,21 +72,85 @@ interface LogLine {
   [k: string]: unknown;
 }
 
-/** A bridge on its own MQTT client, with its structured logs captured. */
-async function startBridge(clientOpts: { clientId?: string; clean?: boolean; sessionExpirySeconds?: number } = {}) {
+interface BridgeOptions {
+  /** Main connection id; lanes are `<clientId>-<i>`. Unique per test unless a test resumes sessions. */
+  clientId?: string;
+  /** Persistent sessions (clean:false, 120 s expiry) for the main connection and every lane. */
+  persistent?: boolean;
+  lanes?: number;
+  /** Defaults to the test environment's client; tests wrap it to hold or count signals. */
+  workflows?: Pick<WorkflowClient, 'getHandle'>;
+}
+
+/** A bridge as workers/mqtt-bridge.ts wires it (main connection + state lanes), with its structured logs captured. */
+async function startBridge(o: BridgeOptions = {}) {
   const logs: LogLine[] = [];
   const log = pino({ level: 'debug' }, { write: (s: string) => void logs.push(JSON.parse(s) as LogLine) });
-  const mqtt = createMqttClient(cfg, { clientId: clientOpts.clientId ?? uniqueClientId('test-bridge'), clean: clientOpts.clean ?? true, sessionExpirySeconds: clientOpts.sessionExpirySeconds, log });
-  const bridge = new OtaBridge({ mqtt, models: db.models, workflows: env.client.workflow, log, retryForMs: 2000 });
-  await waitForConnect(mqtt);
+  const clientId = o.clientId ?? uniqueClientId('test-bridge');
+  const session = o.persistent ? { clean: false, sessionExpirySeconds: 120 } : { clean: true };
+  const connect = (id: string) => createMqttClient(cfg, { clientId: id, ...session, log });
+  const mqtt = connect(clientId);
+  const lanes = Array.from({ length: o.lanes ?? 3 }, (_, i) => connect(laneClientId(clientId, i)));
+  const bridge = new OtaBridge({
+    mqtt,
+    stateLanes: lanes,
+    shareGroup: shareGroupFor(clientId),
+    models: db.models,
+    workflows: o.workflows ?? env.client.workflow,
+    log,
+    retryForMs: 2000,
+  });
+  const clients = [mqtt, ...lanes];
+  await Promise.all(clients.map((c) => waitForConnect(c)));
   await bridge.start();
   return {
     logs,
+    bridge,
+    mqtt,
+    /** Like a SIGKILL: connections dropped, nothing acknowledged that was not handled yet. */
+    crash: () => clients.forEach((c) => c.end(true)),
     stop: async () => {
       bridge.stop();
-      await mqtt.endAsync();
+      await Promise.all(clients.map((c) => c.endAsync()));
     },
   };
+}
+
+/** Ends the persistent sessions a test left at the broker (now rather than after their expiry). */
+async function dropSessions(clientIds: string[]): Promise<void> {
+  await Promise.all(
+    clientIds.map(async (clientId) => {
+      const c = await connectMqtt(cfg, { clientId, clean: true });
+      await c.endAsync();
+    }),
+  );
+}
+
+const sessionIds = (clientId: string, lanes: number) => [clientId, ...Array.from({ length: lanes }, (_, i) => laneClientId(clientId, i))];
+
+/**
+ * The test environment's workflow client with a hook after each robotReport signal was accepted by the server
+ * (the hook delays the bridge's view of the call, not the delivery), and a count of those signals.
+ */
+function hookedWorkflows(after: (jobId: string, report: JobReport) => Promise<void>) {
+  const signalled: { jobId: string; report: JobReport }[] = [];
+  const workflows: Pick<WorkflowClient, 'getHandle'> = {
+    getHandle: (workflowId: string) => {
+      const real = env.client.workflow.getHandle(workflowId);
+      const jobId = workflowId.replace(/^ota-job-/, '');
+      const handle: WorkflowHandle = {
+        ...real,
+        signal: async (def, ...args) => {
+          await real.signal(def, ...args);
+          const report = args[0] as JobReport;
+          signalled.push({ jobId, report });
+          await after(jobId, report);
+        },
+      };
+      return handle;
+    },
+  };
+  return { workflows, signalled };
 }
 
 async function createJob(robotId: string, status: JobStatus = 'PENDING'): Promise<string> {
@@ -124,8 +193,10 @@ test('a forged report (robot B reporting robot A’s job) is dropped; A’s own 
     await state(robotB, { [jobId]: { status: 'COMPLETED', error_msg: null } });
     await state(robotA, { [jobId]: { status: 'RECEIVED', error_msg: null } });
 
-    // Handled in order: once A's RECEIVED is stored, B's forged COMPLETED was already seen and dropped.
+    // Lanes handle the two messages in either order: wait for both, then nothing may have come from B.
     await eventually('RECEIVED stored', async () => (await jobStatus(jobId)) === 'RECEIVED');
+    await eventually('forged report seen', async () => bridge.logs.some((l) => l.msg.startsWith('forged report dropped')));
+    expect(await jobStatus(jobId)).toBe('RECEIVED');
     expect((await handle.query(jobProgressQuery)).status).toBe('RECEIVED');
     const forged = bridge.logs.filter((l) => l.msg.startsWith('forged report dropped'));
     expect(forged).toEqual([expect.objectContaining({ robotId: robotB, jobId, owner: robotA })]);
@@ -154,10 +225,11 @@ test('malformed payloads are logged and dropped, and the next valid message is p
 
     await eventually('DOWNLOADING stored', async () => (await jobStatus(jobId)) === 'DOWNLOADING');
     expect(await handle.query(jobProgressQuery)).toMatchObject({ status: 'DOWNLOADING', progress: 40 });
-    const dropped = bridge.logs.filter((l) => l.topic === topics.state(robot) && l.msg === 'malformed state message dropped');
-    expect(dropped).toHaveLength(bad.length);
-    expect(bridge.logs.some((l) => l.msg === 'malformed presence message dropped' && l.robotId === robot)).toBe(true);
-    expect(bridge.logs.some((l) => l.msg === 'report for an unknown job dropped' && l.robotId === robot)).toBe(true);
+    const dropped = () => bridge.logs.filter((l) => l.topic === topics.state(robot) && l.msg === 'malformed state message dropped');
+    await eventually('every malformed message seen', async () => dropped().length >= bad.length);
+    expect(dropped()).toHaveLength(bad.length);
+    await eventually('malformed presence seen', async () => bridge.logs.some((l) => l.msg === 'malformed presence message dropped' && l.robotId === robot));
+    await eventually('unknown job seen', async () => bridge.logs.some((l) => l.msg === 'report for an unknown job dropped' && l.robotId === robot));
   } finally {
     await bridge.stop();
   }
@@ -206,24 +278,248 @@ test('presence: online is stored and re-dispatches the robot’s waiting job; of
   }
 });
 
-test('persistent session: a report sent while the bridge is down is handled when it comes back', async () => {
+test('presence is retained, so it reaches a bridge that subscribes after it was published (lanes would miss it)', async () => {
+  const robot = uniqueId('rr');
+  const { handle } = await startJob(robot);
+  await eventually('waiting for the robot', async () => (await handle.query(jobProgressQuery)).robotOnline === false);
+  await publish(topics.presence(robot), 'online', true); // nobody listening yet: only the retained copy remains
+  const bridge = await startBridge();
+  try {
+    await eventually('dispatched after retained presence', async () => (await handle.query(jobProgressQuery)).dispatches === 1);
+    expect(bridge.logs).toContainEqual(expect.objectContaining({ msg: 'presence stored and signalled', robotId: robot, signalled: 1 }));
+  } finally {
+    await publish(topics.presence(robot), '', true);
+    await bridge.stop();
+  }
+});
+
+test('persistent sessions: a report sent while the bridge is down is handled when it comes back, once', async () => {
   const clientId = uniqueClientId('test-bridge-persistent');
-  const session = { clientId, clean: false, sessionExpirySeconds: 120 };
-  const first = await startBridge(session);
+  const lanes = 2;
+  // The main session as a bridge without lanes left it: subscribed to every state directly.
+  const legacy = await connectMqtt(cfg, { clientId, clean: false, sessionExpirySeconds: 120 });
+  await legacy.subscribeAsync(topics.allStates, { qos: 1 });
+  await legacy.endAsync();
+  const first = await startBridge({ clientId, persistent: true, lanes });
   await first.stop();
 
   const robot = uniqueId('rs');
   const { jobId, handle } = await startJob(robot);
   await state(robot, { [jobId]: { status: 'RECEIVED' } }); // nobody is listening now: the broker queues it
 
-  const second = await startBridge(session);
+  const hook = hookedWorkflows(async () => {});
+  const second = await startBridge({ clientId, persistent: true, lanes, workflows: hook.workflows });
+  const onMain: string[] = [];
+  second.mqtt.on('message', (topic) => onMain.push(topic));
   try {
     await eventually('queued report delivered', async () => (await jobStatus(jobId)) === 'RECEIVED');
     expect((await handle.query(jobProgressQuery)).status).toBe('RECEIVED');
+    await state(robot, { [jobId]: { status: 'DOWNLOADING', progress: 5 } });
+    await eventually('live report delivered', async () => (await jobStatus(jobId)) === 'DOWNLOADING');
+    // Reports come through the lanes only: the main connection no longer carries the legacy subscription.
+    expect(onMain.filter((t) => t.endsWith('/state'))).toEqual([]);
+    expect(hook.signalled.map((x) => x.report.status)).toEqual(['RECEIVED', 'DOWNLOADING']);
   } finally {
     await second.stop();
-    // Drop the session at the broker now rather than after its expiry.
-    const cleaner = await connectMqtt(cfg, { clientId, clean: true });
-    await cleaner.endAsync();
+    await dropSessions(sessionIds(clientId, lanes));
+  }
+});
+
+test('a lane whose session comes back without its shared subscription (Mosquitto restart) subscribes again', async () => {
+  const clientId = uniqueClientId('test-bridge-resub');
+  const bridge = await startBridge({ clientId, persistent: true, lanes: 1 });
+  try {
+    // What a Mosquitto 2.0.11 restart does to a lane: the session survives, its shared subscription does not.
+    // Reproduced by taking the lane's session over, dropping the subscription and leaving the session behind;
+    // twice, since every reconnect must subscribe again, not only the first.
+    const lane = laneClientId(clientId, 0);
+    const robot = uniqueId('rq');
+    for (const round of [1, 2]) {
+      const impostor = await connectMqtt(cfg, { clientId: lane, clean: false, sessionExpirySeconds: 120 });
+      await impostor.unsubscribeAsync(sharedStateFilter(shareGroupFor(clientId)));
+      await impostor.endAsync();
+      const connects = () => bridge.logs.filter((l) => l.msg === 'mqtt connected' && l.clientId === lane);
+      await eventually(`lane reconnected (${round})`, async () => connects().length > round);
+      expect(connects().at(-1)).toMatchObject({ sessionPresent: true });
+
+      const { jobId } = await startJob(robot);
+      // The resubscribe may still be on its way: publish until one report lands (a group without members drops it).
+      await eventually(`report handled after reconnect ${round}`, async () => {
+        await state(robot, { [jobId]: { status: 'RECEIVED' } });
+        return (await jobStatus(jobId)) === 'RECEIVED';
+      });
+    }
+  } finally {
+    await bridge.stop();
+    await dropSessions(sessionIds(clientId, 1));
+  }
+});
+
+test('reports of different jobs are handled in parallel across the lanes', async () => {
+  let inHand = 0;
+  let mostInHand = 0;
+  const hook = hookedWorkflows(async () => {
+    inHand++;
+    mostInHand = Math.max(mostInHand, inHand);
+    await new Promise((r) => setTimeout(r, 400)); // a slow Temporal: each report takes 400 ms
+    inHand--;
+  });
+  const bridge = await startBridge({ lanes: 3, workflows: hook.workflows });
+  try {
+    const robot = uniqueId('rl');
+    const jobs = await Promise.all(Array.from({ length: 6 }, () => startJob(robot)));
+    await Promise.all(jobs.map(({ jobId }) => state(robot, { [jobId]: { status: 'RECEIVED' } })));
+    for (const { jobId } of jobs) await eventually(`job ${jobId} RECEIVED`, async () => (await jobStatus(jobId)) === 'RECEIVED');
+    await eventually('every report handled', async () => hook.signalled.length === 6 && inHand === 0);
+    // One connection hands over one report at a time (mostInHand would be 1); the lanes overlap them.
+    expect(mostInHand).toBeGreaterThanOrEqual(2);
+  } finally {
+    await bridge.stop();
+  }
+});
+
+test('a bridge that dies while handling a report gets it again from the lane’s session', async () => {
+  const clientId = uniqueClientId('test-bridge-crash');
+  const lanes = 2;
+  let stuck!: () => void;
+  const never = new Promise<void>((r) => (stuck = r));
+  let reached = false;
+  // The signal reaches the workflow, but the bridge "dies" before it finishes handling: no PUBACK was sent.
+  const hook = hookedWorkflows(async () => {
+    reached = true;
+    await never;
+  });
+  const first = await startBridge({ clientId, persistent: true, lanes, workflows: hook.workflows });
+  const robot = uniqueId('rc');
+  const { jobId } = await startJob(robot);
+  try {
+    await state(robot, { [jobId]: { status: 'RECEIVED' } });
+    await eventually('report in hand', async () => reached);
+    first.crash();
+
+    const recount = hookedWorkflows(async () => {});
+    const second = await startBridge({ clientId, persistent: true, lanes, workflows: recount.workflows });
+    try {
+      await eventually('report redelivered to the restarted bridge', async () => recount.signalled.some((x) => x.jobId === jobId));
+      await eventually('RECEIVED stored', async () => (await jobStatus(jobId)) === 'RECEIVED');
+    } finally {
+      await second.stop();
+    }
+  } finally {
+    stuck();
+    await dropSessions(sessionIds(clientId, lanes));
+  }
+});
+
+test('out-of-order delivery (lanes race) still ends with the right status, never a rollback', async () => {
+  const bridge = await startBridge();
+  try {
+    const robot = uniqueId('ro');
+    const { jobId, handle } = await startJob(robot);
+    const report = (status: JobStatus, progress?: number) => bridge.bridge.handle(topics.state(robot), JSON.stringify({ [jobId]: { status, error_msg: null, progress } }));
+
+    await report('DOWNLOADING', 50);
+    await eventually('DOWNLOADING stored', async () => (await jobStatus(jobId)) === 'DOWNLOADING');
+    await report('RECEIVED'); // overtaken by DOWNLOADING on another lane
+    await report('PENDING');
+    await eventually('late reports processed', async () => (await handle.query(jobProgressQuery)).progress === 50);
+    expect(await jobStatus(jobId)).toBe('DOWNLOADING');
+    expect((await handle.query(jobProgressQuery)).status).toBe('DOWNLOADING');
+
+    await report('COMPLETED');
+    await report('DOWNLOADING', 60); // a report that lost its race to COMPLETED
+    await report('RECEIVED');
+    expect(await handle.result()).toMatchObject({ status: 'COMPLETED', error_msg: null });
+    expect(await jobStatus(jobId)).toBe('COMPLETED');
+    expect((await handle.describe()).typedSearchAttributes.get(JOB_STATE_SA)).toBe('COMPLETED');
+
+    // Even later: the job is closed and terminal, so the bridge re-acks instead of reopening anything.
+    await report('DOWNLOADING', 70);
+    await eventually('ack re-sent', async () => acks.includes(`${topics.ack(robot)} ${jobId}`));
+    expect(await jobStatus(jobId)).toBe('COMPLETED');
+  } finally {
+    await bridge.stop();
+  }
+});
+
+test('heartbeat dedupe stays right when two lanes signal one job at once', async () => {
+  let releaseSeventy!: () => void;
+  const seventyHeld = new Promise<void>((r) => (releaseSeventy = r));
+  let seventyDelivered = false;
+  // Progress 70 reaches the workflow first but its call returns last; 40 reaches it second and returns at once.
+  // So the workflow's last report is 40 although the bridge saw 70 finish last.
+  const hook = hookedWorkflows(async (_jobId, report) => {
+    if (report.progress === 70 && !seventyDelivered) {
+      seventyDelivered = true;
+      await seventyHeld;
+    }
+  });
+  const bridge = await startBridge({ workflows: hook.workflows });
+  try {
+    const robot = uniqueId('rd');
+    const { jobId, handle } = await startJob(robot);
+    const report = (progress: number) =>
+      bridge.bridge.handle(topics.state(robot), JSON.stringify({ [jobId]: { status: 'DOWNLOADING', error_msg: null, progress } }));
+
+    const seventy = report(70);
+    await eventually('70 delivered', async () => seventyDelivered);
+    await report(40);
+    await eventually('workflow shows 40', async () => (await handle.query(jobProgressQuery)).progress === 40);
+    releaseSeventy();
+    await seventy;
+
+    // The robot's next heartbeat carries 70: it must reach the workflow (it was not the workflow's last report).
+    await report(70);
+    await eventually('workflow converges to 70', async () => (await handle.query(jobProgressQuery)).progress === 70);
+    // Without overlap the dedupe works as before: an identical heartbeat is not signalled again.
+    const before = hook.signalled.length;
+    await report(70);
+    expect(hook.signalled.length).toBe(before);
+  } finally {
+    releaseSeventy();
+    await bridge.stop();
+  }
+});
+
+test('a lane left over from a larger MQTT_BRIDGE_LANES is drained: its queued share of reports is handled', async () => {
+  const clientId = uniqueClientId('test-bridge-shrunk');
+  const group = shareGroupFor(clientId);
+  const staleId = laneClientId(clientId, 2);
+  // Lane 2 of an earlier run with 3 lanes: still a member of the group while its session lives.
+  const stale = await connectMqtt(cfg, { clientId: staleId, clean: false, sessionExpirySeconds: 120 });
+  await stale.subscribeAsync(sharedStateFilter(group), { qos: 1 });
+  await stale.endAsync();
+
+  const bridge = await startBridge({ clientId, lanes: 2 });
+  try {
+    const robot = uniqueId('rx');
+    const jobs = await Promise.all(Array.from({ length: 6 }, () => startJob(robot)));
+    for (const { jobId } of jobs) await state(robot, { [jobId]: { status: 'RECEIVED' } });
+    const received = async () => (await Promise.all(jobs.map(({ jobId }) => jobStatus(jobId)))).filter((s) => s === 'RECEIVED').length;
+    // The broker round-robins over the three members, the offline one included: its share waits in its queue.
+    // (Other tests' robots may publish on the broker too, so the exact split is not asserted.)
+    await eventually('live lanes done', async () => (await received()) >= 3);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await received()).toBeLessThan(6);
+
+    const client = createMqttClient(cfg, { clientId: staleId, clean: false, sessionExpirySeconds: 120 });
+    const outcome = await drainStaleLane({ client, group, handle: (t, p) => bridge.bridge.handle(t, p), log: pino({ level: 'silent' }), idleMs: 300 });
+    expect(outcome).toBe('drained');
+    expect(await received()).toBe(6);
+
+    // The session is gone and the group has only the live lanes: every new report is handled at once.
+    const probe = createMqttClient(cfg, { clientId: staleId, clean: false, sessionExpirySeconds: 0 });
+    const connack = await new Promise<IConnackPacket>((resolve) => probe.once('connect', resolve));
+    await probe.endAsync();
+    expect(connack.sessionPresent).toBe(false);
+    const more = await Promise.all(Array.from({ length: 3 }, () => startJob(robot)));
+    for (const { jobId } of more) await state(robot, { [jobId]: { status: 'RECEIVED' } });
+    for (const { jobId } of more) await eventually(`job ${jobId} RECEIVED`, async () => (await jobStatus(jobId)) === 'RECEIVED');
+
+    // No session to retire: nothing to do, and none is left behind.
+    const fresh = createMqttClient(cfg, { clientId: laneClientId(clientId, 3), clean: false, sessionExpirySeconds: 120 });
+    expect(await drainStaleLane({ client: fresh, group, handle: async () => {}, log: pino({ level: 'silent' }) })).toBe('no-session');
+  } finally {
+    await bridge.stop();
   }
 });

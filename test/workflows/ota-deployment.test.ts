@@ -124,7 +124,9 @@ test('offline robot: waits without polling, re-dispatches on presence, follows r
     await h.signal(robotReportSignal, { status: 'COMPLETED', error_msg: null });
     const result = await h.result();
     expect(result).toEqual({ jobId: h.workflowId.replace('ota-job-', ''), status: 'COMPLETED', error_msg: null, dispatches: 1 });
-    expect(fake.records.map((r) => r.status)).toEqual(['RECEIVED', 'DOWNLOADING', 'COMPLETED']);
+    // RECEIVED is stored on its own unless DOWNLOADING was already decided when its write started (then only the
+    // latest is stored); DOWNLOADING was stored before COMPLETED was sent (JobState showed it).
+    expect([['RECEIVED', 'DOWNLOADING', 'COMPLETED'], ['DOWNLOADING', 'COMPLETED']]).toContainEqual(fake.records.map((r) => r.status));
     expect(fake.calls.filter((c) => c.startsWith('cancel'))).toEqual([]);
     // Stored first, then acked, exactly once.
     expect(fake.calls.slice(-2)).toEqual(['record COMPLETED', `ack robot-wf-test ${result.jobId}`]);
@@ -164,12 +166,74 @@ test('out-of-order and after-terminal reports are ignored; FAILED keeps the robo
   });
 });
 
+test('transitions decided while a status write runs are stored once, as the latest, before the ack', async () => {
+  let releaseFirstWrite!: () => void;
+  const firstWriteHeld = new Promise<void>((r) => (releaseFirstWrite = r));
+  const fake = fakeActivities();
+  const recordJobStatus = fake.activities.recordJobStatus;
+  fake.activities.recordJobStatus = async (jobId, status, error_msg) => {
+    const result = await recordJobStatus(jobId, status, error_msg);
+    if (status === 'RECEIVED') await firstWriteHeld; // a slow database while the robot races ahead
+    return result;
+  };
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq, { robotId: 'robot-batch' });
+    await eventually('dispatched', async () => (await progress(h)).dispatches === 1);
+    await h.signal(robotReportSignal, { status: 'RECEIVED' });
+    await eventually('RECEIVED write started', async () => fake.calls.includes('record RECEIVED'));
+    await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 30 });
+    await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 90 });
+    await h.signal(robotReportSignal, { status: 'COMPLETED' });
+    await eventually('COMPLETED decided', async () => (await progress(h)).status === 'COMPLETED');
+    releaseFirstWrite();
+
+    const result = await h.result();
+    expect(result).toMatchObject({ status: 'COMPLETED', dispatches: 1 });
+    // DOWNLOADING never gets a write of its own: one write and one search-attribute upsert for both transitions.
+    expect(fake.records.map((r) => r.status)).toEqual(['RECEIVED', 'COMPLETED']);
+    expect(fake.calls.slice(-2)).toEqual(['record COMPLETED', `ack robot-batch ${result.jobId}`]);
+    const events = (await h.fetchHistory()).events ?? [];
+    // JobState upserts only (the SDK records workflow-versioning markers as a search attribute too).
+    const upserts = events.filter((e) => e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields?.[JOB_STATE_SA.name]).length;
+    const writes = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'recordJobStatus').length;
+    expect({ upserts, writes }).toEqual({ upserts: 2, writes: 2 });
+    expect(await jobState(h)).toBe('COMPLETED');
+  });
+});
+
+test('reports decided before the first write (robot faster than the dispatch reply) cost one write', async () => {
+  let releaseDispatch!: () => void;
+  const dispatchHeld = new Promise<void>((r) => (releaseDispatch = r));
+  const fake = fakeActivities({
+    dispatch: async () => {
+      await dispatchHeld;
+      return 'dispatched';
+    },
+  });
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq, { robotId: 'robot-fast' });
+    await eventually('dispatch in flight', async () => fake.dispatchCount() === 1);
+    // The daemon got the message and finished before the dispatch activity reported back.
+    await h.signal(robotReportSignal, { status: 'RECEIVED' });
+    await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 50 });
+    await h.signal(robotReportSignal, { status: 'COMPLETED' });
+    const result = await h.result();
+    releaseDispatch();
+    expect(result).toMatchObject({ status: 'COMPLETED', error_msg: null });
+    expect(fake.records).toEqual([{ status: 'COMPLETED', error_msg: null }]);
+    expect(fake.calls.filter((c) => !c.startsWith('dispatch'))).toEqual(['record COMPLETED', `ack robot-fast ${result.jobId}`]);
+    expect(await jobState(h)).toBe('COMPLETED');
+  });
+});
+
 test('cancel signal: CANCELED is stored, then the robot is told to abort, then acked', async () => {
   const fake = fakeActivities();
   await withWorker(fake.activities, async (tq) => {
     const h = await start(tq, { robotId: 'robot-cancel' });
     await eventually('dispatched', async () => (await progress(h)).dispatches === 1);
     await h.signal(robotReportSignal, { status: 'RECEIVED' });
+    // Stored before the cancel is sent: transitions decided together would be stored as the latest only.
+    await eventually('RECEIVED stored', async () => fake.calls.includes('record RECEIVED'));
     await h.signal(cancelJobSignal, { reason: 'wrong file' });
     const result = await h.result();
     expect(result).toMatchObject({ status: 'CANCELED', error_msg: 'canceled: wrong file' });

@@ -8,13 +8,24 @@
 // - A report for a job already terminal in the database means the daemon missed its ack: the ack is re-sent.
 //
 // Delivery: QoS 1 messages are acknowledged to the broker only after they were handled (mqtt.js handleMessage),
-// so with a persistent session a bridge that dies mid-message gets it again. mqtt.js hands packets over one at a
-// time, which keeps a robot's reports in order. Daemons re-send their full state map periodically, so a message
-// given up after transient errors (Temporal or the database down for longer than `retryForMs`) converges with
-// the next heartbeat; identical consecutive reports are not re-signalled (they would only grow histories).
+// so with a persistent session a bridge that dies mid-message gets it again. Daemons re-send their full state
+// map periodically, so a message given up after transient errors (Temporal or the database down for longer than
+// `retryForMs`) converges with the next heartbeat; identical consecutive reports are not re-signalled (they would
+// only grow histories).
+//
+// Why lanes: mqtt.js hands a connection's packets over one at a time (the next only after done()), so one
+// connection handles one report at a time, and each costs a database read plus a Temporal signal (~20-30 ms):
+// a fleet deployment of a few hundred robots was spending most of its time queued here. State reports therefore
+// arrive on N "lanes", connections that share the subscription $share/<group>/ota/+/state: the broker spreads
+// the messages over them and they are handled in parallel, each lane keeping ack-after-handling on its own
+// persistent session (see lanes.ts for what the broker does with an offline lane's share). Reports of one robot
+// may now be handled out of order; that is safe because the workflow only ever moves a job forward (a RECEIVED
+// after COMPLETED is a no-op, workflows/ota-status.ts) and the database write is guarded the same way.
+// Presence stays on a normal subscription of the bridge's main connection: shared subscriptions get no retained
+// messages, and presence is retained.
 import type { WorkflowClient } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
-import type { IPublishPacket, MqttClient } from 'mqtt';
+import type { IPublishPacket, ISubscriptionMap, MqttClient } from 'mqtt';
 import type { Logger } from '../../common/logger';
 import type { OtaModels } from '../../common/models/ota';
 import {
@@ -29,6 +40,7 @@ import {
   type JobStatus,
 } from '../../common/protocol';
 import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from '../../activities/db/timeout';
+import { sharedStateFilter } from './lanes';
 import { otaWorkflowId, robotPresenceSignal, robotReportSignal } from '../../workflows/ota-contract';
 
 const NON_TERMINAL_STATUSES: JobStatus[] = JOB_STATUSES.filter((s) => !isTerminal(s));
@@ -37,8 +49,15 @@ const MAX_JOBS_PER_REPORT = 500;
 const MAX_REMEMBERED_REPORTS = 10_000;
 
 export interface OtaBridgeOptions {
-  /** Not yet connected is fine (and needed for a persistent session): the constructor installs the handler. */
+  /**
+   * The main connection: presence (a normal subscription, for the retained messages) and ack re-publishes.
+   * Not yet connected is fine (and needed for a persistent session): the constructor installs the handler.
+   */
   mqtt: MqttClient;
+  /** State-report lanes (at least one), same rule as `mqtt`; each subscribes to the group's shared filter. */
+  stateLanes: readonly MqttClient[];
+  /** Shared-subscription group of the lanes: one per bridge deployment (see shareGroupFor in lanes.ts). */
+  shareGroup: string;
   models: Pick<OtaModels, 'OtaJob' | 'RobotPresence'>;
   workflows: Pick<WorkflowClient, 'getHandle'>;
   log: Logger;
@@ -54,8 +73,11 @@ export class OtaBridge {
   private readonly dbTimeoutMs: number;
   private readonly retryForMs: number;
   private readonly signalConcurrency: number;
-  /** jobId → the last report signalled (status|progress|error), to skip the daemon's identical heartbeats. */
+  private readonly stateFilter: string;
+  /** jobId → the report the workflow got last from this bridge (status|progress|error): skips identical heartbeats. */
   private readonly lastForwarded = new Map<string, string>();
+  /** jobId → signals of that job in flight on any lane, and whether two of them overlapped (see forwardReport). */
+  private readonly inFlight = new Map<string, { count: number; overlapped: boolean }>();
   private stopping = false;
 
   constructor(private readonly o: OtaBridgeOptions) {
@@ -63,18 +85,43 @@ export class OtaBridge {
     this.dbTimeoutMs = o.dbTimeoutMs ?? DEFAULT_DB_TIMEOUT_MS;
     this.retryForMs = o.retryForMs ?? 30_000;
     this.signalConcurrency = o.signalConcurrency ?? 8;
+    if (o.stateLanes.length === 0) throw new Error('OtaBridge needs at least one state lane');
+    this.stateFilter = sharedStateFilter(o.shareGroup);
     // Installed before the first packet: a persistent session delivers queued messages right after CONNACK.
-    o.mqtt.handleMessage = (packet: IPublishPacket, done) => {
-      void this.handle(packet.topic, packet.payload).finally(() => done());
-    };
+    // Each client gets its own handler, so each is serial on its own and the clients run side by side.
+    for (const client of [o.mqtt, ...o.stateLanes]) {
+      client.handleMessage = (packet: IPublishPacket, done) => {
+        void this.handle(packet.topic, packet.payload).finally(() => done());
+      };
+    }
   }
 
-  /** Subscribes (QoS 1) to every robot's state and presence; call once the client is connected. */
+  /** Subscribes (QoS 1): presence on the main connection, state on every lane; call once all are connected. */
   async start(): Promise<void> {
-    const grants = await this.o.mqtt.subscribeAsync({ [topics.allStates]: { qos: 1 }, [topics.allPresence]: { qos: 1 } });
+    // A session left by a bridge without lanes still carries the plain state subscription: without this, the main
+    // connection would handle every report a second time, serially.
+    await this.o.mqtt.unsubscribeAsync(topics.allStates);
+    const grants = await Promise.all([
+      this.o.mqtt.subscribeAsync({ [topics.allPresence]: { qos: 1 } }),
+      ...this.o.stateLanes.map((lane) => lane.subscribeAsync({ [this.stateFilter]: { qos: 1 } })),
+    ]).then((all) => all.flat());
     const refused = grants.filter((g) => g.qos >= 0x80);
     if (refused.length > 0) throw new Error(`MQTT subscription refused: ${refused.map((g) => `${g.topic} (0x${g.qos.toString(16)})`).join(', ')}`);
-    this.log.info({ topics: grants.map((g) => g.topic) }, 'ota bridge subscribed');
+    // Mosquitto 2.0.11 (Debian bookworm) restores a persistent session after a broker restart without its shared
+    // subscriptions, yet answers "session present", so mqtt.js does not resubscribe and the lane would go deaf.
+    // Subscribing again on every reconnect is harmless: the broker replaces an identical subscription.
+    // `resubscribe: true` makes mqtt.js send it although it believes the lane is subscribed already; a fresh
+    // object each time, since mqtt.js deletes that key from the map it is given.
+    const again = (): ISubscriptionMap => Object.assign({ [this.stateFilter]: { qos: 1 as const } }, { resubscribe: true });
+    for (const lane of this.o.stateLanes) {
+      lane.on('connect', () => {
+        lane.subscribeAsync(again()).catch((err: unknown) => {
+          // Disconnected again: the next 'connect' tries again.
+          this.log.warn({ err, clientId: lane.options.clientId }, 'state lane resubscribe failed');
+        });
+      });
+    }
+    this.log.info({ presence: topics.allPresence, state: this.stateFilter, lanes: this.o.stateLanes.length }, 'ota bridge subscribed');
   }
 
   /** Stops retrying; the caller then ends the MQTT client (unacked messages return with the session). */
@@ -142,8 +189,19 @@ export class OtaBridge {
     }
     const key = `${report.status}|${report.progress ?? ''}|${report.error_msg ?? ''}`;
     if (this.lastForwarded.get(jobId) === key) return;
+    // Lanes can signal one job concurrently, and concurrent signals may reach the workflow in any order, so the
+    // one that returns last is not necessarily the one the workflow got last. lastForwarded must only ever hold
+    // what the workflow got last, or a heartbeat carrying the robot's latest report could be skipped: after an
+    // overlap (or a failure, where delivery is unknown) it is cleared, so the next heartbeat is forwarded anyway.
+    // Statuses are safe either way (the workflow only moves forward); this keeps live progress converging too.
+    const flight = this.inFlight.get(jobId) ?? { count: 0, overlapped: false };
+    flight.count++;
+    if (flight.count > 1) flight.overlapped = true;
+    this.inFlight.set(jobId, flight);
+    let delivered = false;
     try {
       await this.o.workflows.getHandle(otaWorkflowId(jobId)).signal(robotReportSignal, report);
+      delivered = true;
     } catch (err) {
       // A closed (or not yet started) workflow is not the bridge's problem: the job's state is already decided.
       if (err instanceof WorkflowNotFoundError) {
@@ -151,14 +209,18 @@ export class OtaBridge {
         return;
       }
       throw err;
+    } finally {
+      if (delivered && !flight.overlapped) this.remember(jobId, key);
+      else this.lastForwarded.delete(jobId);
+      if (--flight.count === 0) this.inFlight.delete(jobId);
     }
-    this.remember(jobId, key);
     this.log.debug({ robotId, jobId, status: report.status, progress: report.progress }, 'report forwarded');
   }
 
   /**
-   * Fire-and-forget on purpose: mqtt.js processes incoming packets one at a time, and we are inside the handler
-   * of one, so awaiting this publish's PUBACK (another incoming packet) here would wait forever.
+   * Fire-and-forget on purpose: it goes out on the main connection, whose incoming packets (this PUBACK too) wait
+   * while that connection is inside a handler, e.g. a presence fan-out that may retry for retryForMs; a lane
+   * must not stall on that. A lost re-ack is re-sent on the daemon's next heartbeat.
    */
   private republishAck(robotId: string, jobId: string): void {
     this.o.mqtt.publish(topics.ack(robotId), jobId, { qos: 1 }, (err) => {
