@@ -8,7 +8,7 @@
 // RETRY_UNTIL_INFRA_RECOVERS, only covers the cloud's own infrastructure (broker, database, S3 unreachable).
 //
 // Sequence: dispatch → (robot offline? wait for presence → dispatch) → follow the robot's reports, persisting
-// status transitions (those decided together are stored as the latest one) → terminal COMPLETED / FAILED (robot)
+// status transitions (those decided together are stored in one write, each kept in the job's history) → terminal COMPLETED / FAILED (robot)
 // or CANCELED (cancel signal or Temporal cancellation) / TIMED_OUT (optional deadline) → store it → on
 // CANCELED/TIMED_OUT tell the robot to abort → ack the job id so the daemon forgets it.
 //
@@ -183,7 +183,9 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
       // Transitions decided while the write runs are not taken: they stay for the next round.
       const taken = patched(RECORD_LATEST_ONLY) ? s.unrecorded.length : 1;
       const t = s.unrecorded[taken - 1];
-      const stored = await jobStore.recordJobStatus(jobId, t.status, t.error_msg);
+      // The statuses passed through on the way are stored with it, so every state change is persisted.
+      const passedThrough = s.unrecorded.slice(0, taken - 1).map((u) => u.status);
+      const stored = await jobStore.recordJobStatus(jobId, t.status, t.error_msg, passedThrough);
       if (!stored.applied) log.warn('status not applied by the database guard', { jobId, status: t.status, current: stored.current });
       upsertSearchAttributes([{ key: JOB_STATE_SA, value: stored.applied ? t.status : (stored.current ?? t.status) }]);
       s.unrecorded.splice(0, taken); // only after success: an interrupted write is retried by finish()

@@ -1,5 +1,6 @@
-// OTA job persistence for the otaDeployment workflow. The workflow calls this once per status *transition*
-// (not per progress tick: live progress stays in workflow state and is read with the jobProgress query).
+// OTA job persistence for the otaDeployment workflow. The workflow calls this for status *transitions* (not
+// progress ticks: live progress stays in workflow state and is read with the jobProgress query); transitions
+// decided together are stored in one call, each appended to the job's `transitions` history.
 // Every write is guarded by the status order (workflows/ota-status.ts): a retried activity, a replayed workflow
 // or a stale caller can repeat or lag, but can never move a job backwards or out of a terminal status.
 import type { JobStatus } from '../../common/protocol';
@@ -56,14 +57,26 @@ export function createOtaJobActivities({ models, dbTimeoutMs = DEFAULT_DB_TIMEOU
      * Moves job `jobId` to `status` if that is a forward transition; idempotent (repeating the last write is a
      * no-op that still reports `applied`). On COMPLETED it also records what now sits at the robot's path.
      */
-    async recordJobStatus(jobId: string, status: JobStatus, error_msg: string | null): Promise<RecordJobStatusResult> {
+    async recordJobStatus(
+      jobId: string,
+      status: JobStatus,
+      error_msg: string | null,
+      /** Statuses the job passed through since the last write (decided together, stored in this one write). */
+      passedThrough: JobStatus[] = [],
+    ): Promise<RecordJobStatusResult> {
       const now = new Date();
+      // Every state change lands in `transitions`, in order; the guard on `status` makes a retried write a no-op,
+      // so nothing is appended twice.
+      const transitions = [...passedThrough.map((s) => ({ status: s, error_msg: null, at: now })), { status, error_msg, at: now }];
       const res = await withDbTimeout(
         'record job status',
         dbTimeoutMs,
         OtaJob.updateOne(
           { _id: jobId, status: { $in: statusesBefore(status) } },
-          { $set: { status, error_msg, updated_at: now, ...(isTerminalStatus(status) ? { finished_at: now } : {}) } },
+          {
+            $set: { status, error_msg, updated_at: now, ...(isTerminalStatus(status) ? { finished_at: now } : {}) },
+            $push: { transitions: { $each: transitions } },
+          },
         ),
       );
       let current: JobStatus | null = status;

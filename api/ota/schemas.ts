@@ -170,6 +170,9 @@ export const jobStateSchema = z
     size: z.number().int(),
     workflow_id: z.string(),
     timeout_s: z.number().nullable(),
+    transitions: z
+      .array(z.object({ status: z.enum(JOB_STATUSES), error_msg: z.string().nullable(), at: isoDate }))
+      .openapi({ description: 'Every status change after PENDING, in order (ours).' }),
   })
   .openapi('JobState');
 export type JobState = z.infer<typeof jobStateSchema>;

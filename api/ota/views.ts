@@ -52,6 +52,7 @@ export function jobState(j: OtaJob, live: OtaJobProgress | null): JobState {
     size: j.size,
     workflow_id: j.workflow_id,
     timeout_s: j.timeout_s ?? null,
+    transitions: (j.transitions ?? []).map((t) => ({ status: t.status as JobState['status'], error_msg: t.error_msg ?? null, at: iso(t.at) })),
   };
 }
 

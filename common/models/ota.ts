@@ -45,6 +45,11 @@ const otaJobSchema = new Schema(
     workflow_id: { type: String, required: true },
     timeout_s: { type: Number, default: null },
     deployment_id: { type: String, default: null },
+    /** Every status change after PENDING, in order (the job's `timestamp` is its PENDING time). */
+    transitions: {
+      type: [{ _id: false, status: { type: String, enum: JOB_STATUSES, required: true }, error_msg: { type: String, default: null }, at: { type: Date, required: true } }],
+      default: undefined, // absent until the first change ($push creates it)
+    },
   },
   { collection: 'ota_jobs', versionKey: false },
 );

@@ -232,6 +232,7 @@ describe('GET /job_state/{job_id}', () => {
       size: 5,
       workflow_id: otaWorkflowId(d.body.job_id),
       timeout_s: null,
+      transitions: [], // nothing has changed since PENDING
     });
   });
 

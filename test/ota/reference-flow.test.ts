@@ -68,7 +68,12 @@ test('upload, list, deploy_from_s3, job_state, download, update and delete work 
 
   const state = await curl(['-X', 'GET', `${sys.baseUrl}/job_state/${job.job_id}`]);
   expect(state.status).toBe(200);
-  expect(JSON.parse(state.body)).toMatchObject({ job_id: job.job_id, status: 'COMPLETED', robot_id: robot.id, deploy_path: target, error_msg: null });
+  const stateBody = JSON.parse(state.body) as { transitions: Array<{ status: string }> };
+  expect(stateBody).toMatchObject({ job_id: job.job_id, status: 'COMPLETED', robot_id: robot.id, deploy_path: target, error_msg: null });
+  // Every state change the cloud saw is in the job's history, in order, ending COMPLETED.
+  const seen = stateBody.transitions.map((t) => t.status);
+  expect(seen[seen.length - 1]).toBe('COMPLETED');
+  expect(seen).toEqual(['RECEIVED', 'DOWNLOADING', 'COMPLETED'].filter((s) => seen.includes(s)));
 
   const deployState = await curl(['-X', 'GET', `${sys.baseUrl}/deploy_state/${robot.id}`]);
   expect(JSON.parse(deployState.body)).toEqual(

@@ -187,3 +187,13 @@ test('recordJobStatus: FAILED keeps the error message and writes no deploy targe
   expect(await db.models.OtaJob.findById(jobId).lean()).toMatchObject({ status: 'FAILED', error_msg: 'sha256 mismatch' });
   expect(await db.models.DeployTarget.countDocuments({ robot_id: robotId })).toBe(0);
 });
+
+test('recordJobStatus keeps every state change in the job history, once, even when several are stored together', async () => {
+  const { jobId } = await createJob(uniqueId('rb-hist'));
+  const run = (status: JobStatus, passed: JobStatus[] = []) => activityEnv().run(jobActivities().recordJobStatus, jobId, status, null, passed);
+  expect(await run('RECEIVED')).toEqual({ applied: true, current: 'RECEIVED' });
+  expect(await run('COMPLETED', ['DOWNLOADING'])).toEqual({ applied: true, current: 'COMPLETED' });
+  expect(await run('COMPLETED', ['DOWNLOADING'])).toEqual({ applied: true, current: 'COMPLETED' }); // retried attempt
+  const job = (await db.models.OtaJob.findById(jobId).lean())!;
+  expect(job.transitions?.map((t) => t.status)).toEqual(['RECEIVED', 'DOWNLOADING', 'COMPLETED']);
+});
