@@ -61,6 +61,8 @@ export const RETRY_UNTIL_INFRA_RECOVERS: RetryPolicy = {
  * Once no run older than the change is open, replace with deprecatePatch and drop the old branches.
  */
 const RECORD_LATEST_ONLY = 'ota-record-latest-only';
+/** Versioning marker: runs started before it do not re-dispatch on an "online" while following. */
+const REDISPATCH_ON_ONLINE = 'ota-redispatch-on-online';
 
 const robotLink = proxyActivities<OtaMqttActivities>({ startToCloseTimeout: '30 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
 const jobStore = proxyActivities<OtaJobActivities>({ startToCloseTimeout: '30 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
@@ -210,6 +212,7 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
       if (offlineSignals === offlineBefore) s.robotOnline = true;
       s.phase = 'follow';
       offlineMark = offlineBefore; // an offline signal during the dispatch still counts
+      onlineMark = onlineSignals; // the robot was online for this dispatch: only a later "online" re-sends
     } else {
       if (onlineSignals === onlineBefore) s.robotOnline = false;
       s.phase = 'awaitOnline';
@@ -238,12 +241,19 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
         }
         case 'follow': {
           const mark = offlineMark;
-          await waitUntil(() => offlineSignals > mark || pending());
+          const onMark = onlineMark;
+          const redispatchOnOnline = patched(REDISPATCH_ON_ONLINE);
+          await waitUntil(() => offlineSignals > mark || (redispatchOnOnline && onlineSignals > onMark) || pending());
           if (offlineSignals > mark && !isTerminalStatus(s.status)) {
             // Back online within the same batch of signals: re-dispatch now; else wait for the next "online".
             s.phase = s.robotOnline ? 'dispatch' : 'awaitOnline';
             onlineMark = onlineSignals;
             offlineMark = offlineSignals;
+          } else if (redispatchOnOnline && onlineSignals > onMark && !isTerminalStatus(s.status)) {
+            // The robot (re)connected while we follow: a broker that lost its queued deploy message (or a robot
+            // whose session expired) would leave it without the job, so send it again; the daemon dedupes by id.
+            s.phase = 'dispatch';
+            onlineMark = onlineSignals;
           }
           break;
         }

@@ -312,6 +312,23 @@ test('robot drops offline mid-job: no re-dispatch until it is back online, then 
   });
 });
 
+test('robot reconnects while the job is followed (its deploy message may be lost): the job is sent again, once', async () => {
+  const fake = fakeActivities();
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq);
+    await eventually('dispatched', async () => (await progress(h)).dispatches === 1);
+    await sleep(300);
+    expect(fake.dispatchCount()).toBe(1); // no report yet, no reason to re-send on its own
+
+    // The broker restarted and lost the queued message; the robot reconnects and says "online".
+    await h.signal(robotPresenceSignal, { online: true });
+    await eventually('re-dispatched', async () => (await progress(h)).dispatches === 2);
+    await h.signal(robotReportSignal, { status: 'COMPLETED' });
+    expect(await h.result()).toMatchObject({ status: 'COMPLETED', dispatches: 2 });
+    expect(fake.dispatchCount()).toBe(2);
+  });
+});
+
 test('a continued run (continue-as-new carry) resumes where its predecessor stopped', async () => {
   const fake = fakeActivities();
   await withWorker(fake.activities, async (tq) => {
