@@ -9,9 +9,9 @@
 //
 // Delivery: QoS 1 messages are acknowledged to the broker only after they were handled (mqtt.js handleMessage),
 // so with a persistent session a bridge that dies mid-message gets it again. Daemons re-send their full state
-// map periodically, so a message given up after transient errors (Temporal or the database down for longer than
-// `retryForMs`) converges with the next heartbeat; identical consecutive reports are not re-signalled (they would
-// only grow histories).
+// map periodically, so a state report given up after transient errors (Temporal or the database down for longer
+// than `retryForMs`) converges with the next heartbeat; presence, published once per connection, is retried until
+// the bridge stops instead. Identical consecutive reports are not re-signalled (they would only grow histories).
 //
 // Why lanes: mqtt.js hands a connection's packets over one at a time (the next only after done()), so one
 // connection handles one report at a time, and each costs a database read plus a Temporal signal (~20-30 ms):
@@ -239,12 +239,17 @@ export class OtaBridge {
     const online = value === PRESENCE_ONLINE;
     const { RobotPresence, OtaJob } = this.o.models;
     const ctx = { topic, robotId, online };
+    // No deadline: a robot publishes its presence once per connection, so a presence given up on would leave its
+    // waiting jobs waiting until it reconnects. Stopping ends the retries; the retained message comes back to
+    // the next bridge.
+    const untilStopped = Number.POSITIVE_INFINITY;
     const stored = await this.retrying('presence upsert', ctx, () =>
       withDbTimeout(
         'upsert presence',
         this.dbTimeoutMs,
         RobotPresence.updateOne({ _id: robotId }, { $set: { online, changed_at: new Date() } }, { upsert: true }),
       ),
+      untilStopped,
     );
     if (stored === undefined) return;
     const jobs = await this.retrying('open jobs lookup', ctx, () =>
@@ -253,6 +258,7 @@ export class OtaBridge {
         this.dbTimeoutMs,
         OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1 }).lean(),
       ),
+      untilStopped,
     );
     if (!jobs) return;
     const ids = jobs.map((j) => String(j._id));
@@ -266,15 +272,15 @@ export class OtaBridge {
           if (err instanceof WorkflowNotFoundError) return false;
           throw err;
         }
-      });
+      }, untilStopped);
       if (ok) signalled++;
     });
     this.log.info({ robotId, online, openJobs: ids.length, signalled }, 'presence stored and signalled');
   }
 
-  /** Runs `fn`, retrying transient errors with backoff for up to retryForMs; undefined if it gave up. */
-  private async retrying<T>(what: string, ctx: Record<string, unknown>, fn: () => Promise<T>): Promise<T | undefined> {
-    const deadline = Date.now() + this.retryForMs;
+  /** Retries `fn` on errors with backoff for `patienceMs` (default retryForMs) or until the bridge stops; undefined if it gave up. */
+  private async retrying<T>(what: string, ctx: Record<string, unknown>, fn: () => Promise<T>, patienceMs = this.retryForMs): Promise<T | undefined> {
+    const deadline = Date.now() + patienceMs;
     let delay = 250;
     for (let attempt = 1; ; attempt++) {
       try {
