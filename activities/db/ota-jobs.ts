@@ -23,34 +23,36 @@ export interface RecordJobStatusResult {
 
 export const deployTargetId = (robotId: string, deployPath: string): string => `${robotId}:${deployPath}`;
 
-export function createOtaJobActivities({ models, dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS }: OtaJobActivityDeps) {
+/** Records that job `jobId`'s file now sits at its robot's path (the cloud's view of the robot, `deploy_state`). */
+export async function upsertDeployTarget(models: OtaJobActivityDeps['models'], jobId: string, dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS): Promise<void> {
   const { OtaJob, DeployTarget } = models;
-
-  async function upsertDeployTarget(jobId: string): Promise<void> {
-    const job = await withDbTimeout('load completed job', dbTimeoutMs, OtaJob.findById(jobId).lean());
-    if (!job) return;
-    const now = new Date();
-    await withDbTimeout(
-      'upsert deploy target',
-      dbTimeoutMs,
-      DeployTarget.updateOne(
-        { _id: deployTargetId(job.robot_id, job.deploy_path) },
-        {
-          $set: {
-            robot_id: job.robot_id,
-            deploy_path: job.deploy_path,
-            s3_bucket: job.s3_bucket,
-            s3_object_name: job.s3_object_name,
-            sha256: job.sha256,
-            job_id: jobId,
-            updated_at: now,
-          },
-          $setOnInsert: { version: 'v1' },
+  const job = await withDbTimeout('load completed job', dbTimeoutMs, OtaJob.findById(jobId).lean());
+  if (!job) return;
+  const now = new Date();
+  await withDbTimeout(
+    'upsert deploy target',
+    dbTimeoutMs,
+    DeployTarget.updateOne(
+      { _id: deployTargetId(job.robot_id, job.deploy_path) },
+      {
+        $set: {
+          robot_id: job.robot_id,
+          deploy_path: job.deploy_path,
+          s3_bucket: job.s3_bucket,
+          s3_object_name: job.s3_object_name,
+          sha256: job.sha256,
+          job_id: jobId,
+          updated_at: now,
         },
-        { upsert: true },
-      ),
-    );
-  }
+        $setOnInsert: { version: 'v1' },
+      },
+      { upsert: true },
+    ),
+  );
+}
+
+export function createOtaJobActivities({ models, dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS }: OtaJobActivityDeps) {
+  const { OtaJob } = models;
 
   return {
     /**
@@ -86,7 +88,7 @@ export function createOtaJobActivities({ models, dbTimeoutMs = DEFAULT_DB_TIMEOU
       }
       const applied = current === status;
       // Also on a repeat: an earlier attempt may have stored COMPLETED and then failed before this upsert.
-      if (applied && status === 'COMPLETED') await upsertDeployTarget(jobId);
+      if (applied && status === 'COMPLETED') await upsertDeployTarget(models, jobId, dbTimeoutMs);
       return { applied, current };
     },
   };

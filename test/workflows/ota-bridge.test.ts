@@ -253,6 +253,24 @@ test('a report for a job already terminal in the database re-sends the ack; a jo
   }
 });
 
+test('COMPLETED reported for a job the cloud had canceled: status stays, the installed file is recorded, ack re-sent', async () => {
+  const bridge = await startBridge();
+  try {
+    const robot = uniqueId('rc');
+    const canceled = await createJob(robot, 'CANCELED');
+    await state(robot, { [canceled]: { status: 'COMPLETED' } });
+
+    await eventually('ack re-sent', async () => acks.includes(`${topics.ack(robot)} ${canceled}`));
+    const job = (await db.models.OtaJob.findById(canceled).lean())!;
+    expect(job.status).toBe('CANCELED');
+    expect(job.error_msg).toMatch(/already installed/);
+    const target = await db.models.DeployTarget.findOne({ job_id: canceled }).lean();
+    expect(target).toMatchObject({ robot_id: robot, deploy_path: job.deploy_path, s3_object_name: job.s3_object_name });
+  } finally {
+    await bridge.stop();
+  }
+});
+
 test('presence: online is stored and re-dispatches the robot’s waiting job; offline is seen by the job', async () => {
   const bridge = await startBridge();
   const robot = uniqueId('rp');

@@ -40,6 +40,7 @@ import {
   type JobStatus,
 } from '../../common/protocol';
 import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from '../../activities/db/timeout';
+import { upsertDeployTarget } from '../../activities/db/ota-jobs';
 import { sharedStateFilter } from './lanes';
 import { otaWorkflowId, robotPresenceSignal, robotReportSignal } from '../../workflows/ota-contract';
 
@@ -58,7 +59,7 @@ export interface OtaBridgeOptions {
   stateLanes: readonly MqttClient[];
   /** Shared-subscription group of the lanes: one per bridge deployment (see shareGroupFor in lanes.ts). */
   shareGroup: string;
-  models: Pick<OtaModels, 'OtaJob' | 'RobotPresence'>;
+  models: Pick<OtaModels, 'OtaJob' | 'RobotPresence' | 'DeployTarget'>;
   workflows: Pick<WorkflowClient, 'getHandle'>;
   log: Logger;
   dbTimeoutMs?: number;
@@ -182,6 +183,9 @@ export class OtaBridge {
       return;
     }
     if (isTerminal(job.status as JobStatus)) {
+      if (report.status === 'COMPLETED' && (job.status === 'CANCELED' || job.status === 'TIMED_OUT')) {
+        await this.recordInstalledAfterEnd(robotId, jobId, job.status);
+      }
       // The daemon still reports a finished job: it missed the ack. Not awaited (see republishAck).
       this.lastForwarded.delete(jobId);
       this.republishAck(robotId, jobId);
@@ -276,6 +280,24 @@ export class OtaBridge {
       if (ok) signalled++;
     });
     this.log.info({ robotId, online, openJobs: ids.length, signalled }, 'presence stored and signalled');
+  }
+
+  /**
+   * The cloud ended the job (cancel, timeout) after the robot had already installed the file: the job's status
+   * stays as decided, but the truth is recorded: what sits at the robot's path (deploy_state) and a note on the
+   * job, so an operator does not believe the old file is still there.
+   */
+  private async recordInstalledAfterEnd(robotId: string, jobId: string, status: JobStatus): Promise<void> {
+    const note = `${status.toLowerCase().replace('_', ' ')}, but the robot had already installed the file`;
+    await this.retrying('installed-after-end record', { robotId, jobId }, async () => {
+      await withDbTimeout(
+        'note installed after end',
+        this.dbTimeoutMs,
+        this.o.models.OtaJob.updateOne({ _id: jobId, error_msg: { $ne: note } }, { $set: { error_msg: note, updated_at: new Date() } }),
+      );
+      await upsertDeployTarget(this.o.models, jobId, this.dbTimeoutMs);
+    });
+    this.log.warn({ robotId, jobId, status }, 'robot installed the file of a job the cloud had already ended; deploy target recorded');
   }
 
   /** Retries `fn` on errors with backoff for `patienceMs` (default retryForMs) or until the bridge stops; undefined if it gave up. */
