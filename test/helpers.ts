@@ -6,6 +6,8 @@ import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { loadConfig, repoRoot, type Config } from '../common/config';
 import { readFleet, type FleetManifest } from '../infra/fleet';
+import { connectMqtt } from '../activities/mqtt/connection';
+import { laneClientId } from '../workers/bridge/lanes';
 
 export const cfg: Config = loadConfig();
 export const fleet = (): FleetManifest => readFleet(cfg);
@@ -79,3 +81,16 @@ export async function eventually<T>(what: string, fn: () => Promise<T | undefine
 }
 
 export const sha256File = (file: string) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+
+/** Ends the broker-side persistent sessions of these client ids (a clean connect, then disconnect). */
+export async function endMqttSessions(clientIds: string[]): Promise<void> {
+  await Promise.all(
+    clientIds.map(async (clientId) => {
+      const c = await connectMqtt(cfg, { clientId, clean: true });
+      await c.endAsync();
+    }),
+  );
+}
+
+/** Client ids of a bridge's sessions: its main connection and each state lane. */
+export const bridgeSessionIds = (clientId: string, lanes: number) => [clientId, ...Array.from({ length: lanes }, (_, i) => laneClientId(clientId, i))];

@@ -9,7 +9,7 @@ import YAML from 'yaml';
 import { SignJWT } from 'jose';
 import { connectDb } from '../../common/db';
 import type { RobotManifest } from '../../infra/fleet';
-import { cfg, robotEnv, runTs, uniqueId, type ChildHandle } from '../helpers';
+import { bridgeSessionIds, cfg, endMqttSessions, robotEnv, runTs, uniqueId, type ChildHandle } from '../helpers';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -115,6 +115,8 @@ export async function startOtaSystem(opts: { daemonsFor: RobotManifest[] }): Pro
       const db = await connectDb(cfg, env.MONGO_DB);
       await db.connection.dropDatabase();
       await db.close();
+      // The bridge's persistent sessions would otherwise queue every robot's reports at the broker for a day.
+      await endMqttSessions(bridgeSessionIds(env.MQTT_BRIDGE_CLIENT_ID, cfg.mqtt.bridgeLanes));
     },
   };
   await Promise.all([sys.startWorker(), sys.startBridge(), sys.startApi()]);

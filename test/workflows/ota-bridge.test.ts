@@ -19,7 +19,7 @@ import { OtaBridge } from '../../workers/bridge/ota-bridge';
 import { otaDeployment } from '../../workflows/ota-deployment';
 import { jobProgressQuery, otaWorkflowId } from '../../workflows/ota-contract';
 import { JOB_STATE_SA } from '../../workflows/search-attributes';
-import { cfg, eventually, uniqueId } from '../helpers';
+import { cfg, eventually, uniqueId, bridgeSessionIds, endMqttSessions } from '../helpers';
 
 const TEST_DB = 'fleet_test_ota_bridge';
 
@@ -117,16 +117,8 @@ async function startBridge(o: BridgeOptions = {}) {
 }
 
 /** Ends the persistent sessions a test left at the broker (now rather than after their expiry). */
-async function dropSessions(clientIds: string[]): Promise<void> {
-  await Promise.all(
-    clientIds.map(async (clientId) => {
-      const c = await connectMqtt(cfg, { clientId, clean: true });
-      await c.endAsync();
-    }),
-  );
-}
-
-const sessionIds = (clientId: string, lanes: number) => [clientId, ...Array.from({ length: lanes }, (_, i) => laneClientId(clientId, i))];
+const sessionIds = bridgeSessionIds;
+const dropSessions = endMqttSessions;
 
 /**
  * The test environment's workflow client with a hook after each robotReport signal was accepted by the server
