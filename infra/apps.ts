@@ -24,7 +24,7 @@ export function appSpecs(cfg: Config, fleet: FleetManifest): ProcessSpec[] {
   return [
     tsApp('worker', 'workers/main.ts', 'worker started'),
     tsApp('mqtt-bridge', 'workers/mqtt-bridge.ts', 'mqtt bridge started'),
-    tsApp('api', 'api/main.ts', 'OTA API listening'),
+    { ...tsApp('api', 'api/main.ts', 'OTA API listening'), ports: [cfg.api.port] },
     ...fleet.robots
       .slice(0, cfg.fleet.robots)
       // A robot's environment, not the cloud's: the daemon reads only its own config file.

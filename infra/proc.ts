@@ -13,6 +13,9 @@ export interface ProcessSpec {
   cwd?: string;
   /** A command-line substring unique to this process (default: the command); guards against recycled pids. */
   marker?: string;
+  /** TCP ports the process listens on: they must be free before it starts (or its readiness check would be
+   *  answered by whatever else holds them). */
+  ports?: number[];
   /** Resolves true once the process serves; polled until `readyTimeoutMs`. `logSinceStart` reads what this
    *  process wrote to its log file (the file is shared with earlier runs). */
   ready: (ctx: { logSinceStart: () => string }) => Promise<boolean>;
@@ -113,6 +116,11 @@ export async function ensureProcess(p: ProcessPaths, spec: ProcessSpec): Promise
     const ctx = { logSinceStart: logReader(logFile(p, spec.name), readPid(p, spec.name)?.logOffset ?? 0) };
     await waitFor(spec.name, () => spec.ready(ctx), spec.readyTimeoutMs ?? 30000);
     return { started: false, pid: existing };
+  }
+  for (const port of spec.ports ?? []) {
+    if (await tcpOpen(port)) {
+      throw new Error(`${spec.name}: port ${port} is already in use by a process this stack did not start; stop it or choose another port (see infra/README.md)`);
+    }
   }
   const file = logFile(p, spec.name);
   const logOffset = fs.existsSync(file) ? fs.statSync(file).size : 0;

@@ -77,6 +77,7 @@ export function temporalSpec(cfg: Config): ProcessSpec {
     name: 'temporal',
     command: tools(cfg).temporal,
     args,
+    ports: [cfg.temporal.port, cfg.temporal.uiPort],
     readyTimeoutMs: 60000,
     ready: async () => {
       await temporalCli(cfg, ['operator', 'cluster', 'health']);
@@ -100,6 +101,7 @@ export function ferretdbSpec(cfg: Config): ProcessSpec {
   return {
     name: 'ferretdb',
     command: tools(cfg).ferretdb,
+    ports: [cfg.mongo.port],
     args: [
       '--handler=sqlite',
       `--sqlite-url=file:${data}/`,
@@ -128,6 +130,7 @@ export function versitygwSpec(cfg: Config): ProcessSpec {
   return {
     name: 'versitygw',
     command: tools(cfg).versitygw,
+    ports: [cfg.s3.port],
     args: ['--port', `127.0.0.1:${cfg.s3.port}`, '--iam-dir', iam, 'posix', data],
     // Credentials go through the environment, never the command line (visible in `ps`).
     env: { ...process.env, ROOT_ACCESS_KEY: cfg.s3.accessKeyId, ROOT_SECRET_KEY: cfg.s3.secretAccessKey },
@@ -210,6 +213,7 @@ export function mosquittoSpec(cfg: Config): ProcessSpec {
   return {
     name: 'mosquitto',
     command: tools(cfg).mosquitto,
+    ports: [cfg.mqtt.port, cfg.mqtt.cloudPort],
     args: ['-c', path.join(d, 'mosquitto.conf')],
     ready: async () => (await tcpOpen(cfg.mqtt.port)) && (await tcpOpen(cfg.mqtt.cloudPort)),
   };
@@ -224,6 +228,7 @@ export function sshdSpec(robot: FleetManifest['robots'][number]): ProcessSpec {
     // The config path is part of the marker so each robot's sshd is told apart from the others and the system's.
     args: ['-f', robot.sshdConfig, '-D', '-e'],
     marker: robot.sshdConfig,
+    ports: [robot.ssh.port],
     ready: () => tcpOpen(robot.ssh.port),
   };
 }

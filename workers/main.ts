@@ -5,16 +5,13 @@ import fs from 'node:fs';
 import { loadConfig } from '../common/config';
 import { connectDb } from '../common/db';
 import { createLogger } from '../common/logger';
+import { createStackProbeActivities } from './probe-activities';
 import { installTemporalLogger } from './temporal-logger';
 import { robotDirectoryFromFleet } from '../common/robot-directory';
-import { createDbProbeActivities } from '../activities/db/probe';
 import { connectMqtt, uniqueClientId } from '../activities/mqtt/connection';
 import { createOtaMqttActivities } from '../activities/mqtt/ota';
 import { createOtaJobActivities } from '../activities/db/ota-jobs';
-import { createMqttProbeActivities } from '../activities/mqtt/probe';
 import { createS3Client } from '../activities/s3/client';
-import { createS3ProbeActivities } from '../activities/s3/probe';
-import { createSshProbeActivities } from '../activities/ssh/probe';
 import { fleetManifestPath, type FleetManifest } from '../infra/fleet';
 
 async function main(): Promise<void> {
@@ -33,15 +30,7 @@ async function main(): Promise<void> {
   const mqtt = await connectMqtt(cfg, { clientId: uniqueClientId('cloud-worker'), log });
 
   const activities = {
-    ...createDbProbeActivities(db.connection),
-    ...createS3ProbeActivities(s3, cfg.s3.buckets[0]),
-    ...createMqttProbeActivities({
-      robotUrl: cfg.mqtt.url,
-      cloudUrl: cfg.mqtt.cloudUrl,
-      cloud: { username: cfg.mqtt.username, password: cfg.mqtt.password },
-      robots,
-    }),
-    ...createSshProbeActivities(robots),
+    ...createStackProbeActivities({ cfg, db: db.connection, s3, robots }),
     ...createOtaMqttActivities({ mqtt, models: db.models, s3, cfg }),
     ...createOtaJobActivities({ models: db.models, dbTimeoutMs: cfg.mongo.timeoutMs }),
   };

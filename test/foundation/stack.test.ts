@@ -6,12 +6,9 @@ import mqtt from 'mqtt';
 import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { connectRobot, HostKeyMismatchError } from '../../activities/ssh/connect';
-import { createDbProbeActivities } from '../../activities/db/probe';
-import { createMqttProbeActivities } from '../../activities/mqtt/probe';
 import { createS3Client } from '../../activities/s3/client';
-import { createS3ProbeActivities } from '../../activities/s3/probe';
-import { createSshProbeActivities } from '../../activities/ssh/probe';
 import { connectDb, type Db } from '../../common/db';
+import { createStackProbeActivities } from '../../workers/probe-activities';
 import { robotDirectoryFromFleet } from '../../common/robot-directory';
 import type { StackProbeInput, StackProbeResult } from '../../workflows/stack-probe';
 import { cfg, eventually, fleet, runTs, sha256File, temporalClient, uniqueId } from '../helpers';
@@ -37,18 +34,7 @@ afterAll(async () => {
 });
 
 function probeActivities() {
-  const robots = robotDirectoryFromFleet(fleet());
-  return {
-    ...createDbProbeActivities(db.connection),
-    ...createS3ProbeActivities(createS3Client(cfg), cfg.s3.buckets[0]),
-    ...createMqttProbeActivities({
-      robotUrl: cfg.mqtt.url,
-      cloudUrl: cfg.mqtt.cloudUrl,
-      cloud: { username: cfg.mqtt.username, password: cfg.mqtt.password },
-      robots,
-    }),
-    ...createSshProbeActivities(robots),
-  };
+  return createStackProbeActivities({ cfg, db: db.connection, s3: createS3Client(cfg), robots: robotDirectoryFromFleet(fleet()) });
 }
 
 function startProbe(taskQueue: string, input: StackProbeInput) {
