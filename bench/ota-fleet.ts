@@ -1,4 +1,4 @@
-// `npm run bench -- ota-fleet [--robots 200] [--file-mib 1] [--rss-file-mib 1024] [--concurrency 16]`
+// `npm run bench -- ota-fleet [--robots 200] [--file-mib 1] [--rss-file-mib 1024] [--concurrency 16] [--port-offset 0]`
 //
 // 1. A 1 MiB file deployed to N simulated robots, each an OTA daemon with its own MQTT connection (hosted
 //    in a few processes): time until all are COMPLETED, p50/p95 job latency (job created → COMPLETED stored),
@@ -131,7 +131,12 @@ export async function main(args: string[]): Promise<void> {
   const fileMib = flag(args, '--file-mib', 1);
   const rssFileMib = flag(args, '--rss-file-mib', 1024);
   const concurrency = flag(args, '--concurrency', 16);
-  const env = { ...process.env, ...BENCH_ENV, FLEET_ROBOTS: String(robots) };
+  // --port-offset moves every port of the benchmark's stack (two benchmarks side by side, or a busy port).
+  const offset = flag(args, '--port-offset', 0);
+  const shifted = Object.fromEntries(
+    Object.entries(BENCH_ENV).map(([k, v]) => [k, /_PORT$/.test(k) ? String(Number(v) + offset) : k === 'API_PUBLIC_URL' ? `http://127.0.0.1:${49005 + offset}` : v]),
+  );
+  const env = { ...process.env, ...shifted, FLEET_DATA_DIR: `${BENCH_ENV.FLEET_DATA_DIR}${offset ? `-${offset}` : ''}`, FLEET_ROBOTS: String(robots) };
   const cfg = loadConfig(env);
   const say = (l: string) => process.stderr.write(`[bench] ${l}\n`);
   const children: Child[] = [];
