@@ -3,26 +3,21 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { connectDb, type Db } from '../../common/db';
-import { cfg, eventually, testRobots } from '../helpers';
+import { eventually, testRobots } from '../helpers';
 import { deployFromS3, startOtaSystem, uploadFile, type OtaSystem } from './system';
 
 let sys: OtaSystem;
-let db: Db;
 const robot = testRobots()[1];
 
 beforeAll(async () => {
   sys = await startOtaSystem({ daemonsFor: [] });
-  db = await connectDb(cfg, sys.env.MONGO_DB);
 });
 afterAll(async () => {
   await sys?.stop();
-  await db?.close();
 });
 
-// Read from the database, not the API: after the deploy call no further API request is made.
-const statusOf = async (jobId: string) => (await db.models.OtaJob.findById(jobId).lean())?.status;
-
+// Statuses are read from the database (sys.storedStatus), not the API: after the deploy call no further API
+// request is made.
 test('a job for an offline robot stays PENDING and completes when the daemon starts, with no further API call', async () => {
   const bytes = crypto.randomBytes(300_000);
   const object = await uploadFile(sys, 'offline.bin', bytes);
@@ -30,11 +25,11 @@ test('a job for an offline robot stays PENDING and completes when the daemon sta
   const jobId = await deployFromS3(sys, object, robot.id, target);
 
   await new Promise((r) => setTimeout(r, 3000));
-  expect(await statusOf(jobId)).toBe('PENDING');
+  expect(await sys.storedStatus(jobId)).toBe('PENDING');
   expect(fs.existsSync(target)).toBe(false);
 
   const daemon = await sys.startDaemon(robot);
-  await eventually('job COMPLETED', async () => (await statusOf(jobId)) === 'COMPLETED', 15000);
+  await eventually('job COMPLETED', async () => (await sys.storedStatus(jobId)) === 'COMPLETED', 15000);
   expect(fs.readFileSync(target).equals(bytes)).toBe(true);
   await daemon.kill();
 });
@@ -44,11 +39,11 @@ test('canceling a pending job ends it CANCELED and the daemon never writes the f
   const object = await uploadFile(sys, 'canceled.bin', crypto.randomBytes(100_000));
   const target = path.join(robot.root, 'canceled', `${Date.now()}.bin`);
   const jobId = await deployFromS3(sys, object, robot.id, target);
-  expect(await statusOf(jobId)).toBe('PENDING');
+  expect(await sys.storedStatus(jobId)).toBe('PENDING');
 
   const res = await sys.call(`/job/${jobId}/cancel`, { method: 'POST' });
   expect(res.status).toBe(202); // accepted: the job's workflow carries the cancel out
-  await eventually('job CANCELED', async () => (await statusOf(jobId)) === 'CANCELED', 10000);
+  await eventually('job CANCELED', async () => (await sys.storedStatus(jobId)) === 'CANCELED', 10000);
   const again = await sys.call(`/job/${jobId}/cancel`, { method: 'POST' });
   expect(again.status).toBe(409);
 
@@ -56,9 +51,9 @@ test('canceling a pending job ends it CANCELED and the daemon never writes the f
   const daemon = await sys.startDaemon(robot);
   const laterTarget = path.join(robot.root, 'canceled', `later-${Date.now()}.bin`);
   const laterJob = await deployFromS3(sys, object, robot.id, laterTarget);
-  await eventually('later job COMPLETED', async () => (await statusOf(laterJob)) === 'COMPLETED', 15000);
+  await eventually('later job COMPLETED', async () => (await sys.storedStatus(laterJob)) === 'COMPLETED', 15000);
   expect(fs.existsSync(target)).toBe(false);
   expect(fs.existsSync(`${target}.part`)).toBe(false);
-  expect(await statusOf(jobId)).toBe('CANCELED');
+  expect(await sys.storedStatus(jobId)).toBe('CANCELED');
   await daemon.kill();
 });

@@ -8,25 +8,20 @@ import path from 'node:path';
 import mqtt from 'mqtt';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { createS3Client } from '../../activities/s3/client';
-import { connectDb, type Db } from '../../common/db';
 import { robotDirectoryFromFleet } from '../../common/robot-directory';
 import { cfg, eventually, fleet, sha256File, testRobots } from '../helpers';
 import { apiToken, deployFromS3, startOtaSystem, uploadFile, waitForJob, type OtaSystem } from './system';
 
 let sys: OtaSystem;
-let db: Db;
 const [robotA, robotB] = [testRobots()[0], testRobots()[3]];
 
 beforeAll(async () => {
   sys = await startOtaSystem({ daemonsFor: [] });
-  db = await connectDb(cfg, sys.env.MONGO_DB);
 });
 afterAll(async () => {
   await sys?.stop();
-  await db?.close();
 });
 
-const statusOf = async (jobId: string) => (await db.models.OtaJob.findById(jobId).lean())?.status;
 
 test('forged and malformed state messages change nothing and do not stop the bridge; each robot gets only its own files', async () => {
   // Robot A is offline; its job waits.
@@ -34,7 +29,7 @@ test('forged and malformed state messages change nothing and do not stop the bri
   const objectA = await uploadFile(sys, 'a.bin', bytesA);
   const rel = `isolation/${Date.now()}.bin`;
   const jobA = await deployFromS3(sys, objectA, robotA.id, path.join(robotA.root, rel));
-  expect(await statusOf(jobA)).toBe('PENDING');
+  expect(await sys.storedStatus(jobA)).toBe('PENDING');
 
   // Robot B, with its own valid credentials, claims A's job on its own state topic, then sends garbage.
   const creds = robotDirectoryFromFleet(fleet()).mqttCredentials(robotB.id);
@@ -52,17 +47,17 @@ test('forged and malformed state messages change nothing and do not stop the bri
   const objectB = await uploadFile(sys, 'b.bin', bytesB);
   const jobB = await deployFromS3(sys, objectB, robotB.id, path.join(robotB.root, rel));
   await sys.startDaemon(robotB);
-  await eventually('B COMPLETED', async () => (await statusOf(jobB)) === 'COMPLETED', 15000);
+  await eventually('B COMPLETED', async () => (await sys.storedStatus(jobB)) === 'COMPLETED', 15000);
   expect(fs.readFileSync(path.join(robotB.root, rel)).equals(bytesB)).toBe(true);
 
   // A's job was not moved by B's forgery and B never wrote A's file.
-  expect(await statusOf(jobA)).toBe('PENDING');
+  expect(await sys.storedStatus(jobA)).toBe('PENDING');
   expect(fs.existsSync(path.join(robotA.root, rel))).toBe(false);
   expect(sys.bridge.output()).toMatch(/forged|not.*own|belongs/i);
 
   // When A comes online it gets its own file, and only that.
   await sys.startDaemon(robotA);
-  await eventually('A COMPLETED', async () => (await statusOf(jobA)) === 'COMPLETED', 15000);
+  await eventually('A COMPLETED', async () => (await sys.storedStatus(jobA)) === 'COMPLETED', 15000);
   expect(fs.readFileSync(path.join(robotA.root, rel)).equals(bytesA)).toBe(true);
   expect(fs.readFileSync(path.join(robotB.root, rel)).equals(bytesB)).toBe(true);
 });

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import YAML from 'yaml';
 import { SignJWT } from 'jose';
-import { connectDb } from '../../common/db';
+import { connectDb, type Db } from '../../common/db';
 import type { RobotManifest } from '../../infra/fleet';
 import { bridgeSessionIds, cfg, endMqttSessions, robotEnv, runTs, uniqueId, type ChildHandle } from '../helpers';
 
@@ -48,6 +48,10 @@ export interface OtaSystem {
   startDaemon(robot: RobotManifest, overrides?: Record<string, unknown>): Promise<ChildHandle>;
   /** Authenticated fetch against the API (`path` relative to /api/v1). */
   call(path: string, init?: RequestInit): Promise<Response>;
+  /** This system's own database (the one its API and bridge use). */
+  db: Db;
+  /** A job's status read from the database, not through the API. */
+  storedStatus(jobId: string): Promise<string | undefined>;
   stop(): Promise<void>;
 }
 
@@ -64,7 +68,10 @@ export async function startOtaSystem(opts: { daemonsFor: RobotManifest[] }): Pro
     LOG_LEVEL: 'info',
   };
   const token = await apiToken();
+  const db = await connectDb(cfg, env.MONGO_DB);
   const sys: OtaSystem = {
+    db,
+    storedStatus: async (jobId) => (await db.models.OtaJob.findById(jobId).lean())?.status,
     baseUrl: `http://127.0.0.1:${port}/api/v1`,
     token,
     env,
@@ -112,7 +119,6 @@ export async function startOtaSystem(opts: { daemonsFor: RobotManifest[] }): Pro
         sys.api?.kill(),
         ...[...sys.daemons.values()].map((d) => d.kill()),
       ]);
-      const db = await connectDb(cfg, env.MONGO_DB);
       await db.connection.dropDatabase();
       await db.close();
       // The bridge's persistent sessions would otherwise queue every robot's reports at the broker for a day.
