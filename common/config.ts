@@ -32,6 +32,9 @@ const envSchema = z.object({
   TEMPORAL_ADDRESS: z.string().optional(),
   TEMPORAL_NAMESPACE: z.string().min(1).default('fleet'),
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('fleet'),
+  // Activities in flight per worker. Low by default: FerretDB (SQLite) turns many concurrent status writes into
+  // 10 s lock waits, and a write that times out can still land late (see infra/README.md). MongoDB can take more.
+  WORKER_MAX_CONCURRENT_ACTIVITIES: z.coerce.number().int().min(1).max(1000).default(8),
 
   MONGO_PORT: port.default(27017),
   MONGO_URL: z.string().optional(),
@@ -78,7 +81,7 @@ export interface Config {
   logLevel: Env['LOG_LEVEL'];
   dataDir: string;
   toolsDir: string;
-  temporal: { address: string; port: number; uiPort: number; namespace: string; taskQueue: string };
+  temporal: { address: string; port: number; uiPort: number; namespace: string; taskQueue: string; maxConcurrentActivities: number };
   mongo: { url: string; port: number; db: string; timeoutMs: number };
   s3: {
     endpoint: string;
@@ -162,6 +165,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       uiPort: e.TEMPORAL_UI_PORT,
       namespace: e.TEMPORAL_NAMESPACE,
       taskQueue: e.TEMPORAL_TASK_QUEUE,
+      maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES,
     },
     mongo: {
       url: e.MONGO_URL ?? `mongodb://127.0.0.1:${e.MONGO_PORT}/`,

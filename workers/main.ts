@@ -41,6 +41,7 @@ async function main(): Promise<void> {
     taskQueue: cfg.temporal.taskQueue,
     workflowsPath: require.resolve('../workflows'),
     activities,
+    maxConcurrentActivityTaskExecutions: cfg.temporal.maxConcurrentActivities,
     // In-flight activities get time to heartbeat their last offset before the worker exits.
     shutdownGraceTime: '10s',
   });
