@@ -32,6 +32,8 @@ const envSchema = z.object({
   TEMPORAL_ADDRESS: z.string().optional(),
   TEMPORAL_NAMESPACE: z.string().min(1).default('fleet'),
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('fleet'),
+  // Where operators open Temporal Web (the UIs link every run there); locally the dev server's UI port.
+  TEMPORAL_WEB_URL: z.string().url().optional(),
   // Activities in flight per worker. Low by default: FerretDB (SQLite) turns many concurrent status writes into
   // 10 s lock waits, and a write that times out can still land late (see infra/README.md). MongoDB can take more.
   WORKER_MAX_CONCURRENT_ACTIVITIES: z.coerce.number().int().min(1).max(1000).default(8),
@@ -81,7 +83,7 @@ export interface Config {
   logLevel: Env['LOG_LEVEL'];
   dataDir: string;
   toolsDir: string;
-  temporal: { address: string; port: number; uiPort: number; namespace: string; taskQueue: string; maxConcurrentActivities: number };
+  temporal: { address: string; port: number; uiPort: number; webUrl: string; namespace: string; taskQueue: string; maxConcurrentActivities: number };
   mongo: { url: string; port: number; db: string; timeoutMs: number };
   s3: {
     endpoint: string;
@@ -163,6 +165,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       address: e.TEMPORAL_ADDRESS ?? `127.0.0.1:${e.TEMPORAL_PORT}`,
       port: e.TEMPORAL_PORT,
       uiPort: e.TEMPORAL_UI_PORT,
+      webUrl: e.TEMPORAL_WEB_URL ?? `http://127.0.0.1:${e.TEMPORAL_UI_PORT}`,
       namespace: e.TEMPORAL_NAMESPACE,
       taskQueue: e.TEMPORAL_TASK_QUEUE,
       maxConcurrentActivities: e.WORKER_MAX_CONCURRENT_ACTIVITIES,

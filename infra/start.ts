@@ -1,6 +1,8 @@
 // `npm start`: the whole system locally: servers, simulated fleet, and the project's own processes, all in the
 // background. Idempotent: a second run finds everything running and changes nothing.
-import { loadConfig } from '../common/config';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { loadConfig, repoRoot } from '../common/config';
 import { appSpecs } from './apps';
 import { ensureProcess } from './proc';
 import { stackPaths, stackUp } from './stack';
@@ -8,6 +10,8 @@ import { stackPaths, stackUp } from './stack';
 async function main(): Promise<void> {
   const cfg = loadConfig();
   const log = (l: string) => console.log(`[start] ${l}`);
+  // The browser apps are built before the processes that serve them (a no-op when the build is current).
+  execFileSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'ui', 'build.ts'), '--if-stale'], { cwd: repoRoot, stdio: 'inherit' });
   const fleet = await stackUp(cfg, { log });
   const p = stackPaths(cfg);
   for (const spec of appSpecs(cfg, fleet)) {
@@ -16,8 +20,9 @@ async function main(): Promise<void> {
   }
   console.log(`
 Fleet sync is up.
-  OTA API        ${cfg.api.publicUrl}/api/v1/docs   (token: npm run token)
-  Temporal Web   http://127.0.0.1:${cfg.temporal.uiPort}/namespaces/${cfg.temporal.namespace}/workflows
+  Operator UI    ${cfg.api.publicUrl}/ui/   (sign in with: npm run -s token)
+  OTA API        ${cfg.api.publicUrl}/api/v1/docs
+  Temporal Web   ${cfg.temporal.webUrl}/namespaces/${cfg.temporal.namespace}/workflows
   Temporal       ${cfg.temporal.address} (namespace ${cfg.temporal.namespace}, task queue ${cfg.temporal.taskQueue})
   MongoDB        ${cfg.mongo.url} (FerretDB)   S3 ${cfg.s3.endpoint} (versitygw)
   MQTT           robots ${cfg.mqtt.url}, cloud ${cfg.mqtt.cloudUrl}

@@ -12,6 +12,7 @@ import { filesRouter } from './routes/files';
 import { healthRouter } from './routes/health';
 import { jobsRouter } from './routes/jobs';
 import { resolveContext, type OtaAppDeps, type OtaContext } from './types';
+import { uiRouter } from '../ui-static';
 
 export const API_PREFIX = '/api/v1';
 
@@ -54,6 +55,16 @@ export function createOtaApp(deps: OtaAppDeps): Express {
   app.set('etag', false); // JSON answers change with every job transition; downloads carry S3's own ETag
   app.use(requestLog(deps.log.child({ component: 'http' })));
   app.use(API_PREFIX, createOtaRouter(deps));
+  // The operator UI: a static app that calls /api/v1 with the operator's own token.
+  app.use(
+    '/ui',
+    uiRouter('operator', () => ({
+      apiBase: API_PREFIX,
+      temporalWebUrl: deps.cfg.temporal.webUrl,
+      temporalNamespace: deps.cfg.temporal.namespace,
+    })),
+  );
+  app.get('/', (_req, res) => res.redirect('/ui/'));
   app.use(notFoundHandler);
   app.use(errorHandler(deps.log));
   return app;

@@ -1,0 +1,165 @@
+// Files in the OTA bucket: upload one (with progress), then deploy it to a robot. A deploy creates a job and
+// switches to the jobs list filtered to that robot, where it goes PENDING → … → COMPLETED live.
+import { useState, type FormEvent } from 'react';
+import { ApiError } from '../shared/api';
+import { Field, Notice, Progress, formatBytes } from '../shared/components';
+import { usePolling } from '../shared/hooks';
+import type { ViewProps } from './App';
+import type { FileDeployResult, FileRow, FileUploadResult } from './types';
+
+const errText = (e: unknown) => (e instanceof ApiError ? e.message : String(e));
+
+function UploadForm({ api, onUploaded }: Pick<ViewProps, 'api'> & { onUploaded: (r: FileUploadResult) => void }) {
+  const [file, setFile] = useState<File | null>(null);
+  const [deployPath, setDeployPath] = useState('');
+  const [progress, setProgress] = useState<number | null>(null);
+  const [result, setResult] = useState<{ tone: 'error' | 'success'; text: string } | null>(null);
+
+  const submit = async (e: FormEvent<HTMLFormElement>) => {
+    e.preventDefault();
+    if (!file) return;
+    const form = new FormData();
+    form.append('file_info_list', JSON.stringify({ file_list: [{ s3_bucket: 'files', ...(deployPath ? { deploy_path: deployPath } : {}) }] }));
+    form.append('files', file, file.name);
+    setResult(null);
+    setProgress(0);
+    try {
+      const [r] = await api.upload<FileUploadResult[]>('/file/upload', form, setProgress);
+      setResult({ tone: 'success', text: `Uploaded ${r.filename} as ${r.s3_object_name} (${formatBytes(r.size ?? 0)}, sha256 ${r.sha256?.slice(0, 12)}…).` });
+      onUploaded(r);
+      e.currentTarget?.reset();
+      setFile(null);
+    } catch (err) {
+      setResult({ tone: 'error', text: `Upload failed: ${errText(err)}` });
+    } finally {
+      setProgress(null);
+    }
+  };
+
+  return (
+    <section className="panel" aria-labelledby="upload-h">
+      <h3 id="upload-h">Upload a file</h3>
+      <form onSubmit={(e) => void submit(e)}>
+        <div className="form-grid">
+          <Field label="File">
+            <input type="file" name="file" onChange={(e) => setFile(e.target.files?.[0] ?? null)} required />
+          </Field>
+          <Field label="Default deploy path (optional)" hint="Absolute path on the robot">
+            <input value={deployPath} onChange={(e) => setDeployPath(e.target.value)} placeholder="/opt/robot/config.yaml" />
+          </Field>
+          <div>
+            <button type="submit" disabled={!file || progress !== null}>
+              Upload
+            </button>
+          </div>
+        </div>
+      </form>
+      {progress !== null ? <Progress label="Upload" value={progress} max={1} /> : null}
+      {result ? <Notice tone={result.tone}>{result.text}</Notice> : null}
+    </section>
+  );
+}
+
+function DeployForm({ api, file, go, onClose }: Pick<ViewProps, 'api' | 'go'> & { file: FileRow; onClose: () => void }) {
+  const [robot, setRobot] = useState(file.robot_id);
+  const [deployPath, setDeployPath] = useState(file.deploy_path);
+  const [timeout, setTimeoutS] = useState('');
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    const q = new URLSearchParams({ robot_id: robot, s3_bucket: file.s3_bucket, s3_object_name: file.s3_object_name, deploy_path: deployPath });
+    if (timeout) q.set('timeout_s', timeout);
+    try {
+      await api.post<FileDeployResult>(`/file/deploy_from_s3?${q.toString()}`);
+      go('jobs', { robot_id: robot });
+    } catch (err) {
+      setError(`Deploy refused: ${errText(err)}`);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <section className="panel" aria-labelledby="deploy-h">
+      <h3 id="deploy-h">
+        Deploy <span className="mono">{file.file_name}</span> to a robot
+      </h3>
+      <form onSubmit={(e) => void submit(e)}>
+        <div className="form-grid">
+          <Field label="Robot id">
+            <input value={robot} onChange={(e) => setRobot(e.target.value.trim())} required />
+          </Field>
+          <Field label="Deploy path" hint="Absolute path inside the robot's allowed roots">
+            <input value={deployPath} onChange={(e) => setDeployPath(e.target.value)} required />
+          </Field>
+          <Field label="Timeout (s, optional)">
+            <input type="number" min={1} value={timeout} onChange={(e) => setTimeoutS(e.target.value)} />
+          </Field>
+          <div className="row">
+            <button type="submit" disabled={busy}>
+              Deploy
+            </button>
+            <button type="button" className="secondary" onClick={onClose}>
+              Close
+            </button>
+          </div>
+        </div>
+      </form>
+      {error ? <Notice tone="error">{error}</Notice> : null}
+    </section>
+  );
+}
+
+export function FilesView({ api, go }: ViewProps) {
+  const files = usePolling(() => api.get<FileRow[]>('/file/list?s3_bucket=files'), 5000);
+  const [deploying, setDeploying] = useState<FileRow | null>(null);
+
+  return (
+    <>
+      <h2>Files &amp; deploy</h2>
+      <UploadForm api={api} onUploaded={() => files.refresh()} />
+      {deploying ? <DeployForm api={api} go={go} file={deploying} onClose={() => setDeploying(null)} /> : null}
+      {files.error ? <Notice tone="error">Could not load files: {files.error}</Notice> : null}
+      <section className="panel" aria-labelledby="files-h">
+        <h3 id="files-h">Files</h3>
+        <div className="table-wrap">
+          <table aria-label="Files">
+            <thead>
+              <tr>
+                <th style={{ width: '22%' }}>File</th>
+                <th style={{ width: '30%' }} className="hide-narrow">Object name</th>
+                <th style={{ width: '10%' }}>Size</th>
+                <th style={{ width: '16%' }} className="hide-narrow">sha256</th>
+                <th style={{ width: '22%' }}>Actions</th>
+              </tr>
+            </thead>
+            <tbody>
+              {files.data?.map((f) => (
+                <tr key={`${f.s3_bucket}/${f.s3_object_name}`} data-object={f.s3_object_name}>
+                  <td title={f.file_name}>{f.file_name}</td>
+                  <td className="mono hide-narrow" title={f.s3_object_name}>
+                    {f.s3_object_name}
+                  </td>
+                  <td>{formatBytes(f.size)}</td>
+                  <td className="mono hide-narrow" title={f.sha256}>
+                    {f.sha256.slice(0, 12)}…
+                  </td>
+                  <td>
+                    <button type="button" onClick={() => setDeploying(f)} aria-label={`Deploy ${f.s3_object_name}`}>
+                      Deploy…
+                    </button>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+        {files.data && files.data.length === 0 ? <p className="muted">No files yet: upload one above.</p> : null}
+      </section>
+    </>
+  );
+}

@@ -1,0 +1,116 @@
+// Jobs, newest first, refreshed every 1.5 s: status, live download progress, errors, cancel, and each job's
+// workflow in Temporal Web.
+import { useState } from 'react';
+import { ApiError } from '../shared/api';
+import { Field, Notice, Progress, StatusBadge, formatBytes } from '../shared/components';
+import { usePolling } from '../shared/hooks';
+import type { ViewProps } from './App';
+import { TERMINAL, type JobList, type JobState } from './types';
+
+const STATUSES = ['', 'PENDING', 'RECEIVED', 'DOWNLOADING', 'COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT'];
+
+export function JobsView({ api, config, filter }: ViewProps) {
+  const [robot, setRobot] = useState(filter.robot_id ?? '');
+  const [status, setStatus] = useState('');
+  const [message, setMessage] = useState<{ tone: 'error' | 'success'; text: string } | null>(null);
+  const query = new URLSearchParams({ limit: '50', ...(robot ? { robot_id: robot } : {}), ...(status ? { status } : {}) }).toString();
+  const jobs = usePolling(() => api.get<JobList>(`/jobs?${query}`), 1500, [query]);
+
+  const cancel = async (job: JobState) => {
+    setMessage(null);
+    try {
+      await api.post(`/job/${encodeURIComponent(job.job_id)}/cancel`, { reason: 'canceled from the operator UI' });
+      setMessage({ tone: 'success', text: `Cancel requested for job ${job.job_id}.` });
+      jobs.refresh();
+    } catch (e) {
+      setMessage({ tone: 'error', text: `Cancel of ${job.job_id} failed: ${e instanceof ApiError ? e.message : String(e)}` });
+    }
+  };
+
+  return (
+    <>
+      <h2>Jobs</h2>
+      <section className="panel" aria-label="Job filters">
+        <div className="form-grid">
+          <Field label="Robot id">
+            <input value={robot} onChange={(e) => setRobot(e.target.value.trim())} placeholder="all robots" />
+          </Field>
+          <Field label="Status">
+            <select value={status} onChange={(e) => setStatus(e.target.value)}>
+              {STATUSES.map((s) => (
+                <option key={s} value={s}>
+                  {s || 'any'}
+                </option>
+              ))}
+            </select>
+          </Field>
+        </div>
+      </section>
+      {message ? <Notice tone={message.tone}>{message.text}</Notice> : null}
+      {jobs.error ? <Notice tone="error">Could not load jobs: {jobs.error}</Notice> : null}
+      <section className="panel">
+        <div className="table-wrap">
+          <table aria-label="Jobs">
+            <thead>
+              <tr>
+                <th style={{ width: '17%' }}>Job</th>
+                <th style={{ width: '10%' }}>Robot</th>
+                <th style={{ width: '20%' }} className="hide-narrow">Deploy path</th>
+                <th style={{ width: '12%' }}>Status</th>
+                <th style={{ width: '17%' }}>Progress / error</th>
+                <th style={{ width: '10%' }} className="hide-narrow">Updated</th>
+                <th style={{ width: '14%' }}>Actions</th>
+              </tr>
+            </thead>
+            <tbody>
+              {jobs.data?.jobs.map((j) => (
+                <tr key={j.job_id} data-job-id={j.job_id} data-status={j.status}>
+                  <td className="mono" title={j.job_id}>
+                    {j.job_id}
+                  </td>
+                  <td>{j.robot_id}</td>
+                  <td className="mono hide-narrow" title={j.deploy_path}>
+                    {j.deploy_path}
+                  </td>
+                  <td>
+                    <StatusBadge status={j.status} />
+                  </td>
+                  <td className="wrap">
+                    {j.error_msg ? (
+                      <span className="muted">{j.error_msg}</span>
+                    ) : j.status === 'DOWNLOADING' && j.progress !== null ? (
+                      <Progress label={`Download of ${j.file_name || j.s3_object_name}`} value={j.progress} max={100} />
+                    ) : (
+                      <span className="muted">{formatBytes(j.size)}</span>
+                    )}
+                  </td>
+                  <td className="hide-narrow" title={j.updated_at}>
+                    {new Date(j.updated_at).toLocaleTimeString()}
+                  </td>
+                  <td>
+                    <div className="row">
+                      {!TERMINAL.has(j.status) ? (
+                        <button type="button" className="danger" onClick={() => void cancel(j)} aria-label={`Cancel job ${j.job_id}`}>
+                          Cancel
+                        </button>
+                      ) : null}
+                      <a
+                        href={`${config.temporalWebUrl}/namespaces/${config.temporalNamespace}/workflows/${encodeURIComponent(j.workflow_id)}`}
+                        target="_blank"
+                        rel="noreferrer"
+                        aria-label={`Workflow of job ${j.job_id} in Temporal Web`}
+                      >
+                        Temporal
+                      </a>
+                    </div>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+        {jobs.data && jobs.data.jobs.length === 0 ? <p className="muted">No jobs match.</p> : null}
+      </section>
+    </>
+  );
+}
