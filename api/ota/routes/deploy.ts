@@ -43,11 +43,11 @@ export function deployRouter(ctx: OtaContext): Router {
     const auth = authContext(res);
     const { list, stored, fields, release } = await receiveFiles(ctx, req, {
       schema: fileDeployListSchema,
-      checkItem: (info) => {
+      checkItem: (info, index) => {
         const problem = deployTargetProblem(info.robot_id, info.deploy_path);
         if (problem) return problem;
         // Before any byte is stored: a robot outside the token's scope refuses the whole request.
-        const scope = robotScopeProblem(auth, info.robot_id);
+        const scope = robotScopeProblem(auth, info.robot_id, `file_info_list.file_list.${index}.robot_id`);
         if (scope) throw new HttpError(403, scope);
         return null;
       },
