@@ -16,7 +16,7 @@ async function main(): Promise<void> {
   }
   console.log(`
 Fleet sync is up.
-  OTA API        ${cfg.api.publicUrl}/api/v1/docs   (token: npm run token)
+  OTA API        ${cfg.api.publicUrl}/api/v1/docs   (token: npm run token -- --role operator)
   Temporal Web   http://127.0.0.1:${cfg.temporal.uiPort}/namespaces/${cfg.temporal.namespace}/workflows
   Temporal       ${cfg.temporal.address} (namespace ${cfg.temporal.namespace}, task queue ${cfg.temporal.taskQueue})
   MongoDB        ${cfg.mongo.url} (FerretDB)   S3 ${cfg.s3.endpoint} (versitygw)

@@ -192,6 +192,10 @@ describe('roles, scope, revocation and audit', () => {
     }
     const deployEntry = entries.find((a) => a.route === '/api/v1/file/deploy_from_s3' && a.status === 200 && a.role === 'operator');
     expect(deployEntry?.params).toMatchObject({ robot_id: 'robot01', deploy_path: '/tmp/m', s3_bucket: 'files', job_ids: [expect.any(String)] });
+    const cancelEntry = entries.find((a) => a.route === '/api/v1/job/:job_id/cancel' && a.status === 202);
+    expect(cancelEntry?.params).toEqual({ job_id: expect.any(String) });
+    const uploadEntry = entries.find((a) => a.route === '/api/v1/file/upload' && a.status === 200 && a.role === 'operator');
+    expect(uploadEntry?.params).toEqual({ objects: [expect.stringMatching(/^m-up-/)] });
     const text = JSON.stringify(entries);
     for (const secret of [...tokens.values(), h.token, h.cfg.api.jwtSecret, h.cfg.s3.secretAccessKey, h.cfg.mqtt.password]) {
       expect(text).not.toContain(secret);
