@@ -196,6 +196,8 @@ describe('roles, scope, revocation and audit', () => {
     expect(cancelEntry?.params).toEqual({ job_id: expect.any(String) });
     const uploadEntry = entries.find((a) => a.route === '/api/v1/file/upload' && a.status === 200 && a.role === 'operator');
     expect(uploadEntry?.params).toEqual({ objects: [expect.stringMatching(/^m-up-/)] });
+    const updateEntry = entries.find((a) => a.route === '/api/v1/file/update' && a.status === 200);
+    expect(updateEntry?.params).toEqual({ s3_bucket: 'files', s3_object_name: expect.stringMatching(/^sec-/), content_replaced: false });
     const text = JSON.stringify(entries);
     for (const secret of [...tokens.values(), h.token, h.cfg.api.jwtSecret, h.cfg.s3.secretAccessKey, h.cfg.mqtt.password]) {
       expect(text).not.toContain(secret);

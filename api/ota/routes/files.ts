@@ -168,6 +168,7 @@ export function filesRouter(ctx: OtaContext): Router {
     });
     const u = holder.update;
     if (!u) throw new HttpError(422, 'file_info: Field required');
+    noteAudit(res, { s3_bucket: u.s3_bucket, s3_object_name: u.s3_object_name, content_replaced: holder.content !== null });
     const set: Record<string, unknown> = { timestamp: new Date() };
     for (const k of ['robot_id', 'robot_type', 'robot_version', 'deploy_path', 'file_metadata'] as const) {
       if (u[k] !== undefined) set[k] = u[k];
