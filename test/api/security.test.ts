@@ -1,15 +1,18 @@
 // Operator security of the cloud API against the real stack (FerretDB, versitygw, Temporal): the role matrix of
 // every endpoint, the robot scope, revocation, token lifetime, JWKS keys, the audit trail, the per-token rate
 // limit, upload size limits and the cached /health.
+import { execFile } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose';
 import type { Role } from '../../api/auth';
 import { createOtaApp } from '../../api/ota/app';
 import { closeServer, listen, serverPort } from '../../api/server';
+import { repoRoot } from '../../common/config';
 import { eventually } from '../helpers';
 import { fileInfoList, filePart, form, listKeys, request, startHarness, uniqueName, type Harness, type JsonResponse } from './harness';
 
@@ -309,6 +312,30 @@ describe('token lifetime', () => {
 
   it('accepts a token exactly at the maximum lifetime', async () => {
     expect((await request(h, 'GET', '/jobs', { auth: false, headers: bearer(await sign({}, now(), now() + 3600)) })).status).toBe(200);
+  });
+});
+
+describe('npm run token', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness();
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+  const run = (...args: string[]) => promisify(execFile)(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'api/token.ts'), ...args], { cwd: repoRoot });
+
+  it('mints a token with the role asked for, and prints its id on stderr', async () => {
+    const { stdout, stderr } = await run('--role', 'viewer', '--ttl', '1h', '--sub', 'cli-user');
+    const token = stdout.trim();
+    expect(stderr).toMatch(/^role=viewer jti=[0-9a-f-]{36} expires=\S+Z$/m);
+    expect((await request(h, 'GET', '/jobs', { auth: false, headers: bearer(token) })).status).toBe(200);
+    const up = await request(h, 'POST', '/file/upload', { auth: false, headers: bearer(token), body: form([fileInfoList([{}]), filePart('x')]) });
+    expect(up).toMatchObject({ status: 403, body: { detail: 'Forbidden: requires the "operator" role (the token has the "viewer" role)' } });
+  });
+
+  it('refuses a --ttl beyond the configured maximum lifetime', async () => {
+    await expect(run('--role', 'admin', '--ttl', '25h')).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining('API_TOKEN_MAX_TTL') });
   });
 });
 
