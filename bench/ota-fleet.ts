@@ -13,8 +13,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { SignJWT } from 'jose';
 import { createS3Client } from '../activities/s3/client';
+import { sharedSecretSettings, signToken } from '../api/auth';
 import { loadConfig, repoRoot, type Config } from '../common/config';
 import { connectDb } from '../common/db';
 import { stackDown, stackUp } from '../infra/stack';
@@ -91,15 +91,8 @@ function procStatusMb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
 const peakRssMb = (pid: number) => procStatusMb(pid, 'VmHWM');
 const currentRssMb = (pid: number) => procStatusMb(pid, 'VmRSS');
 
-async function token(cfg: Config): Promise<string> {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256' })
-    .setSubject('bench')
-    .setIssuer(cfg.api.jwtIssuer)
-    .setAudience(cfg.api.jwtAudience)
-    .setExpirationTime('2h')
-    .sign(new TextEncoder().encode(cfg.api.jwtSecret));
-}
+/** Admin: the benchmark uploads, deploys and deletes its large file. Its 1 + robots + 2 requests stay under API_RATE_LIMIT. */
+const token = (cfg: Config): Promise<string> => signToken(sharedSecretSettings(cfg.api), { subject: 'bench', role: 'admin', ttl: '2h' });
 
 /** Runs `count` commands with at most `parallel` at once; resolves with the wall time in seconds. */
 async function runPool(count: number, parallel: number, start: (i: number) => Promise<void>): Promise<number> {

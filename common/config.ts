@@ -18,6 +18,30 @@ const bool = z
 /** Secrets that a local stack generates when the environment does not provide them. */
 const LOCAL_SECRETS = ['S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY', 'MQTT_PASSWORD', 'API_JWT_SECRET'] as const;
 
+/** "90s", "15m", "12h", "7d", "500ms": a duration in milliseconds (token lifetimes, rate-limit windows, caches). */
+const DURATION_UNITS_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const;
+export function parseDurationMs(text: string): number | null {
+  const m = /^(\d+)\s*(ms|s|m|h|d|w)$/.exec(text.trim());
+  return m ? Number(m[1]) * DURATION_UNITS_MS[m[2] as keyof typeof DURATION_UNITS_MS] : null;
+}
+const duration = z.string().transform((v, ctx) => {
+  const ms = parseDurationMs(v);
+  if (ms === null) ctx.addIssue({ code: 'custom', message: `"${v}" is not a duration like 90s, 15m, 12h or 7d` });
+  return ms ?? 0;
+});
+
+/** "1048576", "512MiB", "5GiB": a size in bytes (upload limits). */
+const BYTE_UNITS = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 } as const;
+const byteSize = z.string().transform((v, ctx) => {
+  const m = /^(\d+)\s*(B|KiB|MiB|GiB|TiB)?$/.exec(v.trim());
+  if (!m) ctx.addIssue({ code: 'custom', message: `"${v}" is not a size like 1048576, 512MiB or 5GiB` });
+  return m ? Number(m[1]) * BYTE_UNITS[(m[2] ?? 'B') as keyof typeof BYTE_UNITS] : 0;
+});
+
+/** JWT algorithms the cloud API can verify: HS256 with API_JWT_SECRET, the asymmetric ones with API_JWKS. */
+export const JWT_ALGORITHMS = ['HS256', 'EdDSA', 'RS256', 'ES256'] as const;
+export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
+
 /** Upper bound of MQTT_BRIDGE_LANES; the bridge also drains lane sessions up to it left by a larger setting. */
 export const MQTT_BRIDGE_MAX_LANES = 32;
 
@@ -71,6 +95,25 @@ const envSchema = z.object({
   API_JWT_SECRET: z.string().min(16),
   API_JWT_ISSUER: z.string().default('fleetsync'),
   API_JWT_AUDIENCE: z.string().default('fleetsync-api'),
+  // Operator tokens: the algorithms accepted (HS256 uses API_JWT_SECRET; the others need API_JWKS, a JWKS file or
+  // https URL of an identity provider), the longest lifetime a token may have (exp - iat), and how stale the
+  // in-process list of revoked token ids may be on an API that did not do the revoking.
+  API_JWT_ALGORITHMS: z
+    .string()
+    .default('HS256,EdDSA,RS256')
+    .transform((v) => v.split(',').map((a) => a.trim()).filter(Boolean))
+    .pipe(z.array(z.enum(JWT_ALGORITHMS)).min(1)),
+  API_JWKS: z.string().min(1).optional(),
+  API_TOKEN_MAX_TTL: duration.prefault('24h'),
+  API_REVOCATION_REFRESH: duration.prefault('5s'),
+  // Abuse limits: requests per token per window (0 = off), upload sizes (413 beyond, nothing stored), and which
+  // proxies to trust for the client address in the audit trail (Express "trust proxy": false, a hop count, or
+  // comma-separated addresses/subnets such as "loopback,10.0.0.0/8").
+  API_RATE_LIMIT: z.coerce.number().int().min(0).default(1200),
+  API_RATE_LIMIT_WINDOW: duration.prefault('1m'),
+  API_UPLOAD_MAX_FILE_BYTES: byteSize.prefault('5GiB'),
+  API_UPLOAD_MAX_REQUEST_BYTES: byteSize.prefault('20GiB'),
+  API_TRUST_PROXY: z.string().default('false'),
 
   FLEET_ROBOTS: z.coerce.number().int().min(0).max(1000).default(3),
   FLEET_SSH_BASE_PORT: port.default(2201),
@@ -104,7 +147,25 @@ export interface Config {
     bridgeClientId: string;
     bridgeLanes: number;
   };
-  api: { host: string; port: number; publicUrl: string; jwtSecret: string; jwtIssuer: string; jwtAudience: string };
+  api: {
+    host: string;
+    port: number;
+    publicUrl: string;
+    jwtSecret: string;
+    jwtIssuer: string;
+    jwtAudience: string;
+    jwtAlgorithms: JwtAlgorithm[];
+    /** JWKS file path or http(s) URL with the public keys of EdDSA/RS256/ES256 tokens. */
+    jwks: string | null;
+    tokenMaxTtlMs: number;
+    revocationRefreshMs: number;
+    /** Requests per token per rateLimitWindowMs; 0 turns the limit off. */
+    rateLimit: number;
+    rateLimitWindowMs: number;
+    uploadMaxFileBytes: number;
+    uploadMaxRequestBytes: number;
+    trustProxy: boolean | number | string;
+  };
   fleet: { robots: number; sshBasePort: number; dir: string };
 }
 
@@ -202,6 +263,15 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       jwtSecret: e.API_JWT_SECRET,
       jwtIssuer: e.API_JWT_ISSUER,
       jwtAudience: e.API_JWT_AUDIENCE,
+      jwtAlgorithms: e.API_JWT_ALGORITHMS,
+      jwks: e.API_JWKS ?? null,
+      tokenMaxTtlMs: e.API_TOKEN_MAX_TTL,
+      revocationRefreshMs: e.API_REVOCATION_REFRESH,
+      rateLimit: e.API_RATE_LIMIT,
+      rateLimitWindowMs: e.API_RATE_LIMIT_WINDOW,
+      uploadMaxFileBytes: e.API_UPLOAD_MAX_FILE_BYTES,
+      uploadMaxRequestBytes: e.API_UPLOAD_MAX_REQUEST_BYTES,
+      trustProxy: /^(true|false)$/.test(e.API_TRUST_PROXY) ? e.API_TRUST_PROXY === 'true' : /^\d+$/.test(e.API_TRUST_PROXY) ? Number(e.API_TRUST_PROXY) : e.API_TRUST_PROXY,
     },
     fleet: { robots: e.FLEET_ROBOTS, sshBasePort: e.FLEET_SSH_BASE_PORT, dir: path.join(dataDir, 'fleet') },
   };

@@ -20,7 +20,7 @@ async function main(): Promise<void> {
   }
   console.log(`
 Fleet sync is up.
-  Operator UI    ${cfg.api.publicUrl}/ui/   (sign in with: npm run -s token)
+  Operator UI    ${cfg.api.publicUrl}/ui/   (sign in with a token: npm run -s token -- --role operator)
   OTA API        ${cfg.api.publicUrl}/api/v1/docs
   Temporal Web   ${cfg.temporal.webUrl}/namespaces/${cfg.temporal.namespace}/workflows
   Temporal       ${cfg.temporal.address} (namespace ${cfg.temporal.namespace}, task queue ${cfg.temporal.taskQueue})

@@ -1,12 +1,18 @@
 // The OTA file service: an Express app with everything under /api/v1, compatible with the reference
 // (nvidia-isaac/ota-file-service) plus authentication, jobs that Temporal drives to a terminal state, streaming
 // uploads/downloads and the reference's bugs fixed (notes/ota-file-service.md §6).
+// Operator security, in request order: bearer token (401, revoked ids too) → per-token rate limit (429) → audit
+// trail of mutating requests → each route's requireRole (403) and, for deploys, the token's robot scope.
 import express, { Router, type Express, type RequestHandler } from 'express';
 import swaggerUi from 'swagger-ui-express';
 import type { Logger } from '../../common/logger';
-import { authContext, bearerAuth } from '../auth';
+import { auditTrail } from '../audit';
+import { authContext, bearerAuth, operatorJwtSettings } from '../auth';
+import { perTokenRateLimit } from '../rate-limit';
+import { RevocationList } from '../revocations';
 import { errorHandler, notFoundHandler } from './errors';
 import { buildOpenApiDocument } from './openapi';
+import { adminRouter } from './routes/admin';
 import { deployRouter } from './routes/deploy';
 import { filesRouter } from './routes/files';
 import { healthRouter } from './routes/health';
@@ -40,10 +46,15 @@ export function createOtaRouter(deps: OtaAppDeps): Router {
   });
   r.use('/docs', swaggerUi.serve, swaggerUi.setup(doc, { customSiteTitle: 'OTA File Service API', customCss: '' }));
 
-  r.use(bearerAuth({ secret: ctx.cfg.api.jwtSecret, issuer: ctx.cfg.api.jwtIssuer, audience: ctx.cfg.api.jwtAudience }));
+  const api = ctx.cfg.api;
+  const revocations = new RevocationList(ctx.models.RevokedToken, { refreshMs: api.revocationRefreshMs, maxTokenTtlMs: api.tokenMaxTtlMs });
+  r.use(bearerAuth(operatorJwtSettings(api, (jti) => revocations.isRevoked(jti))));
+  r.use(perTokenRateLimit(api));
+  r.use(auditTrail(ctx.models.AuditEntry, ctx.log));
   r.use(filesRouter(ctx));
   r.use(deployRouter(ctx));
   r.use(jobsRouter(ctx));
+  r.use(adminRouter(ctx, revocations));
   r.use(notFoundHandler);
   r.use(errorHandler(ctx.log));
   return r;
@@ -53,6 +64,7 @@ export function createOtaApp(deps: OtaAppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false); // JSON answers change with every job transition; downloads carry S3's own ETag
+  app.set('trust proxy', deps.cfg.api.trustProxy); // req.ip, the audit trail's client address, behind a proxy
   app.use(requestLog(deps.log.child({ component: 'http' })));
   app.use(API_PREFIX, createOtaRouter(deps));
   // The operator UI: a static app that calls /api/v1 with the operator's own token.

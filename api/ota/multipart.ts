@@ -25,6 +25,9 @@ export interface MultipartSpec {
   onFile(file: MultipartFile, signal: AbortSignal): Promise<void>;
   maxFiles: number;
   maxFieldBytes?: number;
+  /** Largest file part, and largest request body (Content-Length, or bytes counted as they arrive): 413 beyond. */
+  maxFileBytes?: number;
+  maxRequestBytes?: number;
   /** How long to keep reading (and discarding) a failed request's body before answering anyway. */
   drainTimeoutMs?: number;
 }
@@ -72,12 +75,19 @@ export function readMultipart(req: Request, spec: MultipartSpec): Promise<Multip
     return Promise.reject(new HttpError(415, `expected multipart/form-data with a "${spec.metaField}" field`));
   }
   const maxFieldBytes = spec.maxFieldBytes ?? 1024 * 1024;
+  const maxRequestBytes = spec.maxRequestBytes ?? Infinity;
+  const tooLarge = () => new HttpError(413, `request body: larger than the limit of ${maxRequestBytes} bytes`);
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (declared > maxRequestBytes) {
+    // Refused before a byte is stored; the body is read and discarded (bounded) so the client sees the answer.
+    return drain(req, spec.drainTimeoutMs ?? 30000).then(() => Promise.reject(tooLarge()));
+  }
   return new Promise<MultipartResult>((resolve, reject) => {
     let bb: busboy.Busboy;
     try {
       bb = busboy({
         headers: req.headers,
-        limits: { fieldSize: maxFieldBytes, fields: 100, files: spec.maxFiles + 10 },
+        limits: { fieldSize: maxFieldBytes, fields: 100, files: spec.maxFiles + 10, ...(spec.maxFileBytes === undefined ? {} : { fileSize: spec.maxFileBytes }) },
       });
     } catch (e) {
       reject(new HttpError(400, `malformed multipart request: ${e instanceof Error ? e.message : String(e)}`));
@@ -152,6 +162,9 @@ export function readMultipart(req: Request, spec: MultipartSpec): Promise<Multip
       // Busboy emits errors on the part stream (truncated body, client gone); the request-level handlers report
       // them, so a handler that has not attached its own listener yet must not crash the process.
       stream.on('error', () => undefined);
+      const index = fileCount;
+      // Busboy cuts the part at maxFileBytes and would end it normally: fail first, so the truncated upload aborts.
+      stream.once('limit', () => fail(new HttpError(413, `${spec.fileField}.${index}: larger than the limit of ${spec.maxFileBytes} bytes per file`)));
       const file: MultipartFile = { filename: info.filename, mimeType: info.mimeType, stream, index: fileCount++ };
       activeStreams.add(stream);
       pending.push(
@@ -170,6 +183,13 @@ export function readMultipart(req: Request, spec: MultipartSpec): Promise<Multip
     req.on('close', () => {
       if (!req.complete) fail(new ClientAbortedError());
     });
+    if (maxRequestBytes !== Infinity) {
+      let received = 0;
+      req.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        if (received > maxRequestBytes) fail(tooLarge());
+      });
+    }
     req.pipe(bb);
   });
 }

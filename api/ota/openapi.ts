@@ -1,8 +1,12 @@
 // The OpenAPI document of /api/v1, generated from the same zod schemas that validate requests. Served as
-// /api/v1/openapi.json and rendered by Swagger UI at /api/v1/docs (both without authentication).
+// /api/v1/openapi.json and rendered by Swagger UI at /api/v1/docs (both without authentication). Every
+// authenticated operation states the least role it needs (`x-required-role`, and in its description).
 import { OpenAPIRegistry, OpenApiGeneratorV3, type RouteConfig } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
+import type { Role } from '../auth';
 import {
+  auditPageSchema,
+  auditQuerySchema,
   cancelBodySchema,
   cancelResultSchema,
   deployFromS3QuerySchema,
@@ -22,6 +26,8 @@ import {
   jobStateSchema,
   listQuerySchema,
   objectQuerySchema,
+  revocationSchema,
+  revokeBodySchema,
   robotIdParamSchema,
 } from './schemas';
 
@@ -39,16 +45,37 @@ const binary = () => z.string().openapi({ type: 'string', format: 'binary' });
 
 export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateDocument']> {
   const registry = new OpenAPIRegistry();
-  registry.registerComponent('securitySchemes', 'bearerAuth', { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' });
+  registry.registerComponent('securitySchemes', 'bearerAuth', {
+    type: 'http',
+    scheme: 'bearer',
+    bearerFormat: 'JWT',
+    description:
+      'HS256 (API_JWT_SECRET, `npm run token`) or EdDSA/RS256/ES256 with keys from API_JWKS. Claims: exp, iat, iss, aud, ' +
+      'sub, jti (revocable), role (viewer|operator|admin), optional robots. Lifetime at most API_TOKEN_MAX_TTL.',
+  });
   // The JSON carried inside the multipart form fields, documented as schemas of their own.
   registry.register('FileInfoList', fileInfoListSchema);
   registry.register('FileDeployInfoList', fileDeployListSchema);
   registry.register('FileUpdate', fileUpdateSchema);
-  const common = { 401: err('Missing, invalid or expired bearer token.'), 422: err('A parameter is missing or malformed.') };
-  const route = (method: Method, path: string, tag: string, summary: string, rest: Pick<RouteConfig, 'request' | 'responses'>) =>
-    registry.registerPath({ method, path, tags: [tag], summary, request: rest.request, responses: { ...common, ...rest.responses } });
+  const common = {
+    401: err('Missing, invalid, expired, revoked or too long-lived bearer token.'),
+    422: err('A parameter is missing or malformed.'),
+    429: err('Rate limit of this token exceeded (API_RATE_LIMIT per API_RATE_LIMIT_WINDOW); see Retry-After.'),
+  };
+  const tooLarge = { 413: err('A file or the request is larger than API_UPLOAD_MAX_FILE_BYTES / API_UPLOAD_MAX_REQUEST_BYTES, or too many files; nothing was stored.') };
+  const route = (method: Method, path: string, tag: string, role: Role, summary: string, rest: Pick<RouteConfig, 'request' | 'responses'>) =>
+    registry.registerPath({
+      method,
+      path,
+      tags: [tag],
+      summary,
+      description: `Requires the **${role}** role (or higher: viewer < operator < admin).`,
+      'x-required-role': role,
+      request: rest.request,
+      responses: { ...common, 403: err(`The token lacks the "${role}" role${method === 'get' ? '' : ', or the robot is outside its robot scope'}.`), ...rest.responses },
+    });
 
-  route('post', '/file/upload', 'Files', 'Upload files to S3 and record their metadata', {
+  route('post', '/file/upload', 'Files', 'operator', 'Upload files to S3 and record their metadata', {
     request: {
       body: multipart(
         {
@@ -58,13 +85,13 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
         'One file part per file_list entry, in order.',
       ),
     },
-    responses: { 200: json(z.array(fileUploadResultSchema), 'Every file stored.'), 400: err('Count mismatch, bad name, path or bucket, name taken; nothing was stored.') },
+    responses: { ...tooLarge, 200: json(z.array(fileUploadResultSchema), 'Every file stored.'), 400: err('Count mismatch, bad name, path or bucket, name taken; nothing was stored.') },
   });
-  route('get', '/file/list', 'Files', 'List files, newest first', {
+  route('get', '/file/list', 'Files', 'viewer', 'List files, newest first', {
     request: { query: listQuerySchema },
     responses: { 200: json(z.array(fileRowSchema), 'Matching files.'), 400: err('file_metadata is not a JSON object of strings, or s3_bucket is not an OTA bucket.') },
   });
-  route('post', '/file/deploy', 'Deploy', 'Upload files and deploy each to a robot', {
+  route('post', '/file/deploy', 'Deploy', 'operator', 'Upload files and deploy each to a robot', {
     request: {
       query: deployQuerySchema,
       body: multipart(
@@ -77,12 +104,13 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
       ),
     },
     responses: {
+      ...tooLarge,
       200: json(z.array(fileDeployResultSchema), 'Files stored, one PENDING job each.'),
       400: err('Count mismatch, missing/invalid robot_id, deploy_path or s3_bucket; nothing was stored.'),
       503: err('Temporal unavailable: the listed jobs are FAILED.'),
     },
   });
-  route('post', '/file/deploy_from_s3', 'Deploy', 'Deploy an uploaded file to a robot', {
+  route('post', '/file/deploy_from_s3', 'Deploy', 'operator', 'Deploy an uploaded file to a robot', {
     request: { query: deployFromS3QuerySchema },
     responses: {
       200: json(fileDeployResultSchema, 'A PENDING job.'),
@@ -92,7 +120,7 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
       503: err('Temporal unavailable: the job is FAILED.'),
     },
   });
-  route('get', '/file/download', 'Files', 'Download a file (supports Range)', {
+  route('get', '/file/download', 'Files', 'viewer', 'Download a file (supports Range)', {
     request: { query: objectQuerySchema },
     responses: {
       200: { description: 'The file.', content: { 'application/octet-stream': { schema: binary() } } },
@@ -102,7 +130,7 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
       416: err('Range not satisfiable.'),
     },
   });
-  route('patch', '/file/update', 'Files', "Update a file's attributes and optionally its content", {
+  route('patch', '/file/update', 'Files', 'operator', "Update a file's attributes and optionally its content", {
     request: {
       body: multipart(
         {
@@ -112,29 +140,29 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
         'Attributes to change and optional new content.',
       ),
     },
-    responses: { 200: json(fileRowSchema, 'The updated file.'), 400: err('The file does not exist, or s3_bucket is not an OTA bucket.'), 502: err('Storage unavailable; nothing changed.') },
+    responses: { ...tooLarge, 200: json(fileRowSchema, 'The updated file.'), 400: err('The file does not exist, or s3_bucket is not an OTA bucket.'), 502: err('Storage unavailable; nothing changed.') },
   });
-  route('delete', '/file/delete', 'Files', 'Delete a file from S3 and the catalogue', {
+  route('delete', '/file/delete', 'Files', 'admin', 'Delete a file from S3 and the catalogue', {
     request: { query: objectQuerySchema },
     responses: { 200: json(z.null(), 'Deleted.'), 400: err('s3_bucket is not an OTA bucket.'), 404: err('File not found.'), 502: err('Storage error; the file record is kept.') },
   });
-  route('put', '/file/validate', 'Files', 'Mark a file valid (deployable)', {
+  route('put', '/file/validate', 'Files', 'operator', 'Mark a file valid (deployable)', {
     request: { query: objectQuerySchema },
     responses: { 200: json(fileRowSchema, 'The file.'), 400: err('s3_bucket is not an OTA bucket.'), 404: err('File not found.') },
   });
-  route('put', '/file/invalidate', 'Files', 'Mark a file invalid (deploy_from_s3 refuses it)', {
+  route('put', '/file/invalidate', 'Files', 'operator', 'Mark a file invalid (deploy_from_s3 refuses it)', {
     request: { query: objectQuerySchema },
     responses: { 200: json(fileRowSchema, 'The file.'), 400: err('s3_bucket is not an OTA bucket.'), 404: err('File not found.') },
   });
-  route('get', '/job_state/{job_id}', 'Jobs', 'State of a deployment job', {
+  route('get', '/job_state/{job_id}', 'Jobs', 'viewer', 'State of a deployment job', {
     request: { params: jobIdParamSchema },
     responses: { 200: json(jobStateSchema, 'The job.'), 404: err('Job not found.') },
   });
-  route('get', '/jobs', 'Jobs', 'Deployment jobs, newest first, paginated', {
+  route('get', '/jobs', 'Jobs', 'viewer', 'Deployment jobs, newest first, paginated', {
     request: { query: jobsQuerySchema },
     responses: { 200: json(jobListSchema, 'A page of jobs.'), 400: err('Invalid cursor.') },
   });
-  route('post', '/job/{job_id}/cancel', 'Jobs', 'Cancel a job that is not terminal', {
+  route('post', '/job/{job_id}/cancel', 'Jobs', 'operator', 'Cancel a job that is not terminal', {
     request: { params: jobIdParamSchema, body: { required: false, content: { 'application/json': { schema: cancelBodySchema } } } },
     responses: {
       200: json(cancelResultSchema, 'A PENDING job without a running workflow: CANCELED at once in the database.'),
@@ -145,15 +173,23 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
       503: err('Temporal unavailable; the job was not canceled.'),
     },
   });
-  route('get', '/deploy_state/{robot_id}', 'Debugging', 'What the cloud believes is deployed on a robot', {
+  route('get', '/deploy_state/{robot_id}', 'Debugging', 'viewer', 'What the cloud believes is deployed on a robot', {
     request: { params: robotIdParamSchema },
     responses: { 200: json(z.array(deployTargetRowSchema), 'Deploy targets.') },
+  });
+  route('post', '/tokens/revoke', 'Security', 'admin', 'Revoke a token by its id (jti): 401 from then on', {
+    request: { body: { required: true, content: { 'application/json': { schema: revokeBodySchema } } } },
+    responses: { 200: json(revocationSchema, 'Revoked (again: the first revocation is kept).') },
+  });
+  route('get', '/audit', 'Security', 'admin', 'Audit trail of mutating requests, newest first, paginated', {
+    request: { query: auditQuerySchema },
+    responses: { 200: json(auditPageSchema, 'A page of entries.'), 400: err('Invalid cursor.') },
   });
   registry.registerPath({
     method: 'get',
     path: '/health',
     tags: ['Health'],
-    summary: 'Service and dependency health (no authentication)',
+    summary: 'Service and dependency health (no authentication; answered from a cache of a few seconds)',
     security: [],
     responses: { 200: json(healthSchema, 'All dependencies reachable.'), 503: json(healthSchema, 'A dependency is down.') },
   });
@@ -165,7 +201,9 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
       version: '1.0.0',
       description:
         'Upload files to S3 and deploy them to robots over MQTT (compatible with nvidia-isaac/ota-file-service). ' +
-        'Every endpoint except /health and the docs needs `Authorization: Bearer <JWT>`.',
+        'Every endpoint except /health and the docs needs `Authorization: Bearer <JWT>` whose `role` claim is viewer, ' +
+        'operator or admin (each includes the ones before it; the least role of an operation is in `x-required-role`). ' +
+        'An optional `robots` claim (robot id patterns, `*` wildcard) limits where the token may deploy.',
     },
     servers: [{ url: '/api/v1' }],
     security: [{ bearerAuth: [] }],

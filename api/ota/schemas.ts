@@ -208,3 +208,45 @@ export type Health = z.infer<typeof healthSchema>;
 export const errorSchema = z
   .object({ detail: z.union([z.string(), z.array(z.record(z.string(), z.unknown()))]) })
   .openapi('Error');
+
+// ---- operator security (ours): token revocation and the audit trail ----------------------------------------
+export const revokeBodySchema = z
+  .object({
+    jti: z.string().min(1).max(200).openapi({ description: 'The token id (`jti` claim; `npm run token` prints it on stderr).' }),
+    reason: z.string().max(500).optional(),
+  })
+  .openapi('RevokeRequest');
+
+export const revocationSchema = z
+  .object({
+    jti: z.string(),
+    revoked_at: isoDate,
+    expires_at: isoDate.openapi({ description: 'When the entry is dropped: no token with this id can be valid after it.' }),
+  })
+  .openapi('Revocation');
+
+export const auditQuerySchema = z.object({
+  limit: blankAsMissing(z.coerce.number().int().min(1).max(500).default(100)),
+  cursor: blankAsMissing(z.string().max(200).optional().openapi({ description: 'next_cursor of the previous page.' })),
+  sub: blankAsMissing(z.string().max(256).optional().openapi({ description: "Only this caller's entries (token subject)." })),
+  jti: blankAsMissing(z.string().max(200).optional().openapi({ description: "Only this token's entries." })),
+});
+
+export const auditEntrySchema = z
+  .object({
+    id: z.string(),
+    at: isoDate,
+    sub: z.string().nullable(),
+    jti: z.string().nullable(),
+    role: z.string().nullable(),
+    method: z.string(),
+    route: z.string().openapi({ example: '/api/v1/file/deploy_from_s3' }),
+    params: z.record(z.string(), z.unknown()).openapi({ description: 'Key parameters (robot, object, path, job, token id); never bodies or secrets.' }),
+    ip: z.string(),
+    status: z.number().int().openapi({ description: 'HTTP status answered; 499 when the client went away first.' }),
+    ms: z.number(),
+  })
+  .openapi('AuditEntry');
+export type AuditEntryView = z.infer<typeof auditEntrySchema>;
+
+export const auditPageSchema = z.object({ entries: z.array(auditEntrySchema), next_cursor: z.string().nullable() }).openapi('AuditPage');

@@ -4,7 +4,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { WorkflowClient } from '@temporalio/client';
 import type { Config } from '../../common/config';
 import type { Logger } from '../../common/logger';
-import type { OtaModels } from '../../common/models/ota';
+import type { CloudModels } from '../../common/db';
 
 export interface OtaAppOptions {
   /** Upper bound for the live-progress query of a running job (GET /job_state); the DB answer is sent without it. */
@@ -13,6 +13,8 @@ export interface OtaAppOptions {
   temporalTimeoutMs: number;
   /** Per dependency in GET /health. */
   healthTimeoutMs: number;
+  /** GET /health reuses its last answer this long (it is unauthenticated: bounded load on the dependencies). */
+  healthCacheMs: number;
   /** Multipart part size for uploads to S3 (memory per upload is about partSize x uploadQueueSize). */
   partSizeBytes: number;
   uploadQueueSize: number;
@@ -30,7 +32,7 @@ export interface OtaAppOptions {
 
 export interface OtaAppDeps {
   cfg: Config;
-  models: OtaModels;
+  models: CloudModels;
   s3: S3Client;
   temporal: WorkflowClient;
   log: Logger;
@@ -53,6 +55,7 @@ export const DEFAULT_OPTIONS: OtaAppOptions = {
   queryTimeoutMs: 2000,
   temporalTimeoutMs: 10000,
   healthTimeoutMs: 3000,
+  healthCacheMs: 2000,
   partSizeBytes: 8 * 1024 * 1024,
   uploadQueueSize: 2,
   maxFilesPerRequest: 100,

@@ -58,6 +58,12 @@ export interface Received<L extends { file_list: FileInfo[] }> {
 
 const FIELD = 'file_info_list';
 
+/** The configured upload size limits (API_UPLOAD_MAX_FILE_BYTES, API_UPLOAD_MAX_REQUEST_BYTES) for readMultipart. */
+export const uploadLimits = (ctx: OtaContext): { maxFileBytes: number; maxRequestBytes: number } => ({
+  maxFileBytes: ctx.cfg.api.uploadMaxFileBytes,
+  maxRequestBytes: ctx.cfg.api.uploadMaxRequestBytes,
+});
+
 /** A multipart form field holding JSON (the reference's convention): invalid JSON or shape → 422 naming the field. */
 export function parseJsonField<T>(raw: string, field: string, schema: ZodType<T>): T {
   let json: unknown;
@@ -90,6 +96,7 @@ export async function receiveFiles<L extends { file_list: FileInfo[] }>(
       metaField: FIELD,
       fileField: 'files',
       maxFiles: ctx.options.maxFilesPerRequest,
+      ...uploadLimits(ctx),
       onMeta(raw) {
         const parsed = parseJsonField(raw, FIELD, spec.schema);
         const seen = new Set<string>();

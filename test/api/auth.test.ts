@@ -2,7 +2,7 @@
 import express from 'express';
 import type http from 'node:http';
 import { generateKeyPair, SignJWT, type JWTPayload } from 'jose';
-import { authContext, bearerAuth, signToken, type JwtSettings } from '../../api/auth';
+import { authContext, bearerAuth, robotScopeProblem, signToken, type AuthContext, type JwtSettings } from '../../api/auth';
 import { closeServer, listen, serverPort } from '../../api/server';
 
 const settings: JwtSettings = { secret: 'unit-test-secret-0123456789abcdef', issuer: 'fleetsync', audience: 'fleetsync-api' };
@@ -101,4 +101,19 @@ it.each([
   const r = await call(`Bearer ${await hs('HS256', claims(over))}`);
   expect(r.status).toBe(401);
   expect(r.body.detail).toBe(`Invalid token: "${claim}" claim check failed`);
+});
+
+describe('robot scope patterns', () => {
+  const scoped = (robots: string[] | null): AuthContext => ({ subject: 's', tokenId: 'j', role: 'operator', robots });
+  it.each([
+    [null, 'anything', true],
+    [['clinic-a-*'], 'clinic-a-7', true],
+    [['clinic-a-*'], 'clinic-b-7', false],
+    [['robot.1'], 'robot.1', true],
+    [['robot.1'], 'robotX1', false], // "." is literal, not a regex wildcard
+    [['*'], 'robot01', true],
+    [[], 'robot01', false],
+  ])('%j allows %s: %s', (robots, robotId, allowed) => {
+    expect(robotScopeProblem(scoped(robots), robotId) === null).toBe(allowed);
+  });
 });

@@ -6,7 +6,7 @@ import { Connection, WorkflowClient } from '@temporalio/client';
 import crypto from 'node:crypto';
 import type http from 'node:http';
 import { createS3Client } from '../../activities/s3/client';
-import { signToken } from '../../api/auth';
+import { sharedSecretSettings, signToken, type Role, type TokenOptions } from '../../api/auth';
 import { createOtaApp } from '../../api/ota/app';
 import type { OtaAppDeps, OtaAppOptions } from '../../api/ota/types';
 import { closeServer, listen, serverPort } from '../../api/server';
@@ -23,8 +23,11 @@ export interface Harness {
   server: http.Server;
   /** http://127.0.0.1:<port>/api/v1 */
   base: string;
+  /** An admin token (every endpoint); tokenFor mints others. */
   token: string;
   auth: { authorization: string };
+  /** A token with this role (null: no role claim), signed like `npm run token`. */
+  tokenFor(role: Role | null, o?: Partial<TokenOptions>): Promise<string>;
   /** What the app was built from (tests run the job reconciler with the same dependencies). */
   deps: OtaAppDeps;
   close(): Promise<void>;
@@ -39,10 +42,16 @@ export interface HarnessOptions {
   s3?: Partial<Config['s3']>;
   /** Buckets the OTA API accepts (default: the app's default). */
   otaBuckets?: string[];
+  /** Overrides of the API settings (rate limit, upload limits, JWKS, maximum token lifetime...). */
+  api?: Partial<Config['api']>;
 }
 
 export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
-  const cfg: Config = { ...baseCfg, temporal: { ...baseCfg.temporal, taskQueue: uniqueId('api-test-nobody-polls') } };
+  const cfg: Config = {
+    ...baseCfg,
+    temporal: { ...baseCfg.temporal, taskQueue: uniqueId('api-test-nobody-polls') },
+    api: { ...baseCfg.api, ...o.api },
+  };
   const db = await connectDb(cfg, `ota_api_test_${crypto.randomBytes(4).toString('hex')}`);
   const s3 = createS3Client(o.s3 ? { ...cfg, s3: { ...cfg.s3, ...o.s3 } } : cfg);
   const connection = await Connection.connect({ address: cfg.temporal.address });
@@ -58,10 +67,9 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
   };
   const app = createOtaApp(deps);
   const server = await listen(app, 0, '127.0.0.1');
-  const token = await signToken(
-    { secret: cfg.api.jwtSecret, issuer: cfg.api.jwtIssuer, audience: cfg.api.jwtAudience },
-    { subject: 'api-test', ttl: '1h' },
-  );
+  const tokenFor = (role: Role | null, t: Partial<TokenOptions> = {}) =>
+    signToken(sharedSecretSettings(cfg.api), { subject: `api-test-${role ?? 'norole'}`, ttl: '1h', ...(role ? { role } : {}), ...t });
+  const token = await tokenFor('admin', { subject: 'api-test' });
   return {
     cfg,
     db,
@@ -71,6 +79,7 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
     base: `http://127.0.0.1:${serverPort(server)}/api/v1`,
     token,
     auth: { authorization: `Bearer ${token}` },
+    tokenFor,
     deps,
     async close() {
       await closeServer(server, 1000);

@@ -108,7 +108,18 @@ describe('job list cursor', () => {
 });
 
 describe('token CLI arguments', () => {
-  it('defaults to sub=operator, ttl=12h', () => expect(parseTokenArgs([])).toEqual({ subject: 'operator', ttl: '12h' }));
-  it('reads --sub and --ttl', () => expect(parseTokenArgs(['--sub', 'alice', '--ttl', '15m'])).toEqual({ subject: 'alice', ttl: '15m' }));
-  it.each([['--ttl', 'soon'], ['--sub'], ['--bogus', 'x']])('refuses %j', (...argv) => expect(() => parseTokenArgs(argv)).toThrow());
+  it('defaults to sub=operator, role=operator, ttl=12h', () => expect(parseTokenArgs([])).toEqual({ subject: 'operator', role: 'operator', ttl: '12h' }));
+  it('reads --sub, --role, --ttl and --robots', () =>
+    expect(parseTokenArgs(['--sub', 'alice', '--role', 'viewer', '--ttl', '15m', '--robots', 'clinic-a-*, robot07'])).toEqual({
+      subject: 'alice',
+      role: 'viewer',
+      ttl: '15m',
+      robots: ['clinic-a-*', 'robot07'],
+    }));
+  it.each([['--ttl', 'soon'], ['--sub'], ['--bogus', 'x'], ['--role', 'root'], ['--role'], ['--robots', ',']])('refuses %j', (...argv) =>
+    expect(() => parseTokenArgs(argv)).toThrow());
+  it('refuses a --ttl beyond the maximum lifetime, naming API_TOKEN_MAX_TTL', () => {
+    expect(() => parseTokenArgs(['--ttl', '25h'], 24 * 3600_000)).toThrow(/API_TOKEN_MAX_TTL/);
+    expect(parseTokenArgs(['--ttl', '24h'], 24 * 3600_000).ttl).toBe('24h');
+  });
 });

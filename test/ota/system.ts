@@ -22,8 +22,11 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function apiToken(opts: { secret?: string; expiresIn?: string; alg?: 'HS256' | 'HS512'; audience?: string } = {}): Promise<string> {
-  return new SignJWT({ scope: 'ota' })
+/** An operator token (the role the end-to-end flows need: upload, deploy, cancel); admin where a test deletes. */
+export async function apiToken(
+  opts: { secret?: string; expiresIn?: string; alg?: 'HS256' | 'HS512'; audience?: string; role?: 'viewer' | 'operator' | 'admin' } = {},
+): Promise<string> {
+  return new SignJWT({ role: opts.role ?? 'operator' })
     .setProtectedHeader({ alg: opts.alg ?? 'HS256' })
     .setSubject('e2e-test')
     .setIssuer(cfg.api.jwtIssuer)
@@ -67,7 +70,7 @@ export async function startOtaSystem(opts: { daemonsFor: RobotManifest[] }): Pro
     API_PUBLIC_URL: `http://127.0.0.1:${port}`,
     LOG_LEVEL: 'info',
   };
-  const token = await apiToken();
+  const token = await apiToken({ role: 'admin' }); // the reference flow ends with a delete (admin)
   const db = await connectDb(cfg, env.MONGO_DB);
   const sys: OtaSystem = {
     db,

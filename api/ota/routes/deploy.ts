@@ -3,6 +3,8 @@
 import { Router } from 'express';
 import type { OtaFile } from '../../../common/models/ota';
 import { robotIdSchema } from '../../../common/protocol';
+import { noteAudit } from '../../audit';
+import { authContext, requireRole, robotScopeProblem } from '../../auth';
 import { HttpError } from '../errors';
 import { parseParams, requireOtaBucket } from '../http';
 import { buildJob, insertJobs, startJobs, type StartOutcome } from '../jobs-service';
@@ -36,11 +38,19 @@ const startFailureStatus = (outcomes: readonly StartOutcome[]): number => (outco
 export function deployRouter(ctx: OtaContext): Router {
   const r = Router();
 
-  r.post('/file/deploy', async (req, res) => {
+  r.post('/file/deploy', requireRole('operator'), async (req, res) => {
     const q = parseParams(deployQuerySchema, req.query);
+    const auth = authContext(res);
     const { list, stored, fields, release } = await receiveFiles(ctx, req, {
       schema: fileDeployListSchema,
-      checkItem: (info) => deployTargetProblem(info.robot_id, info.deploy_path),
+      checkItem: (info, index) => {
+        const problem = deployTargetProblem(info.robot_id, info.deploy_path);
+        if (problem) return problem;
+        // Before any byte is stored: a robot outside the token's scope refuses the whole request.
+        const scope = robotScopeProblem(auth, info.robot_id, `file_info_list.file_list.${index}.robot_id`);
+        if (scope) throw new HttpError(403, scope);
+        return null;
+      },
       withJobId: true,
     });
     const now = new Date();
@@ -71,6 +81,7 @@ export function deployRouter(ctx: OtaContext): Router {
       await removeFiles(ctx, files);
       throw e;
     }
+    noteAudit(res, { objects: files.map((f) => f.s3_object_name), robots: jobs.map((j) => j.robot_id), job_ids: jobs.map((j) => j._id) });
     const outcomes = await startJobs(ctx, jobs);
     const results: FileDeployResult[] = files.map((f, i) => ({
       s3_bucket: f.s3_bucket,
@@ -89,12 +100,14 @@ export function deployRouter(ctx: OtaContext): Router {
     res.json(results);
   });
 
-  r.post('/file/deploy_from_s3', async (req, res) => {
+  r.post('/file/deploy_from_s3', requireRole('operator'), async (req, res) => {
     const q = parseParams(deployFromS3QuerySchema, req.query);
     requireOtaBucket(ctx, q.s3_bucket);
     const robotId = q.robot_id ?? '';
     const robotProblem = robotIdProblem(robotId);
     if (robotProblem) throw new HttpError(400, robotProblem);
+    const scope = robotScopeProblem(authContext(res), robotId);
+    if (scope) throw new HttpError(403, scope);
     const file = await ctx.models.OtaFile.findOne({ s3_bucket: q.s3_bucket, s3_object_name: q.s3_object_name }).lean<OtaFile>();
     if (!file) throw new HttpError(404, 'File not found');
     // The query's path overrides the file's default for this job only (not persisted, like the reference).
@@ -109,6 +122,7 @@ export function deployRouter(ctx: OtaContext): Router {
     }
     const job = buildJob({ robotId, deployPath, file, timeoutS: q.timeout_s ?? null }, new Date());
     await insertJobs(ctx, [job]);
+    noteAudit(res, { job_ids: [job._id] });
     const [outcome] = await startJobs(ctx, [job]);
     if (outcome.error) {
       res.status(startFailureStatus([outcome])).json({ detail: outcome.error, job_id: job._id });

@@ -4,6 +4,8 @@ import { Router, type Response } from 'express';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { OtaFile } from '../../../common/models/ota';
+import { noteAudit } from '../../audit';
+import { requireRole } from '../../auth';
 import { HttpError } from '../errors';
 import { parseParams, requireOtaBucket } from '../http';
 import { readMultipart } from '../multipart';
@@ -18,7 +20,7 @@ import {
   type FileUploadResult,
 } from '../schemas';
 import type { OtaContext } from '../types';
-import { parseJsonField, receiveFiles, recordFiles, itemErrorToHttp } from '../upload';
+import { itemErrorToHttp, parseJsonField, receiveFiles, recordFiles, uploadLimits } from '../upload';
 import { fileRow } from '../views';
 
 const FILE_NOT_FOUND = 'File not found';
@@ -84,7 +86,7 @@ async function streamDownload(ctx: OtaContext, file: OtaFile, range: string | un
 export function filesRouter(ctx: OtaContext): Router {
   const r = Router();
 
-  r.post('/file/upload', async (req, res) => {
+  r.post('/file/upload', requireRole('operator'), async (req, res) => {
     const { list, stored, release } = await receiveFiles(ctx, req, { schema: fileInfoListSchema, withJobId: false });
     try {
       await recordFiles(ctx, stored, new Date());
@@ -93,6 +95,7 @@ export function filesRouter(ctx: OtaContext): Router {
     } finally {
       await release();
     }
+    noteAudit(res, { objects: stored.map((s) => s.ref.key) });
     const body: FileUploadResult[] = stored.map((s) => ({
       s3_bucket: s.ref.bucket,
       s3_object_name: s.ref.key,
@@ -107,7 +110,7 @@ export function filesRouter(ctx: OtaContext): Router {
     res.json(body);
   });
 
-  r.get('/file/list', async (req, res) => {
+  r.get('/file/list', requireRole('viewer'), async (req, res) => {
     const q = parseParams(listQuerySchema, req.query);
     if (q.s3_bucket !== undefined) requireOtaBucket(ctx, q.s3_bucket);
     const filter: Record<string, string> = {};
@@ -120,7 +123,7 @@ export function filesRouter(ctx: OtaContext): Router {
     res.json(rows.map(fileRow));
   });
 
-  r.get('/file/download', async (req, res) => {
+  r.get('/file/download', requireRole('viewer'), async (req, res) => {
     const q = parseParams(objectQuerySchema, req.query);
     requireOtaBucket(ctx, q.s3_bucket);
     const file = await findFile(ctx, q.s3_bucket, q.s3_object_name);
@@ -128,7 +131,7 @@ export function filesRouter(ctx: OtaContext): Router {
     await streamDownload(ctx, file, req.headers.range, res);
   });
 
-  r.patch('/file/update', async (req, res) => {
+  r.patch('/file/update', requireRole('operator'), async (req, res) => {
     const holder: { update: FileUpdate | null; content: { sha256: string; size: number; fileName: string } | null } = {
       update: null,
       content: null,
@@ -137,6 +140,7 @@ export function filesRouter(ctx: OtaContext): Router {
       metaField: 'file_info',
       fileField: 'file',
       maxFiles: 1,
+      ...uploadLimits(ctx),
       onMeta(raw) {
         const u = parseJsonField(raw, 'file_info', fileUpdateSchema);
         requireOtaBucket(ctx, u.s3_bucket, 'file_info.s3_bucket');
@@ -164,6 +168,7 @@ export function filesRouter(ctx: OtaContext): Router {
     });
     const u = holder.update;
     if (!u) throw new HttpError(422, 'file_info: Field required');
+    noteAudit(res, { s3_bucket: u.s3_bucket, s3_object_name: u.s3_object_name, content_replaced: holder.content !== null });
     const set: Record<string, unknown> = { timestamp: new Date() };
     for (const k of ['robot_id', 'robot_type', 'robot_version', 'deploy_path', 'file_metadata'] as const) {
       if (u[k] !== undefined) set[k] = u[k];
@@ -182,7 +187,7 @@ export function filesRouter(ctx: OtaContext): Router {
     res.json(fileRow(row));
   });
 
-  r.delete('/file/delete', async (req, res) => {
+  r.delete('/file/delete', requireRole('admin'), async (req, res) => {
     const q = parseParams(objectQuerySchema, req.query);
     requireOtaBucket(ctx, q.s3_bucket);
     const file = await findFile(ctx, q.s3_bucket, q.s3_object_name);
@@ -204,9 +209,9 @@ export function filesRouter(ctx: OtaContext): Router {
     ['/file/validate', true],
     ['/file/invalidate', false],
   ] as const) {
-    r.put(path, async (req, res) => {
+    r.put(path, requireRole('operator'), async (req, res) => {
       const q = parseParams(objectQuerySchema, req.query);
-    requireOtaBucket(ctx, q.s3_bucket);
+      requireOtaBucket(ctx, q.s3_bucket);
       const row = await ctx.models.OtaFile.findOneAndUpdate(
         { s3_bucket: q.s3_bucket, s3_object_name: q.s3_object_name },
         { $set: { valid } },

@@ -1,5 +1,7 @@
 // GET /health without authentication (load balancers, the reference daemon's wait-for-cloud loop). It checks
 // the three dependencies a request needs and answers 503 when one is down, where the reference always said 200.
+// Anonymous callers must not be able to turn it into load on the database, S3 and Temporal: one check runs at a
+// time and its answer is reused for healthCacheMs (default 2 s), whatever the request rate.
 import { HeadBucketCommand } from '@aws-sdk/client-s3';
 import { Router } from 'express';
 import type { Health } from '../schemas';
@@ -45,10 +47,29 @@ export async function checkHealth(ctx: OtaContext): Promise<Health> {
   return { status: 'OTA File Service: Running', dependencies: { mongo, s3, temporal } };
 }
 
+/** checkHealth shared by concurrent callers and reused for `ttlMs` after it completes. */
+export function cachedHealth(ctx: OtaContext, ttlMs: number): () => Promise<Health> {
+  let last: { at: number; health: Health } | null = null;
+  let running: Promise<Health> | null = null;
+  return () => {
+    if (last && Date.now() - last.at < ttlMs) return Promise.resolve(last.health);
+    running ??= checkHealth(ctx)
+      .then((health) => {
+        last = { at: Date.now(), health };
+        return health;
+      })
+      .finally(() => {
+        running = null;
+      });
+    return running;
+  };
+}
+
 export function healthRouter(ctx: OtaContext): Router {
   const r = Router();
+  const current = cachedHealth(ctx, ctx.options.healthCacheMs);
   r.get('/health', async (_req, res) => {
-    const health = await checkHealth(ctx);
+    const health = await current();
     const ok = Object.values(health.dependencies).every((v) => v === 'ok');
     res.status(ok ? 200 : 503).json(health);
   });

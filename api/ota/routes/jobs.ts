@@ -4,7 +4,7 @@ import express, { Router } from 'express';
 import type { FilterQuery } from 'mongoose';
 import type { DeployTarget, OtaJob } from '../../../common/models/ota';
 import { isTerminal } from '../../../common/protocol';
-import { authContext } from '../../auth';
+import { authContext, requireRole, robotScopeProblem } from '../../auth';
 import { HttpError } from '../errors';
 import { parseParams } from '../http';
 import { cancelBodySchema, jobIdParamSchema, jobsQuerySchema, robotIdParamSchema } from '../schemas';
@@ -36,7 +36,7 @@ export function decodeCursor(raw: string): Cursor {
 export function jobsRouter(ctx: OtaContext): Router {
   const r = Router();
 
-  r.get('/job_state/:job_id', async (req, res) => {
+  r.get('/job_state/:job_id', requireRole('viewer'), async (req, res) => {
     const { job_id } = parseParams(jobIdParamSchema, req.params);
     const job = await ctx.models.OtaJob.findById(job_id).lean<OtaJob>();
     if (!job) throw new HttpError(404, JOB_NOT_FOUND);
@@ -44,7 +44,7 @@ export function jobsRouter(ctx: OtaContext): Router {
     res.json(jobState(job, live));
   });
 
-  r.get('/jobs', async (req, res) => {
+  r.get('/jobs', requireRole('viewer'), async (req, res) => {
     const q = parseParams(jobsQuerySchema, req.query);
     const filter: FilterQuery<OtaJob> = {};
     if (q.robot_id !== undefined) filter.robot_id = q.robot_id;
@@ -65,12 +65,14 @@ export function jobsRouter(ctx: OtaContext): Router {
     res.json({ jobs: page.map((j) => jobState(j, null)), next_cursor });
   });
 
-  r.post('/job/:job_id/cancel', express.json({ limit: '16kb' }), async (req, res) => {
+  r.post('/job/:job_id/cancel', requireRole('operator'), express.json({ limit: '16kb' }), async (req, res) => {
     const { job_id } = parseParams(jobIdParamSchema, req.params);
     // No body (or not JSON) means no reason; a JSON body must be valid: 422 naming the field, like parameters.
     const { reason } = parseParams(cancelBodySchema, req.body ?? {});
     const job = await ctx.models.OtaJob.findById(job_id).lean<OtaJob>();
     if (!job) throw new HttpError(404, JOB_NOT_FOUND);
+    const scope = robotScopeProblem(authContext(res), job.robot_id, 'job_id');
+    if (scope) throw new HttpError(403, scope);
     if (isTerminal(job.status)) throw new HttpError(409, `Job is already ${job.status}.`);
     const why = reason ?? `canceled via the API by ${authContext(res)?.subject ?? 'an unnamed caller'}`;
     const signal = async (): Promise<CancelOutcome> => {
@@ -113,7 +115,7 @@ export function jobsRouter(ctx: OtaContext): Router {
     throw new HttpError(409, 'Job has no running workflow.');
   });
 
-  r.get('/deploy_state/:robot_id', async (req, res) => {
+  r.get('/deploy_state/:robot_id', requireRole('viewer'), async (req, res) => {
     const { robot_id } = parseParams(robotIdParamSchema, req.params);
     const rows = await ctx.models.DeployTarget.find({ robot_id }).sort({ deploy_path: 1 }).lean<DeployTarget[]>();
     res.json(rows.map(deployTargetRow));

@@ -1,0 +1,88 @@
+// The audit trail of the cloud API: one entry per authenticated mutating request (POST/PUT/PATCH/DELETE), written
+// when the response has been sent (or the client went away), in the `audit_log` collection:
+//   who  = the token's subject, id (jti) and role;   what = method, route pattern and key parameters;
+//   when = the request's start;   where from = client address (req.ip);   outcome = HTTP status (499: client gone).
+// Key parameters are an allow-list of query/path names (object, robot, path, job, token id) plus what the route
+// itself notes with noteAudit (e.g. the object names an upload stored, the job ids a deploy created). Headers,
+// bodies and upload contents never go in, so neither does any token or secret.
+// Refused requests are audited too when the token was valid (403 and 4xx/5xx outcomes); 401 (no valid caller)
+// and 429 (the rate limit, which must stay cheap) go to the request log only. A failed write is logged with the
+// entry (the log is the fallback record); the API answers before the entry is stored.
+import crypto from 'node:crypto';
+import type { Request, RequestHandler, Response } from 'express';
+import type { Model } from 'mongoose';
+import type { Logger } from '../common/logger';
+import type { AuditEntry } from '../common/models/security';
+import { authContext } from './auth';
+
+export type AuditValue = string | number | boolean | null | string[];
+
+const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+/** Query/path parameters worth recording; anything else a caller sends (free text, unknown names) is left out. */
+const KEY_PARAMS = ['robot_id', 's3_bucket', 's3_object_name', 'deploy_path', 'job_id', 'timeout_s'] as const;
+const MAX_VALUE = 300;
+const MAX_LIST = 100;
+
+const clip = (v: string): string => (v.length > MAX_VALUE ? `${v.slice(0, MAX_VALUE)}…` : v);
+
+/** Adds route-specific facts (never secrets or contents) to this request's audit entry. */
+export function noteAudit(res: Response, detail: Record<string, AuditValue>): void {
+  const prev = (res.locals.audit ?? {}) as Record<string, AuditValue>;
+  res.locals.audit = { ...prev, ...detail };
+}
+
+/** `<ISO time>-<random>`: unique, and sorting by it sorts by time. */
+export const auditId = (at: Date): string => `${at.toISOString()}-${crypto.randomBytes(4).toString('hex')}`;
+
+function keyParams(req: Request): Record<string, string> {
+  const out: Record<string, string> = {};
+  const sources: Array<Record<string, unknown>> = [req.query as Record<string, unknown>, req.params as Record<string, unknown>];
+  for (const src of sources) {
+    for (const k of KEY_PARAMS) {
+      const v = src[k];
+      if (typeof v === 'string' && v !== '') out[k] = clip(v);
+    }
+  }
+  return out;
+}
+
+function routeDetail(res: Response): Record<string, AuditValue> {
+  const raw = (res.locals.audit ?? {}) as Record<string, AuditValue>;
+  const out: Record<string, AuditValue> = {};
+  for (const [k, v] of Object.entries(raw)) {
+    out[k] = Array.isArray(v) ? v.slice(0, MAX_LIST).map(clip) : typeof v === 'string' ? clip(v) : v;
+  }
+  return out;
+}
+
+export function auditTrail(model: Model<AuditEntry>, log: Logger): RequestHandler {
+  return (req, res, next) => {
+    if (!MUTATING.has(req.method)) return next();
+    const at = new Date();
+    let done = false;
+    const write = () => {
+      if (done) return;
+      done = true;
+      const auth = authContext(res);
+      // req.route is the matched route (its pattern, not the raw path); unmatched paths keep the raw path.
+      const route: unknown = (req.route as { path?: unknown } | undefined)?.path;
+      const entry: AuditEntry & { _id: string } = {
+        _id: auditId(at),
+        at,
+        sub: auth?.subject ?? null,
+        jti: auth?.tokenId ?? null,
+        role: auth?.role ?? null,
+        method: req.method,
+        route: typeof route === 'string' ? `${req.baseUrl}${route}` : req.originalUrl.split('?')[0],
+        params: { ...keyParams(req), ...routeDetail(res) },
+        ip: req.ip ?? req.socket.remoteAddress ?? '',
+        status: res.writableFinished ? res.statusCode : 499,
+        ms: Date.now() - at.getTime(),
+      };
+      model.create(entry).catch((err: unknown) => log.error({ err, audit: entry }, 'audit entry not stored'));
+    };
+    res.once('finish', write);
+    res.once('close', write);
+    next();
+  };
+}
