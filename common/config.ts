@@ -70,6 +70,9 @@ const envSchema = z.object({
   API_JWT_ISSUER: z.string().default('fleetsync'),
   API_JWT_AUDIENCE: z.string().default('fleetsync-api'),
 
+  // Deploy-signing keys (common/signing-keys.ts): a JSON array; locally generated into <dataDir>/signing-keys.json.
+  OTA_SIGNING_KEYS: z.string().min(1).optional(),
+
   FLEET_ROBOTS: z.coerce.number().int().min(0).max(1000).default(3),
   FLEET_SSH_BASE_PORT: port.default(2201),
 });
@@ -104,6 +107,7 @@ export interface Config {
   };
   api: { host: string; port: number; publicUrl: string; jwtSecret: string; jwtIssuer: string; jwtAudience: string };
   fleet: { robots: number; sshBasePort: number; dir: string };
+  ota: { signingKeys: string | undefined };
 }
 
 export class ConfigError extends Error {
@@ -201,5 +205,6 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       jwtAudience: e.API_JWT_AUDIENCE,
     },
     fleet: { robots: e.FLEET_ROBOTS, sshBasePort: e.FLEET_SSH_BASE_PORT, dir: path.join(dataDir, 'fleet') },
+    ota: { signingKeys: e.OTA_SIGNING_KEYS },
   };
 }

@@ -5,10 +5,11 @@
 import mongoose, { type Connection } from 'mongoose';
 import type { Config } from './config';
 import { registerOtaModels, type OtaModels } from './models/ota';
+import { registerRobotModels, type RobotModels } from './models/robots';
 
 export interface Db {
   connection: Connection;
-  models: OtaModels;
+  models: OtaModels & RobotModels;
   close(): Promise<void>;
 }
 
@@ -21,7 +22,7 @@ export async function connectDb(cfg: Config, dbName = cfg.mongo.db): Promise<Db>
     retryWrites: false,
   });
   await connection.asPromise();
-  const models = registerOtaModels(connection, cfg.mongo.timeoutMs);
+  const models = { ...registerOtaModels(connection, cfg.mongo.timeoutMs), ...registerRobotModels(connection, cfg.mongo.timeoutMs) };
   await Promise.all(Object.values(models).map((m) => m.init()));
   return { connection, models, close: () => connection.close() };
 }

@@ -49,6 +49,10 @@ export const deployMessageSchema = z.object({
   size: z.number().int().nonnegative().optional(),
   url: z.string().url().optional(),
   mode: z.number().int().min(0).max(0o7777).optional(),
+  /** Ed25519 signature by the cloud (common/signing.ts); required by a daemon whose config lists signing keys. */
+  signature: z
+    .object({ key_id: z.string().min(1).max(100), expires_at: z.number().int().nonnegative(), value: z.string().min(1).max(200) })
+    .optional(),
 });
 export type DeployMessage = z.infer<typeof deployMessageSchema>;
 

@@ -6,6 +6,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { robotIdSchema } from '../common/protocol';
+import { parsePublicKeys } from '../common/signing';
 
 export interface DaemonConfig {
   robotId: string;
@@ -32,6 +33,8 @@ export interface DaemonConfig {
   maxConcurrentJobs: number;
   /** Per-download bandwidth cap; undefined = unlimited. */
   maxDownloadBytesPerSecond?: number;
+  /** The cloud's deploy-signing public keys, `<key id>:<base64 SPKI>`; empty = drop-in mode (unsigned accepted). */
+  signingPublicKeys: string[];
 }
 
 export class DaemonConfigError extends Error {
@@ -96,6 +99,7 @@ const fileSchema = z.object({
   session_expiry_s: num(z.number().int().min(0).max(0xffffffff)).default(604800),
   max_concurrent_jobs: num(z.number().int().min(1).max(64)).default(2),
   max_download_bytes_per_s: num(z.number().int().min(1024)).optional(),
+  signing_public_keys: z.array(z.string().min(1)).default([]),
 });
 type FileConfig = z.infer<typeof fileSchema>;
 const KNOWN_KEYS = new Set<string>([...Object.keys(fileSchema.shape), ...IGNORED_KEYS]);
@@ -185,6 +189,11 @@ export function parseDaemonConfig(raw: Record<string, unknown>, env: NodeJS.Proc
   if (c.mqtt_tls === false && c.mqtt_ca_file !== undefined) {
     throw new DaemonConfigError('mqtt_ca_file: only valid with mqtt_tls: true');
   }
+  try {
+    parsePublicKeys(c.signing_public_keys);
+  } catch (e) {
+    throw new DaemonConfigError((e as Error).message);
+  }
   if (c.mqtt_username !== undefined && c.mqtt_username !== c.robot_id) {
     // The broker takes the user name as client id (use_username_as_clientid) and grants ota/%u/#: under any
     // other name the daemon would connect but never see its deploys nor be allowed to report.
@@ -215,6 +224,7 @@ export function parseDaemonConfig(raw: Record<string, unknown>, env: NodeJS.Proc
       reportIntervalMs: Math.round(c.report_interval_s * 1000),
       maxConcurrentJobs: c.max_concurrent_jobs,
       maxDownloadBytesPerSecond: c.max_download_bytes_per_s,
+      signingPublicKeys: c.signing_public_keys,
     },
     unknownKeys: Object.keys(raw).filter((k) => !KNOWN_KEYS.has(k)),
   };
@@ -256,5 +266,6 @@ export function describeConfig(c: DaemonConfig): Record<string, unknown> {
     max_concurrent_jobs: c.maxConcurrentJobs,
     max_download_bytes_per_s: c.maxDownloadBytesPerSecond ?? null,
     s3_fallback: Boolean(c.s3.accessKeyId && c.s3.secretAccessKey),
+    signing_keys: c.signingPublicKeys.map((k) => k.slice(0, k.indexOf(':'))),
   };
 }

@@ -67,6 +67,20 @@ export class JobManager {
     this.enqueue(msg.job_id);
   }
 
+  /**
+   * A deploy that must not run (its signature failed): the job goes FAILED with the reason, nothing is downloaded.
+   * A job already known is left alone: a forged copy must not change what a genuine delivery started.
+   */
+  async refuse(msg: DeployMessage, reason: string): Promise<void> {
+    const { journal, log } = this.o;
+    if (journal.get(msg.job_id)) {
+      log.warn({ job_id: msg.job_id }, 'refused copy of a known job ignored');
+      return;
+    }
+    journal.accept({ ...msg, url: undefined });
+    await this.setStatus(msg.job_id, 'FAILED', reason);
+  }
+
   private async redelivered(existing: JournalEntry, msg: DeployMessage): Promise<void> {
     const { journal, log } = this.o;
     const id = existing.job_id;

@@ -11,6 +11,7 @@ import { deployRouter } from './routes/deploy';
 import { filesRouter } from './routes/files';
 import { healthRouter } from './routes/health';
 import { jobsRouter } from './routes/jobs';
+import { robotsRouter } from './routes/robots';
 import { resolveContext, type OtaAppDeps, type OtaContext } from './types';
 
 export const API_PREFIX = '/api/v1';
@@ -43,6 +44,8 @@ export function createOtaRouter(deps: OtaAppDeps): Router {
   r.use(filesRouter(ctx));
   r.use(deployRouter(ctx));
   r.use(jobsRouter(ctx));
+  // INTEGRATOR (issue 15): robotsRouter(ctx, requireRole('admin')).
+  r.use(express.json({ limit: '64kb' }), robotsRouter(ctx));
   r.use(notFoundHandler);
   r.use(errorHandler(ctx.log));
   return r;

@@ -5,6 +5,7 @@ import type { WorkflowClient } from '@temporalio/client';
 import type { Config } from '../../common/config';
 import type { Logger } from '../../common/logger';
 import type { OtaModels } from '../../common/models/ota';
+import type { RobotModels } from '../../common/models/robots';
 
 export interface OtaAppOptions {
   /** Upper bound for the live-progress query of a running job (GET /job_state); the DB answer is sent without it. */
@@ -30,7 +31,7 @@ export interface OtaAppOptions {
 
 export interface OtaAppDeps {
   cfg: Config;
-  models: OtaModels;
+  models: OtaModels & RobotModels;
   s3: S3Client;
   temporal: WorkflowClient;
   log: Logger;
