@@ -47,7 +47,7 @@ async function main(): Promise<void> {
     if (command === 'add') {
       const r = await addRobot(cfg, db.models, { id, roots: o.roots, configPath: o.config, stateDir: o.stateDir });
       console.log(`robot ${r.id} provisioned (roots ${r.roots.join(', ')}; broker ${r.brokerReloaded ? 'reloaded' : 'not running: it reads the credential when it starts'})`);
-      console.log(r.configPath);
+      console.log(r.configPath ?? '');
     } else {
       const { removed } = await removeRobot(cfg, db.models, id);
       console.log(removed ? `robot ${id} removed: credential revoked, connection closed` : `robot ${id} was not provisioned`);

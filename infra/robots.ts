@@ -164,8 +164,8 @@ async function canLogIn(cfg: Pick<Config, 'mqtt'>, username: string, password: s
 export interface AddRobotOptions {
   id: string;
   roots: readonly string[];
-  /** Where to write the daemon config (default <dataDir>/robots/<id>/ota-daemon.yaml). */
-  configPath?: string;
+  /** Where to write the daemon config (default <dataDir>/robots/<id>/ota-daemon.yaml); null: only return it. */
+  configPath?: string | null;
   /** The daemon's state dir on the robot (default <dataDir>/robots/<id>/ota-state, a local robot's). */
   stateDir?: string;
 }
@@ -173,7 +173,7 @@ export interface AddRobotOptions {
 export interface AddRobotResult {
   id: string;
   roots: string[];
-  configPath: string;
+  configPath: string | null;
   /** The daemon config text (holds the robot's password: the API returns it once, to an admin). */
   configText: string;
   brokerReloaded: boolean;
@@ -186,7 +186,7 @@ export interface AddRobotResult {
 export async function addRobot(cfg: Config, models: RobotModels, o: AddRobotOptions): Promise<AddRobotResult> {
   const roots = checkRobotInput(o.id, o.roots);
   const dir = path.join(cfg.dataDir, 'robots', o.id);
-  const configPath = path.resolve(o.configPath ?? path.join(dir, 'ota-daemon.yaml'));
+  const configPath = o.configPath === null ? null : path.resolve(o.configPath ?? path.join(dir, 'ota-daemon.yaml'));
   const stateDir = path.resolve(o.stateDir ?? path.join(dir, 'ota-state'));
   const password = crypto.randomBytes(18).toString('base64url');
   const configText = daemonConfigText(cfg, {
@@ -202,7 +202,7 @@ export async function addRobot(cfg: Config, models: RobotModels, o: AddRobotOpti
   if (brokerReloaded && !(await canLogIn(cfg, o.id, password))) {
     throw new ProvisioningError(`the broker did not accept ${o.id}'s new credential after reloading its password file`);
   }
-  writeDaemonConfig(configPath, configText);
+  if (configPath) writeDaemonConfig(configPath, configText);
   return { id: o.id, roots, configPath, configText, brokerReloaded };
 }
 

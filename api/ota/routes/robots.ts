@@ -45,7 +45,8 @@ export function robotsRouter(ctx: OtaContext, guard: RequestHandler = (_req, _re
     const stateDir = body.state_dir ?? '/var/lib/fleetsync-ota';
     if (!path.isAbsolute(stateDir)) throw new HttpError(400, 'state_dir: must be an absolute path');
     const added = await provisioning(() =>
-      addRobot(ctx.cfg, ctx.models, { id: body.robot_id, roots: body.deploy_roots, stateDir }),
+      // The config goes to the admin in the answer only: no robot password is left on the API's disk.
+      addRobot(ctx.cfg, ctx.models, { id: body.robot_id, roots: body.deploy_roots, stateDir, configPath: null }),
     );
     ctx.log.info({ robot_id: added.id, deploy_roots: added.roots }, 'robot provisioned');
     res.status(201).json({ robot_id: added.id, deploy_roots: added.roots, daemon_config: added.configText });
