@@ -8,7 +8,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { z } from 'zod';
 import { errnoCode, removeQuietly, sleep, writeFileAtomic } from './fs-util';
 
 export class DownloadError extends Error {
@@ -29,15 +28,24 @@ export interface PartIdentity {
   sha256: string | null;
 }
 
-const sidecarSchema = z.object({
-  v: z.literal(1),
-  bucket: z.string(),
-  object: z.string(),
-  sha256: z.string().nullable(),
-  etag: z.string().nullable(),
-  total: z.number().int().nonnegative().nullable(),
-});
-type Sidecar = z.infer<typeof sidecarSchema>;
+interface Sidecar {
+  v: 1;
+  bucket: string;
+  object: string;
+  sha256: string | null;
+  etag: string | null;
+  total: number | null;
+}
+
+function isSidecar(v: unknown): v is Sidecar {
+  const s = v as Record<string, unknown>;
+  const nullableString = (x: unknown) => x === null || typeof x === 'string';
+  return (
+    typeof s === 'object' && s !== null && s.v === 1 && typeof s.bucket === 'string' && typeof s.object === 'string' &&
+    nullableString(s.sha256) && nullableString(s.etag) &&
+    (s.total === null || (typeof s.total === 'number' && Number.isInteger(s.total) && s.total >= 0))
+  );
+}
 
 export const partPaths = (target: string) => ({ part: `${target}.part`, sidecar: `${target}.part.json` });
 
@@ -69,8 +77,8 @@ const WRITE_BATCH_BYTES = 1 << 20;
 
 async function readSidecar(file: string): Promise<Sidecar | null> {
   try {
-    const parsed = sidecarSchema.safeParse(JSON.parse(await fsp.readFile(file, 'utf8')));
-    return parsed.success ? parsed.data : null;
+    const parsed: unknown = JSON.parse(await fsp.readFile(file, 'utf8'));
+    return isSidecar(parsed) ? parsed : null;
   } catch {
     return null;
   }
