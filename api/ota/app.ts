@@ -45,7 +45,7 @@ export function createOtaRouter(deps: OtaAppDeps): Router {
   r.use(deployRouter(ctx));
   r.use(jobsRouter(ctx));
   // INTEGRATOR (issue 15): robotsRouter(ctx, requireRole('admin')).
-  r.use(express.json({ limit: '64kb' }), robotsRouter(ctx));
+  r.use(robotsRouter(ctx));
   r.use(notFoundHandler);
   r.use(errorHandler(ctx.log));
   return r;
