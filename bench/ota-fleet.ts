@@ -7,117 +7,36 @@
 // 2. One real daemon process, as a robot runs it (dist/ota-daemon.cjs under plain node, daemon/build.ts),
 //    installing a large file (1 GiB): its peak RSS (VmHWM). Baseline: curl downloading the same object to disk.
 // It runs on its own stack (own ports, data under .data/bench) so it never disturbs `npm start` or the tests.
-import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { createS3Client } from '../activities/s3/client';
-import { sharedSecretSettings, signToken } from '../api/auth';
-import { loadConfig, repoRoot, type Config } from '../common/config';
 import { connectDb } from '../common/db';
 import { stackDown, stackUp } from '../infra/stack';
 import { buildDaemonBundle, DAEMON_NODE_FLAGS } from '../daemon/build';
-
-const BENCH_ENV: Record<string, string> = {
-  FLEET_DATA_DIR: path.join(repoRoot, '.data', 'bench'),
-  TEMPORAL_PORT: '47233',
-  TEMPORAL_UI_PORT: '48233',
-  MONGO_PORT: '47017',
-  S3_PORT: '47070',
-  MQTT_PORT: '41883',
-  MQTT_CLOUD_PORT: '41884',
-  FLEET_SSH_BASE_PORT: '42201',
-  API_PORT: '49005',
-  API_PUBLIC_URL: 'http://127.0.0.1:49005',
-  TEMPORAL_TASK_QUEUE: 'bench',
-  MQTT_BRIDGE_CLIENT_ID: 'cloud-bridge-bench',
-  LOG_LEVEL: 'info',
-};
+import {
+  benchEnv,
+  type Child,
+  currentRssMb,
+  curl,
+  fig,
+  flag,
+  peakRssMb,
+  percentile,
+  randomFile,
+  runPool,
+  spawnProcess,
+  spawnTs,
+  startCloud,
+  token,
+  until,
+  uploadWithCurl,
+  waitOutput,
+} from './common';
 
 const DAEMON_HOSTS = 8;
-
-interface Child {
-  proc: ChildProcess;
-  out: () => string;
-}
-
-function spawnTs(entry: string, args: string[], env: NodeJS.ProcessEnv): Child {
-  return spawnProcess(process.execPath, ['--import', 'tsx', path.join(repoRoot, entry), ...args], env);
-}
-
-function spawnProcess(command: string, args: string[], env: NodeJS.ProcessEnv): Child {
-  const proc = spawn(command, args, { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  // Keep only the tail: the API and daemons log every request/job.
-  const keep = (d: Buffer) => (out = (out + d.toString()).slice(-20000));
-  proc.stdout!.on('data', keep);
-  proc.stderr!.on('data', keep);
-  return { proc, out: () => out };
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 100): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
-async function waitOutput(c: Child, text: string, timeoutMs = 90000): Promise<void> {
-  await until(`"${text}"`, () => {
-    if (c.proc.exitCode !== null) throw new Error(`process exited before "${text}":\n${c.out()}`);
-    return c.out().includes(text);
-  }, timeoutMs);
-}
-
-function flag(args: string[], name: string, fallback: number): number {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : fallback;
-}
-
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-
-function procStatusMb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
-  try {
-    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-/** Peak resident set (VmHWM) of a process, in MiB; 0 once it has exited. */
-const peakRssMb = (pid: number) => procStatusMb(pid, 'VmHWM');
-const currentRssMb = (pid: number) => procStatusMb(pid, 'VmRSS');
-
-/** Admin: the benchmark uploads, deploys and deletes its large file. Its 1 + robots + 2 requests stay under API_RATE_LIMIT. */
-const token = (cfg: Config): Promise<string> => signToken(sharedSecretSettings(cfg.api), { subject: 'bench', role: 'admin', ttl: '2h' });
-
-/** Runs `count` commands with at most `parallel` at once; resolves with the wall time in seconds. */
-async function runPool(count: number, parallel: number, start: (i: number) => Promise<void>): Promise<number> {
-  const t0 = performance.now();
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(parallel, count) }, async () => {
-      while (next < count) await start(next++);
-    }),
-  );
-  return (performance.now() - t0) / 1000;
-}
-
-function curl(args: string[]): Promise<{ code: number; peakMb: number }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('curl', ['-sS', '--fail', ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
-    let peakMb = 0;
-    const t = setInterval(() => (peakMb = Math.max(peakMb, peakRssMb(p.pid!))), 20);
-    p.on('error', reject);
-    p.on('exit', (code) => {
-      clearInterval(t);
-      resolve({ code: code ?? -1, peakMb });
-    });
-  });
-}
 
 export async function main(args: string[]): Promise<void> {
   const robots = flag(args, '--robots', 200);
@@ -126,25 +45,12 @@ export async function main(args: string[]): Promise<void> {
   const concurrency = flag(args, '--concurrency', 16);
   // --port-offset moves every port of the benchmark's stack (two benchmarks side by side, or a busy port).
   const offset = flag(args, '--port-offset', 0);
-  const shifted = Object.fromEntries(
-    Object.entries(BENCH_ENV).map(([k, v]) => [k, /_PORT$/.test(k) ? String(Number(v) + offset) : k === 'API_PUBLIC_URL' ? `http://127.0.0.1:${49005 + offset}` : v]),
-  );
-  const env = { ...process.env, ...shifted, FLEET_DATA_DIR: `${BENCH_ENV.FLEET_DATA_DIR}${offset ? `-${offset}` : ''}`, FLEET_ROBOTS: String(robots) };
-  const cfg = loadConfig(env);
+  const { env, cfg } = benchEnv(offset, { FLEET_ROBOTS: String(robots) });
   const say = (l: string) => process.stderr.write(`[bench] ${l}\n`);
   const children: Child[] = [];
   const db = await (async () => {
     const fleet = await stackUp(cfg, { robots, sshd: false, log: say });
-    const apps = [
-      ['workers/main.ts', 'worker started'],
-      ['workers/mqtt-bridge.ts', 'mqtt bridge started'],
-      ['api/main.ts', 'OTA API listening'],
-    ] as const;
-    for (const [entry, ready] of apps) {
-      const c = spawnTs(entry, [], env);
-      children.push(c);
-      await waitOutput(c, ready);
-    }
+    children.push(...(await startCloud(env)));
     const fleetRobots = fleet.robots.slice(0, robots);
     const groups = Array.from({ length: DAEMON_HOSTS }, (_, g) => fleetRobots.filter((_, i) => i % DAEMON_HOSTS === g));
     for (const g of groups.filter((x) => x.length > 0)) {
@@ -209,24 +115,9 @@ export async function main(args: string[]): Promise<void> {
       await new Promise((r) => c.proc.once('exit', r));
     }
     const bigFile = path.join(cfg.dataDir, `big-${run}.bin`);
-    const h = crypto.createHash('sha256');
-    const fd = fs.openSync(bigFile, 'w');
-    for (let i = 0; i < rssFileMib; i++) {
-      const chunk = crypto.randomBytes(1024 * 1024);
-      h.update(chunk);
-      fs.writeSync(fd, chunk);
-    }
-    fs.closeSync(fd);
-    const bigSha = h.digest('hex');
+    const bigSha = randomFile(bigFile, rssFileMib);
     say(`uploading ${rssFileMib} MiB through the API`);
-    const upBig = await new Promise<string>((resolve, reject) => {
-      const p = spawn('curl', ['-sS', '--fail', '-X', 'POST', `${api}/file/upload`, '-H', `Authorization: ${auth.authorization}`,
-        '-F', 'file_info_list={"file_list":[{"s3_bucket":"files"}]}', '-F', `files=@${bigFile}`], { stdio: ['ignore', 'pipe', 'inherit'] });
-      let out = '';
-      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`upload exited ${code}`))));
-    });
-    const bigObject = (JSON.parse(upBig) as Array<{ s3_object_name: string }>)[0].s3_object_name;
+    const bigObject = await uploadWithCurl(api, auth.authorization, bigFile);
     const robot = db.fleet[0];
     // The artifact a robot runs: the esbuild bundle under plain node with the daemon's flags (daemon/build.ts).
     const bundle = await buildDaemonBundle();
@@ -257,7 +148,6 @@ export async function main(args: string[]): Promise<void> {
     for (const f of [bigFile, bigTarget, `${bigTarget}.curl`]) fs.rmSync(f, { force: true });
     await fetch(`${api}/file/delete?s3_bucket=files&s3_object_name=${bigObject}`, { method: 'DELETE', headers: auth });
 
-    const fig = (k: string, v: number | string) => console.log(`${k}=${typeof v === 'number' ? Number(v.toFixed(3)) : v}`);
     fig('robots', robots);
     fig('file_mib', fileMib);
     fig('completed', completed.length);

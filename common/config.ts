@@ -115,6 +115,9 @@ const envSchema = z.object({
   API_UPLOAD_MAX_REQUEST_BYTES: byteSize.prefault('20GiB'),
   API_TRUST_PROXY: z.string().default('false'),
 
+  // Deploy-signing keys (common/signing-keys.ts): a JSON array; locally generated into <dataDir>/signing-keys.json.
+  OTA_SIGNING_KEYS: z.string().min(1).optional(),
+
   FLEET_ROBOTS: z.coerce.number().int().min(0).max(1000).default(3),
   FLEET_SSH_BASE_PORT: port.default(2201),
 });
@@ -167,6 +170,7 @@ export interface Config {
     trustProxy: boolean | number | string;
   };
   fleet: { robots: number; sshBasePort: number; dir: string };
+  ota: { signingKeys: string | undefined };
 }
 
 export class ConfigError extends Error {
@@ -274,5 +278,6 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       trustProxy: /^(true|false)$/.test(e.API_TRUST_PROXY) ? e.API_TRUST_PROXY === 'true' : /^\d+$/.test(e.API_TRUST_PROXY) ? Number(e.API_TRUST_PROXY) : e.API_TRUST_PROXY,
     },
     fleet: { robots: e.FLEET_ROBOTS, sshBasePort: e.FLEET_SSH_BASE_PORT, dir: path.join(dataDir, 'fleet') },
+    ota: { signingKeys: e.OTA_SIGNING_KEYS },
   };
 }

@@ -5,10 +5,11 @@
 import mongoose, { type Connection } from 'mongoose';
 import type { Config } from './config';
 import { registerOtaModels, type OtaModels } from './models/ota';
+import { registerRobotModels, type RobotModels } from './models/robots';
 import { registerSecurityModels, type SecurityModels } from './models/security';
 
 /** Every model of the cloud database. */
-export type CloudModels = OtaModels & SecurityModels;
+export type CloudModels = OtaModels & SecurityModels & RobotModels;
 
 export interface Db {
   connection: Connection;
@@ -25,7 +26,11 @@ export async function connectDb(cfg: Config, dbName = cfg.mongo.db): Promise<Db>
     retryWrites: false,
   });
   await connection.asPromise();
-  const models: CloudModels = { ...registerOtaModels(connection, cfg.mongo.timeoutMs), ...registerSecurityModels(connection, cfg.mongo.timeoutMs) };
+  const models: CloudModels = {
+    ...registerOtaModels(connection, cfg.mongo.timeoutMs),
+    ...registerSecurityModels(connection, cfg.mongo.timeoutMs),
+    ...registerRobotModels(connection, cfg.mongo.timeoutMs),
+  };
   await Promise.all(Object.values(models).map((m) => m.init()));
   return { connection, models, close: () => connection.close() };
 }

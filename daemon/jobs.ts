@@ -1,8 +1,8 @@
 // Job bookkeeping: what the daemon does with deploy / ack / cancel, with at most `maxConcurrent` deploys at a
 // time. The journal is the source of truth for every status; this class adds what only lives while the
 // process runs (queue, abort controllers, live progress).
-import type { DeployMessage, JobReport, StateMessage } from '../common/protocol';
-import type { Logger } from '../common/logger';
+import type { DeployMessage, JobReport, StateMessage } from '../common/ota-wire';
+import type { DaemonLogger as Logger } from './log';
 import { DaemonStoppingError, DeployError, JobCanceledError, runDeploy, type DeployEnv } from './deploy-job';
 import { redactUrls, sleep } from './fs-util';
 import { isFinished, type Journal, type JournalEntry, type LocalStatus } from './journal';
@@ -65,6 +65,20 @@ export class JobManager {
     log.info({ job_id: msg.job_id, deploy_path: msg.deploy_path, size: msg.size }, 'job received');
     this.o.onChange('status');
     this.enqueue(msg.job_id);
+  }
+
+  /**
+   * A deploy that must not run (its signature failed): the job goes FAILED with the reason, nothing is downloaded.
+   * A job already known is left alone: a forged copy must not change what a genuine delivery started.
+   */
+  async refuse(msg: DeployMessage, reason: string): Promise<void> {
+    const { journal, log } = this.o;
+    if (journal.get(msg.job_id)) {
+      log.warn({ job_id: msg.job_id }, 'refused copy of a known job ignored');
+      return;
+    }
+    journal.accept({ ...msg, url: undefined });
+    await this.setStatus(msg.job_id, 'FAILED', reason);
   }
 
   private async redelivered(existing: JournalEntry, msg: DeployMessage): Promise<void> {

@@ -3,10 +3,9 @@
 // message handled inside a try/catch so one bad payload can never stop the loop (the reference's could).
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import type { S3Client } from '@aws-sdk/client-s3';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
-import { deployMessageSchema, PRESENCE_OFFLINE, PRESENCE_ONLINE, topics, type JobReport } from '../common/protocol';
-import type { Logger } from '../common/logger';
+import { checkDeployMessage, PRESENCE_OFFLINE, PRESENCE_ONLINE, topics, type JobReport } from '../common/ota-wire';
+import type { DaemonLogger as Logger } from './log';
 import type { DaemonConfig } from './config';
 import type { DeployEnv } from './deploy-job';
 import { KeyedMutex } from './fs-util';
@@ -14,6 +13,8 @@ import { JobManager } from './jobs';
 import { Journal } from './journal';
 import { realRoots } from './paths';
 import { StateReporter } from './reporter';
+import { presignGetObject } from './sigv4';
+import { parsePublicKeys, verifyDeploy } from '../common/signing';
 
 /** Job ids arrive as bare strings on ack/cancel; anything longer or non-printable is not one of ours. */
 const JOB_ID_PATTERN = /^[\x21-\x7e]{1,200}$/;
@@ -28,22 +29,8 @@ export interface DaemonOptions {
 function s3Presigner(config: DaemonConfig): DeployEnv['presign'] {
   const { accessKeyId, secretAccessKey, endpoint, region } = config.s3;
   if (!accessKeyId || !secretAccessKey) return undefined;
-  let client: S3Client | null = null;
-  return async (bucket, key) => {
-    // Loaded on first use: the SDK costs ~15 MB of RSS that a robot receiving only presigned URLs never needs.
-    const { GetObjectCommand, S3Client } = await import('@aws-sdk/client-s3');
-    const { getSignedUrl } = await import('@aws-sdk/s3-request-presigner');
-    client ??= new S3Client({
-      endpoint,
-      region,
-      forcePathStyle: Boolean(endpoint),
-      credentials: { accessKeyId, secretAccessKey },
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-    });
-    // Presigning locally keeps one download path (Range / If-Range over plain HTTP) for both message kinds.
-    return getSignedUrl(client, new GetObjectCommand({ Bucket: bucket, Key: key }), { expiresIn: 3600 });
-  };
+  // Presigning locally keeps one download path (Range / If-Range over plain HTTP) for both message kinds.
+  return async (bucket, key) => presignGetObject({ accessKeyId, secretAccessKey, endpoint, region }, bucket, key, 3600);
 }
 
 export class OtaDaemon {
@@ -51,12 +38,16 @@ export class OtaDaemon {
   private jobs: JobManager | null = null;
   private reporter: StateReporter | null = null;
   private stopped = false;
+  /** Null: drop-in mode (no keys in the config), unsigned deploys accepted as by the reference daemon. */
+  private readonly signingKeys: ReturnType<typeof parsePublicKeys> | null;
 
   constructor(
     private readonly config: DaemonConfig,
     private readonly log: Logger,
     private readonly opts: DaemonOptions = {},
-  ) {}
+  ) {
+    this.signingKeys = config.signingPublicKeys.length > 0 ? parsePublicKeys(config.signingPublicKeys) : null;
+  }
 
   async start(): Promise<void> {
     const { config, log } = this;
@@ -155,14 +146,19 @@ export class OtaDaemon {
           this.log.warn({ topic: packet.topic, bytes: payload.length }, 'deploy message is not JSON; dropped');
           return;
         }
-        const parsed = deployMessageSchema.safeParse(json);
-        if (!parsed.success) {
+        const parsed = checkDeployMessage(json);
+        if (!parsed.ok) {
           // Issues name fields and rules, never values: the payload may hold a presigned URL.
-          const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(message)'}: ${i.message}`);
-          this.log.warn({ topic: packet.topic, issues }, 'deploy message does not match the schema; dropped');
+          this.log.warn({ topic: packet.topic, issues: parsed.issues }, 'deploy message does not match the schema; dropped');
           return;
         }
-        await jobs.deploy(parsed.data);
+        const refusal = this.signingKeys ? verifyDeploy(this.signingKeys, id, parsed.value) : null;
+        if (refusal) {
+          this.log.warn({ job_id: parsed.value.job_id, reason: refusal }, 'deploy refused: signature check failed; nothing is installed');
+          await jobs.refuse(parsed.value, refusal);
+          return;
+        }
+        await jobs.deploy(parsed.value);
         return;
       }
       case topics.ack(id):

@@ -1,14 +1,17 @@
-// The simulated fleet: per robot an OpenSSH sshd (own port, host key, filesystem root) and MQTT credentials,
-// plus an OTA daemon config. Everything lives under <dataDir>/fleet/<robot_id>/ and is created idempotently.
-// The manifest (fleet.json) holds no secret: credentials are referenced by file path.
+// The simulated fleet: per robot an OpenSSH sshd (own port, host key, filesystem root), provisioned for OTA the way
+// `npm run robot -- add` provisions a real robot (infra/robots.ts: broker credential, daemon config with no cloud
+// secret; the registry record is written by stackUp once the database runs). Everything lives under
+// <dataDir>/fleet/<robot_id>/ and is created idempotently. The manifest (fleet.json) holds no secret: credentials
+// are referenced by file path.
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import YAML from 'yaml';
 import type { Config } from '../common/config';
 import { fingerprint } from '../activities/ssh/connect';
+import { loadSigningKeys, publicKeyEntries } from '../common/signing-keys';
+import { brokerRobotPasswordFile, daemonConfigText, upsertBrokerUsers, writeDaemonConfig } from './robots';
 
 export interface RobotManifest {
   id: string;
@@ -76,6 +79,8 @@ export function provisionFleet(cfg: Config, count: number): FleetManifest {
   const username = os.userInfo().username;
 
   const robots: RobotManifest[] = [];
+  const signingPublicKeys = publicKeyEntries(loadSigningKeys(cfg));
+  const credentials: Array<[string, string]> = [];
   for (let i = 0; i < count; i++) {
     const id = robotId(i);
     const dir = path.join(fleetDir, id);
@@ -111,25 +116,9 @@ export function provisionFleet(cfg: Config, count: number): FleetManifest {
     const passwordFile = path.join(dir, 'mqtt.password');
     const mqttPassword = secretFile(passwordFile);
     const daemonConfig = path.join(dir, 'ota-config.yaml');
-    // The daemon config is a robot-local file holding that robot's own secrets, as on a real robot (0600).
-    writeIfChanged(
-      daemonConfig,
-      YAML.stringify({
-        region_name: cfg.s3.region,
-        endpoint_url: cfg.s3.endpoint,
-        aws_access_key_id: cfg.s3.accessKeyId,
-        aws_secret_access_key: cfg.s3.secretAccessKey,
-        host: new URL(cfg.mqtt.url).hostname,
-        mqtt_port: cfg.mqtt.port,
-        mqtt_username: id,
-        mqtt_password: mqttPassword,
-        robot_id: id,
-        cloud_service_url: `${cfg.api.publicUrl}/api/v1`,
-        allowed_roots: [root],
-        state_dir: stateDir,
-      }),
-      0o600,
-    );
+    credentials.push([id, mqttPassword]);
+    // A robot-local file holding that robot's own secret, as on a real robot (0600); no S3 key (presigned URLs).
+    writeDaemonConfig(daemonConfig, daemonConfigText(cfg, { robotId: id, password: mqttPassword, roots: [root], stateDir, signingPublicKeys }));
     robots.push({
       id,
       root,
@@ -147,6 +136,8 @@ export function provisionFleet(cfg: Config, count: number): FleetManifest {
       stateDir,
     });
   }
+  // One write (and the stack's one SIGHUP) for the whole fleet; robots added by `npm run robot -- add` stay.
+  upsertBrokerUsers(brokerRobotPasswordFile(cfg), credentials);
   const manifest: FleetManifest = { clientKeyFile, robots };
   writeIfChanged(fleetManifestPath(cfg), JSON.stringify(manifest, null, 2) + '\n');
   return manifest;

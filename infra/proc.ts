@@ -28,6 +28,12 @@ export interface ProcessPaths {
 }
 
 const pidFile = (p: ProcessPaths, name: string) => path.join(p.runDir, `${name}.pid`);
+/** Where a stack keeps its pid files and logs. */
+export const stackPaths = (cfg: { dataDir: string }): ProcessPaths => ({
+  runDir: path.join(cfg.dataDir, 'run'),
+  logDir: path.join(cfg.dataDir, 'logs'),
+});
+
 export const logFile = (p: ProcessPaths, name: string) => path.join(p.logDir, `${name}.log`);
 
 function cmdline(pid: number): string | null {

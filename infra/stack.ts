@@ -12,12 +12,15 @@ import { CreateBucketCommand, HeadBucketCommand } from '@aws-sdk/client-s3';
 import mongoose from 'mongoose';
 import type { Config } from '../common/config';
 import { createS3Client } from '../activities/s3/client';
-import { provisionFleet, readSecret, type FleetManifest } from './fleet';
+import { provisionFleet, type FleetManifest } from './fleet';
+import { brokerRobotPasswordFile, recordRobots } from './robots';
+import { registerRobotModels } from '../common/models/robots';
 import {
   ensureProcess,
   killProcess,
   knownProcesses,
   runningPid,
+  stackPaths,
   stopProcess,
   tcpOpen,
   waitFor,
@@ -31,10 +34,7 @@ export const VERSIONS = { temporal: '1.9.1', ferretdb: '1.24.1', versitygw: '1.7
 /** Keyword search attributes of the `fleet` namespace (SQLite visibility allows 10 Keyword columns). */
 export const SEARCH_ATTRIBUTES = ['RobotId', 'CenterId', 'JobState', 'DeploymentId'] as const;
 
-export const stackPaths = (cfg: Config): ProcessPaths => ({
-  runDir: path.join(cfg.dataDir, 'run'),
-  logDir: path.join(cfg.dataDir, 'logs'),
-});
+export { stackPaths };
 
 export const tools = (cfg: Config) => ({
   temporal: path.join(cfg.toolsDir, `temporal-${VERSIONS.temporal}`, 'bin', 'temporal'),
@@ -163,13 +163,13 @@ async function ensureBuckets(cfg: Config): Promise<void> {
  * take over another robot's session, and the `ota/%u/#` ACL binds to its identity); cloud processes connect to
  * the loopback cloud listener, where each (API, bridge, workers) has its own client id.
  */
-function writeMosquittoConfig(cfg: Config, fleet: FleetManifest): string {
+function writeMosquittoConfig(cfg: Config): string {
   const d = dir(cfg.dataDir, 'mosquitto');
-  const users = (entries: [string, string][]) => entries.map(([u, p]) => `${u}:${p}`).join('\n') + '\n';
-  // Robots only: the cloud user (ACL ota/#) has no business on the robots' listener.
-  const robotUsers = fleet.robots.map((r): [string, string] => [r.mqtt.username, readSecret(r.mqtt.passwordFile)]);
-  fs.writeFileSync(path.join(d, 'passwd-robots'), users(robotUsers), { mode: 0o600 });
-  fs.writeFileSync(path.join(d, 'passwd-cloud'), users([[cfg.mqtt.username, cfg.mqtt.password]]), { mode: 0o600 });
+  // Robots' credentials (passwd-robots) are written by provisioning (infra/robots.ts), never rewritten here: robots
+  // added with `npm run robot -- add` must survive a restart. The cloud user (ACL ota/#) has no business on the
+  // robots' listener, so it has its own file.
+  if (!fs.existsSync(brokerRobotPasswordFile(cfg))) fs.writeFileSync(brokerRobotPasswordFile(cfg), '', { mode: 0o600 });
+  fs.writeFileSync(path.join(d, 'passwd-cloud'), `${cfg.mqtt.username}:${cfg.mqtt.password}\n`, { mode: 0o600 });
   fs.writeFileSync(
     path.join(d, 'acl'),
     [`user ${cfg.mqtt.username}`, 'topic readwrite ota/#', '', 'pattern readwrite ota/%u/#', ''].join('\n'),
@@ -204,8 +204,8 @@ function writeMosquittoConfig(cfg: Config, fleet: FleetManifest): string {
 }
 
 async function hashPasswords(cfg: Config, d: string): Promise<void> {
-  // mosquitto_passwd -U hashes a plain user:password file in place (one process for the whole fleet).
-  for (const f of ['passwd-robots', 'passwd-cloud']) await run(tools(cfg).mosquittoPasswd, ['-U', path.join(d, f)]);
+  // mosquitto_passwd -U hashes a plain user:password file in place (robots' entries are hashed by provisioning).
+  await run(tools(cfg).mosquittoPasswd, ['-U', path.join(d, 'passwd-cloud')]);
 }
 
 export function mosquittoSpec(cfg: Config): ProcessSpec {
@@ -245,6 +245,16 @@ export interface UpOptions {
   log?: (line: string) => void;
 }
 
+/** The simulated robots in the cloud's robot registry, like any provisioned robot (infra/robots.ts). */
+async function registerFleet(cfg: Config, fleet: FleetManifest): Promise<void> {
+  const conn = await mongoose.createConnection(cfg.mongo.url, { dbName: cfg.mongo.db, serverSelectionTimeoutMS: cfg.mongo.timeoutMs, retryWrites: false }).asPromise();
+  try {
+    await recordRobots(registerRobotModels(conn, cfg.mongo.timeoutMs), fleet.robots.map((r) => ({ id: r.id, roots: [r.root] })));
+  } finally {
+    await conn.close();
+  }
+}
+
 /** Brings the servers and the simulated fleet up; a no-op for parts already running. */
 export async function stackUp(cfg: Config, opts: UpOptions = {}): Promise<FleetManifest> {
   const log = opts.log ?? (() => undefined);
@@ -256,7 +266,7 @@ export async function stackUp(cfg: Config, opts: UpOptions = {}): Promise<FleetM
   const report = (name: string, r: { started: boolean; pid: number }) =>
     log(`${r.started ? 'started' : 'running'} ${name} (pid ${r.pid})`);
 
-  const mqttDir = writeMosquittoConfig(cfg, fleet);
+  const mqttDir = writeMosquittoConfig(cfg);
   await hashPasswords(cfg, mqttDir);
   const [temporal, ferret, s3, mqtt] = await Promise.all([
     ensureProcess(p, temporalSpec(cfg)),
@@ -272,6 +282,7 @@ export async function stackUp(cfg: Config, opts: UpOptions = {}): Promise<FleetM
   if (!mqtt.started) process.kill(mqtt.pid, 'SIGHUP');
   await ensureSearchAttributes(cfg);
   await ensureBuckets(cfg);
+  await registerFleet(cfg, fleet);
 
   if (opts.sshd === false) {
     log(`${fleet.robots.length} simulated robots (MQTT only, no sshd)`);

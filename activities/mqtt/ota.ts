@@ -10,6 +10,8 @@ import type { MqttClient } from 'mqtt';
 import type { Config } from '../../common/config';
 import type { OtaModels } from '../../common/models/ota';
 import { deployMessageSchema, robotIdSchema, topics, type DeployMessage } from '../../common/protocol';
+import { newestSigningKey, loadSigningKeys } from '../../common/signing-keys';
+import { signDeploy, type SigningKey } from '../../common/signing';
 import { withDbTimeout } from '../db/timeout';
 import { publishQos1 } from './connection';
 
@@ -23,7 +25,9 @@ export interface OtaMqttActivityDeps {
   mqtt: MqttClient;
   models: Pick<OtaModels, 'OtaJob' | 'RobotPresence'>;
   s3: S3Client;
-  cfg: Pick<Config, 'mongo'>;
+  cfg: Pick<Config, 'mongo' | 'dataDir' | 'env' | 'ota'>;
+  /** The cloud's signing keys, oldest first (the newest signs); read per dispatch so a rotation needs no restart. */
+  signingKeys?: () => SigningKey[];
   /**
    * Lifetime of the presigned URL and of the deploy message at the broker (the message expires with its URL:
    * a robot that comes back later gets a fresh dispatch, with a fresh URL, from the workflow instead).
@@ -45,7 +49,14 @@ export function urlTtlForSize(size: number, ttlSeconds: number): number {
   return Math.min(MAX_URL_TTL_SECONDS, Math.max(ttlSeconds, Math.ceil(size / SLOW_LINK_BYTES_PER_SECOND)));
 }
 
-export function createOtaMqttActivities({ mqtt, models, s3, cfg, urlTtlSeconds = DEFAULT_URL_TTL_SECONDS }: OtaMqttActivityDeps) {
+export function createOtaMqttActivities({
+  mqtt,
+  models,
+  s3,
+  cfg,
+  urlTtlSeconds = DEFAULT_URL_TTL_SECONDS,
+  signingKeys = () => loadSigningKeys(cfg),
+}: OtaMqttActivityDeps) {
   const { OtaJob, RobotPresence } = models;
   const dbTimeoutMs = cfg.mongo.timeoutMs;
 
@@ -83,6 +94,16 @@ export function createOtaMqttActivities({ mqtt, models, s3, cfg, urlTtlSeconds =
         url,
         ...(typeof job.mode === 'number' ? { mode: job.mode } : {}),
       };
+      // The message lives at the broker as long as its signature is valid; a later return gets a fresh dispatch.
+      const expires_at = Math.floor(Date.now() / 1000) + urlTtlSeconds;
+      candidate.signature = signDeploy(newestSigningKey(signingKeys()), {
+        job_id: jobId,
+        robot_id: robotId,
+        sha256: job.sha256,
+        size: job.size,
+        deploy_path: job.deploy_path,
+        expires_at,
+      });
       const parsed = deployMessageSchema.safeParse(candidate);
       if (!parsed.success) {
         // Report which fields are wrong, never their values (the url is among them).

@@ -7,7 +7,7 @@ import express, { Router, type Express, type RequestHandler } from 'express';
 import swaggerUi from 'swagger-ui-express';
 import type { Logger } from '../../common/logger';
 import { auditTrail } from '../audit';
-import { authContext, bearerAuth, operatorJwtSettings } from '../auth';
+import { authContext, bearerAuth, operatorJwtSettings, requireRole } from '../auth';
 import { perTokenRateLimit } from '../rate-limit';
 import { RevocationList } from '../revocations';
 import { errorHandler, notFoundHandler } from './errors';
@@ -17,6 +17,7 @@ import { deployRouter } from './routes/deploy';
 import { filesRouter } from './routes/files';
 import { healthRouter } from './routes/health';
 import { jobsRouter } from './routes/jobs';
+import { robotsRouter } from './routes/robots';
 import { resolveContext, type OtaAppDeps, type OtaContext } from './types';
 import { uiRouter } from '../ui-static';
 
@@ -55,6 +56,7 @@ export function createOtaRouter(deps: OtaAppDeps): Router {
   r.use(deployRouter(ctx));
   r.use(jobsRouter(ctx));
   r.use(adminRouter(ctx, revocations));
+  r.use(robotsRouter(ctx, requireRole('admin')));
   r.use(notFoundHandler);
   r.use(errorHandler(ctx.log));
   return r;

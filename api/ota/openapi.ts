@@ -5,6 +5,9 @@ import { OpenAPIRegistry, OpenApiGeneratorV3, type RouteConfig } from '@asteasol
 import { z } from 'zod';
 import type { Role } from '../auth';
 import {
+  addRobotSchema,
+  addedRobotSchema,
+  robotRowSchema,
   auditPageSchema,
   auditQuerySchema,
   cancelBodySchema,
@@ -184,6 +187,17 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
   route('get', '/audit', 'Security', 'admin', 'Audit trail of mutating requests, newest first, paginated', {
     request: { query: auditQuerySchema },
     responses: { 200: json(auditPageSchema, 'A page of entries.'), 400: err('Invalid cursor.') },
+  });
+  route('get', '/robots', 'Robots', 'admin', 'The robot registry: provisioned robots and their deploy roots', {
+    responses: { 200: json(z.array(robotRowSchema), 'Provisioned robots.') },
+  });
+  route('post', '/robots', 'Robots', 'admin', "Provision a robot: its MQTT credential, deploy roots, and its daemon's config (answered once)", {
+    request: { body: { required: true, content: { 'application/json': { schema: addRobotSchema } } } },
+    responses: { 201: json(addedRobotSchema, 'Provisioned.'), 400: err('Invalid robot id, roots or state_dir (names the field), or already provisioned.') },
+  });
+  route('delete', '/robots/{robot_id}', 'Robots', 'admin', 'Remove a robot: credential revoked, robot disconnected, registry entry removed', {
+    request: { params: robotIdParamSchema },
+    responses: { 200: json(z.object({ robot_id: z.string(), removed: z.literal(true) }), 'Removed.'), 404: err('Robot not provisioned.') },
   });
   registry.registerPath({
     method: 'get',

@@ -250,3 +250,16 @@ export const auditEntrySchema = z
 export type AuditEntryView = z.infer<typeof auditEntrySchema>;
 
 export const auditPageSchema = z.object({ entries: z.array(auditEntrySchema), next_cursor: z.string().nullable() }).openapi('AuditPage');
+
+/** The robot registry (POST/GET /robots). */
+export const addRobotSchema = z
+  .object({
+    robot_id: z.string(),
+    deploy_roots: z.array(z.string()).min(1).openapi({ description: 'Absolute directories the robot may be deployed into.' }),
+    state_dir: z.string().optional().openapi({ description: 'Where the daemon keeps its journal on the robot (default /var/lib/fleetsync-ota).' }),
+  })
+  .openapi('AddRobot');
+export const addedRobotSchema = z
+  .object({ robot_id: z.string(), deploy_roots: z.array(z.string()), daemon_config: z.string().openapi({ description: "The daemon's config file (its MQTT password: shown once)." }) })
+  .openapi('AddedRobot');
+export const robotRowSchema = z.object({ robot_id: z.string(), deploy_roots: z.array(z.string()) }).passthrough().openapi('Robot');

@@ -1,6 +1,7 @@
 // Deploy and job endpoints against the real stack. No worker polls the harness's task queue, so a started
 // otaDeployment workflow stays at its first event: the tests check that it was started (type, queue, input,
 // search attributes) and what the API stored and answered; the workflow itself is tested in test/workflows.
+import { recordRobots } from '../../infra/robots';
 import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { FileDeployResult, JobState } from '../../api/ota/schemas';
@@ -246,6 +247,7 @@ describe('GET /jobs', () => {
   let created: string[] = [];
   beforeAll(async () => {
     const [f] = await upload([{ deploy_path: '/tmp/p' }], ['page']);
+    await recordRobots(h.db.models, [{ id: robot, roots: ['/tmp'] }]);
     created = [];
     for (let i = 0; i < 5; i++) {
       const r = await deployFromS3({ robot_id: robot, s3_object_name: f.s3_object_name });

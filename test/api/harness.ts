@@ -13,7 +13,11 @@ import { closeServer, listen, serverPort } from '../../api/server';
 import type { Config } from '../../common/config';
 import { connectDb, type Db } from '../../common/db';
 import { createLogger, type Logger } from '../../common/logger';
+import { recordRobots } from '../../infra/robots';
 import { cfg as baseCfg, uniqueId } from '../helpers';
+
+/** Robot ids the API tests deploy to (a deploy to a robot outside the registry is refused). */
+export const HARNESS_ROBOTS = ['robot01', 'robot02', 'robot03', 'lr1', 'lr2', 'robot-ds', 'x', 'before', 'changed'];
 
 export interface Harness {
   cfg: Config;
@@ -53,6 +57,8 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
     api: { ...baseCfg.api, ...o.api },
   };
   const db = await connectDb(cfg, `ota_api_test_${crypto.randomBytes(4).toString('hex')}`);
+  // The robots these tests deploy to, provisioned in this database's registry with the roots their paths use.
+  await recordRobots(db.models, HARNESS_ROBOTS.map((id) => ({ id, roots: ['/tmp', '/opt/app'] })));
   const s3 = createS3Client(o.s3 ? { ...cfg, s3: { ...cfg.s3, ...o.s3 } } : cfg);
   const connection = await Connection.connect({ address: cfg.temporal.address });
   const temporal = new WorkflowClient({ connection, namespace: o.namespace ?? cfg.temporal.namespace });

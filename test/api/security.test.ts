@@ -14,6 +14,7 @@ import { createOtaApp } from '../../api/ota/app';
 import { closeServer, listen, serverPort } from '../../api/server';
 import { repoRoot } from '../../common/config';
 import { eventually } from '../helpers';
+import { recordRobots } from '../../infra/robots';
 import { fileInfoList, filePart, form, listKeys, request, startHarness, uniqueName, type Harness, type JsonResponse } from './harness';
 
 /** What one endpoint call needs, prepared fresh for every call (a delete needs its own file, a cancel its own job). */
@@ -74,6 +75,18 @@ const MATRIX: Array<{ endpoint: string; role: Role; call: (h: Harness) => Promis
     call: async () => ({ method: 'POST', path: '/tokens/revoke', body: JSON.stringify({ jti: crypto.randomUUID() }), headers: { 'content-type': 'application/json' } }),
   },
   { endpoint: 'GET /audit', role: 'admin', call: async () => ({ method: 'GET', path: '/audit?limit=5' }) },
+  { endpoint: 'GET /robots', role: 'admin', call: async () => ({ method: 'GET', path: '/robots' }) },
+  {
+    endpoint: 'POST /robots',
+    role: 'admin',
+    call: async () => ({
+      method: 'POST',
+      path: '/robots',
+      body: JSON.stringify({ robot_id: uniqueName('m-robot'), deploy_roots: ['/tmp/m-robot'] }),
+      headers: { 'content-type': 'application/json' },
+    }),
+  },
+  { endpoint: 'DELETE /robots/{robot_id}', role: 'admin', call: async (h) => ({ method: 'DELETE', path: `/robots/${await provisioned(h)}` }) },
 ];
 const RANK: Record<Role, number> = { viewer: 1, operator: 2, admin: 3 };
 const CALLERS: Array<Role | null> = [null, 'viewer', 'operator', 'admin'];
@@ -87,6 +100,14 @@ async function uploaded(h: Harness, content: string | Buffer = 'content'): Promi
   });
   expect(r.status).toBe(200);
   return r.body[0].s3_object_name;
+}
+
+/** A robot provisioned through the API (harness's admin token), for calls that remove one. */
+async function provisioned(h: Harness): Promise<string> {
+  const robot_id = uniqueName('m-robot');
+  const r = await request(h, 'POST', '/robots', { body: JSON.stringify({ robot_id, deploy_roots: ['/tmp/m-robot'] }), headers: { 'content-type': 'application/json' } });
+  expect(r.status).toBe(201);
+  return robot_id;
 }
 
 /** A PENDING job whose workflow runs (on the harness's task queue, which no worker polls). */
@@ -212,6 +233,7 @@ describe('roles, scope, revocation and audit', () => {
 
   it('limits an operator with a robot scope to its robots (403 naming robot_id, nothing stored)', async () => {
     const scoped = await h.tokenFor('operator', { robots: ['clinic-a-*', 'robot07'] });
+    await recordRobots(h.db.models, [{ id: 'clinic-a-3', roots: ['/tmp'] }]);
     const key = await uploaded(h);
     const ok = await as(h, scoped, { method: 'POST', path: `/file/deploy_from_s3?robot_id=clinic-a-3&deploy_path=%2Ftmp%2Fs&${objectQuery(key)}` });
     expect(ok.status).toBe(200);

@@ -9,7 +9,8 @@ import YAML from 'yaml';
 import { SignJWT } from 'jose';
 import { connectDb, type Db } from '../../common/db';
 import type { RobotManifest } from '../../infra/fleet';
-import { bridgeSessionIds, cfg, endMqttSessions, robotEnv, runTs, uniqueId, type ChildHandle } from '../helpers';
+import { recordRobots } from '../../infra/robots';
+import { bridgeSessionIds, cfg, endMqttSessions, fleet, robotEnv, runTs, uniqueId, type ChildHandle } from '../helpers';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -72,6 +73,8 @@ export async function startOtaSystem(opts: { daemonsFor: RobotManifest[] }): Pro
   };
   const token = await apiToken({ role: 'admin' }); // the reference flow ends with a delete (admin)
   const db = await connectDb(cfg, env.MONGO_DB);
+  // This system's own registry holds the simulated fleet, as the stack's does (stackUp).
+  await recordRobots(db.models, fleet().robots.map((r) => ({ id: r.id, roots: [r.root] })));
   const sys: OtaSystem = {
     db,
     storedStatus: async (jobId) => (await db.models.OtaJob.findById(jobId).lean())?.status,

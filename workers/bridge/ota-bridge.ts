@@ -23,6 +23,13 @@
 // after COMPLETED is a no-op, workflows/ota-status.ts) and the database write is guarded the same way.
 // Presence stays on a normal subscription of the bridge's main connection: shared subscriptions get no retained
 // messages, and presence is retained.
+//
+// Robots that speak only the reference protocol (its daemon: clean MQTT 3.1.1 session, QoS 0, its state map about
+// every second, no presence, no Last Will) are served too: for a robot the bridge has not seen online through its
+// presence, a state message is the evidence that it is online (stored as presence), and an open job missing from
+// its map is sent again (a presence signal to the job's workflow, which re-dispatches), because a clean session
+// misses whatever was published while it was away. Bounded: one check per robot per `aliveCheckMs`, one re-send per
+// job per `resendEveryMs`; robots with presence (our daemon: persistent session, Last Will) skip all of it.
 import type { WorkflowClient } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { IPublishPacket, ISubscriptionMap, MqttClient } from 'mqtt';
@@ -67,6 +74,12 @@ export interface OtaBridgeOptions {
   retryForMs?: number;
   /** Presence fan-out: signals in flight at once. */
   signalConcurrency?: number;
+  /** Robots without presence: how often their state map is compared with their open jobs (default 5 s). */
+  aliveCheckMs?: number;
+  /** A job missing from such a robot's map is sent again at most this often (default 15 s). */
+  resendEveryMs?: number;
+  /** Jobs younger than this are not re-sent: their first dispatch may still be on its way (default 5 s). */
+  resendGraceMs?: number;
 }
 
 export class OtaBridge {
@@ -80,6 +93,12 @@ export class OtaBridge {
   /** jobId → signals of that job in flight on any lane, and whether two of them overlapped (see forwardReport). */
   private readonly inFlight = new Map<string, { count: number; overlapped: boolean }>();
   private stopping = false;
+  /** robot → its last presence as received by this bridge (retained messages refill it at every start). */
+  private readonly presence = new Map<string, boolean>();
+  /** robot → when its open jobs were last compared with its state map (robots without presence only). */
+  private readonly lastAliveCheck = new Map<string, number>();
+  /** job → when it was last sent again because its robot's state map lacked it. */
+  private readonly lastResend = new Map<string, number>();
 
   constructor(private readonly o: OtaBridgeOptions) {
     this.log = o.log;
@@ -169,6 +188,54 @@ export class OtaBridge {
     for (const [jobId, report] of entries) {
       await this.retrying(`report ${jobId}`, { topic, robotId, jobId }, () => this.forwardReport(robotId, jobId, report));
     }
+    if (this.presence.get(robotId) !== true) {
+      // Not retried: the robot's next state message (a second later, for a reference daemon) tries again.
+      await this.stateAsPresence(robotId, new Set(entries.map(([id]) => id))).catch((err: unknown) =>
+        this.log.warn({ err, robotId }, 'state-as-presence check failed'),
+      );
+    }
+  }
+
+  /** A robot without presence sent its state: it is online, and open jobs its map lacks are sent again. */
+  private async stateAsPresence(robotId: string, reported: ReadonlySet<string>): Promise<void> {
+    const now = Date.now();
+    if (now - (this.lastAliveCheck.get(robotId) ?? 0) < (this.o.aliveCheckMs ?? 5000)) return;
+    this.lastAliveCheck.set(robotId, now);
+    const { RobotPresence, OtaJob } = this.o.models;
+    const stored = await withDbTimeout('load presence', this.dbTimeoutMs, RobotPresence.findById(robotId, { online: 1 }).lean());
+    if (!stored?.online) {
+      await withDbTimeout(
+        'upsert presence',
+        this.dbTimeoutMs,
+        RobotPresence.updateOne({ _id: robotId }, { $set: { online: true, changed_at: new Date() } }, { upsert: true }),
+      );
+      this.log.info({ robotId }, 'state message from a robot without presence: counted as online');
+    }
+    const open = await withDbTimeout(
+      'find open jobs',
+      this.dbTimeoutMs,
+      OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1, timestamp: 1 }).lean(),
+    );
+    const every = this.o.resendEveryMs ?? 15_000;
+    const grace = this.o.resendGraceMs ?? 5000;
+    const missing = open
+      .map((j) => ({ id: String(j._id), age: now - new Date(j.timestamp).getTime() }))
+      .filter((j) => !reported.has(j.id) && j.age >= grace && now - (this.lastResend.get(j.id) ?? 0) >= every)
+      .map((j) => j.id);
+    if (missing.length === 0) return;
+    for (const id of missing) this.lastResend.set(id, now);
+    if (this.lastResend.size > MAX_REMEMBERED_REPORTS) {
+      for (const [id, at] of this.lastResend) if (now - at >= every) this.lastResend.delete(id);
+    }
+    await forEachLimited(missing, this.signalConcurrency, async (jobId) => {
+      try {
+        // An "online" makes the workflow dispatch again, whether it waits for the robot or follows the job.
+        await this.o.workflows.getHandle(otaWorkflowId(jobId)).signal(robotPresenceSignal, { online: true });
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+      }
+    });
+    this.log.info({ robotId, jobs: missing }, "open jobs missing from the robot's state map: sent again");
   }
 
   private async forwardReport(robotId: string, jobId: string, report: JobReport): Promise<void> {
@@ -241,6 +308,7 @@ export class OtaBridge {
       return;
     }
     const online = value === PRESENCE_ONLINE;
+    this.presence.set(robotId, online);
     const { RobotPresence, OtaJob } = this.o.models;
     const ctx = { topic, robotId, online };
     // No deadline: a robot publishes its presence once per connection, so a presence given up on would leave its

@@ -18,6 +18,7 @@ import {
   type FileDeployResult,
 } from '../schemas';
 import type { OtaContext } from '../types';
+import { deployRootProblem } from './robots';
 import { itemErrorToHttp, receiveFiles, recordFiles, removeFiles } from '../upload';
 
 /** robot_id and deploy_path are required to deploy (the reference answered 200 without deploying, or 404). */
@@ -53,6 +54,14 @@ export function deployRouter(ctx: OtaContext): Router {
       },
       withJobId: true,
     });
+    // The robots' recorded roots, before anything is recorded: a refused item leaves no job and no file.
+    const rootProblems = await Promise.all(list.file_list.map((info) => deployRootProblem(ctx, info.robot_id, info.deploy_path)));
+    const bad = rootProblems.findIndex((p) => p !== null);
+    if (bad >= 0) {
+      await deleteObjectsQuietly(ctx.s3, stored.map((s) => s.ref), ctx.log);
+      await release();
+      throw new HttpError(400, `file_info_list.file_list.${bad}.${rootProblems[bad]}`);
+    }
     const now = new Date();
     let files: OtaFile[];
     // timeout_s may also come as a form field; it is only known once the body is read.
@@ -115,6 +124,8 @@ export function deployRouter(ctx: OtaContext): Router {
     if (!deployPath) throw new HttpError(400, 'deploy_path: Field required (the file has no default deploy_path)');
     const pathProblem = deployPathProblem(deployPath);
     if (pathProblem) throw new HttpError(400, `deploy_path: ${pathProblem}`);
+    const rootProblem = await deployRootProblem(ctx, robotId, deployPath);
+    if (rootProblem) throw new HttpError(400, rootProblem);
     if (file.valid === false) throw new HttpError(409, 'File is invalidated; PUT /file/validate before deploying it.');
     // A job for a missing object could only fail on the robot; refuse it here instead.
     if (!(await objectExists(ctx.s3, { bucket: file.s3_bucket, key: file.s3_object_name }))) {
