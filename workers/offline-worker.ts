@@ -6,6 +6,9 @@ import { connectOfflineDb } from '../common/db';
 import { createLogger } from '../common/logger';
 import { installTemporalLogger } from './temporal-logger';
 import { createRobotInventoryActivities } from '../activities/ssh/inventory';
+import { createCloudSyncDbActivities } from '../activities/db/cloud-sync';
+import { createCloudSyncHttpActivities } from '../activities/http/cloud-sync';
+import { createFileActivities } from '../activities/files/rf-cache';
 
 async function main(): Promise<void> {
   const cfg = loadConfig();
@@ -17,6 +20,9 @@ async function main(): Promise<void> {
 
   const activities = {
     ...createRobotInventoryActivities({ models: db.models, cfg }),
+    ...createCloudSyncHttpActivities({ models: db.models, cfg }),
+    ...createCloudSyncDbActivities({ models: db.models, cfg }),
+    ...createFileActivities({ cfg }),
   };
 
   const worker = await Worker.create({
