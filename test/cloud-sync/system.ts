@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createS3Client } from '../../activities/s3/client';
-import { readDataSet, seedCloudSync, type DataSet, type SeedResult } from '../../api/cloud-sync/seed';
+import type { CenterKey } from '../../api/cloud-sync/auth';
+import { centerKeyFile, readDataSet, seedCloudSync, type DataSet, type SeedResult } from '../../api/cloud-sync/seed';
 import { seedOfflineRobots } from '../../api/offline/seed';
 import { connectDb, connectOfflineDb, type Db, type OfflineDb } from '../../common/db';
 import type { RobotManifest } from '../../infra/fleet';
@@ -55,6 +56,8 @@ export async function startCloud(): Promise<CloudSide> {
 export interface Center {
   id: string;
   token: string;
+  /** The center's signing key (what its installer holds), for tests that forge or re-sign tokens. */
+  key: CenterKey;
   seed: SeedResult;
   robots: RobotManifest[];
   /** Each robot's rf_root for this center. */
@@ -112,6 +115,7 @@ export async function createCenter(cloud: CloudSide, o: CenterOptions): Promise<
   const c: Center = {
     id,
     token: seed.token,
+    key: JSON.parse(fs.readFileSync(centerKeyFile({ ...cfg, dataDir: base }, id), 'utf8')) as CenterKey,
     seed,
     robots: o.robots,
     rfRoots,
