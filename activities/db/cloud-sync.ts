@@ -140,7 +140,8 @@ export function createCloudSyncDbActivities(deps: { cfg: Config; models: Offline
         models.InventoryEntry.find({}, { robot_id: 1, path: 1, sha256: 1 }, { maxTimeMS: t }).lean(),
       ]);
       const { missing, satisfied } = missingRfs(perfect, inventory, cachedRfs(dirs));
-      const batches = batchPlan(missing);
+      // Small RFs first: most files are ready early, and a large one does not hold the small ones back.
+      const batches = batchPlan(missing.sort((a, b) => a.size - b.size || a.sha256.localeCompare(b.sha256)));
       writeJson(path.join(runDir(dirs, runId), 'rf-plan.json'), batches);
       return { missing: missing.length, bytes: missing.reduce((n, r) => n + r.size, 0), batches: batches.length, satisfied };
     },

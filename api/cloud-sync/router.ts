@@ -159,6 +159,7 @@ export function cloudSyncRouter(deps: CloudSyncDeps): Router {
   r.get(`${RF_PATH}/:name`, auth, async (req, res) => {
     const rf = await models.Rf.findById(req.params.name, null, timeout).lean();
     if (!rf) throw new HttpError(404, 'RF not found');
+    log.info({ centerId: requestCenter(res), rf: rf._id, range: req.headers.range ?? null }, 'rf download');
     await streamS3Object(deps.s3, log, { bucket: rf.s3_bucket, key: rf.s3_object_name, size: rf.size, fileName: rf._id }, req, res);
   });
 

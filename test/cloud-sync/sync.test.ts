@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { rfContent } from '../../api/cloud-sync/seed';
-import { testRobots } from '../helpers';
+import { eventually, runTs, testRobots } from '../helpers';
+import { freePort } from '../ota/system';
 import { cacheContents, createCenter, startCloud, type CloudSide } from './system';
 import crypto from 'node:crypto';
 
@@ -61,6 +62,35 @@ test('first sync inventories the robot, downloads exactly the missing RFs and im
     expect(second.images).toMatchObject({ downloaded: 0, fetched: 0 });
     expect(second.applied!.perfect_state).toMatchObject({ inserted: 0, updated: 0, deleted: 0 });
   } finally {
+    await c.close();
+  }
+});
+
+test('the offline app starts a sync with POST /api/sync, a second click joins it, GET reports the result', async () => {
+  const c = await createCenter(cloud, { robots: [testRobots()[1]] });
+  const port = await freePort();
+  const api = runTs('api/offline/main.ts', { ...c.env, OFFLINE_API_PORT: String(port) });
+  try {
+    await Promise.all([c.startWorker(), api.waitForOutput('offline API listening', 60000)]);
+    const base = `http://127.0.0.1:${port}/api/sync`;
+    expect((await fetch(base)).status).toBe(404);
+    const first = await fetch(base, { method: 'POST' });
+    expect(first.status).toBe(202);
+    const started = (await first.json()) as { run_id: string; joined: boolean };
+    const second = await fetch(base, { method: 'POST' });
+    expect(second.status).toBe(200);
+    expect(await second.json()).toMatchObject({ run_id: started.run_id, joined: true });
+    const done = await eventually('the sync to complete', async () => {
+      const s = (await (await fetch(base)).json()) as { status: string; result: { outcome: string; rfs: { downloaded: number } } | null };
+      return s.status === 'COMPLETED' ? s : null;
+    }, 120000);
+    expect(done.result).toMatchObject({ outcome: 'synced' });
+    expect(done.result!.rfs.downloaded).toBeGreaterThan(0);
+    const byRun = await fetch(`${base}/${started.run_id}`);
+    expect(await byRun.json()).toMatchObject({ run_id: started.run_id, status: 'COMPLETED' });
+    expect((await fetch(`${base}/not-a-run`)).status).toBe(400);
+  } finally {
+    await api.kill();
     await c.close();
   }
 });

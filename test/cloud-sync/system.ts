@@ -1,7 +1,7 @@
 // Cloud sync as real processes for end-to-end tests: the cloud API (own database) and, per center, the offline
 // worker (own offline database, RF cache, task queue, JWT). Robots are the test fleet's sshd robots; each center
 // gets its own rf_root directories on them, so tests never see each other's files.
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -69,7 +69,7 @@ export interface Center {
   temporal: Client;
   startWorker(extraEnv?: Record<string, string>): Promise<ChildHandle>;
   /** Starts a cloudSync run directly on the center's Temporal and returns its handle. */
-  start(): Promise<ReturnType<Client['workflow']['getHandle']>>;
+  start(): Promise<WorkflowHandleWithFirstExecutionRunId<typeof cloudSync>>;
   sync(): Promise<CloudSyncResult>;
   close(): Promise<void>;
 }
