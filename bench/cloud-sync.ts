@@ -125,7 +125,7 @@ export async function main(args: string[]): Promise<void> {
     const auth = { authorization: `Bearer ${seed.token}` };
     const postSync = async (body: unknown): Promise<SyncResponse> => {
       const res = await fetch(`${base}/sync`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-      if (!res.ok) throw new Error(`/sync answered ${res.status}: ${await res.text()}`);
+      if (!res.ok) throw new Error(`/sync answered ${res.status}: ${await res.text()}\n${apiOut.join('').slice(-3000)}`);
       return (await res.json()) as SyncResponse;
     };
 
