@@ -56,10 +56,11 @@ export async function upsertNewer(coll: Collection<UpsertDoc>, docs: UpsertDoc[]
   const stored = await coll.find({ center_id: { $in: centers } }, { projection: { updated_at: 1 }, maxTimeMS: timeoutMs * 3 }).toArray();
   const storedAt = new Map(stored.map((d) => [d._id, d.updated_at]));
   const newer = existing.filter((d) => !(storedAt.get(d._id)! >= d.updated_at));
-  await mapLimited(chunks(newer), UPSERT_CONCURRENCY, (part) => {
+  // Updates one chunk at a time: concurrent updates make FerretDB's SQLite answer SQLITE_BUSY.
+  for (const part of chunks(newer)) {
     const ops: AnyBulkWriteOperation<UpsertDoc>[] = part.map(({ _id, ...fields }) => ({ updateOne: { filter: { _id }, update: { $set: fields } } }));
-    return coll.bulkWrite(ops, { ordered: false });
-  });
+    await coll.bulkWrite(ops, { ordered: false });
+  }
   counts.updated = newer.length;
   counts.unchanged += existing.length - newer.length;
   return counts;
