@@ -212,11 +212,17 @@ export async function removeRobot(cfg: Config, models: RobotModels, id: string):
   if (!r.success) throw new ProvisioningError(`robot_id: ${r.error.issues[0]?.message ?? 'invalid'}`);
   const revoked = removeBrokerUser(brokerRobotPasswordFile(cfg), id);
   if (revoked) reloadBroker(cfg);
-  const { deletedCount } = await models.Robot.deleteOne({ _id: id });
-  return { removed: revoked || deletedCount > 0 };
+  // A robot that belongs to a center stays in the registry (cloud sync still serves it): only its OTA
+  // provisioning goes. Any other robot's entry is removed.
+  const { deletedCount } = await models.Robot.deleteOne({ _id: id, center_id: null });
+  const { modifiedCount } = deletedCount
+    ? { modifiedCount: 0 }
+    : await models.Robot.updateOne({ _id: id, mqtt_username: { $ne: null } }, { $set: { mqtt_username: null, deploy_roots: [], updated_at: new Date() } });
+  return { removed: revoked || deletedCount > 0 || modifiedCount > 0 };
 }
 
-export async function listRobots(models: RobotModels): Promise<Array<{ robot_id: string; deploy_roots: string[]; created_at: Date }>> {
-  const rows = await models.Robot.find({}, { deploy_roots: 1, created_at: 1 }).sort({ _id: 1 }).lean();
-  return rows.map((r) => ({ robot_id: String(r._id), deploy_roots: r.deploy_roots, created_at: r.created_at }));
+/** The robots provisioned for OTA (the registry also holds center robots that are not). */
+export async function listRobots(models: RobotModels): Promise<Array<{ robot_id: string; deploy_roots: string[]; center_id: string | null; created_at: Date | null }>> {
+  const rows = await models.Robot.find({ mqtt_username: { $ne: null } }, { deploy_roots: 1, center_id: 1, created_at: 1 }).sort({ _id: 1 }).lean();
+  return rows.map((r) => ({ robot_id: String(r._id), deploy_roots: r.deploy_roots, center_id: r.center_id ?? null, created_at: r.created_at ?? null }));
 }
