@@ -14,12 +14,14 @@ VERSITYGW_VERSION=1.7.0      # S3-compatible gateway (posix backend)
 t0=$(date +%s)
 step() { printf '[install] %-10s %s\n' "$1" "$2"; }
 
-# --- Debian packages: Mosquitto (MQTT 5 broker) and OpenSSH sshd (simulated robots) ----------------------
+# --- Debian packages: Mosquitto (MQTT 5 broker), OpenSSH sshd (simulated robots), rsync (benchmark baseline)
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+# rsync: the robot-sync benchmark's baseline (bench/robot-sync.ts), also needed on the simulated robots' side.
+command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
 if [ ${#need_apt[@]} -gt 0 ]; then
   s=$(date +%s)
   export DEBIAN_FRONTEND=noninteractive

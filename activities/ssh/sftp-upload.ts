@@ -1,0 +1,229 @@
+// The robot upload engine: many files, one SFTP session, many writes in flight. Every file is written to
+// `<target>.part` at explicit offsets, fsynced (ext_openssh_fsync) and moved onto its name with
+// ext_openssh_rename (POSIX rename: atomic, replaces an existing file), so a target path only ever holds a
+// whole old or a whole new file — also when an OTA deploy writes the same path (it renames too; the later
+// rename wins). Small files are pipelined (many files open at once: the wire never waits on one file's round
+// trips); a large file has many chunks in flight. A large file resumes from its confirmed offset: the
+// caller persists `resume` points (activity heartbeat) and passes the last one back on a retry.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Client, SFTPWrapper, Stats } from 'ssh2';
+import { exec, shq } from './connect';
+
+export interface UploadItem {
+  localPath: string;
+  /** Absolute path on the robot. */
+  remotePath: string;
+  size: number;
+  sha256: string;
+}
+
+/** Where a large file's upload stands: everything below `offset` is acknowledged by the robot. */
+export interface ResumePoint {
+  remotePath: string;
+  sha256: string;
+  offset: number;
+}
+
+export interface UploadProgress {
+  files: number;
+  bytes: number;
+  /** The large file in flight, if any: what a retry resumes from. */
+  resume: ResumePoint | null;
+}
+
+export interface UploadOptions {
+  /** Bytes per SFTP write: OpenSSH's sftp-server takes up to 256 KiB minus headers. */
+  chunkSize?: number;
+  /** SFTP write requests in flight over the whole session. */
+  requestsInFlight?: number;
+  /** Files open at once (small-file pipelining). */
+  filesInFlight?: number;
+  /** A retry's starting point (from the previous attempt's last heartbeat). */
+  resume?: ResumePoint | null;
+  /** Files at least this large report resume points. */
+  resumableFrom?: number;
+  onProgress?: (p: UploadProgress) => void;
+  onFileDone?: (f: UploadItem) => void;
+  /**
+   * Makes the small files' written parts durable before any is renamed (e.g. one `sync -f` on the robot).
+   * Without it each small file is fsynced on its own.
+   */
+  flush?: () => Promise<void>;
+}
+
+export interface UploadResult {
+  files: number;
+  /** Bytes actually sent in this attempt (a resumed file counts only its remaining bytes). */
+  bytesSent: number;
+  /** Bytes of the files installed in this attempt. */
+  bytesInstalled: number;
+  /** Offset a resumed file continued from (0: nothing resumed). */
+  resumedFrom: number;
+  failed: Array<{ remotePath: string; error: string }>;
+}
+
+export const SFTP_CHUNK = 255 * 1024; // 261120: OpenSSH's limit for one write (STACK.md)
+
+const cb = <T = void>(fn: (done: (err: Error | null | undefined, v?: T) => void) => void) =>
+  new Promise<T>((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v as T))));
+
+/** A counting semaphore: bounds writes (and open files) in flight. */
+class Slots {
+  private waiting: Array<() => void> = [];
+  constructor(private free: number) {}
+  async take(): Promise<void> {
+    if (this.free > 0) {
+      this.free--;
+      return;
+    }
+    await new Promise<void>((r) => this.waiting.push(r));
+  }
+  give(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.free++;
+  }
+}
+
+/** Errors that concern one file (permissions, a path that is a directory...) fail that file, not the session. */
+const isFileError = (e: unknown) => typeof (e as { code?: unknown }).code === 'number';
+
+/** Creates every parent directory in one remote command (NUL-separated list on stdin: any path works). */
+export async function ensureRemoteDirs(client: Client, remotePaths: string[]): Promise<void> {
+  const dirs = [...new Set(remotePaths.map((p) => path.posix.dirname(p)))];
+  if (dirs.length === 0) return;
+  const r = await exec(client, 'xargs -0 -r mkdir -p --', dirs.join('\0') + '\0');
+  if (r.code !== 0) throw new Error(`mkdir on the robot failed: ${r.stderr.trim().slice(0, 500)}`);
+}
+
+/** Flushes the robot's filesystem holding `dir` (syncfs): the small files' parts become durable at once. */
+export async function flushRemoteFs(client: Client, dir: string): Promise<void> {
+  const r = await exec(client, `sync -f ${shq(dir)}`);
+  if (r.code !== 0) throw new Error(`sync on the robot failed: ${r.stderr.trim().slice(0, 500)}`);
+}
+
+async function partSize(s: SFTPWrapper, partPath: string): Promise<number> {
+  try {
+    return (await cb<Stats>((d) => s.stat(partPath, d))).size;
+  } catch {
+    return 0;
+  }
+}
+
+export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: UploadOptions = {}): Promise<UploadResult> {
+  const chunk = opts.chunkSize ?? SFTP_CHUNK;
+  const writes = new Slots(opts.requestsInFlight ?? 64);
+  const resumableFrom = opts.resumableFrom ?? 8 * chunk;
+  const result: UploadResult = { files: 0, bytesSent: 0, bytesInstalled: 0, resumedFrom: 0, failed: [] };
+  // Large files' confirmed offsets, for the progress report (normally one at a time: they are sent last).
+  const inFlight = new Map<string, ResumePoint>();
+  const progress = () =>
+    opts.onProgress?.({ files: result.files, bytes: result.bytesSent, resume: inFlight.size ? [...inFlight.values()][0] : null });
+
+  const fail = (item: UploadItem, e: unknown) => {
+    if (!isFileError(e)) throw e;
+    result.failed.push({ remotePath: item.remotePath, error: (e as Error).message });
+  };
+
+  /** Writes `<target>.part` (fsynced when `durable`), closes it; true when the whole file is there. */
+  async function writePart(item: UploadItem, durable: boolean): Promise<boolean> {
+    const part = `${item.remotePath}.part`;
+    let start = 0;
+    const r = opts.resume;
+    if (r && r.remotePath === item.remotePath && r.sha256 === item.sha256 && r.offset > 0) {
+      // Never past what the robot holds: the heartbeat can be ahead of a .part that another writer truncated.
+      start = Math.min(r.offset, await partSize(s, part), item.size);
+    }
+    const local = await fs.open(item.localPath, 'r');
+    let handle: Buffer | undefined;
+    const tracked = item.size >= resumableFrom;
+    try {
+      handle = await cb<Buffer>((d) => s.open(part, start > 0 ? 'r+' : 'w', d));
+      if (start > 0) result.resumedFrom = start;
+      const point: ResumePoint = { remotePath: item.remotePath, sha256: item.sha256, offset: start };
+      if (tracked) inFlight.set(item.remotePath, point);
+      // Writes complete out of order: the confirmed offset is the lowest write still unanswered.
+      const pending = new Set<number>();
+      const pendingWrites: Promise<void>[] = [];
+      let failure: unknown = null;
+      let issuedEnd = start;
+      for (let offset = start; offset < item.size && !failure; offset += chunk) {
+        const n = Math.min(chunk, item.size - offset);
+        issuedEnd = offset + n;
+        const buf = Buffer.allocUnsafe(n);
+        const { bytesRead } = await local.read(buf, 0, n, offset);
+        if (bytesRead !== n) throw new Error(`${item.localPath} is shorter than its recorded size ${item.size}`);
+        await writes.take();
+        pending.add(offset);
+        const at = offset;
+        pendingWrites.push(
+          cb((d) => s.write(handle!, buf, 0, n, at, d)).then(
+            () => {
+              writes.give();
+              pending.delete(at);
+              result.bytesSent += n;
+              if (tracked) {
+                point.offset = pending.size ? Math.min(...pending) : issuedEnd;
+                progress();
+              }
+            },
+            (e: unknown) => {
+              writes.give();
+              failure ??= e;
+            },
+          ),
+        );
+      }
+      await Promise.all(pendingWrites);
+      if (failure) throw failure;
+      if (durable) await cb((d) => s.ext_openssh_fsync(handle!, d));
+      await cb((d) => s.close(handle!, d));
+      handle = undefined;
+      return true;
+    } catch (e) {
+      if (handle) await cb((d) => s.close(handle!, d)).catch(() => undefined);
+      fail(item, e);
+      return false;
+    } finally {
+      if (tracked) inFlight.delete(item.remotePath);
+      await local.close();
+    }
+  }
+
+  /** Moves a complete `.part` onto the target name: atomic, and it replaces whatever file was there. */
+  async function install(item: UploadItem): Promise<void> {
+    try {
+      await cb((d) => s.ext_openssh_rename(`${item.remotePath}.part`, item.remotePath, d));
+      result.files++;
+      result.bytesInstalled += item.size;
+      opts.onFileDone?.(item);
+      progress();
+    } catch (e) {
+      fail(item, e);
+    }
+  }
+
+  const pool = async <T>(list: T[], width: number, fn: (x: T) => Promise<void>) => {
+    let next = 0;
+    await Promise.all(Array.from({ length: Math.min(width, list.length) }, async () => {
+      while (next < list.length) await fn(list[next++]);
+    }));
+  };
+
+  // Small files: all parts written with many files open at once, one flush of the robot's filesystem (one
+  // syncfs instead of thousands of fsyncs, which sftp-server would run one after the other), then the renames.
+  const small = items.filter((i) => i.size < resumableFrom);
+  const written: UploadItem[] = [];
+  await pool(small, opts.filesInFlight ?? 64, async (item) => {
+    if (await writePart(item, !opts.flush)) written.push(item);
+  });
+  if (written.length && opts.flush) await opts.flush();
+  await pool(written, opts.filesInFlight ?? 64, install);
+
+  // Large files after, one at a time with every write slot; the resumed one first.
+  const large = items.filter((i) => i.size >= resumableFrom);
+  large.sort((a, b) => Number(b.remotePath === opts.resume?.remotePath) - Number(a.remotePath === opts.resume?.remotePath));
+  for (const item of large) if (await writePart(item, true)) await install(item);
+  return result;
+}
