@@ -2,6 +2,7 @@
 // figures from the same run, and the ratio between them.
 const benches: Record<string, () => Promise<{ main: (args: string[]) => Promise<void> }>> = {
   'ota-fleet': () => import('./ota-fleet'),
+  'robot-sync': () => import('./robot-sync'),
 };
 
 async function main(): Promise<void> {

@@ -50,6 +50,8 @@ export interface UploadOptions {
    * Without it each small file is fsynced on its own.
    */
   flush?: () => Promise<void>;
+  /** Slows the writes down so a test can kill the worker in the middle of an upload (0 = full speed). */
+  throttleBytesPerSec?: number;
 }
 
 export interface UploadResult {
@@ -121,6 +123,8 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
   const progress = () =>
     opts.onProgress?.({ files: result.files, bytes: result.bytesSent, resume: inFlight.size ? [...inFlight.values()][0] : null });
 
+  const throttleStart = Date.now();
+  let throttled = 0;
   const fail = (item: UploadItem, e: unknown) => {
     if (!isFileError(e)) throw e;
     result.failed.push({ remotePath: item.remotePath, error: (e as Error).message });
@@ -155,6 +159,10 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
         const { bytesRead } = await local.read(buf, 0, n, offset);
         if (bytesRead !== n) throw new Error(`${item.localPath} is shorter than its recorded size ${item.size}`);
         await writes.take();
+        if (opts.throttleBytesPerSec) {
+          const due = throttleStart + ((throttled += n) / opts.throttleBytesPerSec) * 1000;
+          await new Promise((r) => setTimeout(r, Math.max(0, due - Date.now())));
+        }
         pending.add(offset);
         const at = offset;
         pendingWrites.push(
