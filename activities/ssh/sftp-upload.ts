@@ -1,5 +1,5 @@
 // The robot upload engine: many files, one SFTP session, many writes in flight. Every file is written to
-// `<target>.part` at explicit offsets, fsynced (ext_openssh_fsync) and moved onto its name with
+// `<target>.robot-sync.part` at explicit offsets, fsynced (ext_openssh_fsync) and moved onto its name with
 // ext_openssh_rename (POSIX rename: atomic, replaces an existing file), so a target path only ever holds a
 // whole old or a whole new file — also when an OTA deploy writes the same path (it renames too; the later
 // rename wins). Small files are pipelined (many files open at once: the wire never waits on one file's round
@@ -67,6 +67,13 @@ export interface UploadResult {
 
 export const SFTP_CHUNK = 255 * 1024; // 261120: OpenSSH's limit for one write (STACK.md)
 
+/**
+ * Where an upload writes before its rename. Not the OTA daemon's `<target>.part`: when a robot sync and an OTA
+ * deploy of the same path overlap, each writes its own part and renames it whole onto the target; the later
+ * rename wins and the target is never a mix of the two.
+ */
+export const uploadPartPath = (remotePath: string): string => `${remotePath}.robot-sync.part`;
+
 const cb = <T = void>(fn: (done: (err: Error | null | undefined, v?: T) => void) => void) =>
   new Promise<T>((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v as T))));
 
@@ -132,7 +139,7 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
 
   /** Writes `<target>.part` (fsynced when `durable`), closes it; true when the whole file is there. */
   async function writePart(item: UploadItem, durable: boolean): Promise<boolean> {
-    const part = `${item.remotePath}.part`;
+    const part = uploadPartPath(item.remotePath);
     let start = 0;
     const r = opts.resume;
     if (r && r.remotePath === item.remotePath && r.sha256 === item.sha256 && r.offset > 0) {
@@ -202,7 +209,7 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
   /** Moves a complete `.part` onto the target name: atomic, and it replaces whatever file was there. */
   async function install(item: UploadItem): Promise<void> {
     try {
-      await cb((d) => s.ext_openssh_rename(`${item.remotePath}.part`, item.remotePath, d));
+      await cb((d) => s.ext_openssh_rename(uploadPartPath(item.remotePath), item.remotePath, d));
       result.files++;
       result.bytesInstalled += item.size;
       opts.onFileDone?.(item);
