@@ -72,6 +72,19 @@ const envSchema = z.object({
 
   FLEET_ROBOTS: z.coerce.number().int().min(0).max(1000).default(3),
   FLEET_SSH_BASE_PORT: port.default(2201),
+
+  // The offline app (a center's computer): its own API, database, Temporal namespace and worker.
+  CENTER_ID: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and - only').default('center01'),
+  OFFLINE_API_PORT: port.default(8080),
+  OFFLINE_API_HOST: z.string().min(1).optional(),
+  OFFLINE_MONGO_DB: z.string().min(1).default('center'),
+  OFFLINE_TEMPORAL_ADDRESS: z.string().optional(),
+  OFFLINE_TEMPORAL_NAMESPACE: z.string().min(1).default('center'),
+  OFFLINE_TASK_QUEUE: z.string().min(1).default('center'),
+  CLOUD_API_URL: z.string().url().optional(),
+  // The center's JWT for the cloud (secret). Locally the seeding writes it into <dataDir>/local.env.
+  CENTER_JWT: z.string().min(1).optional(),
+  RF_CACHE_DIR: z.string().optional(),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -104,6 +117,16 @@ export interface Config {
   };
   api: { host: string; port: number; publicUrl: string; jwtSecret: string; jwtIssuer: string; jwtAudience: string };
   fleet: { robots: number; sshBasePort: number; dir: string };
+  offline: {
+    centerId: string;
+    api: { host: string; port: number };
+    mongoDb: string;
+    temporal: { address: string; namespace: string; taskQueue: string };
+    cloudApiUrl: string;
+    /** null until the center is installed (locally: until the seeding wrote it); production requires it. */
+    centerJwt: string | null;
+    rfCacheDir: string;
+  };
 }
 
 export class ConfigError extends Error {
@@ -148,19 +171,23 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     const local = ensureLocalSecrets(dataDir);
     for (const k of LOCAL_SECRETS) merged[k] ??= local[k];
   }
+  // The center's JWT is issued by the cloud's seeding, not generated here: taken from local.env when present.
+  if (!isProduction && !source.CENTER_JWT) merged.CENTER_JWT ??= readEnvFile(path.join(dataDir, 'local.env')).CENTER_JWT;
   const parsed = envSchema.safeParse(merged);
   if (!parsed.success) {
     const detail = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
     throw new ConfigError(`invalid configuration: ${detail}`);
   }
   const e = parsed.data;
+  const temporalAddress = e.TEMPORAL_ADDRESS ?? `127.0.0.1:${e.TEMPORAL_PORT}`;
+  const apiPublicUrl = e.API_PUBLIC_URL ?? `http://127.0.0.1:${e.API_PORT}`;
   return {
     env: e.NODE_ENV,
     logLevel: e.LOG_LEVEL,
     dataDir,
     toolsDir: e.FLEET_TOOLS_DIR,
     temporal: {
-      address: e.TEMPORAL_ADDRESS ?? `127.0.0.1:${e.TEMPORAL_PORT}`,
+      address: temporalAddress,
       port: e.TEMPORAL_PORT,
       uiPort: e.TEMPORAL_UI_PORT,
       namespace: e.TEMPORAL_NAMESPACE,
@@ -195,11 +222,31 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     api: {
       host: e.API_HOST ?? (e.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1'),
       port: e.API_PORT,
-      publicUrl: e.API_PUBLIC_URL ?? `http://127.0.0.1:${e.API_PORT}`,
+      publicUrl: apiPublicUrl,
       jwtSecret: e.API_JWT_SECRET,
       jwtIssuer: e.API_JWT_ISSUER,
       jwtAudience: e.API_JWT_AUDIENCE,
     },
     fleet: { robots: e.FLEET_ROBOTS, sshBasePort: e.FLEET_SSH_BASE_PORT, dir: path.join(dataDir, 'fleet') },
+    offline: {
+      centerId: e.CENTER_ID,
+      api: { host: e.OFFLINE_API_HOST ?? (e.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1'), port: e.OFFLINE_API_PORT },
+      mongoDb: e.OFFLINE_MONGO_DB,
+      temporal: {
+        address: e.OFFLINE_TEMPORAL_ADDRESS ?? temporalAddress,
+        namespace: e.OFFLINE_TEMPORAL_NAMESPACE,
+        taskQueue: e.OFFLINE_TASK_QUEUE,
+      },
+      cloudApiUrl: (e.CLOUD_API_URL ?? apiPublicUrl).replace(/\/+$/, ''),
+      centerJwt: e.CENTER_JWT ?? null,
+      rfCacheDir: path.resolve(e.RF_CACHE_DIR ?? path.join(dataDir, 'center', 'rf-cache')),
+    },
   };
+}
+
+/** The offline worker's start check: a production center without its JWT fails loudly, naming the variable. */
+export function assertOfflineConfig(cfg: Config): void {
+  if (cfg.env === 'production' && !cfg.offline.centerJwt) {
+    throw new ConfigError('invalid configuration: CENTER_JWT: required for the offline app in production');
+  }
 }

@@ -4,6 +4,7 @@
 // string ids, bulk writes in chunks of <= 50, a timeout on every operation, no transactions/$lookup/TTL.
 import mongoose, { type Connection } from 'mongoose';
 import type { Config } from './config';
+import { registerOfflineModels, type OfflineModels } from './models/offline';
 import { registerOtaModels, type OtaModels } from './models/ota';
 
 export interface Db {
@@ -12,17 +13,37 @@ export interface Db {
   close(): Promise<void>;
 }
 
-export async function connectDb(cfg: Config, dbName = cfg.mongo.db): Promise<Db> {
-  const connection = mongoose.createConnection(cfg.mongo.url, {
+function openConnection(cfg: Config, dbName: string): Connection {
+  return mongoose.createConnection(cfg.mongo.url, {
     dbName,
     serverSelectionTimeoutMS: cfg.mongo.timeoutMs,
     socketTimeoutMS: cfg.mongo.timeoutMs * 3,
     // FerretDB has no retryable writes (no replica set); MongoDB production sets this through MONGO_URL.
     retryWrites: false,
   });
+}
+
+export async function connectDb(cfg: Config, dbName = cfg.mongo.db): Promise<Db> {
+  const connection = openConnection(cfg, dbName);
   await connection.asPromise();
   const models = registerOtaModels(connection, cfg.mongo.timeoutMs);
   await Promise.all(Object.values(models).map((m) => m.init()));
+  return { connection, models, close: () => connection.close() };
+}
+
+export interface OfflineDb {
+  connection: Connection;
+  models: OfflineModels;
+  close(): Promise<void>;
+}
+
+/** The offline app's own database (OFFLINE_MONGO_DB; locally on the same server as the cloud's). */
+export async function connectOfflineDb(cfg: Config, dbName = cfg.offline.mongoDb): Promise<OfflineDb> {
+  const connection = openConnection(cfg, dbName);
+  await connection.asPromise();
+  const models = registerOfflineModels(connection, cfg.mongo.timeoutMs);
+  await Promise.all([models.Robot, models.PerfectStateEntry, models.InventoryEntry, models.StaticImage, models.SyncState].map((m) => m.init()));
+  await Promise.all([...Object.values(models.downstream), ...Object.values(models.upstream)].map((m) => m.init()));
   return { connection, models, close: () => connection.close() };
 }
 

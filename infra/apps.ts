@@ -19,12 +19,15 @@ function tsApp(name: string, entry: string, readyText: string, args: string[] = 
   };
 }
 
-/** The demo: a worker, the MQTT bridge, the API and an OTA daemon on each of the first FLEET_ROBOTS robots. */
+/** The demo: a worker, the MQTT bridge, the API, the demo center's offline app and an OTA daemon on each of the first FLEET_ROBOTS robots. */
 export function appSpecs(cfg: Config, fleet: FleetManifest): ProcessSpec[] {
   return [
     tsApp('worker', 'workers/main.ts', 'worker started'),
     tsApp('mqtt-bridge', 'workers/mqtt-bridge.ts', 'mqtt bridge started'),
     { ...tsApp('api', 'api/main.ts', 'OTA API listening'), ports: [cfg.api.port] },
+    // The demo center's offline app: its worker (center namespace) and its API.
+    tsApp('offline-worker', 'workers/offline-worker.ts', 'offline worker started'),
+    { ...tsApp('offline-api', 'api/offline/main.ts', 'offline API listening'), ports: [cfg.offline.api.port] },
     ...fleet.robots
       .slice(0, cfg.fleet.robots)
       // A robot's environment, not the cloud's: the daemon reads only its own config file.

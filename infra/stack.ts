@@ -30,6 +30,14 @@ const run = promisify(execFile);
 export const VERSIONS = { temporal: '1.9.1', ferretdb: '1.24.1', versitygw: '1.7.0' } as const;
 /** Keyword search attributes of the `fleet` namespace (SQLite visibility allows 10 Keyword columns). */
 export const SEARCH_ATTRIBUTES = ['RobotId', 'CenterId', 'JobState', 'DeploymentId'] as const;
+/** The offline app's namespace (`center`): its runs are found by center and robot. */
+export const CENTER_SEARCH_ATTRIBUTES = ['CenterId', 'RobotId'] as const;
+
+/** Namespaces the local dev server holds, with their search attributes: the cloud's and the demo center's. */
+const namespaces = (cfg: Config): [string, readonly string[]][] => [
+  [cfg.temporal.namespace, SEARCH_ATTRIBUTES],
+  [cfg.offline.temporal.namespace, CENTER_SEARCH_ATTRIBUTES],
+];
 
 export const stackPaths = (cfg: Config): ProcessPaths => ({
   runDir: path.join(cfg.dataDir, 'run'),
@@ -67,7 +75,7 @@ export function temporalSpec(cfg: Config): ProcessSpec {
     // WAL + synchronous=normal: ~2x the throughput of the defaults on this machine kind (STACK.md).
     '--sqlite-pragma', 'journal_mode=wal',
     '--sqlite-pragma', 'synchronous=normal',
-    '--namespace', cfg.temporal.namespace,
+    ...namespaces(cfg).flatMap(([ns]) => ['--namespace', ns]),
     '--dynamic-config-value', 'frontend.enableServerVersionCheck=false',
     '--ui-disable-news-fetch',
     '--log-level', 'warn',
@@ -87,12 +95,15 @@ export function temporalSpec(cfg: Config): ProcessSpec {
   };
 }
 
-/** Registers any missing search attribute on the project namespace (start-dev only covers fresh databases). */
-async function ensureSearchAttributes(cfg: Config): Promise<void> {
-  const listed = await temporalCli(cfg, ['operator', 'search-attribute', 'list', '--namespace', cfg.temporal.namespace, '-o', 'json']);
-  const missing = SEARCH_ATTRIBUTES.filter((a) => !listed.includes(`"${a}"`));
-  for (const name of missing) {
-    await temporalCli(cfg, ['operator', 'search-attribute', 'create', '--namespace', cfg.temporal.namespace, '--name', name, '--type', 'Keyword']);
+/** Creates any missing namespace and search attribute (start-dev only covers fresh databases). */
+async function ensureNamespaces(cfg: Config): Promise<void> {
+  for (const [ns, attributes] of namespaces(cfg)) {
+    const exists = await temporalCli(cfg, ['operator', 'namespace', 'describe', '--namespace', ns]).then(() => true, () => false);
+    if (!exists) await temporalCli(cfg, ['operator', 'namespace', 'create', '--namespace', ns]);
+    const listed = await temporalCli(cfg, ['operator', 'search-attribute', 'list', '--namespace', ns, '-o', 'json']);
+    for (const name of attributes.filter((a) => !listed.includes(`"${a}"`))) {
+      await temporalCli(cfg, ['operator', 'search-attribute', 'create', '--namespace', ns, '--name', name, '--type', 'Keyword']);
+    }
   }
 }
 
@@ -270,7 +281,7 @@ export async function stackUp(cfg: Config, opts: UpOptions = {}): Promise<FleetM
   report('mosquitto', mqtt);
   // A running broker re-reads password and ACL files on SIGHUP: robots added since it started can log in.
   if (!mqtt.started) process.kill(mqtt.pid, 'SIGHUP');
-  await ensureSearchAttributes(cfg);
+  await ensureNamespaces(cfg);
   await ensureBuckets(cfg);
 
   if (opts.sshd === false) {

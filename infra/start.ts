@@ -1,6 +1,8 @@
 // `npm start`: the whole system locally: servers, simulated fleet, and the project's own processes, all in the
 // background. Idempotent: a second run finds everything running and changes nothing.
 import { loadConfig } from '../common/config';
+import { seedOfflineRobots } from '../api/offline/seed';
+import { connectOfflineDb } from '../common/db';
 import { appSpecs } from './apps';
 import { ensureProcess } from './proc';
 import { stackPaths, stackUp } from './stack';
@@ -10,6 +12,13 @@ async function main(): Promise<void> {
   const log = (l: string) => console.log(`[start] ${l}`);
   const fleet = await stackUp(cfg, { log });
   const p = stackPaths(cfg);
+  const offline = await connectOfflineDb(cfg);
+  try {
+    const added = await seedOfflineRobots(offline.models, fleet.clientKeyFile, fleet.robots.slice(0, cfg.fleet.robots));
+    if (added) log(`center ${cfg.offline.centerId}: ${added} robots added to the offline app`);
+  } finally {
+    await offline.close();
+  }
   for (const spec of appSpecs(cfg, fleet)) {
     const r = await ensureProcess(p, spec);
     log(`${r.started ? 'started' : 'running'} ${spec.name} (pid ${r.pid})`);
@@ -21,6 +30,7 @@ Fleet sync is up.
   Temporal       ${cfg.temporal.address} (namespace ${cfg.temporal.namespace}, task queue ${cfg.temporal.taskQueue})
   MongoDB        ${cfg.mongo.url} (FerretDB)   S3 ${cfg.s3.endpoint} (versitygw)
   MQTT           robots ${cfg.mqtt.url}, cloud ${cfg.mqtt.cloudUrl}
+  Offline app    http://${cfg.offline.api.host}:${cfg.offline.api.port}/api/health   (center ${cfg.offline.centerId}; Temporal namespace ${cfg.offline.temporal.namespace})
   Robots         ${fleet.robots.map((r) => `${r.id}:${r.ssh.port}`).join(' ')}
   Logs           ${p.logDir}
   Stop           npm stop`);

@@ -1,0 +1,33 @@
+// The offline app's HTTP API (a center's computer): health now; cloud sync and robot sync start and report
+// their workflows on the center's own Temporal. Later the specialist UI is served from here too.
+import express, { type Express, type Router } from 'express';
+import type { WorkflowClient } from '@temporalio/client';
+import type { Config } from '../../common/config';
+import type { OfflineDb } from '../../common/db';
+import type { Logger } from '../../common/logger';
+import { errorHandler, notFoundHandler } from '../ota/errors';
+
+export interface OfflineAppDeps {
+  cfg: Config;
+  db: OfflineDb;
+  temporal: WorkflowClient;
+  log: Logger;
+  /** More routers (robot sync, UI), mounted under /api after the built-in ones. */
+  routers?: Router[];
+}
+
+export function createOfflineApp(deps: OfflineAppDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(express.json({ limit: '1mb' }));
+  app.get('/api/health', async (_req, res) => {
+    const db = await deps.db.connection.db!.admin().command({ ping: 1 }).then(() => 'ok', (e: unknown) => String(e));
+    const ok = db === 'ok';
+    res.status(ok ? 200 : 503).json({ status: ok ? 'ok' : 'degraded', center_id: deps.cfg.offline.centerId, database: db });
+  });
+  for (const r of deps.routers ?? []) app.use('/api', r);
+  app.use(notFoundHandler);
+  app.use(errorHandler(deps.log));
+  return app;
+}
