@@ -1,3 +1,3 @@
 // Every workflow the offline worker runs on the center's namespace (the worker bundles this module).
 // A plain re-export list: one line each (cloud sync: issue 10; robot sync: issue 11).
-export {};
+export * from './robot-sync';
