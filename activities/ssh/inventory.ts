@@ -36,7 +36,7 @@ export interface RemoteFile extends RemoteStat {
 /** `size<TAB>mtime<TAB>path` records, NUL-terminated (any byte but NUL may be in a path). `.part` files are
  * uploads in progress, never RFs. A missing root is an empty inventory. */
 export const listingCommand = (root: string): string =>
-  `[ -d ${shq(root)} ] || exit 0; find ${shq(root)} -type f ! -name '*.part' -printf '%s\\t%T@\\t%p\\0'`;
+  `[ -d ${shq(root)} ] || exit 0; find ${shq(root)} -type f ! -name '*.part' ! -name '*.part.json' -printf '%s\\t%T@\\t%p\\0'`;
 
 /** Hashes the NUL-separated paths given on stdin; a file gone meanwhile is skipped (not an error). */
 export const HASH_COMMAND = `xargs -0 -r sha256sum -z 2>/dev/null; exit 0`;
@@ -97,6 +97,8 @@ function heartbeat(details: unknown): void {
   }
 }
 
+const INSERTS_IN_FLIGHT = 4;
+
 const entryId = (robotId: string, p: string) => `${robotId}|${p}`;
 
 /**
@@ -121,7 +123,14 @@ export async function writeInventory(
       { ordered: false },
     );
   }
-  for (const part of chunks(insert)) await models.InventoryEntry.insertMany(part.map(doc), { ordered: false });
+  // New ids only: a few chunks in flight halve the time on FerretDB (each insert command is its own commit).
+  const parts = chunks(insert);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(INSERTS_IN_FLIGHT, parts.length) }, async () => {
+      while (next < parts.length) await models.InventoryEntry.insertMany(parts[next++].map(doc), { ordered: false });
+    }),
+  );
 }
 
 /** The stored inventory of a robot, by path. */
@@ -130,13 +139,19 @@ export async function storedInventory(models: Pick<OfflineModels, 'InventoryEntr
   return new Map(rows.map((r) => [r.path, r]));
 }
 
-/** Inventory with an open session (robot sync runs it before its upload, on the same connection). */
+/** What a robot holds after an inventory, by path (what robot sync plans its upload from). */
+export type Holdings = Map<string, Pick<InventoryEntry, 'size' | 'mtime' | 'sha256'>>;
+
+/**
+ * Inventory with an open session: robot sync runs it right before its upload, on the same connection, and plans
+ * from the holdings it returns (no second read of the stored inventory).
+ */
 export async function inventoryWithClient(
   models: Pick<OfflineModels, 'InventoryEntry' | 'Robot'>,
   robotId: string,
   root: string,
   client: Client,
-): Promise<InventoryResult> {
+): Promise<{ result: InventoryResult; holdings: Holdings }> {
   const [listing, stored] = await Promise.all([listRemote(client, root), storedInventory(models, robotId)]);
   const changed = new Set<RemoteStat>();
   for (const f of listing) {
@@ -152,14 +167,20 @@ export async function inventoryWithClient(
   await writeInventory(models, robotId, fresh, new Set(stored.keys()), gone);
   await models.Robot.updateOne({ _id: robotId }, { $set: { last_inventory_at: new Date() } });
   const kept = listing.filter((f) => present.has(f.path));
-  return { files: kept.length, bytes: kept.reduce((n, f) => n + f.size, 0), hashed: fresh.length, removed: gone.length };
+  const holdings: Holdings = new Map();
+  for (const f of kept) holdings.set(f.path, stored.get(f.path) ?? { size: f.size, mtime: f.mtime, sha256: '' });
+  for (const f of fresh) holdings.set(f.path, f);
+  return {
+    result: { files: kept.length, bytes: kept.reduce((n, f) => n + f.size, 0), hashed: fresh.length, removed: gone.length },
+    holdings,
+  };
 }
 
 export function createRobotInventoryActivities(deps: { models: OfflineModels; cfg: Config }) {
   const { models } = deps;
   return {
     async inventoryRobot({ robotId }: { robotId: string }): Promise<InventoryResult> {
-      return withRobot(models, robotId, (robot, client) => inventoryWithClient(models, robotId, robot.rf_root, client));
+      return withRobot(models, robotId, async (robot, client) => (await inventoryWithClient(models, robotId, robot.rf_root, client)).result);
     },
   };
 }

@@ -8,9 +8,9 @@ import path from 'node:path';
 import { Context } from '@temporalio/activity';
 import type { Client } from 'ssh2';
 import type { Config } from '../../common/config';
-import type { InventoryEntry, OfflineModels, OfflineRobot, PerfectStateEntry } from '../../common/models/offline';
+import type { OfflineModels, OfflineRobot, PerfectStateEntry } from '../../common/models/offline';
 import { sftp } from './connect';
-import { listRemote, storedInventory, writeInventory, type RemoteFile } from './inventory';
+import { inventoryWithClient, listRemote, writeInventory, type Holdings, type InventoryResult, type RemoteFile } from './inventory';
 import { withRobot } from './robot-session';
 import { ensureRemoteDirs, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
 
@@ -29,7 +29,7 @@ export interface RobotProgress {
 /** Delivers a progress update to the robotSync workflow `workflowId` (a Temporal signal in the worker). */
 export type ProgressSink = (workflowId: string, progress: RobotProgress) => Promise<void>;
 
-export interface UploadMissingInput {
+export interface SyncRobotInput {
   robotId: string;
   /** The robotSync workflow that holds the progress (none: no progress reports). */
   progressTo?: string;
@@ -53,6 +53,13 @@ export interface RobotUploadResult {
   unlisted: { files: number; bytes: number; sample: string[] };
 }
 
+export interface SyncRobotResult {
+  inventory: InventoryResult;
+  upload: RobotUploadResult;
+  /** Milliseconds per step (inventory with the perfect-state read, upload, inventory record). */
+  ms: { inventory: number; upload: number; record: number };
+}
+
 export interface RobotsToSync {
   connected: string[];
   notConnected: string[];
@@ -60,6 +67,8 @@ export interface RobotsToSync {
 }
 
 const SAMPLE = 20;
+/** From this size an RF is sent alone with every write slot, fsynced on its own and resumable mid-file. */
+const LARGE_RF = 2 * 1024 * 1024;
 const PROGRESS_EVERY_MS = 1000;
 
 /** Inside the robot's rf_root, absolute, no `..`: the perfect state cannot make us write elsewhere. */
@@ -74,14 +83,11 @@ interface Plan {
   skipped: Counts;
   failed: RobotUploadResult['failed'];
   unlisted: RobotUploadResult['unlisted'];
-  known: Map<string, InventoryEntry>;
+  known: Holdings;
 }
 
-async function plan(models: OfflineModels, cfg: Config, robot: OfflineRobot): Promise<Plan> {
-  const [wanted, known] = await Promise.all([
-    models.PerfectStateEntry.find({ robot_id: robot._id }, { path: 1, sha256: 1, size: 1 }).lean<PerfectStateEntry[]>(),
-    storedInventory(models, robot._id),
-  ]);
+/** Perfect state − holdings: what to send, what is there already, what cannot be sent, what is not listed. */
+function plan(cfg: Config, robot: OfflineRobot, wanted: PerfectStateEntry[], known: Holdings): Plan {
   const out: Plan = {
     items: [],
     skipped: { files: 0, bytes: 0 },
@@ -141,7 +147,7 @@ function heartbeatDetails(): ResumePoint | null {
 
 async function upload(
   deps: { models: OfflineModels; progress?: ProgressSink },
-  input: UploadMissingInput,
+  input: SyncRobotInput,
   robot: OfflineRobot,
   client: Client,
   p: Plan,
@@ -162,9 +168,13 @@ async function upload(
   report(0, 0, true);
   await ensureRemoteDirs(client, p.items.map((i) => i.remotePath));
   const s = await sftp(client);
+  // Large RFs get a second session that flushes their parts to disk while the first keeps writing.
+  const flushSession = p.items.some((i) => i.size >= LARGE_RF) ? await sftp(client) : undefined;
   const installed: UploadItem[] = [];
   try {
     const r = await uploadFiles(s, p.items, {
+      resumableFrom: LARGE_RF,
+      flushSession,
       resume: heartbeatDetails(),
       flush: () => flushRemoteFs(client, robot.rf_root),
       throttleBytesPerSec: input.throttleBytesPerSec,
@@ -185,6 +195,7 @@ async function upload(
     };
   } finally {
     s.end();
+    flushSession?.end();
   }
 }
 
@@ -202,17 +213,25 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
       };
     },
 
-    /** Uploads the RFs the robot lacks; resumes a large RF from the last heartbeat after a crash. */
-    async uploadMissingRfs(input: UploadMissingInput): Promise<RobotUploadResult> {
-      const doc = await models.Robot.findById(input.robotId).lean<OfflineRobot>();
-      const early = doc ? await plan(models, cfg, doc) : null;
-      // Nothing to send: no connection at all (a no-op sync costs two database reads).
-      if (early && early.items.length === 0) return emptyResult(early);
+    /**
+     * One robot's sync on one SSH session: the inventory (hashing only what changed), then the upload of the RFs
+     * its perfect state lists and it lacks. A retry after a crash takes the inventory again (cheap: nothing
+     * changed) and resumes a large RF from the last heartbeat.
+     */
+    async syncRobot(input: SyncRobotInput): Promise<SyncRobotResult> {
       return withRobot(models, input.robotId, async (robot, client) => {
-        const p = await plan(models, cfg, robot);
+        const t0 = Date.now();
+        const ms = { inventory: 0, upload: 0, record: 0 };
+        const [inv, wanted] = await Promise.all([
+          inventoryWithClient(models, robot._id, robot.rf_root, client),
+          models.PerfectStateEntry.find({ robot_id: robot._id }, { path: 1, sha256: 1, size: 1 }).lean<PerfectStateEntry[]>(),
+        ]);
+        const p = plan(cfg, robot, wanted, inv.holdings);
         const result = emptyResult(p);
-        if (p.items.length === 0) return result;
+        ms.inventory = Date.now() - t0;
+        if (p.items.length === 0) return { inventory: inv.result, upload: result, ms };
         const up = await upload(deps, input, robot, client, p);
+        ms.upload = Date.now() - t0 - ms.inventory;
         // What we installed is in the inventory now: its sha256 is the cache's, size and mtime the robot's.
         if (up.installed.length) {
           const stat = new Map((await listRemote(client, robot.rf_root)).map((f) => [f.path, f]));
@@ -223,12 +242,14 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
           }
           await writeInventory(models, robot._id, fresh, new Set(p.known.keys()));
         }
+        const sizes = new Map(p.items.map((i) => [i.remotePath, i.size]));
         for (const f of up.failed) {
           result.failed.files++;
-          result.failed.bytes += p.items.find((i) => i.remotePath === f.path)?.size ?? 0;
+          result.failed.bytes += sizes.get(f.path) ?? 0;
           if (result.failed.errors.length < SAMPLE) result.failed.errors.push(f);
         }
-        return { ...result, uploaded: up.uploaded, sentBytes: up.sentBytes, resumedFromBytes: up.resumedFromBytes };
+        ms.record = Date.now() - t0 - ms.inventory - ms.upload;
+        return { inventory: inv.result, upload: { ...result, uploaded: up.uploaded, sentBytes: up.sentBytes, resumedFromBytes: up.resumedFromBytes }, ms };
       });
     },
 

@@ -50,6 +50,14 @@ export interface UploadOptions {
    * Without it each small file is fsynced on its own.
    */
   flush?: () => Promise<void>;
+  /**
+   * A second SFTP session (its own sftp-server process on the robot) that fsyncs a large file's part while the
+   * first keeps writing: the disk writes behind the network instead of all at the end, so the final fsync
+   * before the rename only flushes the tail.
+   */
+  flushSession?: SFTPWrapper;
+  /** Bytes between two background flushes of a large file. */
+  flushEveryBytes?: number;
   /** Slows the writes down so a test can kill the worker in the middle of an upload (0 = full speed). */
   throttleBytesPerSec?: number;
 }
@@ -159,6 +167,22 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
       const pendingWrites: Promise<void>[] = [];
       let failure: unknown = null;
       let issuedEnd = start;
+      // Background flushes of a large part (see flushSession): one at a time, never awaited by the writes.
+      const flusher = tracked && durable && opts.flushSession ? opts.flushSession : null;
+      const every = opts.flushEveryBytes ?? 64 * 1024 * 1024;
+      let flushHandle: Buffer | null = null;
+      let flushing: Promise<void> | null = null;
+      let nextFlush = start + every;
+      const backgroundFlush = () => {
+        if (!flusher || flushing || point.offset < nextFlush) return;
+        nextFlush = point.offset + every;
+        flushing = (async () => {
+          flushHandle ??= await cb<Buffer>((d) => flusher.open(part, 'r', d));
+          await cb((d) => flusher.ext_openssh_fsync(flushHandle!, d));
+        })()
+          .catch(() => undefined) // only an optimisation: the final fsync below is what counts
+          .finally(() => (flushing = null));
+      };
       for (let offset = start; offset < item.size && !failure; offset += chunk) {
         const n = Math.min(chunk, item.size - offset);
         issuedEnd = offset + n;
@@ -181,6 +205,7 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
               if (tracked) {
                 point.offset = pending.size ? Math.min(...pending) : issuedEnd;
                 progress();
+                backgroundFlush();
               }
             },
             (e: unknown) => {
@@ -191,6 +216,8 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
         );
       }
       await Promise.all(pendingWrites);
+      await flushing;
+      if (flushHandle) await cb((d) => flusher!.close(flushHandle!, d)).catch(() => undefined);
       if (failure) throw failure;
       if (durable) await cb((d) => s.ext_openssh_fsync(handle!, d));
       await cb((d) => s.close(handle!, d));

@@ -14,17 +14,17 @@ import {
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { InventoryResult, RobotInventoryActivities } from '../../activities/ssh/inventory';
+import type { InventoryResult } from '../../activities/ssh/inventory';
 import type { Counts, RobotProgress, RobotSyncActivities, RobotUploadResult } from '../../activities/ssh/robot-sync';
 
-type Activities = RobotSyncActivities & RobotInventoryActivities;
+type Activities = RobotSyncActivities;
 
 const { listRobotsToSync, recordRobotSync } = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '500 ms', maximumInterval: '10 seconds', maximumAttempts: 10 },
 });
 
-const { inventoryRobot, uploadMissingRfs } = proxyActivities<Activities>({
+const { syncRobot } = proxyActivities<Activities>({
   startToCloseTimeout: '6 hours',
   // A dead worker stops heartbeating: after 10 s another worker retries and resumes from the last offset.
   heartbeatTimeout: '10 seconds',
@@ -78,12 +78,12 @@ export interface RobotSyncRobotInput {
   throttleBytesPerSec?: number;
 }
 
-/** One robot: inventory, then the upload of what its perfect state lists and it lacks. */
+/** One robot: its inventory, then the upload of what its perfect state lists and it lacks. */
 export async function robotSyncRobot(input: RobotSyncRobotInput): Promise<RobotSyncRobotResult> {
   const { robotId } = input;
   try {
-    const inventory = await inventoryRobot({ robotId });
-    const upload = await uploadMissingRfs({ robotId, progressTo: input.progressTo, throttleBytesPerSec: input.throttleBytesPerSec });
+    // Inventory, then upload, on one SSH session (one activity: the upload plans from the fresh inventory).
+    const { inventory, upload } = await syncRobot({ robotId, progressTo: input.progressTo, throttleBytesPerSec: input.throttleBytesPerSec });
     return { robotId, status: upload.failed.files > 0 ? 'partial' : 'synced', inventory, upload };
   } catch (e) {
     const cause = e instanceof ActivityFailure ? e.cause : e;
