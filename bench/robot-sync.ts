@@ -244,6 +244,7 @@ export async function main(args: string[]): Promise<void> {
     fig('file_kib', fileKib);
     fig('initial_s', initialS);
     fig('initial_uploaded_files', initialUploaded);
+    fig('initial_robot_ms', JSON.stringify(initial!.robots[0]?.ms ?? null));
     fig('baseline_rsync_initial_s', rsyncInitialS);
     fig('initial_vs_rsync', initialS / rsyncInitialS);
     fig('noop_s', noopS);
@@ -251,7 +252,9 @@ export async function main(args: string[]): Promise<void> {
     fig('baseline_rsync_noop_s', rsyncNoopS);
     fig('noop_vs_rsync', noopS / rsyncNoopS);
     fig('context_raw_driver_read_perfect_state_s', dbReadS);
-    if (!largeOk || initialUploaded !== files || noopSent !== 0 || noop!.totals.uploaded.files !== 0) throw new Error('benchmark run did not sync correctly');
+    if (!largeOk || initialUploaded !== files || noopSent !== 0 || noop!.totals.uploaded.files !== 0) {
+      throw new Error(`benchmark run did not sync correctly: ${JSON.stringify({ initial: initial!.robots, noop: noop!.robots })}`);
+    }
   } finally {
     for (const c of children) c.proc.kill('SIGTERM');
     await Promise.all(children.map((c) => (c.proc.exitCode === null ? new Promise((r) => c.proc.once('exit', r)) : undefined)));

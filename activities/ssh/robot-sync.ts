@@ -140,6 +140,29 @@ const emptyResult = (p: Plan): RobotUploadResult => ({
   unlisted: p.unlisted,
 });
 
+interface Beat {
+  set(details: unknown): void;
+  stop(): void;
+}
+
+/**
+ * Heartbeats every 2 s whatever the activity is doing (database reads, hashing, the robot's flush): a silent
+ * activity would be timed out and run twice. Until this attempt has its own, the previous attempt's details
+ * (its resume point) are what it sends, so a crash before the first write loses nothing.
+ */
+function keepAlive(): Beat {
+  const ctx = Context.current();
+  let details: unknown = ctx.info.heartbeatDetails;
+  const timer = setInterval(() => ctx.heartbeat(details), 2000);
+  return {
+    set: (d) => {
+      details = d;
+      ctx.heartbeat(d);
+    },
+    stop: () => clearInterval(timer),
+  };
+}
+
 function heartbeatDetails(): ResumePoint | null {
   const d = Context.current().info.heartbeatDetails as { resume?: ResumePoint | null } | undefined;
   return d?.resume ?? null;
@@ -151,8 +174,8 @@ async function upload(
   robot: OfflineRobot,
   client: Client,
   p: Plan,
+  beat: Beat,
 ): Promise<Pick<RobotUploadResult, 'uploaded' | 'sentBytes' | 'resumedFromBytes'> & { failed: Array<{ path: string; error: string }>; installed: UploadItem[] }> {
-  const ctx = Context.current();
   const total = { files: p.items.length, bytes: p.items.reduce((n, i) => n + i.size, 0) };
   let last = 0;
   let pendingReport: Promise<void> = Promise.resolve();
@@ -180,7 +203,7 @@ async function upload(
       throttleBytesPerSec: input.throttleBytesPerSec,
       onFileDone: (item) => installed.push(item),
       onProgress: (pr) => {
-        ctx.heartbeat({ resume: pr.resume, files: pr.files, bytes: pr.bytes });
+        beat.set({ resume: pr.resume, files: pr.files, bytes: pr.bytes });
         report(pr.files, pr.bytes);
       },
     });
@@ -219,38 +242,43 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
      * changed) and resumes a large RF from the last heartbeat.
      */
     async syncRobot(input: SyncRobotInput): Promise<SyncRobotResult> {
-      return withRobot(models, input.robotId, async (robot, client) => {
-        const t0 = Date.now();
-        const ms = { inventory: 0, upload: 0, record: 0 };
-        const [inv, wanted] = await Promise.all([
-          inventoryWithClient(models, robot._id, robot.rf_root, client),
-          models.PerfectStateEntry.find({ robot_id: robot._id }, { path: 1, sha256: 1, size: 1 }).lean<PerfectStateEntry[]>(),
-        ]);
-        const p = plan(cfg, robot, wanted, inv.holdings);
-        const result = emptyResult(p);
-        ms.inventory = Date.now() - t0;
-        if (p.items.length === 0) return { inventory: inv.result, upload: result, ms };
-        const up = await upload(deps, input, robot, client, p);
-        ms.upload = Date.now() - t0 - ms.inventory;
-        // What we installed is in the inventory now: its sha256 is the cache's, size and mtime the robot's.
-        if (up.installed.length) {
-          const stat = new Map((await listRemote(client, robot.rf_root)).map((f) => [f.path, f]));
-          const fresh: RemoteFile[] = [];
-          for (const i of up.installed) {
-            const st = stat.get(i.remotePath);
-            if (st && st.size === i.size) fresh.push({ ...st, sha256: i.sha256 });
+      const beat = keepAlive();
+      try {
+        return await withRobot(models, input.robotId, async (robot, client) => {
+          const t0 = Date.now();
+          const ms = { inventory: 0, upload: 0, record: 0 };
+          const [inv, wanted] = await Promise.all([
+            inventoryWithClient(models, robot._id, robot.rf_root, client),
+            models.PerfectStateEntry.find({ robot_id: robot._id }, { path: 1, sha256: 1, size: 1 }).lean<PerfectStateEntry[]>(),
+          ]);
+          const p = plan(cfg, robot, wanted, inv.holdings);
+          const result = emptyResult(p);
+          ms.inventory = Date.now() - t0;
+          if (p.items.length === 0) return { inventory: inv.result, upload: result, ms };
+          const up = await upload(deps, input, robot, client, p, beat);
+          ms.upload = Date.now() - t0 - ms.inventory;
+          // What we installed is in the inventory now: its sha256 is the cache's, size and mtime the robot's.
+          if (up.installed.length) {
+            const stat = new Map((await listRemote(client, robot.rf_root)).map((f) => [f.path, f]));
+            const fresh: RemoteFile[] = [];
+            for (const i of up.installed) {
+              const st = stat.get(i.remotePath);
+              if (st && st.size === i.size) fresh.push({ ...st, sha256: i.sha256 });
+            }
+            await writeInventory(models, robot._id, fresh, new Set(p.known.keys()));
           }
-          await writeInventory(models, robot._id, fresh, new Set(p.known.keys()));
-        }
-        const sizes = new Map(p.items.map((i) => [i.remotePath, i.size]));
-        for (const f of up.failed) {
-          result.failed.files++;
-          result.failed.bytes += sizes.get(f.path) ?? 0;
-          if (result.failed.errors.length < SAMPLE) result.failed.errors.push(f);
-        }
-        ms.record = Date.now() - t0 - ms.inventory - ms.upload;
-        return { inventory: inv.result, upload: { ...result, uploaded: up.uploaded, sentBytes: up.sentBytes, resumedFromBytes: up.resumedFromBytes }, ms };
-      });
+          const sizes = new Map(p.items.map((i) => [i.remotePath, i.size]));
+          for (const f of up.failed) {
+            result.failed.files++;
+            result.failed.bytes += sizes.get(f.path) ?? 0;
+            if (result.failed.errors.length < SAMPLE) result.failed.errors.push(f);
+          }
+          ms.record = Date.now() - t0 - ms.inventory - ms.upload;
+          return { inventory: inv.result, upload: { ...result, uploaded: up.uploaded, sentBytes: up.sentBytes, resumedFromBytes: up.resumedFromBytes }, ms };
+        });
+      } finally {
+        beat.stop();
+      }
     },
 
     /** Stores each robot's outcome as its `last_sync` (one small write per robot). */

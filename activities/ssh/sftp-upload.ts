@@ -259,6 +259,7 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
   const written: UploadItem[] = [];
   await pool(small, opts.filesInFlight ?? 64, async (item) => {
     if (await writePart(item, !opts.flush)) written.push(item);
+    progress();
   });
   if (written.length && opts.flush) await opts.flush();
   await pool(written, opts.filesInFlight ?? 64, install);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Connection, WorkflowClient } from '@temporalio/client';
 import { uploadPartPath } from '../../activities/ssh/sftp-upload';
 import { connectOfflineDb, type OfflineDb } from '../../common/db';
-import type { RobotSyncInput, RobotSyncResult, RobotSyncRobotResult } from '../../workflows/offline/robot-sync';
+import type { RobotSyncInput, RobotSyncProgress, RobotSyncResult, RobotSyncRobotResult } from '../../workflows/offline/robot-sync';
 import { freePort } from '../ota/system';
 import { cfg, eventually, fleet, runTs, sha256File, testRobots, uniqueId, type ChildHandle } from '../helpers';
 import { startPasswordRobot, type PasswordRobot } from './password-robot';
@@ -240,6 +240,13 @@ test('worker SIGKILL in the middle of a large upload: the run completes, no part
 
   // Kill once the robot holds a good part of the file (the byte count proves the upload is in flight).
   await eventually('upload in flight', async () => fs.existsSync(uploadPartPath(target)) && fs.statSync(uploadPartPath(target)).size > 10 * 1024 * 1024, 60000);
+  // The UI's progress bar moves: bytes of this robot, read with the workflow's query.
+  const moving = await eventually('progress reported', async () => {
+    const p = await handle.query<RobotSyncProgress>('robotSyncProgress');
+    const mine = p.robots.find((x) => x.robotId === robot.id);
+    return mine && mine.bytes.done > 0 ? mine : null;
+  });
+  expect(moving).toMatchObject({ status: 'syncing', files: { done: 0, total: 1 }, bytes: { total: rf.size } });
   await worker.kill('SIGKILL');
   const atKill = fs.statSync(uploadPartPath(target)).size;
   expect(atKill).toBeLessThan(rf.size);

@@ -15,7 +15,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { InventoryResult } from '../../activities/ssh/inventory';
-import type { Counts, RobotProgress, RobotSyncActivities, RobotUploadResult } from '../../activities/ssh/robot-sync';
+import type { Counts, RobotProgress, RobotSyncActivities, RobotUploadResult, SyncRobotResult } from '../../activities/ssh/robot-sync';
 
 type Activities = RobotSyncActivities;
 
@@ -48,6 +48,8 @@ export interface RobotSyncRobotResult {
   error?: string;
   inventory?: InventoryResult;
   upload?: RobotUploadResult;
+  /** Where the time went (SyncRobotResult.ms). */
+  ms?: SyncRobotResult['ms'];
 }
 
 export interface RobotSyncResult {
@@ -83,8 +85,8 @@ export async function robotSyncRobot(input: RobotSyncRobotInput): Promise<RobotS
   const { robotId } = input;
   try {
     // Inventory, then upload, on one SSH session (one activity: the upload plans from the fresh inventory).
-    const { inventory, upload } = await syncRobot({ robotId, progressTo: input.progressTo, throttleBytesPerSec: input.throttleBytesPerSec });
-    return { robotId, status: upload.failed.files > 0 ? 'partial' : 'synced', inventory, upload };
+    const { inventory, upload, ms } = await syncRobot({ robotId, progressTo: input.progressTo, throttleBytesPerSec: input.throttleBytesPerSec });
+    return { robotId, status: upload.failed.files > 0 ? 'partial' : 'synced', inventory, upload, ms };
   } catch (e) {
     const cause = e instanceof ActivityFailure ? e.cause : e;
     if (cause instanceof ApplicationFailure && cause.type && STATUS_BY_FAILURE[cause.type]) {
