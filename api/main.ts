@@ -6,6 +6,8 @@ import { createS3Client } from '../activities/s3/client';
 import { loadConfig } from '../common/config';
 import { connectDb } from '../common/db';
 import { createLogger } from '../common/logger';
+import express from 'express';
+import { cloudSyncRouter } from './cloud-sync/router';
 import { createOtaApp } from './ota/app';
 import { JobReconciler } from './ota/reconciler';
 import { DEFAULT_BUCKET, type OtaAppDeps } from './ota/types';
@@ -21,7 +23,11 @@ async function main(): Promise<void> {
   // The OTA API reads and writes only in these buckets: the reference's default. The store also holds other
   // services' buckets (cloud-sync's robot-files) that OTA callers must not reach.
   const deps: OtaAppDeps = { cfg, models: db.models, s3, temporal, log, otaBuckets: [DEFAULT_BUCKET] };
-  const app = createOtaApp(deps);
+  const app = express();
+  app.disable('x-powered-by');
+  // Cloud sync first: its routes are authenticated by center JWTs, not by the OTA API's operator tokens.
+  app.use('/api/v1', cloudSyncRouter({ cfg, models: db.cloudSync, robots: db.robots, s3, log: log.child({ component: 'cloud-sync' }) }));
+  app.use(createOtaApp(deps));
   const reconciler = new JobReconciler(deps);
   reconciler.start();
   // All interfaces, like the reference (port 9005): every route but /health and the docs needs a token.

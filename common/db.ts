@@ -4,12 +4,19 @@
 // string ids, bulk writes in chunks of <= 50, a timeout on every operation, no transactions/$lookup/TTL.
 import mongoose, { type Connection } from 'mongoose';
 import type { Config } from './config';
+import type { Model } from 'mongoose';
+import { registerCloudSyncModels, type CloudSyncModels } from './models/cloud-sync';
 import { registerOfflineModels, type OfflineModels } from './models/offline';
+import { registerRobotModel, type CloudRobot } from './models/robots';
 import { registerOtaModels, type OtaModels } from './models/ota';
 
 export interface Db {
   connection: Connection;
   models: OtaModels;
+  /** The cloud robot registry (one collection for cloud sync and OTA). */
+  robots: Model<CloudRobot>;
+  /** Cloud sync: centers, upstream records, catalogue, RFs, perfect states, version maps. */
+  cloudSync: CloudSyncModels;
   close(): Promise<void>;
 }
 
@@ -27,8 +34,11 @@ export async function connectDb(cfg: Config, dbName = cfg.mongo.db): Promise<Db>
   const connection = openConnection(cfg, dbName);
   await connection.asPromise();
   const models = registerOtaModels(connection, cfg.mongo.timeoutMs);
+  const robots = registerRobotModel(connection, cfg.mongo.timeoutMs);
+  const cloudSync = registerCloudSyncModels(connection, cfg.mongo.timeoutMs);
   await Promise.all(Object.values(models).map((m) => m.init()));
-  return { connection, models, close: () => connection.close() };
+  await Promise.all([robots.init(), ...Object.values(cloudSync).map((m) => m.init())]);
+  return { connection, models, robots, cloudSync, close: () => connection.close() };
 }
 
 export interface OfflineDb {

@@ -4,6 +4,7 @@ import { loadConfig } from '../common/config';
 import { seedOfflineRobots } from '../api/offline/seed';
 import { connectOfflineDb } from '../common/db';
 import { appSpecs } from './apps';
+import { seedDemoCenter } from './seed';
 import { ensureProcess } from './proc';
 import { stackPaths, stackUp } from './stack';
 
@@ -19,6 +20,8 @@ async function main(): Promise<void> {
   } finally {
     await offline.close();
   }
+  const seeded = await seedDemoCenter(cfg, fleet);
+  if (seeded) log(`center ${seeded.centerId} seeded on the cloud: ${seeded.robots} robots, ${seeded.rfs} RFs, ${seeded.images} images (CENTER_JWT in local.env)`);
   for (const spec of appSpecs(cfg, fleet)) {
     const r = await ensureProcess(p, spec);
     log(`${r.started ? 'started' : 'running'} ${spec.name} (pid ${r.pid})`);
@@ -30,7 +33,7 @@ Fleet sync is up.
   Temporal       ${cfg.temporal.address} (namespace ${cfg.temporal.namespace}, task queue ${cfg.temporal.taskQueue})
   MongoDB        ${cfg.mongo.url} (FerretDB)   S3 ${cfg.s3.endpoint} (versitygw)
   MQTT           robots ${cfg.mqtt.url}, cloud ${cfg.mqtt.cloudUrl}
-  Offline app    http://${cfg.offline.api.host}:${cfg.offline.api.port}/api/health   (center ${cfg.offline.centerId}; Temporal namespace ${cfg.offline.temporal.namespace})
+  Offline app    http://${cfg.offline.api.host}:${cfg.offline.api.port}/api/health   (center ${cfg.offline.centerId}; sync: POST /api/sync)
   Robots         ${fleet.robots.map((r) => `${r.id}:${r.ssh.port}`).join(' ')}
   Logs           ${p.logDir}
   Stop           npm stop`);

@@ -9,6 +9,9 @@ import { Client, Connection } from '@temporalio/client';
 import { createRobotInventoryActivities } from '../activities/ssh/inventory';
 import { createRobotSyncActivities, type ProgressSink } from '../activities/ssh/robot-sync';
 import { robotProgressSignal } from '../workflows/offline/robot-sync';
+import { createCloudSyncDbActivities } from '../activities/db/cloud-sync';
+import { createCloudSyncHttpActivities } from '../activities/http/cloud-sync';
+import { createFileActivities } from '../activities/files/rf-cache';
 
 async function main(): Promise<void> {
   const cfg = loadConfig();
@@ -26,6 +29,9 @@ async function main(): Promise<void> {
   const activities = {
     ...createRobotInventoryActivities({ models: db.models, cfg }),
     ...createRobotSyncActivities({ models: db.models, cfg, progress }),
+    ...createCloudSyncHttpActivities({ models: db.models, cfg }),
+    ...createCloudSyncDbActivities({ models: db.models, cfg }),
+    ...createFileActivities({ cfg }),
   };
 
   const worker = await Worker.create({

@@ -6,6 +6,7 @@ import type { Config } from '../../common/config';
 import type { OfflineDb } from '../../common/db';
 import type { Logger } from '../../common/logger';
 import { errorHandler, notFoundHandler } from '../ota/errors';
+import { syncRouter } from './sync-routes';
 
 export interface OfflineAppDeps {
   cfg: Config;
@@ -26,6 +27,7 @@ export function createOfflineApp(deps: OfflineAppDeps): Express {
     const ok = db === 'ok';
     res.status(ok ? 200 : 503).json({ status: ok ? 'ok' : 'degraded', center_id: deps.cfg.offline.centerId, database: db });
   });
+  app.use('/api', syncRouter(deps));
   for (const r of deps.routers ?? []) app.use('/api', r);
   app.use(notFoundHandler);
   app.use(errorHandler(deps.log));

@@ -1,13 +1,12 @@
 // File endpoints: upload, list, download, update, delete, validate/invalidate (reference §1.1, 1.2, 1.5-1.8).
-import { DeleteObjectCommand, GetObjectCommand, S3ServiceException } from '@aws-sdk/client-s3';
-import { Router, type Response } from 'express';
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { DeleteObjectCommand } from '@aws-sdk/client-s3';
+import { Router, type Request, type Response } from 'express';
 import type { OtaFile } from '../../../common/models/ota';
 import { HttpError } from '../errors';
 import { parseParams, requireOtaBucket } from '../http';
 import { readMultipart } from '../multipart';
 import { deployPathProblem, METADATA_KEY_PATTERN, sanitizeFilename } from '../naming';
+import { streamS3Object } from '../../s3-download';
 import { isS3NotFound, s3HttpError, streamToS3 } from '../s3';
 import {
   fileInfoListSchema,
@@ -47,38 +46,9 @@ async function findFile(ctx: OtaContext, bucket: string, key: string): Promise<O
   return ctx.models.OtaFile.findOne({ s3_bucket: bucket, s3_object_name: key }).lean<OtaFile>();
 }
 
-async function streamDownload(ctx: OtaContext, file: OtaFile, range: string | undefined, res: Response): Promise<void> {
-  const ref = { bucket: file.s3_bucket, key: file.s3_object_name };
-  let out;
-  try {
-    out = await ctx.s3.send(new GetObjectCommand({ Bucket: ref.bucket, Key: ref.key, Range: range }));
-  } catch (e) {
-    if (isS3NotFound(e)) throw new HttpError(404, 'File not found in storage');
-    if (e instanceof S3ServiceException && (e.name === 'InvalidRange' || e.$metadata.httpStatusCode === 416)) {
-      throw new HttpError(416, 'Requested range not satisfiable', { 'Content-Range': `bytes */${file.size}` });
-    }
-    throw s3HttpError(e, ref);
-  }
-  // Streamed straight through: no temp file on the server (the reference wrote one into its working directory).
-  res.status(out.ContentRange ? 206 : 200);
-  res.attachment(file.file_name);
-  res.setHeader('Content-Type', 'application/octet-stream');
-  res.setHeader('Accept-Ranges', 'bytes');
-  if (out.ContentLength !== undefined) res.setHeader('Content-Length', String(out.ContentLength));
-  if (out.ContentRange) res.setHeader('Content-Range', out.ContentRange);
-  if (out.ETag) res.setHeader('ETag', out.ETag);
-  if (out.LastModified) res.setHeader('Last-Modified', out.LastModified.toUTCString());
-  const body = out.Body as Readable | undefined;
-  if (!body) {
-    res.end();
-    return;
-  }
-  try {
-    await pipeline(body, res);
-  } catch (err) {
-    // Usually the client went away mid-download; the S3 stream is destroyed by pipeline either way.
-    ctx.log.debug({ err, key: ref.key }, 'download stream ended early');
-  }
+async function streamDownload(ctx: OtaContext, file: OtaFile, req: Request, res: Response): Promise<void> {
+  const obj = { bucket: file.s3_bucket, key: file.s3_object_name, size: file.size, fileName: file.file_name };
+  await streamS3Object(ctx.s3, ctx.log, obj, req, res);
 }
 
 export function filesRouter(ctx: OtaContext): Router {
@@ -125,7 +95,7 @@ export function filesRouter(ctx: OtaContext): Router {
     requireOtaBucket(ctx, q.s3_bucket);
     const file = await findFile(ctx, q.s3_bucket, q.s3_object_name);
     if (!file) throw new HttpError(404, FILE_NOT_FOUND);
-    await streamDownload(ctx, file, req.headers.range, res);
+    await streamDownload(ctx, file, req, res);
   });
 
   r.patch('/file/update', async (req, res) => {

@@ -1,0 +1,120 @@
+// Resumable, verified HTTP download (no library does all of it; notes/STACK.md): `<target>.part` plus a sidecar
+// holding the strong ETag; a retry sends `Range: bytes=<n>-` with `If-Range`, appends on 206, restarts on 200,
+// hashes everything (the kept prefix included), and renames into place only when the sha256 matches.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ApplicationFailure } from '@temporalio/common';
+import { commitFile } from '../files/rf-cache';
+
+export interface DownloadSpec {
+  url: string;
+  sha256: string;
+  size: number;
+  target: string;
+}
+
+export interface DownloadOutcome {
+  /** Bytes this call received over the network (a resumed download fetches only the rest). */
+  fetched: number;
+  /** Bytes already on disk from an earlier attempt. */
+  resumedFrom: number;
+}
+
+export class ChecksumMismatchError extends Error {
+  override name = 'ChecksumMismatchError';
+}
+
+/** 401/403 from the cloud: the center's JWT is refused; retrying cannot help. */
+export function authFailure(status: number, detail: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(`the cloud refused the center's JWT (HTTP ${status}): ${detail}`, 'CenterAuthFailed');
+}
+
+async function detailOf(res: Response): Promise<string> {
+  const text = await res.text().catch(() => '');
+  try {
+    const d = (JSON.parse(text) as { detail?: unknown }).detail;
+    return typeof d === 'string' ? d : text.slice(0, 300);
+  } catch {
+    return text.slice(0, 300);
+  }
+}
+
+async function hashFile(file: string, hash: crypto.Hash): Promise<void> {
+  await pipeline(fs.createReadStream(file), new Transform({ transform: (c: Buffer, _e, cb) => (hash.update(c), cb()) }));
+}
+
+export async function downloadResumable(spec: DownloadSpec, token: string, onProgress: (offset: number) => void): Promise<DownloadOutcome> {
+  const part = `${spec.target}.part`;
+  const sidecar = `${part}.json`;
+  let offset = 0;
+  let etag: string | null = null;
+  if (fs.existsSync(part) && fs.existsSync(sidecar)) {
+    const meta = JSON.parse(fs.readFileSync(sidecar, 'utf8')) as { etag: string | null; sha256: string };
+    if (meta.sha256 === spec.sha256 && meta.etag) {
+      offset = fs.statSync(part).size;
+      etag = meta.etag;
+    }
+  }
+  if (offset > spec.size) offset = 0;
+  const headers: Record<string, string> = { authorization: `Bearer ${token}`, 'accept-encoding': 'identity' };
+  if (offset > 0 && etag) Object.assign(headers, { range: `bytes=${offset}-`, 'if-range': etag });
+  const res = await fetch(spec.url, { headers });
+  if (res.status === 401 || res.status === 403) throw authFailure(res.status, await detailOf(res));
+  const resumedFrom = res.status === 206 ? offset : 0;
+  if (res.status === 416 && offset === spec.size) {
+    // Everything was already here: only the check and the rename are left.
+  } else if (res.status === 206) {
+    const m = /^bytes (\d+)-\d+\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
+    if (!m || Number(m[1]) !== offset || Number(m[2]) !== spec.size) {
+      await res.body?.cancel();
+      fs.rmSync(part, { force: true });
+      throw new Error(`unexpected Content-Range ${res.headers.get('content-range')} for ${spec.url} (asked from ${offset})`);
+    }
+  } else if (res.status !== 200) {
+    const detail = await detailOf(res);
+    if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
+      throw ApplicationFailure.nonRetryable(`download of ${spec.url} refused: HTTP ${res.status} ${detail}`, 'DownloadRefused');
+    }
+    throw new Error(`download of ${spec.url} failed: HTTP ${res.status} ${detail}`);
+  }
+  const hash = crypto.createHash('sha256');
+  let fetched = 0;
+  if (res.status === 200 || res.status === 206) {
+    const newEtag = res.headers.get('etag');
+    // Only a strong ETag may validate a later Range request (a weak one could splice two versions).
+    fs.writeFileSync(sidecar, JSON.stringify({ etag: newEtag && !newEtag.startsWith('W/') ? newEtag : null, sha256: spec.sha256, url: spec.url }));
+    if (resumedFrom > 0) await hashFile(part, hash);
+    let written = resumedFrom;
+    let lastReport = Date.now();
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        hash.update(chunk);
+        fetched += chunk.length;
+        written += chunk.length;
+        if (Date.now() - lastReport > 500) {
+          lastReport = Date.now();
+          onProgress(written);
+        }
+        cb(null, chunk);
+      },
+    });
+    const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+    await pipeline(body, counter, fs.createWriteStream(part, { flags: resumedFrom > 0 ? 'a' : 'w' }));
+    onProgress(written);
+  } else {
+    await hashFile(part, hash);
+  }
+  const actual = hash.digest('hex');
+  const size = fs.statSync(part).size;
+  if (actual !== spec.sha256 || size !== spec.size) {
+    // A wrong file never stays: neither in the cache nor as a part to resume from.
+    fs.rmSync(part, { force: true });
+    fs.rmSync(sidecar, { force: true });
+    throw new ChecksumMismatchError(`sha256 mismatch for ${spec.url}: expected ${spec.sha256} (${spec.size} bytes), got ${actual} (${size} bytes)`);
+  }
+  await commitFile(part, spec.target);
+  fs.rmSync(sidecar, { force: true });
+  return { fetched, resumedFrom };
+}
