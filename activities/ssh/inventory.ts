@@ -4,13 +4,12 @@
 // trips per robot whatever the number of files. Only the differences are written to `inventory_entries` (bulk,
 // chunks of <= 50) and only counts go back to the workflow. Cloud sync's first-sync step and robot sync both use
 // it (CONTRACT-OFFLINE.md).
-import { Context } from '@temporalio/activity';
 import type { Client } from 'ssh2';
 import type { Config } from '../../common/config';
 import { chunks } from '../../common/db';
 import type { InventoryEntry, OfflineModels } from '../../common/models/offline';
 import { shq } from './connect';
-import { withRobot } from './robot-session';
+import { keepAlive, withRobot } from './robot-session';
 
 export { offlineRobotTarget } from './robot-session';
 
@@ -89,14 +88,6 @@ export async function hashRemote(client: Client, paths: string[]): Promise<Map<s
   return sums;
 }
 
-function heartbeat(details: unknown): void {
-  try {
-    Context.current().heartbeat(details);
-  } catch {
-    // Called outside an activity (tests, scripts): nothing to report to.
-  }
-}
-
 const INSERTS_IN_FLIGHT = 4;
 
 const entryId = (robotId: string, p: string) => `${robotId}|${p}`;
@@ -158,7 +149,6 @@ export async function inventoryWithClient(
     const s = stored.get(f.path);
     if (!s || s.size !== f.size || new Date(s.mtime).getTime() !== f.mtime.getTime()) changed.add(f);
   }
-  heartbeat({ listed: listing.length, toHash: changed.size });
   const sums = await hashRemote(client, [...changed].map((f) => f.path));
   const fresh: RemoteFile[] = [...changed].filter((f) => sums.has(f.path)).map((f) => ({ ...f, sha256: sums.get(f.path)! }));
   // Gone: not listed any more, or changed and vanished before it was hashed.
@@ -180,7 +170,12 @@ export function createRobotInventoryActivities(deps: { models: OfflineModels; cf
   const { models } = deps;
   return {
     async inventoryRobot({ robotId }: { robotId: string }): Promise<InventoryResult> {
-      return withRobot(models, robotId, async (robot, client) => (await inventoryWithClient(models, robotId, robot.rf_root, client)).result);
+      const beat = keepAlive();
+      try {
+        return await withRobot(models, robotId, async (robot, client) => (await inventoryWithClient(models, robotId, robot.rf_root, client)).result);
+      } finally {
+        beat.stop();
+      }
     },
   };
 }

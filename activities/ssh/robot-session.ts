@@ -2,7 +2,7 @@
 // or `key:<file>`), host key pinned. First contact records the key the robot presents; from then on any other
 // key is a "host key mismatch" and nothing is done on that robot. Failures become non-retryable activity
 // failures with a type the robot-sync workflow reports per robot.
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Client } from 'ssh2';
 import type { OfflineModels, OfflineRobot } from '../../common/models/offline';
 import {
@@ -88,4 +88,32 @@ export async function withRobot<T>(
   } finally {
     client.end();
   }
+}
+
+export interface Beat {
+  set(details: unknown): void;
+  stop(): void;
+}
+
+/**
+ * Heartbeats every 2 s whatever the activity is doing (database reads, hashing, the robot's flush): a silent
+ * activity would be timed out and run twice. Until this attempt has its own, the previous attempt's details
+ * (its resume point) are what it sends, so a crash before the first write loses nothing.
+ */
+export function keepAlive(): Beat {
+  let ctx: Context;
+  try {
+    ctx = Context.current();
+  } catch {
+    return { set: () => undefined, stop: () => undefined }; // called outside an activity (tests, scripts)
+  }
+  let details: unknown = ctx.info.heartbeatDetails;
+  const timer = setInterval(() => ctx.heartbeat(details), 2000);
+  return {
+    set: (d) => {
+      details = d;
+      ctx.heartbeat(d);
+    },
+    stop: () => clearInterval(timer),
+  };
 }

@@ -11,7 +11,7 @@ import type { Config } from '../../common/config';
 import type { OfflineModels, OfflineRobot, PerfectStateEntry } from '../../common/models/offline';
 import { sftp } from './connect';
 import { inventoryWithClient, listRemote, writeInventory, type Holdings, type InventoryResult, type RemoteFile } from './inventory';
-import { withRobot } from './robot-session';
+import { keepAlive, withRobot, type Beat } from './robot-session';
 import { ensureRemoteDirs, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
 
 export interface Counts {
@@ -139,29 +139,6 @@ const emptyResult = (p: Plan): RobotUploadResult => ({
   failed: p.failed,
   unlisted: p.unlisted,
 });
-
-interface Beat {
-  set(details: unknown): void;
-  stop(): void;
-}
-
-/**
- * Heartbeats every 2 s whatever the activity is doing (database reads, hashing, the robot's flush): a silent
- * activity would be timed out and run twice. Until this attempt has its own, the previous attempt's details
- * (its resume point) are what it sends, so a crash before the first write loses nothing.
- */
-function keepAlive(): Beat {
-  const ctx = Context.current();
-  let details: unknown = ctx.info.heartbeatDetails;
-  const timer = setInterval(() => ctx.heartbeat(details), 2000);
-  return {
-    set: (d) => {
-      details = d;
-      ctx.heartbeat(d);
-    },
-    stop: () => clearInterval(timer),
-  };
-}
 
 function heartbeatDetails(): ResumePoint | null {
   const d = Context.current().info.heartbeatDetails as { resume?: ResumePoint | null } | undefined;
