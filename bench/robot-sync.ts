@@ -104,7 +104,10 @@ export async function main(args: string[]): Promise<void> {
   };
   const cfg = loadConfig(env);
   const say = (l: string) => process.stderr.write(`[bench] ${l}\n`);
-  const fleet = await stackUp(cfg, { robots: 1, log: say });
+  const fleet = await stackUp(cfg, { robots: 1, log: say }).catch(async (e: unknown) => {
+    await stackDown(cfg); // what did start is stopped again
+    throw e;
+  });
   const robot = fleet.robots[0];
   const target = robotDirectoryFromFleet(fleet).ssh(robot.id);
   const children: Child[] = [];
