@@ -1,8 +1,9 @@
-// Robot sync's activities (the seed's upload_files_to_remote): which robots to sync, the upload of the RFs a
-// robot lacks according to its perfect state, and the per-robot record. The upload plans from the database
-// (perfect state − inventory), sends each RF from the content-addressed cache (RF_CACHE_DIR/<sha256>) with the
-// SFTP engine, records what it installed in the inventory, and reports counts only (never a file list) to the
-// workflow. Deletion is never done: RFs on the robot that the perfect state no longer lists are reported.
+// Robot sync's activities (the seed's upload_files_to_remote + traverse_remote_dir): which robots to sync, and per
+// robot one activity on one SSH session: the incremental inventory, then the upload of the RFs the robot lacks
+// according to its perfect state (perfect state − fresh inventory), each sent from the content-addressed cache
+// (RF_CACHE_DIR/<sha256>) by the SFTP engine; what it installs is recorded in the inventory. Only counts go back
+// to the workflow (never a file list). Deletion is never done: RFs on the robot that the perfect state no
+// longer lists are reported as unlisted.
 import fs from 'node:fs';
 import path from 'node:path';
 import { Context } from '@temporalio/activity';
@@ -113,6 +114,10 @@ function plan(cfg: Config, robot: OfflineRobot, wanted: PerfectStateEntry[], kno
       fail(w.path, w.size, `outside the robot's rf_root ${robot.rf_root}`);
       continue;
     }
+    if (!/^[0-9a-f]{64}$/.test(w.sha256)) {
+      fail(w.path, w.size, 'perfect state entry has no valid sha256');
+      continue;
+    }
     const localPath = path.join(cfg.offline.rfCacheDir, w.sha256);
     const st = fs.statSync(localPath, { throwIfNoEntry: false });
     if (!st || st.size !== w.size) {
@@ -171,16 +176,19 @@ async function upload(
   // Large RFs get a second session that flushes their parts to disk while the first keeps writing.
   const flushSession = p.items.some((i) => i.size >= LARGE_RF) ? await sftp(client) : undefined;
   const installed: UploadItem[] = [];
+  // Kept until a large RF reports its own point: small files sent first must not erase it. A stale point is
+  // harmless: it is only used while its .part is still on the robot.
+  const prior = heartbeatDetails();
   try {
     const r = await uploadFiles(s, p.items, {
       resumableFrom: LARGE_RF,
       flushSession,
-      resume: heartbeatDetails(),
+      resume: prior,
       flush: () => flushRemoteFs(client, robot.rf_root),
       throttleBytesPerSec: input.throttleBytesPerSec,
       onFileDone: (item) => installed.push(item),
       onProgress: (pr) => {
-        beat.set({ resume: pr.resume, files: pr.files, bytes: pr.bytes });
+        beat.set({ resume: pr.resume ?? prior, files: pr.files, bytes: pr.bytes });
         report(pr.files, pr.bytes);
       },
     });
