@@ -106,8 +106,8 @@ export function cloudSyncRouter(deps: CloudSyncDeps): Router {
     // A version the map does not know is treated as outdated: its data is kept, nothing is sent back.
     const compatible = map?.compatible ?? false;
     const migrations = map?.migrations ?? [];
-    const sessions = await upsertNewer(rawColl(models.sessions), toDocs(centerId, body.app_version, migrations, 'sessions', body.sessions));
-    const children = await upsertNewer(rawColl(models.children), toDocs(centerId, body.app_version, migrations, 'children', body.children));
+    const sessions = await upsertNewer(rawColl(models.sessions), toDocs(centerId, body.app_version, migrations, 'sessions', body.sessions), cfg.mongo.timeoutMs);
+    const children = await upsertNewer(rawColl(models.children), toDocs(centerId, body.app_version, migrations, 'children', body.children), cfg.mongo.timeoutMs);
     const robots = await deps.robots.find({ center_id: centerId }, null, timeout).lean();
     const mine = new Set(robots.map((x) => x._id));
     const reportedAt = new Date();

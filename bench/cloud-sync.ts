@@ -1,0 +1,225 @@
+// `npm run bench -- cloud-sync [--sessions 100000] [--children 10000] [--rf-mib 1024] [--port-offset 0]`
+//
+// 1. POST /api/v1/sync carrying 10,000 children and 100,000 sessions (new to the cloud): the server's time for
+//    the request (`server_ms` of the answer). Baseline, same run, same server: the raw `mongodb` driver writing
+//    the same documents into empty collections with insertMany in chunks of 50, as many in flight as the server
+//    uses (the FerretDB habit every writer here follows).
+// 2. A second /sync carrying the 1% of those records that changed: its server time.
+// 3. The diff of cloud sync (perfect state − inventory − cache) over 100,000 paths: its time.
+// 4. A 1 GiB RF downloaded through the cloud API by the offline app's resumable download (sha256 included),
+//    against curl fetching the same URL to disk. Then the same download SIGKILLed at about 50% and resumed
+//    in a new process: bytes fetched beyond the file's size.
+// It runs on its own stack (own ports, data under .data/bench-cloud-sync) so it never disturbs `npm start` or tests.
+import { spawn, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { MongoClient, type Document } from 'mongodb';
+import { createS3Client } from '../activities/s3/client';
+import { missingRfs } from '../activities/db/cloud-sync';
+import { downloadResumable } from '../activities/http/download';
+import { seedCloudSync } from '../api/cloud-sync/seed';
+import { UPSERT_CONCURRENCY } from '../api/cloud-sync/upsert';
+import type { SyncResponse } from '../api/cloud-sync/router';
+import { OFFLINE_APP_VERSION } from '../activities/http/cloud-sync';
+import { mapLimited } from '../api/ota/jobs-service';
+import { loadConfig, repoRoot } from '../common/config';
+import { chunks, connectDb } from '../common/db';
+import { stackDown, stackUp } from '../infra/stack';
+
+// Ports apart from bench/ota-fleet.ts's (both can run side by side with the same --port-offset).
+const BENCH_ENV: Record<string, string> = {
+  TEMPORAL_PORT: '47733',
+  TEMPORAL_UI_PORT: '48733',
+  MONGO_PORT: '47517',
+  S3_PORT: '47570',
+  MQTT_PORT: '42383',
+  MQTT_CLOUD_PORT: '42384',
+  FLEET_SSH_BASE_PORT: '42701',
+  API_PORT: '49505',
+  OFFLINE_API_PORT: '48580',
+  LOG_LEVEL: 'warn',
+};
+
+function flag(args: string[], name: string, fallback: number): number {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : fallback;
+}
+
+const fig = (k: string, v: number | string) => console.log(`${k}=${typeof v === 'number' ? Number(v.toFixed(3)) : v}`);
+const seconds = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e9;
+
+/** Runs a process to its end; `watch` is called every 5 ms while it runs (the kill-at-50% trigger). */
+function spawnWait(command: string, args: string[], env: NodeJS.ProcessEnv, onOut?: (text: string) => void, watch?: (p: ChildProcess) => void): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(command, args, { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const timer = watch ? setInterval(() => watch(p), 5) : null;
+    p.stdout!.on('data', (d: Buffer) => onOut?.(d.toString()));
+    p.on('error', reject);
+    p.on('exit', (code, signal) => {
+      if (timer) clearInterval(timer);
+      resolve(code ?? (signal ? 128 : -1));
+    });
+  });
+}
+
+function records(n: number, prefix: string, at: Date) {
+  return Array.from({ length: n }, (_, i) => ({
+    id: `${prefix}-${String(i).padStart(7, '0')}`,
+    updated_at: at.toISOString(),
+    data: prefix === 'session'
+      ? { child_id: `child-${String(i % 10000).padStart(7, '0')}`, started_at: at.toISOString(), duration_s: 600 + (i % 1200), actions: ['act-wave', 'act-smile'], score: i % 5, notes: 'calm, engaged' }
+      : { first_name: `Child${i}`, last_name: 'Doe', birth_year: 2015 + (i % 8), goals: ['skill-eye-contact'] },
+  }));
+}
+
+export async function main(args: string[]): Promise<void> {
+  const nSessions = flag(args, '--sessions', 100_000);
+  const nChildren = flag(args, '--children', 10_000);
+  const rfMib = flag(args, '--rf-mib', 1024);
+  const offset = flag(args, '--port-offset', 0);
+  const shifted = Object.fromEntries(Object.entries(BENCH_ENV).map(([k, v]) => [k, /_PORT$/.test(k) ? String(Number(v) + offset) : v]));
+  const apiPort = Number(shifted.API_PORT);
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    ...shifted,
+    API_PUBLIC_URL: `http://127.0.0.1:${apiPort}`,
+    FLEET_DATA_DIR: path.join(repoRoot, '.data', `bench-cloud-sync${offset ? `-${offset}` : ''}`),
+    FLEET_ROBOTS: '1',
+    MONGO_DB: 'bench_cloud',
+  };
+  const cfg = loadConfig(env);
+  const say = (l: string) => process.stderr.write(`[bench] ${l}\n`);
+  try {
+    await stackUp(cfg, { robots: 1, sshd: false, log: say });
+  } catch (e) {
+    await stackDown(cfg); // what did start must not outlive the benchmark
+    throw e;
+  }
+  const db = await connectDb(cfg);
+  const raw = new MongoClient(cfg.mongo.url, { retryWrites: false, serverSelectionTimeoutMS: cfg.mongo.timeoutMs });
+  const s3 = createS3Client(cfg);
+  let api: ChildProcess | null = null;
+  const work = path.join(cfg.dataDir, 'work');
+  try {
+    // Fresh collections for both writers.
+    await db.connection.dropDatabase();
+    await raw.connect();
+    await raw.db('bench_raw').dropDatabase();
+    const rfName = `bench-${rfMib}mib.bin`;
+    const seed = await seedCloudSync(cfg, db, s3, {
+      dataSet: { center: { id: 'bench-center', name: 'Bench' }, version_maps: [{ version: OFFLINE_APP_VERSION, compatible: true, migrations: [] }], categories: [], skills: [], actions: [], rfs: [{ name: rfName, size: rfMib * 1024 * 1024, path: `rf/${rfName}` }], large_rfs: [] },
+      robots: [{ id: 'bench-robot', rfRoot: '/opt/rf' }],
+      tokenTtl: '2h',
+    });
+    const apiOut: string[] = [];
+    api = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'api/main.ts')], { cwd: repoRoot, env: { ...env, LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    api.stdout!.on('data', (d: Buffer) => apiOut.push(d.toString()));
+    api.stderr!.on('data', (d: Buffer) => apiOut.push(d.toString()));
+    const deadline = Date.now() + 90000;
+    while (!apiOut.join('').includes('OTA API listening')) {
+      if (Date.now() > deadline || api.exitCode !== null) throw new Error(`API did not start:\n${apiOut.join('')}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const base = `http://127.0.0.1:${apiPort}/api/v1`;
+    const auth = { authorization: `Bearer ${seed.token}` };
+    const postSync = async (body: unknown): Promise<SyncResponse> => {
+      const res = await fetch(`${base}/sync`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      if (!res.ok) throw new Error(`/sync answered ${res.status}: ${await res.text()}\n${apiOut.join('').slice(-3000)}`);
+      return (await res.json()) as SyncResponse;
+    };
+
+    // 1. Full sync vs the raw driver.
+    const at = new Date('2026-11-01T08:00:00Z');
+    const sessions = records(nSessions, 'session', at);
+    const children = records(nChildren, 'child', at);
+    say(`POST /sync with ${nSessions} sessions + ${nChildren} children`);
+    const t1 = process.hrtime.bigint();
+    const full = await postSync({ app_version: OFFLINE_APP_VERSION, sessions, children, inventories: [] });
+    const fullWall = seconds(t1);
+    if (full.upstream.sessions.inserted !== nSessions || full.upstream.children.inserted !== nChildren) throw new Error(`unexpected upsert counts ${JSON.stringify(full.upstream)}`);
+    say('raw driver baseline');
+    const rawDb = raw.db('bench_raw');
+    const asDocs = (recs: typeof sessions): Document[] =>
+      recs.map((r) => ({ _id: `bench-center|${r.id}`, center_id: 'bench-center', updated_at: new Date(r.updated_at), data: r.data, app_version: OFFLINE_APP_VERSION, migrations: [] }));
+    const t2 = process.hrtime.bigint();
+    for (const [name, recs] of [['sessions', sessions], ['children', children]] as const) {
+      const coll = rawDb.collection(name);
+      await mapLimited(chunks(asDocs(recs)), UPSERT_CONCURRENCY, (part) => coll.insertMany(part, { ordered: false }));
+    }
+    const driverS = seconds(t2);
+
+    // 2. 1% changed.
+    const changedS = sessions.filter((_, i) => i % 100 === 0).map((r) => ({ ...r, updated_at: new Date(at.getTime() + 3600_000).toISOString(), data: { ...r.data, score: 5 } }));
+    const changedC = children.filter((_, i) => i % 100 === 0).map((r) => ({ ...r, updated_at: new Date(at.getTime() + 3600_000).toISOString(), data: { ...r.data, goals: [] } }));
+    say(`POST /sync with the 1% changed (${changedS.length + changedC.length} records)`);
+    const resync = await postSync({ app_version: OFFLINE_APP_VERSION, sessions: changedS, children: changedC, inventories: [] });
+    if (resync.upstream.sessions.updated !== changedS.length) throw new Error(`unexpected resync counts ${JSON.stringify(resync.upstream)}`);
+
+    // 3. The diff over 100k paths.
+    const perfect = Array.from({ length: 100_000 }, (_, i) => ({ robot_id: `r${i % 10}`, path: `/opt/rf/p${i}`, sha256: crypto.createHash('sha256').update(String(i % 50_000)).digest('hex'), size: 1000, url: `u${i}` }));
+    const inventory = perfect.filter((_, i) => i % 3 === 0);
+    const cached = new Set(perfect.filter((_, i) => i % 7 === 0).map((e) => e.sha256));
+    const t3 = process.hrtime.bigint();
+    const diff = missingRfs(perfect, inventory, cached);
+    const diffS = seconds(t3);
+
+    // 4. 1 GiB RF download (sha256 included) vs curl, then kill at ~50% and resume.
+    fs.rmSync(work, { recursive: true, force: true });
+    fs.mkdirSync(work, { recursive: true });
+    const rf = (await db.cloudSync.Rf.findById(rfName).lean())!;
+    const url = `${base}/sync/rf/${rfName}`;
+    say(`download of ${rfMib} MiB: curl, then the resumable download`);
+    const t4 = process.hrtime.bigint();
+    const curlCode = await spawnWait('curl', ['-sS', '--fail', '-o', path.join(work, 'curl.bin'), '-H', `Authorization: Bearer ${seed.token}`, url], env);
+    const curlS = seconds(t4);
+    if (curlCode !== 0) throw new Error(`curl exited ${curlCode}`);
+    fs.rmSync(path.join(work, 'curl.bin'));
+    const t5 = process.hrtime.bigint();
+    await downloadResumable({ url, sha256: rf.sha256, size: rf.size, target: path.join(work, 'ours.bin') }, seed.token, () => undefined);
+    const oursS = seconds(t5);
+    fs.rmSync(path.join(work, 'ours.bin'));
+
+    const target = path.join(work, 'resumed.bin');
+    const childEnv = { ...env, CENTER_JWT: seed.token };
+    const childArgs = ['--import', 'tsx', path.join(repoRoot, 'bench/download-once.ts'), url, rf.sha256, String(rf.size), target];
+    await spawnWait(process.execPath, childArgs, childEnv, undefined, (p) => {
+      if (p.exitCode === null && fs.existsSync(`${target}.part`) && fs.statSync(`${target}.part`).size >= rf.size / 2) p.kill('SIGKILL');
+    });
+    if (fs.existsSync(target)) throw new Error('the download finished before it could be killed at 50%');
+    const kept = fs.statSync(`${target}.part`).size;
+    let fetched = 0;
+    await spawnWait(process.execPath, childArgs, childEnv, (text) => {
+      const m = /done fetched=(\d+)/.exec(text);
+      if (m) fetched = Number(m[1]);
+    });
+    if (!fs.existsSync(target)) throw new Error('resumed download did not complete');
+    fs.rmSync(target);
+
+    fig('sessions', nSessions);
+    fig('children', nChildren);
+    fig('sync_100k_s', full.server_ms / 1000);
+    fig('sync_100k_wall_s', fullWall);
+    fig('baseline_driver_s', driverS);
+    fig('sync_vs_driver', full.server_ms / 1000 / driverS);
+    fig('resync_1pct_records', changedS.length + changedC.length);
+    fig('resync_1pct_s', resync.server_ms / 1000);
+    fig('resync_vs_full', resync.server_ms / full.server_ms);
+    fig('diff_100k_paths_s', diffS);
+    fig('diff_missing', diff.missing.length);
+    fig('download_mib', rfMib);
+    fig('download_s', oursS);
+    fig('baseline_curl_s', curlS);
+    fig('download_vs_curl', curlS / oursS);
+    fig('resume_killed_at_pct', (100 * kept) / rf.size);
+    fig('resume_extra_bytes_pct', (100 * (kept + fetched - rf.size)) / rf.size);
+  } finally {
+    api?.kill('SIGTERM');
+    if (api && api.exitCode === null) await new Promise((r) => api!.once('exit', r));
+    fs.rmSync(work, { recursive: true, force: true });
+    s3.destroy();
+    await raw.close();
+    await db.close();
+    await stackDown(cfg);
+  }
+}
