@@ -11,8 +11,6 @@ import type { InventoryEntry, OfflineModels } from '../../common/models/offline'
 import { shq } from './connect';
 import { keepAlive, withRobot } from './robot-session';
 
-export { offlineRobotTarget } from './robot-session';
-
 export interface InventoryResult {
   files: number;
   bytes: number;
