@@ -3,6 +3,7 @@
 const benches: Record<string, () => Promise<{ main: (args: string[]) => Promise<void> }>> = {
   'ota-fleet': () => import('./ota-fleet'),
   daemon: () => import('./daemon'),
+  'robot-sync': () => import('./robot-sync'),
   'cloud-sync': () => import('./cloud-sync'),
 };
 

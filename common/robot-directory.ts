@@ -12,8 +12,13 @@ export interface RobotSshTarget {
   username: string;
   /** OpenSSH-style "SHA256:<base64>" fingerprint of the robot's host key (pinned: any other key is refused). */
   hostKeySha256: string;
-  /** Path of the private key file. */
-  privateKeyFile: string;
+  /** Path of the private key file (key authentication). */
+  privateKeyFile?: string;
+  /**
+   * Name of the environment variable holding the SSH password (password authentication, as the seed's installs
+   * do). Only the name travels; the activity that connects reads the value.
+   */
+  passwordEnv?: string;
 }
 
 export interface RobotSshInfo extends RobotSshTarget {

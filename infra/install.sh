@@ -14,7 +14,8 @@ VERSITYGW_VERSION=1.7.0      # S3-compatible gateway (posix backend)
 t0=$(date +%s)
 step() { printf '[install] %-10s %s\n' "$1" "$2"; }
 
-# --- Debian packages: Mosquitto (MQTT 5 broker), OpenSSH sshd (simulated robots), Chromium (browser tests) ----
+# --- Debian packages: Mosquitto (MQTT 5 broker), OpenSSH sshd (simulated robots), rsync (benchmark baseline),
+# Chromium (browser tests) ---------------------------------------------------------------------------------
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto)
@@ -22,6 +23,8 @@ command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto)
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 # Debian's Chromium for the browser tests (playwright-core drives it; its own browser download fails here).
 [ -x /usr/lib/chromium/chromium ] || need_apt+=(chromium)
+# rsync: the robot-sync benchmark's baseline (bench/robot-sync.ts), also needed on the simulated robots' side.
+command -v rsync >/dev/null 2>&1 || need_apt+=(rsync)
 if [ ${#need_apt[@]} -gt 0 ]; then
   s=$(date +%s)
   export DEBIAN_FRONTEND=noninteractive

@@ -37,7 +37,12 @@ export const robotEnv = (): Record<string, string> => ({ PATH: process.env.PATH 
  * environment, or replaces it when `inherit` is false.
  */
 export function runTs(entry: string, env: Record<string, string> = {}, args: string[] = [], inherit = true): ChildHandle {
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, entry), ...args], {
+  return runProcess(process.execPath, ['--import', 'tsx', path.join(repoRoot, entry), ...args], env, inherit, entry);
+}
+
+/** Runs any program as a child process the test owns (output collected, killable). */
+export function runProcess(command: string, args: string[], env: Record<string, string> = {}, inherit = true, entry = command): ChildHandle {
+  const proc = spawn(command, args, {
     cwd: repoRoot,
     env: inherit ? { ...process.env, ...env } : env,
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -5,7 +5,10 @@ import { assertOfflineConfig, loadConfig } from '../common/config';
 import { connectOfflineDb } from '../common/db';
 import { createLogger } from '../common/logger';
 import { installTemporalLogger } from './temporal-logger';
+import { Client, Connection } from '@temporalio/client';
 import { createRobotInventoryActivities } from '../activities/ssh/inventory';
+import { createRobotSyncActivities, type ProgressSink } from '../activities/ssh/robot-sync';
+import { robotProgressSignal } from '../workflows/offline/robot-sync';
 import { createCloudSyncDbActivities } from '../activities/db/cloud-sync';
 import { createCloudSyncHttpActivities } from '../activities/http/cloud-sync';
 import { createFileActivities } from '../activities/files/rf-cache';
@@ -18,8 +21,14 @@ async function main(): Promise<void> {
   const db = await connectOfflineDb(cfg);
   const connection = await NativeConnection.connect({ address: cfg.offline.temporal.address });
 
+  // Upload progress reaches the robotSync workflow as signals (it holds the progress the UI queries).
+  const clientConnection = await Connection.connect({ address: cfg.offline.temporal.address });
+  const client = new Client({ connection: clientConnection, namespace: cfg.offline.temporal.namespace });
+  const progress: ProgressSink = (workflowId, p) => client.workflow.getHandle(workflowId).signal(robotProgressSignal, p);
+
   const activities = {
     ...createRobotInventoryActivities({ models: db.models, cfg }),
+    ...createRobotSyncActivities({ models: db.models, cfg, progress }),
     ...createCloudSyncHttpActivities({ models: db.models, cfg }),
     ...createCloudSyncDbActivities({ models: db.models, cfg }),
     ...createFileActivities({ cfg }),
@@ -34,11 +43,13 @@ async function main(): Promise<void> {
     maxConcurrentActivityTaskExecutions: cfg.temporal.maxConcurrentActivities,
     // In-flight downloads get time to heartbeat their last offset before the worker exits.
     shutdownGraceTime: '10s',
+    // A large upload's offset reaches the server at least once a second: a crash loses at most ~1 s of bytes.
+    maxHeartbeatThrottleInterval: '1s',
   });
   const { namespace, taskQueue } = cfg.offline.temporal;
   log.info({ centerId: cfg.offline.centerId, namespace, taskQueue }, 'offline worker started');
   await worker.run();
-  await Promise.allSettled([db.close(), connection.close()]);
+  await Promise.allSettled([db.close(), connection.close(), clientConnection.close()]);
   log.info('offline worker stopped');
 }
 

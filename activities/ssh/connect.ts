@@ -1,8 +1,10 @@
 // SSH to a robot with its host key pinned: ssh2 accepts any host key unless told otherwise, so every
 // connection compares the server's key with the fingerprint recorded for that robot and refuses a mismatch.
+// Credentials stay behind references: a key file path or the *name* of the environment variable holding the
+// password; the secret itself is read here, at connect time, and goes nowhere else (no workflow, no log).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { Client, type SFTPWrapper } from 'ssh2';
+import { Client, type ConnectConfig, type SFTPWrapper } from 'ssh2';
 import type { RobotSshTarget } from '../../common/robot-directory';
 
 export type { RobotSshTarget };
@@ -11,42 +13,108 @@ export class HostKeyMismatchError extends Error {
   override name = 'HostKeyMismatchError';
 }
 
+/** The robot did not answer (refused, timed out, unreachable): the robot is down or off the LAN. */
+export class RobotUnreachableError extends Error {
+  override name = 'RobotUnreachableError';
+}
+
+/** The robot's credential reference cannot be used (missing variable or key file) or was refused by the robot. */
+export class RobotCredentialError extends Error {
+  override name = 'RobotCredentialError';
+}
+
 export const fingerprint = (keyBlob: Buffer): string =>
   'SHA256:' + crypto.createHash('sha256').update(keyBlob).digest('base64').replace(/=+$/, '');
 
-export function connectRobot(target: RobotSshTarget, readyTimeoutMs = 10000): Promise<Client> {
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN']);
+
+/**
+ * A credential reference as stored in the offline app (`env:<VARNAME>` or `key:<private key file>`), turned into
+ * the target's fields. The reference, never the secret, is what a database or a workflow holds.
+ */
+export function credentialFromRef(robotId: string, ref: string): Pick<RobotSshTarget, 'passwordEnv' | 'privateKeyFile'> {
+  const m = /^(env|key):(.+)$/.exec(ref);
+  if (!m) throw new RobotCredentialError(`robot ${robotId}: credential_ref must be env:<VARNAME> or key:<file>`);
+  return m[1] === 'env' ? { passwordEnv: m[2] } : { privateKeyFile: m[2] };
+}
+
+function authOptions(target: RobotSshTarget, env: NodeJS.ProcessEnv): Pick<ConnectConfig, 'password' | 'privateKey'> {
+  if (target.passwordEnv) {
+    const password = env[target.passwordEnv];
+    if (!password) throw new RobotCredentialError(`robot ${target.robotId}: environment variable ${target.passwordEnv} (its SSH password) is not set`);
+    return { password };
+  }
+  if (target.privateKeyFile) {
+    try {
+      return { privateKey: fs.readFileSync(target.privateKeyFile) };
+    } catch (e) {
+      throw new RobotCredentialError(`robot ${target.robotId}: cannot read key file ${target.privateKeyFile}: ${(e as Error).message}`);
+    }
+  }
+  throw new RobotCredentialError(`robot ${target.robotId}: no credential (key file or password variable)`);
+}
+
+export interface ConnectOptions {
+  readyTimeoutMs?: number;
+  /** Where the password variable is read (tests pass their own). */
+  env?: NodeJS.ProcessEnv;
+}
+
+/**
+ * Connects with the host key checked against `expected`; `null` means first contact: any key is accepted and
+ * returned so the caller can pin it. Errors are classified: host key mismatch, unreachable, credential.
+ */
+export function connectWithHostKey(
+  target: Omit<RobotSshTarget, 'hostKeySha256'>,
+  expected: string | null,
+  opts: ConnectOptions = {},
+): Promise<{ client: Client; hostKeySha256: string }> {
   return new Promise((resolve, reject) => {
+    let auth: ReturnType<typeof authOptions>;
+    try {
+      auth = authOptions(target as RobotSshTarget, opts.env ?? process.env);
+    } catch (e) {
+      return reject(e);
+    }
     const client = new Client();
     let seen: string | null = null;
     client
       .on('ready', () => {
         // Nagle on: SFTP throughput drops to a few MiB/s on loopback (STACK.md).
         (client as unknown as { setNoDelay?: (v: boolean) => void }).setNoDelay?.(true);
-        resolve(client);
+        resolve({ client, hostKeySha256: seen! });
       })
-      .on('error', (err) => {
+      .on('error', (err: Error & { code?: string; level?: string }) => {
         client.end();
-        reject(
-          seen && seen !== target.hostKeySha256
-            ? new HostKeyMismatchError(`host key of ${target.robotId} is ${seen}, expected ${target.hostKeySha256}`)
-            : err,
-        );
+        if (expected && seen && seen !== expected) {
+          reject(new HostKeyMismatchError(`host key mismatch: ${target.robotId} presented ${seen}, pinned ${expected}`));
+        } else if ((err.code && UNREACHABLE.has(err.code)) || /Timed out while waiting for handshake/.test(err.message)) {
+          reject(new RobotUnreachableError(`robot ${target.robotId} unreachable at ${target.host}:${target.port}: ${err.code ?? err.message}`));
+        } else if (err.level === 'client-authentication') {
+          reject(new RobotCredentialError(`robot ${target.robotId}: authentication refused for user ${target.username}`));
+        } else {
+          reject(err);
+        }
       })
       .connect({
         host: target.host,
         port: target.port,
         username: target.username,
-        privateKey: fs.readFileSync(target.privateKeyFile),
-        readyTimeout: readyTimeoutMs,
+        ...auth,
+        readyTimeout: opts.readyTimeoutMs ?? 10000,
         hostVerifier: (key: Buffer) => {
           seen = fingerprint(key);
-          return seen === target.hostKeySha256;
+          return expected === null || seen === expected;
         },
       });
   });
 }
 
-export function exec(client: Client, command: string): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function connectRobot(target: RobotSshTarget, readyTimeoutMs = 10000): Promise<Client> {
+  return (await connectWithHostKey(target, target.hostKeySha256, { readyTimeoutMs })).client;
+}
+
+export function exec(client: Client, command: string, stdin?: Buffer | string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     client.exec(command, (err, stream) => {
       if (err) return reject(err);
@@ -55,6 +123,7 @@ export function exec(client: Client, command: string): Promise<{ code: number; s
       stream.on('data', (d: Buffer) => (stdout += d.toString()));
       stream.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
       stream.on('close', (code: number | null) => resolve({ code: code ?? -1, stdout, stderr }));
+      if (stdin !== undefined) stream.end(stdin);
     });
   });
 }

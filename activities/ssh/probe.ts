@@ -1,12 +1,15 @@
 // Stack probe, SSH part: run a command on a robot and upload a file over SFTP with the robot's host key
-// pinned. The upload is resumable and idempotent, the way every robot upload in this project works:
-// `<name>.part` written at explicit offsets, the confirmed offset heartbeated (a retried attempt continues
-// from it instead of starting over), fsync, then an atomic posix-rename onto the final name.
+// pinned, through the robot upload engine (sftp-upload.ts) every robot upload uses: `<name>.part` written at
+// explicit offsets, the confirmed offset heartbeated (a retried attempt continues from it instead of starting
+// over), fsync, then an atomic posix-rename onto the final name.
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Context, activityInfo } from '@temporalio/activity';
-import type { SFTPWrapper } from 'ssh2';
 import type { RobotDirectory } from '../../common/robot-directory';
 import { connectRobot, exec, sftp, shq } from './connect';
+import { ensureRemoteDirs, uploadFiles, type ResumePoint } from './sftp-upload';
 
 export interface SshProbeInput {
   probeId: string;
@@ -37,15 +40,16 @@ export function probeBytes(probeId: string, offset: number, length: number): Buf
   return out;
 }
 
-const p = <T>(fn: (cb: (err: Error | null | undefined, v: T) => void) => void) =>
-  new Promise<T>((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
-
-async function remoteSize(s: SFTPWrapper, file: string): Promise<number> {
+/** Writes the probe's content to a local file (deterministic: a retried attempt regenerates the same bytes). */
+function probeFile(probeId: string, bytes: number): string {
+  const file = path.join(os.tmpdir(), `fleetsync-probe-${probeId}.bin`);
+  const fd = fs.openSync(file, 'w');
   try {
-    return (await p<{ size: number }>((cb) => s.stat(file, cb))).size;
-  } catch {
-    return 0;
+    for (let o = 0; o < bytes; o += CHUNK) fs.writeSync(fd, probeBytes(probeId, o, Math.min(CHUNK, bytes - o)));
+  } finally {
+    fs.closeSync(fd);
   }
+  return file;
 }
 
 export function createSshProbeActivities(robots: RobotDirectory) {
@@ -53,51 +57,38 @@ export function createSshProbeActivities(robots: RobotDirectory) {
     async probeSshUpload(input: SshProbeInput): Promise<SshProbeResult> {
       const target = robots.ssh(input.robotId);
       const client = await connectRobot(target);
+      const local = probeFile(input.probeId, input.bytes);
       try {
         const uname = await exec(client, 'uname -sr');
         if (uname.code !== 0) throw new Error(`uname failed: ${uname.stderr}`);
-        const dir = `${target.root}/probes`;
-        const finalPath = `${dir}/${input.probeId}.bin`;
-        const partPath = `${finalPath}.part`;
-        const mk = await exec(client, `mkdir -p ${shq(dir)}`);
-        if (mk.code !== 0) throw new Error(`mkdir failed: ${mk.stderr}`);
+        const finalPath = `${target.root}/probes/${input.probeId}.bin`;
+        const sha256 = crypto.createHash('sha256').update(fs.readFileSync(local)).digest('hex');
+        await ensureRemoteDirs(client, [finalPath]);
         const s = await sftp(client);
-
-        // Resume from what the previous attempt confirmed, never past what the robot actually holds.
-        const confirmed = (Context.current().info.heartbeatDetails as { offset?: number } | undefined)?.offset ?? 0;
-        const resumedFrom = Math.min(confirmed, await remoteSize(s, partPath));
-        const handle = await p<Buffer>((cb) => s.open(partPath, resumedFrom > 0 ? 'r+' : 'w', cb));
-        const started = Date.now();
-        for (let offset = resumedFrom; offset < input.bytes; ) {
-          const n = Math.min(CHUNK, input.bytes - offset);
-          const chunk = probeBytes(input.probeId, offset, n);
-          await p<void>((cb) => s.write(handle, chunk, 0, n, offset, (err) => cb(err, undefined)));
-          offset += n;
-          Context.current().heartbeat({ offset });
-          if (input.throttleBytesPerSec) {
-            const due = started + ((offset - resumedFrom) / input.throttleBytesPerSec) * 1000;
-            await Context.current().sleep(Math.max(0, due - Date.now()));
-          }
-        }
-        await p<void>((cb) => s.ext_openssh_fsync(handle, (err) => cb(err ?? null, undefined)));
-        await p<void>((cb) => s.close(handle, (err) => cb(err, undefined)));
-        await p<void>((cb) => s.ext_openssh_rename(partPath, finalPath, (err) => cb(err ?? null, undefined)));
+        // The robot upload engine: resumes from what the previous attempt confirmed (its last heartbeat).
+        const resume = (Context.current().info.heartbeatDetails as { resume?: ResumePoint | null } | undefined)?.resume ?? null;
+        const up = await uploadFiles(s, [{ localPath: local, remotePath: finalPath, size: input.bytes, sha256 }], {
+          resume,
+          resumableFrom: 0,
+          throttleBytesPerSec: input.throttleBytesPerSec,
+          onProgress: (p) => Context.current().heartbeat({ resume: p.resume }),
+        });
         s.end();
+        if (up.failed.length) throw new Error(`upload failed: ${up.failed[0].error}`);
 
         const sum = await exec(client, `sha256sum ${shq(finalPath)}`);
         if (sum.code !== 0) throw new Error(`sha256sum failed: ${sum.stderr}`);
-        const local = crypto.createHash('sha256');
-        for (let o = 0; o < input.bytes; o += CHUNK) local.update(probeBytes(input.probeId, o, Math.min(CHUNK, input.bytes - o)));
         return {
           attempt: activityInfo().attempt,
           uname: uname.stdout.trim(),
           remotePath: finalPath,
-          resumedFrom,
-          sha256: local.digest('hex'),
+          resumedFrom: up.resumedFrom,
+          sha256,
           remoteSha256: sum.stdout.split(/\s+/)[0],
         };
       } finally {
         client.end();
+        fs.rmSync(local, { force: true });
       }
     },
   };

@@ -6,6 +6,7 @@ import { connectOfflineDb } from '../../common/db';
 import { createLogger } from '../../common/logger';
 import { closeServer, listen } from '../server';
 import { createOfflineApp } from './app';
+import { robotsRouter } from './robots';
 
 async function main(): Promise<void> {
   const cfg = loadConfig();
@@ -13,7 +14,7 @@ async function main(): Promise<void> {
   const db = await connectOfflineDb(cfg);
   const connection = await Connection.connect({ address: cfg.offline.temporal.address });
   const temporal = new WorkflowClient({ connection, namespace: cfg.offline.temporal.namespace });
-  const app = createOfflineApp({ cfg, db, temporal, log });
+  const app = createOfflineApp({ cfg, db, temporal, log, routers: [robotsRouter({ cfg, models: db.models, temporal })] });
   const { host, port } = cfg.offline.api;
   const server = await listen(app, port, host);
   log.info({ host, port, centerId: cfg.offline.centerId, namespace: cfg.offline.temporal.namespace }, 'offline API listening');

@@ -6,6 +6,7 @@ import mqtt from 'mqtt';
 import { bundleWorkflowCode, NativeConnection, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
 import { connectRobot, HostKeyMismatchError } from '../../activities/ssh/connect';
+import { uploadPartPath } from '../../activities/ssh/sftp-upload';
 import { createS3Client } from '../../activities/s3/client';
 import { connectDb, type Db } from '../../common/db';
 import { createStackProbeActivities } from '../../workers/probe-activities';
@@ -70,7 +71,7 @@ test('one workflow reaches MongoDB (FerretDB), S3 (versitygw), Mosquitto and a r
   const onRobot = path.join(robot.root, 'probes', `${probeId}.bin`);
   expect(fs.statSync(onRobot).size).toBe(3 * 1024 * 1024 + 17);
   expect(sha256File(onRobot)).toBe(result.ssh.sha256);
-  expect(fs.existsSync(`${onRobot}.part`)).toBe(false);
+  expect(fs.existsSync(uploadPartPath(onRobot))).toBe(false);
 
   // Operators find the run by its search attribute (visibility is eventually consistent).
   const listed = await eventually('workflow list by RobotId', async () => {
@@ -93,7 +94,7 @@ test('the workflow survives SIGKILL of its worker in the middle of an activity a
   try {
     await first.waitForOutput('worker started', 60000);
     const handle = await startProbe(taskQueue, { probeId, robotId: robot.id, uploadBytes: bytes, throttleBytesPerSec: 4 * 1024 * 1024 });
-    const part = path.join(robot.root, 'probes', `${probeId}.bin.part`);
+    const part = uploadPartPath(path.join(robot.root, 'probes', `${probeId}.bin`));
     // Kill once the upload is well under way (a few MiB on the robot), not before and not after.
     await eventually('upload in progress', async () => fs.existsSync(part) && fs.statSync(part).size > 6 * 1024 * 1024, 60000);
     await first.kill('SIGKILL');

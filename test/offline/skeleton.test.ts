@@ -57,7 +57,7 @@ test('inventoryRobot lists path, size and sha256 of every file under rf_root, an
   await db.models.Robot.updateOne({ _id: robot.id }, { $set: { rf_root: root } }, { upsert: false });
   const acts = createRobotInventoryActivities({ models: db.models, cfg });
   const result = await acts.inventoryRobot({ robotId: robot.id });
-  expect(result).toEqual({ files: 3, bytes: 71001, hashed: 3 });
+  expect(result).toEqual({ files: 3, bytes: 71001, hashed: 3, removed: 0 });
   const entries = await db.models.InventoryEntry.find({ robot_id: robot.id }).lean();
   const byPath = new Map(entries.map((e) => [e.path, e]));
   for (const [rel, body] of Object.entries(files)) {
@@ -65,7 +65,8 @@ test('inventoryRobot lists path, size and sha256 of every file under rf_root, an
     expect(e).toMatchObject({ _id: `${robot.id}|${path.join(root, rel)}`, size: body.length, sha256: crypto.createHash('sha256').update(body).digest('hex') });
   }
   fs.rmSync(path.join(root, 'a.bin'));
-  expect(await acts.inventoryRobot({ robotId: robot.id })).toMatchObject({ files: 2 });
+  // Incremental: the removal is noticed, and nothing unchanged is hashed again.
+  expect(await acts.inventoryRobot({ robotId: robot.id })).toEqual({ files: 2, bytes: 70001, hashed: 0, removed: 1 });
   expect(await db.models.InventoryEntry.countDocuments({ robot_id: robot.id })).toBe(2);
   expect((await db.models.Robot.findById(robot.id).lean())?.last_inventory_at).toBeInstanceOf(Date);
   fs.rmSync(root, { recursive: true, force: true });

@@ -1,0 +1,279 @@
+// Robot sync's activities (the seed's upload_files_to_remote + traverse_remote_dir): which robots to sync, and per
+// robot one activity on one SSH session: the incremental inventory, then the upload of the RFs the robot lacks
+// according to its perfect state (perfect state − fresh inventory), each sent from the content-addressed cache
+// (RF_CACHE_DIR/<sha256>) by the SFTP engine; what it installs is recorded in the inventory. Only counts go back
+// to the workflow (never a file list). Deletion is never done: RFs on the robot that the perfect state no
+// longer lists are reported as unlisted.
+import fs from 'node:fs';
+import path from 'node:path';
+import { Context } from '@temporalio/activity';
+import type { Client } from 'ssh2';
+import type { Config } from '../../common/config';
+import type { OfflineModels, OfflineRobot, PerfectStateEntry } from '../../common/models/offline';
+import { sftp } from './connect';
+import { inventoryWithClient, listRemote, writeInventory, type Holdings, type InventoryResult, type RemoteFile } from './inventory';
+import { keepAlive, withRobot, type Beat } from './robot-session';
+import { ensureRemoteDirs, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
+
+export interface Counts {
+  files: number;
+  bytes: number;
+}
+
+/** Live progress of one robot, held by the robotSync workflow (signalled by the upload, read by a query). */
+export interface RobotProgress {
+  robotId: string;
+  files: { done: number; total: number };
+  bytes: { done: number; total: number };
+}
+
+/** Delivers a progress update to the robotSync workflow `workflowId` (a Temporal signal in the worker). */
+export type ProgressSink = (workflowId: string, progress: RobotProgress) => Promise<void>;
+
+export interface SyncRobotInput {
+  robotId: string;
+  /** The robotSync workflow that holds the progress (none: no progress reports). */
+  progressTo?: string;
+  /** Tests only: slows the upload so a worker can be killed in the middle of it. */
+  throttleBytesPerSec?: number;
+}
+
+export interface RobotUploadResult {
+  /** RFs the robot lacked (or held with another content) when this attempt planned. */
+  planned: Counts;
+  /** RFs installed at their path by this attempt. */
+  uploaded: Counts;
+  /** Bytes this attempt sent over the wire (a resumed RF counts only its remaining bytes). */
+  sentBytes: number;
+  /** Offset a resumed large RF continued from (0: nothing resumed). */
+  resumedFromBytes: number;
+  /** RFs already on the robot with the right content. */
+  skipped: Counts;
+  failed: Counts & { errors: Array<{ path: string; error: string }> };
+  /** RFs under the robot's rf_root that its perfect state does not list: reported, never deleted. */
+  unlisted: { files: number; bytes: number; sample: string[] };
+}
+
+export interface SyncRobotResult {
+  inventory: InventoryResult;
+  upload: RobotUploadResult;
+  /** Milliseconds per step (inventory with the perfect-state read, upload, inventory record). */
+  ms: { inventory: number; upload: number; record: number };
+}
+
+export interface RobotsToSync {
+  connected: string[];
+  notConnected: string[];
+  unknown: string[];
+}
+
+const SAMPLE = 20;
+/** From this size an RF is sent alone with every write slot, fsynced on its own and resumable mid-file. */
+const LARGE_RF = 2 * 1024 * 1024;
+const PROGRESS_EVERY_MS = 1000;
+
+/** Inside the robot's rf_root, absolute, no `..`: the perfect state cannot make us write elsewhere. */
+export function insideRoot(root: string, p: string): boolean {
+  if (!path.posix.isAbsolute(p) || p.split('/').includes('..')) return false;
+  const rel = path.posix.relative(path.posix.normalize(root), path.posix.normalize(p));
+  return rel !== '' && !rel.startsWith('..') && !path.posix.isAbsolute(rel);
+}
+
+interface Plan {
+  items: UploadItem[];
+  skipped: Counts;
+  failed: RobotUploadResult['failed'];
+  unlisted: RobotUploadResult['unlisted'];
+  known: Holdings;
+}
+
+/** Perfect state − holdings: what to send, what is there already, what cannot be sent, what is not listed. */
+function plan(cfg: Config, robot: OfflineRobot, wanted: PerfectStateEntry[], known: Holdings): Plan {
+  const out: Plan = {
+    items: [],
+    skipped: { files: 0, bytes: 0 },
+    failed: { files: 0, bytes: 0, errors: [] },
+    unlisted: { files: 0, bytes: 0, sample: [] },
+    known,
+  };
+  const fail = (p: string, size: number, error: string) => {
+    out.failed.files++;
+    out.failed.bytes += size;
+    if (out.failed.errors.length < SAMPLE) out.failed.errors.push({ path: p, error });
+  };
+  const listed = new Set<string>();
+  for (const w of wanted.sort((a, b) => a.path.localeCompare(b.path))) {
+    listed.add(w.path);
+    const have = known.get(w.path);
+    if (have && have.sha256 === w.sha256 && have.size === w.size) {
+      out.skipped.files++;
+      out.skipped.bytes += w.size;
+      continue;
+    }
+    if (!insideRoot(robot.rf_root, w.path)) {
+      fail(w.path, w.size, `outside the robot's rf_root ${robot.rf_root}`);
+      continue;
+    }
+    if (!/^[0-9a-f]{64}$/.test(w.sha256)) {
+      fail(w.path, w.size, 'perfect state entry has no valid sha256');
+      continue;
+    }
+    const localPath = path.join(cfg.offline.rfCacheDir, w.sha256);
+    const st = fs.statSync(localPath, { throwIfNoEntry: false });
+    if (!st || st.size !== w.size) {
+      fail(w.path, w.size, 'not in the RF cache (run cloud sync first)');
+      continue;
+    }
+    out.items.push({ localPath, remotePath: w.path, size: w.size, sha256: w.sha256 });
+  }
+  for (const [p, e] of known) {
+    if (listed.has(p)) continue;
+    out.unlisted.files++;
+    out.unlisted.bytes += e.size;
+    if (out.unlisted.sample.length < SAMPLE) out.unlisted.sample.push(p);
+  }
+  return out;
+}
+
+const emptyResult = (p: Plan): RobotUploadResult => ({
+  planned: { files: p.items.length, bytes: p.items.reduce((n, i) => n + i.size, 0) },
+  uploaded: { files: 0, bytes: 0 },
+  sentBytes: 0,
+  resumedFromBytes: 0,
+  skipped: p.skipped,
+  failed: p.failed,
+  unlisted: p.unlisted,
+});
+
+function heartbeatDetails(): ResumePoint | null {
+  const d = Context.current().info.heartbeatDetails as { resume?: ResumePoint | null } | undefined;
+  return d?.resume ?? null;
+}
+
+async function upload(
+  deps: { models: OfflineModels; progress?: ProgressSink },
+  input: SyncRobotInput,
+  robot: OfflineRobot,
+  client: Client,
+  p: Plan,
+  beat: Beat,
+): Promise<Pick<RobotUploadResult, 'uploaded' | 'sentBytes' | 'resumedFromBytes'> & { failed: Array<{ path: string; error: string }>; installed: UploadItem[] }> {
+  const total = { files: p.items.length, bytes: p.items.reduce((n, i) => n + i.size, 0) };
+  let last = 0;
+  let pendingReport: Promise<void> = Promise.resolve();
+  const report = (files: number, bytes: number, force = false) => {
+    if (!input.progressTo || !deps.progress || (!force && Date.now() - last < PROGRESS_EVERY_MS)) return;
+    last = Date.now();
+    const to = input.progressTo;
+    // One report in flight at a time; a lost report is only a late progress bar.
+    pendingReport = pendingReport.then(() =>
+      deps.progress!(to, { robotId: robot._id, files: { done: files, total: total.files }, bytes: { done: bytes, total: total.bytes } }).catch(() => undefined),
+    );
+  };
+  report(0, 0, true);
+  await ensureRemoteDirs(client, p.items.map((i) => i.remotePath));
+  const s = await sftp(client);
+  // Large RFs get a second session that flushes their parts to disk while the first keeps writing.
+  const flushSession = p.items.some((i) => i.size >= LARGE_RF) ? await sftp(client) : undefined;
+  const installed: UploadItem[] = [];
+  // Kept until a large RF reports its own point: small files sent first must not erase it. A stale point is
+  // harmless: it is only used while its .part is still on the robot.
+  const prior = heartbeatDetails();
+  try {
+    const r = await uploadFiles(s, p.items, {
+      resumableFrom: LARGE_RF,
+      flushSession,
+      resume: prior,
+      flush: () => flushRemoteFs(client, robot.rf_root),
+      throttleBytesPerSec: input.throttleBytesPerSec,
+      onFileDone: (item) => installed.push(item),
+      onProgress: (pr) => {
+        beat.set({ resume: pr.resume ?? prior, files: pr.files, bytes: pr.bytes });
+        report(pr.files, pr.bytes);
+      },
+    });
+    report(r.files, r.bytesSent, true);
+    await pendingReport;
+    return {
+      uploaded: { files: r.files, bytes: r.bytesInstalled },
+      sentBytes: r.bytesSent,
+      resumedFromBytes: r.resumedFrom,
+      failed: r.failed.map((f) => ({ path: f.remotePath, error: f.error })),
+      installed,
+    };
+  } finally {
+    s.end();
+    flushSession?.end();
+  }
+}
+
+export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Config; progress?: ProgressSink }) {
+  const { models, cfg } = deps;
+  return {
+    /** Which robots a run covers: the connected ones (all known robots when `robotIds` is not given). */
+    async listRobotsToSync({ robotIds }: { robotIds?: string[] }): Promise<RobotsToSync> {
+      const rows = await models.Robot.find(robotIds ? { _id: { $in: robotIds } } : {}, { connected: 1 }).lean<Array<Pick<OfflineRobot, '_id' | 'connected'>>>();
+      const found = new Set(rows.map((r) => r._id));
+      return {
+        connected: rows.filter((r) => r.connected).map((r) => r._id).sort(),
+        notConnected: rows.filter((r) => !r.connected).map((r) => r._id).sort(),
+        unknown: (robotIds ?? []).filter((id) => !found.has(id)),
+      };
+    },
+
+    /**
+     * One robot's sync on one SSH session: the inventory (hashing only what changed), then the upload of the RFs
+     * its perfect state lists and it lacks. A retry after a crash takes the inventory again (cheap: nothing
+     * changed) and resumes a large RF from the last heartbeat.
+     */
+    async syncRobot(input: SyncRobotInput): Promise<SyncRobotResult> {
+      const beat = keepAlive();
+      try {
+        return await withRobot(models, input.robotId, async (robot, client) => {
+          const t0 = Date.now();
+          const ms = { inventory: 0, upload: 0, record: 0 };
+          const [inv, wanted] = await Promise.all([
+            inventoryWithClient(models, robot._id, robot.rf_root, client),
+            models.PerfectStateEntry.find({ robot_id: robot._id }, { path: 1, sha256: 1, size: 1 }).lean<PerfectStateEntry[]>(),
+          ]);
+          const p = plan(cfg, robot, wanted, inv.holdings);
+          const result = emptyResult(p);
+          ms.inventory = Date.now() - t0;
+          if (p.items.length === 0) return { inventory: inv.result, upload: result, ms };
+          const up = await upload(deps, input, robot, client, p, beat);
+          ms.upload = Date.now() - t0 - ms.inventory;
+          // What we installed is in the inventory now: its sha256 is the cache's, size and mtime the robot's.
+          if (up.installed.length) {
+            const stat = new Map((await listRemote(client, robot.rf_root)).map((f) => [f.path, f]));
+            const fresh: RemoteFile[] = [];
+            for (const i of up.installed) {
+              const st = stat.get(i.remotePath);
+              if (st && st.size === i.size) fresh.push({ ...st, sha256: i.sha256 });
+            }
+            await writeInventory(models, robot._id, fresh, new Set(p.known.keys()));
+          }
+          const sizes = new Map(p.items.map((i) => [i.remotePath, i.size]));
+          for (const f of up.failed) {
+            result.failed.files++;
+            result.failed.bytes += sizes.get(f.path) ?? 0;
+            if (result.failed.errors.length < SAMPLE) result.failed.errors.push(f);
+          }
+          ms.record = Date.now() - t0 - ms.inventory - ms.upload;
+          return { inventory: inv.result, upload: { ...result, uploaded: up.uploaded, sentBytes: up.sentBytes, resumedFromBytes: up.resumedFromBytes }, ms };
+        });
+      } finally {
+        beat.stop();
+      }
+    },
+
+    /** Stores each robot's outcome as its `last_sync` (one small write per robot). */
+    async recordRobotSync({ runId, results }: { runId: string; results: Array<{ robotId: string; status: string; summary: unknown }> }): Promise<void> {
+      const at = new Date();
+      for (const r of results) {
+        await models.Robot.updateOne({ _id: r.robotId }, { $set: { last_sync: { run_id: runId, at, status: r.status, ...(r.summary as object) } } });
+      }
+    },
+  };
+}
+
+export type RobotSyncActivities = ReturnType<typeof createRobotSyncActivities>;
