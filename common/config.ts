@@ -127,6 +127,8 @@ const envSchema = z.object({
   OFFLINE_API_HOST: z.string().min(1).optional(),
   OFFLINE_MONGO_DB: z.string().min(1).default('center'),
   OFFLINE_TEMPORAL_ADDRESS: z.string().optional(),
+  // The center's Temporal Web, linked from the specialist UI (locally the shared dev server's).
+  OFFLINE_TEMPORAL_WEB_URL: z.string().url().optional(),
   OFFLINE_TEMPORAL_NAMESPACE: z.string().min(1).default('center'),
   OFFLINE_TASK_QUEUE: z.string().min(1).default('center'),
   CLOUD_API_URL: z.string().url().optional(),
@@ -188,7 +190,7 @@ export interface Config {
     centerId: string;
     api: { host: string; port: number };
     mongoDb: string;
-    temporal: { address: string; namespace: string; taskQueue: string };
+    temporal: { address: string; webUrl: string; namespace: string; taskQueue: string };
     cloudApiUrl: string;
     /** null until the center is installed (locally: until the seeding wrote it); production requires it. */
     centerJwt: string | null;
@@ -312,6 +314,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       mongoDb: e.OFFLINE_MONGO_DB,
       temporal: {
         address: e.OFFLINE_TEMPORAL_ADDRESS ?? temporalAddress,
+        webUrl: e.OFFLINE_TEMPORAL_WEB_URL ?? e.TEMPORAL_WEB_URL ?? `http://127.0.0.1:${e.TEMPORAL_UI_PORT}`,
         namespace: e.OFFLINE_TEMPORAL_NAMESPACE,
         taskQueue: e.OFFLINE_TASK_QUEUE,
       },

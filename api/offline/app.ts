@@ -6,6 +6,7 @@ import type { Config } from '../../common/config';
 import type { OfflineDb } from '../../common/db';
 import type { Logger } from '../../common/logger';
 import { errorHandler, notFoundHandler } from '../ota/errors';
+import { uiRouter } from '../ui-static';
 import { syncRouter } from './sync-routes';
 
 export interface OfflineAppDeps {
@@ -29,6 +30,17 @@ export function createOfflineApp(deps: OfflineAppDeps): Express {
   });
   app.use('/api', syncRouter(deps));
   for (const r of deps.routers ?? []) app.use('/api', r);
+  app.use('/api', notFoundHandler);
+  // The specialist UI (a static app calling /api): robots, "Synchronize" and "Update Robots" with live progress.
+  app.use(
+    '/',
+    uiRouter('specialist', () => ({
+      apiBase: '/api',
+      centerId: deps.cfg.offline.centerId,
+      temporalWebUrl: deps.cfg.offline.temporal.webUrl,
+      temporalNamespace: deps.cfg.offline.temporal.namespace,
+    })),
+  );
   app.use(notFoundHandler);
   app.use(errorHandler(deps.log));
   return app;

@@ -31,6 +31,14 @@ export function Progress({ label, value, max, text }: { label: string; value: nu
 
 const STATUS_TONE: Record<string, string> = {
   COMPLETED: 'ok',
+  SYNCED: 'ok',
+  CONNECTED: 'ok',
+  'NOT CONNECTED': 'muted',
+  RUNNING: 'info',
+  PARTIAL: 'warn',
+  UNREACHABLE: 'bad',
+  'HOST KEY MISMATCH': 'bad',
+  'CREDENTIAL REFUSED': 'bad',
   SUCCEEDED: 'ok',
   UPLOADED: 'ok',
   FAILED: 'bad',
@@ -41,7 +49,7 @@ const STATUS_TONE: Record<string, string> = {
 };
 
 export function StatusBadge({ status }: { status: string }) {
-  return <span className={`badge badge-${STATUS_TONE[status] ?? 'info'}`}>{status}</span>;
+  return <span className={`badge badge-${STATUS_TONE[status.toUpperCase()] ?? 'info'}`}>{status}</span>;
 }
 
 export function Notice({ tone, children }: { tone: 'error' | 'info' | 'success' | 'warning'; children: ReactNode }) {
