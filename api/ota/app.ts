@@ -12,6 +12,7 @@ import { filesRouter } from './routes/files';
 import { healthRouter } from './routes/health';
 import { jobsRouter } from './routes/jobs';
 import { robotsRouter } from './routes/robots';
+import { rolloutsRouter } from './routes/rollouts';
 import { resolveContext, type OtaAppDeps, type OtaContext } from './types';
 
 export const API_PREFIX = '/api/v1';
@@ -44,6 +45,8 @@ export function createOtaRouter(deps: OtaAppDeps): Router {
   r.use(filesRouter(ctx));
   r.use(deployRouter(ctx));
   r.use(jobsRouter(ctx));
+  // INTEGRATOR (issue 15): rolloutsRouter(ctx, { read: requireRole('viewer'), mutate: requireRole('operator') }).
+  r.use(rolloutsRouter(ctx));
   // INTEGRATOR (issue 15): robotsRouter(ctx, requireRole('admin')).
   r.use(express.json({ limit: '64kb' }), robotsRouter(ctx));
   r.use(notFoundHandler);

@@ -115,7 +115,8 @@ export class JobReconciler {
     const max = Math.max(1, ctx.options.reconcileMaxJobsPerPass);
     const out: ReconcilePass = { scanned: 0, started: [], errors: 0, complete: false };
     while (out.scanned < max) {
-      const filter: FilterQuery<OtaJob> = { status: 'PENDING', timestamp: { $lt: cutoff } };
+      // Rollout jobs wait PENDING for their turn by design: their rollout's workflow drives them, not one of their own.
+      const filter: FilterQuery<OtaJob> = { status: 'PENDING', timestamp: { $lt: cutoff }, deployment_id: null };
       const from = this.cursor;
       if (from) filter.$or = [{ timestamp: { $gt: from.t } }, { timestamp: from.t, _id: { $gt: from.id } }];
       const limit = Math.min(CHUNK, max - out.scanned);

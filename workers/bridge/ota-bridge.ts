@@ -50,11 +50,24 @@ import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from '../../activities/db/timeou
 import { upsertDeployTarget } from '../../activities/db/ota-jobs';
 import { sharedStateFilter } from './lanes';
 import { otaWorkflowId, robotPresenceSignal, robotReportSignal } from '../../workflows/ota-contract';
+import { RolloutBatcher } from './rollout-batcher';
 
 const NON_TERMINAL_STATUSES: JobStatus[] = JOB_STATUSES.filter((s) => !isTerminal(s));
 /** A state map with more entries than this is not a robot's job list (the daemon runs a handful at a time). */
 const MAX_JOBS_PER_REPORT = 500;
 const MAX_REMEMBERED_REPORTS = 10_000;
+/** A robot's error message is stored and shown to operators; longer ones are cut. */
+const MAX_ERROR_MSG = 2000;
+
+/** Map.set that forgets the oldest entry past MAX_REMEMBERED_REPORTS * 5 (a fleet's worth of jobs). */
+function boundedSet<K, V>(m: Map<K, V>, k: K, v: V): void {
+  m.delete(k);
+  m.set(k, v);
+  if (m.size > MAX_REMEMBERED_REPORTS * 5) {
+    const oldest = m.keys().next().value;
+    if (oldest !== undefined) m.delete(oldest);
+  }
+}
 
 export interface OtaBridgeOptions {
   /**
@@ -80,6 +93,14 @@ export interface OtaBridgeOptions {
   resendEveryMs?: number;
   /** Jobs younger than this are not re-sent: their first dispatch may still be on its way (default 5 s). */
   resendGraceMs?: number;
+  /** Reports of rollout jobs are gathered per rollout this long before one signal carries them (default 200 ms). */
+  rolloutWindowMs?: number;
+}
+
+/** What the bridge keeps of a rollout job after its first report: later reports need no database read. */
+interface RolloutJobMeta {
+  robotId: string;
+  rolloutId: string;
 }
 
 export class OtaBridge {
@@ -99,6 +120,13 @@ export class OtaBridge {
   private readonly lastAliveCheck = new Map<string, number>();
   /** job → when it was last sent again because its robot's state map lacked it. */
   private readonly lastResend = new Map<string, number>();
+  /** Rollout jobs seen (owner and rollout): a robot's repeated heartbeats cost no database read. */
+  private readonly rolloutJobs = new Map<string, RolloutJobMeta>();
+  /** Rollout job → the last status its rollout got; a repeat is skipped before any database read. */
+  private readonly rolloutForwarded = new Map<string, string>();
+  /** Rollout job → when its ack was last re-published for a repeated terminal report. */
+  private readonly rolloutReacked = new Map<string, number>();
+  private readonly rollouts: RolloutBatcher;
 
   constructor(private readonly o: OtaBridgeOptions) {
     this.log = o.log;
@@ -107,6 +135,21 @@ export class OtaBridge {
     this.signalConcurrency = o.signalConcurrency ?? 8;
     if (o.stateLanes.length === 0) throw new Error('OtaBridge needs at least one state lane');
     this.stateFilter = sharedStateFilter(o.shareGroup);
+    this.rollouts = new RolloutBatcher({
+      workflows: o.workflows,
+      log: o.log,
+      windowMs: o.rolloutWindowMs,
+      onDelivered: (_rolloutId, reports) => {
+        for (const r of reports) boundedSet(this.rolloutForwarded, r.jobId, r.status);
+      },
+      onClosed: (_rolloutId, jobIds) => {
+        // Read again next time: the job is terminal in the database by now and its ack is then re-sent.
+        for (const id of jobIds) {
+          this.rolloutJobs.delete(id);
+          this.rolloutForwarded.delete(id);
+        }
+      },
+    });
     // Installed before the first packet: a persistent session delivers queued messages right after CONNACK.
     // Each client gets its own handler, so each is serial on its own and the clients run side by side.
     for (const client of [o.mqtt, ...o.stateLanes]) {
@@ -147,6 +190,11 @@ export class OtaBridge {
   /** Stops retrying; the caller then ends the MQTT client (unacked messages return with the session). */
   stop(): void {
     this.stopping = true;
+  }
+
+  /** Sends the rollout reports gathered so far (before the connections close at shutdown). */
+  flush(): Promise<void> {
+    return this.rollouts.flushAll();
   }
 
   /** Handles one message; never rejects (a failure is logged and the message acknowledged). */
@@ -214,7 +262,7 @@ export class OtaBridge {
     const open = await withDbTimeout(
       'find open jobs',
       this.dbTimeoutMs,
-      OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1, timestamp: 1 }).lean(),
+      OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1, timestamp: 1, deployment_id: 1 }).lean(),
     );
     const every = this.o.resendEveryMs ?? 15_000;
     const grace = this.o.resendGraceMs ?? 5000;
@@ -224,10 +272,16 @@ export class OtaBridge {
       .map((j) => j.id);
     if (missing.length === 0) return;
     for (const id of missing) this.lastResend.set(id, now);
+    const rolloutOf = new Map(open.filter((j) => j.deployment_id).map((j) => [String(j._id), j.deployment_id as string]));
     if (this.lastResend.size > MAX_REMEMBERED_REPORTS) {
       for (const [id, at] of this.lastResend) if (now - at >= every) this.lastResend.delete(id);
     }
     await forEachLimited(missing, this.signalConcurrency, async (jobId) => {
+      const rolloutId = rolloutOf.get(jobId);
+      if (rolloutId) {
+        this.rollouts.addOnline(rolloutId, jobId);
+        return;
+      }
       try {
         // An "online" makes the workflow dispatch again, whether it waits for the robot or follows the job.
         await this.o.workflows.getHandle(otaWorkflowId(jobId)).signal(robotPresenceSignal, { online: true });
@@ -239,8 +293,18 @@ export class OtaBridge {
   }
 
   private async forwardReport(robotId: string, jobId: string, report: JobReport): Promise<void> {
+    // Rollout jobs already seen: decided from memory, before any database read.
+    const known = this.rolloutJobs.get(jobId);
+    if (known) {
+      if (known.robotId !== robotId) {
+        this.log.warn({ robotId, jobId, owner: known.robotId }, 'forged report dropped: the job belongs to another robot');
+        return;
+      }
+      this.forwardRolloutReport(known, jobId, report);
+      return;
+    }
     const { OtaJob } = this.o.models;
-    const job = await withDbTimeout('load job', this.dbTimeoutMs, OtaJob.findById(jobId, { robot_id: 1, status: 1 }).lean());
+    const job = await withDbTimeout('load job', this.dbTimeoutMs, OtaJob.findById(jobId, { robot_id: 1, status: 1, deployment_id: 1 }).lean());
     if (!job) {
       this.log.warn({ robotId, jobId }, 'report for an unknown job dropped');
       return;
@@ -256,6 +320,12 @@ export class OtaBridge {
       // The daemon still reports a finished job: it missed the ack. Not awaited (see republishAck).
       this.lastForwarded.delete(jobId);
       this.republishAck(robotId, jobId);
+      return;
+    }
+    if (job.deployment_id) {
+      const meta = { robotId, rolloutId: job.deployment_id };
+      boundedSet(this.rolloutJobs, jobId, meta);
+      this.forwardRolloutReport(meta, jobId, report);
       return;
     }
     const key = `${report.status}|${report.progress ?? ''}|${report.error_msg ?? ''}`;
@@ -286,6 +356,25 @@ export class OtaBridge {
       if (--flight.count === 0) this.inFlight.delete(jobId);
     }
     this.log.debug({ robotId, jobId, status: report.status, progress: report.progress }, 'report forwarded');
+  }
+
+  /**
+   * A rollout job's report joins its rollout's next batch. Only status changes go (progress ticks stay on the
+   * robot); a repeated terminal report means the daemon has not had its ack: re-sent at most every 5 s, once
+   * the rollout has the report (the rollout acks after storing; this only covers a lost ack).
+   */
+  private forwardRolloutReport(meta: RolloutJobMeta, jobId: string, report: JobReport): void {
+    if (this.rolloutForwarded.get(jobId) === report.status) {
+      if (isTerminal(report.status)) {
+        const now = Date.now();
+        if (now - (this.rolloutReacked.get(jobId) ?? 0) >= 5000) {
+          boundedSet(this.rolloutReacked, jobId, now);
+          this.republishAck(meta.robotId, jobId);
+        }
+      }
+      return;
+    }
+    this.rollouts.addReport(meta.rolloutId, { jobId, robotId: meta.robotId, status: report.status, error_msg: report.error_msg?.slice(0, MAX_ERROR_MSG) ?? null });
   }
 
   /**
@@ -328,12 +417,14 @@ export class OtaBridge {
       withDbTimeout(
         'find open jobs',
         this.dbTimeoutMs,
-        OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1 }).lean(),
+        OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1, deployment_id: 1 }).lean(),
       ),
       untilStopped,
     );
     if (!jobs) return;
-    const ids = jobs.map((j) => String(j._id));
+    // Rollout jobs: the robot's return joins its rollout's next batch (an "offline" changes nothing there).
+    for (const j of jobs) if (j.deployment_id && online) this.rollouts.addOnline(j.deployment_id, String(j._id));
+    const ids = jobs.filter((j) => !j.deployment_id).map((j) => String(j._id));
     let signalled = 0;
     await forEachLimited(ids, this.signalConcurrency, async (jobId) => {
       const ok = await this.retrying('presence signal', { ...ctx, jobId }, async () => {
