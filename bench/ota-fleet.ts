@@ -7,111 +7,16 @@
 // 2. One real daemon process, as a robot runs it (dist/ota-daemon.cjs under plain node, daemon/build.ts),
 //    installing a large file (1 GiB): its peak RSS (VmHWM). Baseline: curl downloading the same object to disk.
 // It runs on its own stack (own ports, data under .data/bench) so it never disturbs `npm start` or the tests.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { SignJWT } from 'jose';
 import { createS3Client } from '../activities/s3/client';
-import { loadConfig, repoRoot, type Config } from '../common/config';
-import { connectDb } from '../common/db';
-import { stackDown, stackUp } from '../infra/stack';
+import { stackDown } from '../infra/stack';
 import { buildDaemonBundle, DAEMON_NODE_FLAGS } from '../daemon/build';
-
-const BENCH_ENV: Record<string, string> = {
-  FLEET_DATA_DIR: path.join(repoRoot, '.data', 'bench'),
-  TEMPORAL_PORT: '47233',
-  TEMPORAL_UI_PORT: '48233',
-  MONGO_PORT: '47017',
-  S3_PORT: '47070',
-  MQTT_PORT: '41883',
-  MQTT_CLOUD_PORT: '41884',
-  FLEET_SSH_BASE_PORT: '42201',
-  API_PORT: '49005',
-  API_PUBLIC_URL: 'http://127.0.0.1:49005',
-  TEMPORAL_TASK_QUEUE: 'bench',
-  MQTT_BRIDGE_CLIENT_ID: 'cloud-bridge-bench',
-  LOG_LEVEL: 'info',
-};
-
-const DAEMON_HOSTS = 8;
-
-interface Child {
-  proc: ChildProcess;
-  out: () => string;
-}
-
-function spawnTs(entry: string, args: string[], env: NodeJS.ProcessEnv): Child {
-  return spawnProcess(process.execPath, ['--import', 'tsx', path.join(repoRoot, entry), ...args], env);
-}
-
-function spawnProcess(command: string, args: string[], env: NodeJS.ProcessEnv): Child {
-  const proc = spawn(command, args, { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  // Keep only the tail: the API and daemons log every request/job.
-  const keep = (d: Buffer) => (out = (out + d.toString()).slice(-20000));
-  proc.stdout!.on('data', keep);
-  proc.stderr!.on('data', keep);
-  return { proc, out: () => out };
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 100): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
-async function waitOutput(c: Child, text: string, timeoutMs = 90000): Promise<void> {
-  await until(`"${text}"`, () => {
-    if (c.proc.exitCode !== null) throw new Error(`process exited before "${text}":\n${c.out()}`);
-    return c.out().includes(text);
-  }, timeoutMs);
-}
-
-function flag(args: string[], name: string, fallback: number): number {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : fallback;
-}
-
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-
-function procStatusMb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
-  try {
-    const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-/** Peak resident set (VmHWM) of a process, in MiB; 0 once it has exited. */
-const peakRssMb = (pid: number) => procStatusMb(pid, 'VmHWM');
-const currentRssMb = (pid: number) => procStatusMb(pid, 'VmRSS');
-
-async function token(cfg: Config): Promise<string> {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256' })
-    .setSubject('bench')
-    .setIssuer(cfg.api.jwtIssuer)
-    .setAudience(cfg.api.jwtAudience)
-    .setExpirationTime('2h')
-    .sign(new TextEncoder().encode(cfg.api.jwtSecret));
-}
-
-/** Runs `count` commands with at most `parallel` at once; resolves with the wall time in seconds. */
-async function runPool(count: number, parallel: number, start: (i: number) => Promise<void>): Promise<number> {
-  const t0 = performance.now();
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(parallel, count) }, async () => {
-      while (next < count) await start(next++);
-    }),
-  );
-  return (performance.now() - t0) / 1000;
-}
+import { currentRssMb, flag, peakRssMb, percentile, runPool, spawnProcess, startBenchSystem, token, until, waitOutput } from './harness';
 
 function curl(args: string[]): Promise<{ code: number; peakMb: number }> {
   return new Promise((resolve, reject) => {
@@ -131,36 +36,7 @@ export async function main(args: string[]): Promise<void> {
   const fileMib = flag(args, '--file-mib', 1);
   const rssFileMib = flag(args, '--rss-file-mib', 1024);
   const concurrency = flag(args, '--concurrency', 16);
-  // --port-offset moves every port of the benchmark's stack (two benchmarks side by side, or a busy port).
-  const offset = flag(args, '--port-offset', 0);
-  const shifted = Object.fromEntries(
-    Object.entries(BENCH_ENV).map(([k, v]) => [k, /_PORT$/.test(k) ? String(Number(v) + offset) : k === 'API_PUBLIC_URL' ? `http://127.0.0.1:${49005 + offset}` : v]),
-  );
-  const env = { ...process.env, ...shifted, FLEET_DATA_DIR: `${BENCH_ENV.FLEET_DATA_DIR}${offset ? `-${offset}` : ''}`, FLEET_ROBOTS: String(robots) };
-  const cfg = loadConfig(env);
-  const say = (l: string) => process.stderr.write(`[bench] ${l}\n`);
-  const children: Child[] = [];
-  const db = await (async () => {
-    const fleet = await stackUp(cfg, { robots, sshd: false, log: say });
-    const apps = [
-      ['workers/main.ts', 'worker started'],
-      ['workers/mqtt-bridge.ts', 'mqtt bridge started'],
-      ['api/main.ts', 'OTA API listening'],
-    ] as const;
-    for (const [entry, ready] of apps) {
-      const c = spawnTs(entry, [], env);
-      children.push(c);
-      await waitOutput(c, ready);
-    }
-    const fleetRobots = fleet.robots.slice(0, robots);
-    const groups = Array.from({ length: DAEMON_HOSTS }, (_, g) => fleetRobots.filter((_, i) => i % DAEMON_HOSTS === g));
-    for (const g of groups.filter((x) => x.length > 0)) {
-      const c = spawnTs('bench/daemon-host.ts', g.map((r) => r.daemonConfig), env);
-      children.push(c);
-      await waitOutput(c, `daemons started: ${g.length}`);
-    }
-    return { conn: await connectDb(cfg), fleet: fleetRobots };
-  })();
+  const { env, cfg, say, children, db } = await startBenchSystem(args, robots);
   const api = `${cfg.api.publicUrl}/api/v1`;
   const auth = { authorization: `Bearer ${await token(cfg)}` };
   const s3 = createS3Client(cfg);

@@ -2,6 +2,7 @@
 // figures from the same run, and the ratio between them.
 const benches: Record<string, () => Promise<{ main: (args: string[]) => Promise<void> }>> = {
   'ota-fleet': () => import('./ota-fleet'),
+  'ota-rollout': () => import('./ota-rollout'),
 };
 
 async function main(): Promise<void> {
