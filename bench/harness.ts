@@ -8,7 +8,7 @@ import { SignJWT } from 'jose';
 import { loadConfig, repoRoot, type Config } from '../common/config';
 import { connectDb, type Db } from '../common/db';
 import type { RobotManifest } from '../infra/fleet';
-import { stackUp } from '../infra/stack';
+import { stackDown, stackUp } from '../infra/stack';
 
 export const BENCH_ENV: Record<string, string> = {
   FLEET_DATA_DIR: path.join(repoRoot, '.data', 'bench'),
@@ -132,23 +132,31 @@ export async function startBenchSystem(args: string[], robots: number, daemonHos
   const cfg = loadConfig(env);
   const say = (l: string) => process.stderr.write(`[bench] ${l}\n`);
   const children: Child[] = [];
-  const fleet = await stackUp(cfg, { robots, sshd: false, log: say });
-  const apps = [
-    ['workers/main.ts', 'worker started'],
-    ['workers/mqtt-bridge.ts', 'mqtt bridge started'],
-    ['api/main.ts', 'OTA API listening'],
-  ] as const;
-  for (const [entry, ready] of apps) {
-    const c = spawnTs(entry, [], env);
-    children.push(c);
-    await waitOutput(c, ready);
+  try {
+    const fleet = await stackUp(cfg, { robots, sshd: false, log: say });
+    const apps = [
+      ['workers/main.ts', 'worker started'],
+      ['workers/mqtt-bridge.ts', 'mqtt bridge started'],
+      ['api/main.ts', 'OTA API listening'],
+    ] as const;
+    for (const [entry, ready] of apps) {
+      const c = spawnTs(entry, [], env);
+      children.push(c);
+      await waitOutput(c, ready);
+    }
+    const fleetRobots = fleet.robots.slice(0, robots);
+    const groups = Array.from({ length: daemonHosts }, (_, g) => fleetRobots.filter((_, i) => i % daemonHosts === g));
+    for (const g of groups.filter((x) => x.length > 0)) {
+      const c = spawnTs('bench/daemon-host.ts', g.map((r) => r.daemonConfig), env);
+      children.push(c);
+      await waitOutput(c, `daemons started: ${g.length}`, 300000);
+    }
+    return { env, cfg, say, children, db: { conn: await connectDb(cfg), fleet: fleetRobots } };
+  } catch (err) {
+    // Nothing left running after a failed start (the caller's cleanup only covers a started system).
+    for (const c of children) c.proc.kill('SIGTERM');
+    await Promise.all(children.map((c) => (c.proc.exitCode === null ? new Promise((r) => c.proc.once('exit', r)) : undefined)));
+    await stackDown(cfg);
+    throw err;
   }
-  const fleetRobots = fleet.robots.slice(0, robots);
-  const groups = Array.from({ length: daemonHosts }, (_, g) => fleetRobots.filter((_, i) => i % daemonHosts === g));
-  for (const g of groups.filter((x) => x.length > 0)) {
-    const c = spawnTs('bench/daemon-host.ts', g.map((r) => r.daemonConfig), env);
-    children.push(c);
-    await waitOutput(c, `daemons started: ${g.length}`, 300000);
-  }
-  return { env, cfg, say, children, db: { conn: await connectDb(cfg), fleet: fleetRobots } };
 }

@@ -100,7 +100,8 @@ export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCar
   // While paused, robots coming back online stay buffered: they are dispatched after the resume.
   const eventsPending = () => s.events.reports.length > 0 || (!s.paused && s.events.online.length > 0);
 
-  let stored = '';
+  // The API stored the rollout RUNNING at creation; a continued run starts from what its predecessor stored.
+  let stored = carried ? '' : 'RUNNING|false|0|null';
   async function store(): Promise<void> {
     const key = `${s.status}|${s.paused}|${s.currentWave}|${s.reason}`;
     if (key === stored) return;
@@ -130,8 +131,8 @@ export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCar
     if (eventsPending()) {
       const reports = s.events.reports.splice(0, APPLY_BATCH);
       const online = s.paused ? [] : s.events.online.splice(0, APPLY_BATCH);
+      // Then on to the decisions and the next dispatch: reports streaming in must never starve dispatching.
       s.waves = await rollout.applyRolloutEvents(rolloutId, { reports, online: [...new Set(online)] }, !s.paused);
-      continue; // more may have arrived meanwhile; decide on the freshest counts
     }
     const jobCancel = s.cancelJobs.shift();
     if (jobCancel) s.waves = await rollout.endRolloutJobs(rolloutId, 'CANCELED', jobCancel.reason, jobCancel.jobIds);

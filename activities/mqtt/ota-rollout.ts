@@ -7,12 +7,12 @@
 // Idempotent under retries: job ids are derived from (rollout, robot), so creating twice inserts nothing new;
 // status writes are guarded by the status order (a repeat is a no-op); a repeated publish is deduped by the
 // daemon (job id). Publishing happens before the job is marked dispatched: a crash in between re-publishes.
+import { forEachLimited } from '../../common/limit';
 import crypto from 'node:crypto';
 import { log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { MqttClient } from 'mqtt';
-import type { AnyBulkWriteOperation } from 'mongodb';
 import type { Config } from '../../common/config';
 import { chunks } from '../../common/db';
 import type { OtaJob, OtaModels } from '../../common/models/ota';
@@ -32,6 +32,11 @@ import { DEFAULT_URL_TTL_SECONDS, presignDownload, signedDeployMessage, type Dis
 export const OTA_ROLLOUT_NOT_FOUND = 'OtaRolloutNotFound';
 
 const NON_TERMINAL: JobStatus[] = JOB_STATUSES.filter((s) => !isTerminal(s));
+/** Ids per `$in` read: one statement is one collection scan on FerretDB, however many ids it names. */
+const READ_CHUNK = 200;
+/** Ids per `$in` write: FerretDB updates document by document (about 10 ms each on a busy 2-core box), so a
+ * write of more than 50 can pass the database timeout. */
+const WRITE_CHUNK = 50;
 /** Publishes in flight at once from one activity (QoS 1, each waits for its PUBACK). */
 const PUBLISH_CONCURRENCY = 64;
 
@@ -53,16 +58,6 @@ export interface OtaRolloutActivityDeps {
   urlTtlSeconds?: number;
 }
 
-/** A job as the driver sees it in the bulk status write. */
-type JobRow = { _id: string; status: string; error_msg: string | null; updated_at: Date; finished_at?: Date; dispatch_state: string; transitions: Array<{ status: string; error_msg: string | null; at: Date }> };
-
-async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length) await fn(items[next++]);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-}
 
 export function createOtaRolloutActivities({
   mqtt,
@@ -84,7 +79,7 @@ export function createOtaRolloutActivities({
   const counts = async (rolloutId: string): Promise<WaveCounts[]> => rolloutCounts(models, rolloutId, (await loadRollout(rolloutId)).wave_sizes, t);
 
   async function setDispatchState(ids: readonly string[], state: DispatchState, from: DispatchState[]): Promise<void> {
-    for (const part of chunks(ids)) {
+    for (const part of chunks(ids, WRITE_CHUNK)) {
       await withDbTimeout(
         'mark dispatch state',
         t,
@@ -197,42 +192,55 @@ export function createOtaRolloutActivities({
       const ids = [...byJob.keys()];
       const acks: Array<{ robotId: string; jobId: string }> = [];
       const completed: string[] = [];
-      for (const part of chunks(ids)) {
+      // Jobs that make the same move (same stored status, same path, same error) are written by one updateMany:
+      // FerretDB scans the collection once per statement, so a statement per job would cost a scan per robot.
+      const groups = new Map<string, { from: JobStatus; path: JobStatus[]; error_msg: string | null; ids: string[] }>();
+      for (const part of chunks(ids, READ_CHUNK)) {
         const current = await withDbTimeout(
           'load reported jobs',
           t,
           OtaJob.find({ _id: { $in: part }, deployment_id: rolloutId }, { _id: 1, robot_id: 1, status: 1 }).lean(),
         );
-        const now = new Date();
-        // The driver's own bulkWrite: the update documents are plain (mongoose would cast $push into subdocuments).
-        const ops: AnyBulkWriteOperation<JobRow>[] = [];
         for (const job of current) {
           const e = byJob.get(job._id)!;
           if (job.robot_id !== e.robotId) continue;
           // The forward path from the stored status through the reported ones (duplicates and stale ones drop out).
-          let at = job.status as JobStatus;
+          const from = job.status as JobStatus;
+          let at = from;
           const path: JobStatus[] = [];
-          for (const s of e.statuses) {
-            if (isForwardTransition(at, s)) {
-              path.push(s);
-              at = s;
+          for (const st of e.statuses) {
+            if (isForwardTransition(at, st)) {
+              path.push(st);
+              at = st;
             }
           }
           if (isTerminal(at)) acks.push({ robotId: job.robot_id, jobId: job._id });
           if (path.length === 0) continue;
-          const error_msg = at === 'FAILED' ? e.error_msg : null;
           if (at === 'COMPLETED') completed.push(job._id);
-          ops.push({
-            updateOne: {
-              filter: { _id: job._id, status: { $in: statusesBefore(at) } },
-              update: {
-                $set: { status: at, error_msg, updated_at: now, dispatch_state: 'dispatched', ...(isTerminal(at) ? { finished_at: now } : {}) },
-                $push: { transitions: { $each: path.map((s) => ({ status: s, error_msg: s === 'FAILED' ? error_msg : null, at: now })) } },
-              },
-            },
-          });
+          const error_msg = at === 'FAILED' ? e.error_msg : null;
+          const key = JSON.stringify([from, path, error_msg]);
+          const g = groups.get(key) ?? { from, path, error_msg, ids: [] };
+          g.ids.push(job._id);
+          groups.set(key, g);
         }
-        if (ops.length > 0) await withDbTimeout('record rollout reports', t, OtaJob.collection.bulkWrite(ops as unknown as AnyBulkWriteOperation[], { ordered: false, maxTimeMS: t } as object));
+      }
+      const now = new Date();
+      for (const g of groups.values()) {
+        const to = g.path[g.path.length - 1];
+        for (const part of chunks(g.ids, WRITE_CHUNK)) {
+          await withDbTimeout(
+            'record rollout reports',
+            t,
+            // Guarded by the status read above: a job that moved meanwhile is left as it is.
+            OtaJob.updateMany(
+              { _id: { $in: part }, status: g.from },
+              {
+                $set: { status: to, error_msg: g.error_msg, updated_at: now, dispatch_state: 'dispatched', ...(isTerminal(to) ? { finished_at: now } : {}) },
+                $push: { transitions: { $each: g.path.map((st) => ({ status: st, error_msg: st === 'FAILED' ? g.error_msg : null, at: now })) } },
+              },
+            ),
+          );
+        }
       }
       if (completed.length > 0) await upsertDeployTargets(completed);
       // Acks only after the terminal status is stored (a job that was already terminal gets its ack again).
@@ -262,7 +270,7 @@ export function createOtaRolloutActivities({
       const filter = { deployment_id: rolloutId, status: { $in: NON_TERMINAL }, ...(jobIds ? { _id: { $in: jobIds } } : {}) };
       const open = await withDbTimeout('load unfinished rollout jobs', t, OtaJob.find(filter, { _id: 1, robot_id: 1, dispatch_state: 1 }).lean());
       const now = new Date();
-      for (const part of chunks(open)) {
+      for (const part of chunks(open, WRITE_CHUNK)) {
         await withDbTimeout(
           'end rollout jobs',
           t,
@@ -295,27 +303,50 @@ export function createOtaRolloutActivities({
     },
   };
 
+  /**
+   * Records what now sits at each completed job's path (deploy_state). Most paths are new: inserted in bulk
+   * (no scan); the ones that exist already (a path deployed before) are updated one statement each.
+   */
   async function upsertDeployTargets(jobIds: readonly string[]): Promise<void> {
-    for (const part of chunks(jobIds)) {
+    for (const part of chunks(jobIds, READ_CHUNK)) {
       const jobs = await withDbTimeout('load completed jobs', t, OtaJob.find({ _id: { $in: part } }).lean());
       const now = new Date();
-      await withDbTimeout(
-        'upsert deploy targets',
-        t,
-        DeployTarget.bulkWrite(
-          jobs.map((job) => ({
-            updateOne: {
-              filter: { _id: deployTargetId(job.robot_id, job.deploy_path) },
-              update: {
-                $set: { robot_id: job.robot_id, deploy_path: job.deploy_path, s3_bucket: job.s3_bucket, s3_object_name: job.s3_object_name, sha256: job.sha256, job_id: job._id, updated_at: now },
-                $setOnInsert: { version: 'v1' },
-              },
-              upsert: true,
-            },
-          })),
-          { ordered: false },
-        ),
-      );
+      const docs = jobs.map((job) => ({
+        _id: deployTargetId(job.robot_id, job.deploy_path),
+        robot_id: job.robot_id,
+        deploy_path: job.deploy_path,
+        s3_bucket: job.s3_bucket,
+        s3_object_name: job.s3_object_name,
+        sha256: job.sha256,
+        job_id: job._id,
+        version: 'v1',
+        updated_at: now,
+      }));
+      for (const batch of chunks(docs)) {
+        const existing = new Set<string>();
+        try {
+          await withDbTimeout('insert deploy targets', t, DeployTarget.insertMany(batch, { ordered: false }));
+        } catch (err) {
+          const e = err as { code?: number; writeErrors?: Array<{ code?: number; err?: { code?: number; op?: { _id?: string } }; index?: number }> };
+          const errors = e.writeErrors ?? [];
+          if (errors.length === 0 || !errors.every((w) => (w.code ?? w.err?.code) === 11000)) throw err;
+          for (const w of errors) {
+            const i = w.index ?? (w as { err?: { index?: number } }).err?.index;
+            if (typeof i === 'number') existing.add(batch[i]._id);
+          }
+        }
+        const updates = batch.filter((d) => existing.has(d._id));
+        if (updates.length > 0) {
+          await withDbTimeout(
+            'update deploy targets',
+            t,
+            DeployTarget.bulkWrite(
+              updates.map(({ _id, version: _v, ...fields }) => ({ updateOne: { filter: { _id }, update: { $set: fields }, upsert: true } })),
+              { ordered: false },
+            ),
+          );
+        }
+      }
     }
   }
 }

@@ -5,7 +5,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { eventually, sha256File, temporalClient, testRobots } from '../helpers';
+import { restartServer } from '../../infra/stack';
+import { cfg, eventually, sha256File, temporalClient, testRobots } from '../helpers';
 import { startOtaSystem, uploadFile, type OtaSystem } from './system';
 
 let sys: OtaSystem;
@@ -21,8 +22,9 @@ afterAll(async () => {
   await sys?.stop();
 });
 
-/** The rollout's deploy path: every simulated robot's root is `<fleet>/<id>/root`. */
-const template = (name: string) => path.join(path.dirname(path.dirname(robots[0].root)), '{robot_id}', 'root', 'rollout', name);
+/** The rollout's deploy path: every simulated robot's root is `<fleet>/<id>/root`; a folder per test run. */
+const RUN = Date.now().toString(36);
+const template = (name: string) => path.join(path.dirname(path.dirname(robots[0].root)), '{robot_id}', 'root', 'rollout', RUN, name);
 const targetOf = (name: string, robotId: string) => template(name).split('{robot_id}').join(robotId);
 
 interface RolloutView {
@@ -209,6 +211,22 @@ test('the worker and the bridge are SIGKILLed while the rollout is in flight: a 
   const done = await waitRollout(id, ['COMPLETED', 'FAILED', 'ABORTED'], 90000);
   expect(done.counts).toEqual({ COMPLETED: 3 });
   for (const r of slow) expect(sha256File(targetOf('kill.bin', r.id))).toBe(sha);
+});
+
+test('the broker and the API are SIGKILLed while the rollout is in flight: it still completes', async () => {
+  const bytes = crypto.randomBytes(1_500_000);
+  const sha = crypto.createHash('sha256').update(bytes).digest('hex');
+  const object = await uploadFile(sys, 'broker.bin', bytes);
+  const slow = robots.slice(1);
+  const id = await createRollout({ s3_object_name: object, deploy_path: template('broker.bin'), target: { robot_ids: slow.map((r) => r.id) }, max_concurrency: 1 });
+  // The first robot is downloading (its .part grows) and the others are still queued behind the cap.
+  await eventually('first download under way', async () => slow.some((r) => fs.existsSync(`${targetOf('broker.bin', r.id)}.part`)), 20000);
+  await sys.api.kill('SIGKILL');
+  await restartServer(cfg, 'mosquitto', true);
+  await sys.startApi();
+  const done = await waitRollout(id, ['COMPLETED', 'FAILED', 'ABORTED'], 120000);
+  expect(done.counts).toEqual({ COMPLETED: 3 });
+  for (const r of slow) expect(sha256File(targetOf('broker.bin', r.id))).toBe(sha);
 });
 
 test('cancel ends every unfinished job CANCELED and the rollout CANCELED', async () => {

@@ -30,6 +30,7 @@
 // its map is sent again (a presence signal to the job's workflow, which re-dispatches), because a clean session
 // misses whatever was published while it was away. Bounded: one check per robot per `aliveCheckMs`, one re-send per
 // job per `resendEveryMs`; robots with presence (our daemon: persistent session, Last Will) skip all of it.
+import { forEachLimited } from '../../common/limit';
 import type { WorkflowClient } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { IPublishPacket, ISubscriptionMap, MqttClient } from 'mqtt';
@@ -50,6 +51,7 @@ import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from '../../activities/db/timeou
 import { upsertDeployTarget } from '../../activities/db/ota-jobs';
 import { sharedStateFilter } from './lanes';
 import { otaWorkflowId, robotPresenceSignal, robotReportSignal } from '../../workflows/ota-contract';
+import { JobLookup } from './job-lookup';
 import { RolloutBatcher } from './rollout-batcher';
 
 const NON_TERMINAL_STATUSES: JobStatus[] = JOB_STATUSES.filter((s) => !isTerminal(s));
@@ -95,6 +97,14 @@ export interface OtaBridgeOptions {
   resendGraceMs?: number;
   /** Reports of rollout jobs are gathered per rollout this long before one signal carries them (default 200 ms). */
   rolloutWindowMs?: number;
+  /**
+   * Per-robot limit on state messages: `perSecond` sustained, `burst` at once (default 20/s, burst 40; our daemon
+   * sends about one a second). Messages over it are dropped before they are parsed or cost a database read, so
+   * one flooding robot cannot hold up the lanes that carry every other robot's reports.
+   */
+  stateRate?: { perSecond: number; burst: number };
+  /** Robots whose presence is handled at once (default 32). */
+  presenceConcurrency?: number;
 }
 
 /** What the bridge keeps of a rollout job after its first report: later reports need no database read. */
@@ -127,6 +137,13 @@ export class OtaBridge {
   /** Rollout job → when its ack was last re-published for a repeated terminal report. */
   private readonly rolloutReacked = new Map<string, number>();
   private readonly rollouts: RolloutBatcher;
+  private readonly jobs: JobLookup;
+  /** robot → its presence messages in hand, in order (see the constructor). */
+  private readonly presenceChains = new Map<string, Promise<void>>();
+  private presenceInHand = 0;
+  private readonly presenceWaiters: Array<() => void> = [];
+  /** robot → its token bucket for state messages (see stateRate). */
+  private readonly stateBuckets = new Map<string, { tokens: number; at: number; dropped: number; warnedAt: number }>();
 
   constructor(private readonly o: OtaBridgeOptions) {
     this.log = o.log;
@@ -135,6 +152,7 @@ export class OtaBridge {
     this.signalConcurrency = o.signalConcurrency ?? 8;
     if (o.stateLanes.length === 0) throw new Error('OtaBridge needs at least one state lane');
     this.stateFilter = sharedStateFilter(o.shareGroup);
+    this.jobs = new JobLookup(o.models.OtaJob, this.dbTimeoutMs);
     this.rollouts = new RolloutBatcher({
       workflows: o.workflows,
       log: o.log,
@@ -152,11 +170,30 @@ export class OtaBridge {
     });
     // Installed before the first packet: a persistent session delivers queued messages right after CONNACK.
     // Each client gets its own handler, so each is serial on its own and the clients run side by side.
-    for (const client of [o.mqtt, ...o.stateLanes]) {
+    for (const client of o.stateLanes) {
       client.handleMessage = (packet: IPublishPacket, done) => {
         void this.handle(packet.topic, packet.payload).finally(() => done());
       };
     }
+    // Presence is handled per robot, robots side by side: one robot's presence (its database writes and signals,
+    // retried while Temporal is down) never holds up another's. Each robot's messages stay in order. The packet
+    // is acknowledged once it is in its robot's queue: presence is retained, and the bridge subscribes again at
+    // every start, so the broker hands the latest presence of every robot over again after a crash. At most
+    // `presenceConcurrency` robots are in hand; beyond that the connection waits (backpressure).
+    o.mqtt.handleMessage = (packet: IPublishPacket, done) => {
+      const robotId = parseTopic(packet.topic)?.robotId ?? '';
+      const prev = this.presenceChains.get(robotId) ?? Promise.resolve();
+      const next = prev.then(() => this.handle(packet.topic, packet.payload));
+      this.presenceChains.set(robotId, next);
+      this.presenceInHand++;
+      void next.finally(() => {
+        this.presenceInHand--;
+        if (this.presenceChains.get(robotId) === next) this.presenceChains.delete(robotId);
+        this.presenceWaiters.shift()?.();
+      });
+      if (this.presenceInHand < (o.presenceConcurrency ?? 32)) done();
+      else this.presenceWaiters.push(() => done());
+    };
   }
 
   /** Subscribes (QoS 1): presence on the main connection, state on every lane; call once all are connected. */
@@ -205,6 +242,7 @@ export class OtaBridge {
         this.log.warn({ topic }, 'message on an unexpected topic dropped');
         return;
       }
+      if (parsed.operation === 'state' && !this.takeStateToken(parsed.robotId)) return;
       const text = Buffer.isBuffer(payload) ? payload.toString('utf8') : payload;
       if (parsed.operation === 'state') await this.onState(topic, parsed.robotId, text);
       else if (parsed.operation === 'presence') await this.onPresence(topic, parsed.robotId, text);
@@ -212,6 +250,27 @@ export class OtaBridge {
     } catch (err) {
       this.log.error({ err, topic }, 'message handling failed; message dropped');
     }
+  }
+
+  /** Token bucket per robot; false (and a warning at most every 10 s per robot) when it is empty. */
+  private takeStateToken(robotId: string): boolean {
+    const { perSecond, burst } = this.o.stateRate ?? { perSecond: 20, burst: 40 };
+    const now = Date.now();
+    const b = this.stateBuckets.get(robotId) ?? { tokens: burst, at: now, dropped: 0, warnedAt: 0 };
+    b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * perSecond);
+    b.at = now;
+    boundedSet(this.stateBuckets, robotId, b);
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return true;
+    }
+    b.dropped++;
+    if (now - b.warnedAt >= 10_000) {
+      this.log.warn({ robotId, dropped: b.dropped, perSecond, burst }, 'state messages over the per-robot rate limit dropped');
+      b.warnedAt = now;
+      b.dropped = 0;
+    }
+    return false;
   }
 
   private async onState(topic: string, robotId: string, text: string): Promise<void> {
@@ -233,7 +292,9 @@ export class OtaBridge {
       this.log.warn({ topic, robotId, reason: 'too many jobs', jobs: entries.length }, 'malformed state message dropped');
       return;
     }
-    for (const [jobId, report] of entries) {
+    for (const [jobId, raw] of entries) {
+      // A robot's error message is stored, signalled and shown: a long one is cut (the start says enough).
+      const report = raw.error_msg && raw.error_msg.length > MAX_ERROR_MSG ? { ...raw, error_msg: `${raw.error_msg.slice(0, MAX_ERROR_MSG)}…` } : raw;
       await this.retrying(`report ${jobId}`, { topic, robotId, jobId }, () => this.forwardReport(robotId, jobId, report));
     }
     if (this.presence.get(robotId) !== true) {
@@ -303,8 +364,7 @@ export class OtaBridge {
       this.forwardRolloutReport(known, jobId, report);
       return;
     }
-    const { OtaJob } = this.o.models;
-    const job = await withDbTimeout('load job', this.dbTimeoutMs, OtaJob.findById(jobId, { robot_id: 1, status: 1, deployment_id: 1 }).lean());
+    const job = await this.jobs.get(jobId);
     if (!job) {
       this.log.warn({ robotId, jobId }, 'report for an unknown job dropped');
       return;
@@ -359,11 +419,14 @@ export class OtaBridge {
   }
 
   /**
-   * A rollout job's report joins its rollout's next batch. Only status changes go (progress ticks stay on the
-   * robot); a repeated terminal report means the daemon has not had its ack: re-sent at most every 5 s, once
-   * the rollout has the report (the rollout acks after storing; this only covers a lost ack).
+   * A rollout job's terminal report joins its rollout's next batch. A repeated terminal report means the daemon
+   * has not had its ack: re-sent at most every 5 s once the rollout has the report (the rollout acks after
+   * storing; this only covers a lost ack).
    */
   private forwardRolloutReport(meta: RolloutJobMeta, jobId: string, report: JobReport): void {
+    // Only terminal statuses travel: each stored status costs a database write per robot, the scarce resource
+    // of a fleet rollout (FerretDB updates document by document). RECEIVED / DOWNLOADING stay on the robot.
+    if (!isTerminal(report.status)) return;
     if (this.rolloutForwarded.get(jobId) === report.status) {
       if (isTerminal(report.status)) {
         const now = Date.now();
@@ -374,7 +437,7 @@ export class OtaBridge {
       }
       return;
     }
-    this.rollouts.addReport(meta.rolloutId, { jobId, robotId: meta.robotId, status: report.status, error_msg: report.error_msg?.slice(0, MAX_ERROR_MSG) ?? null });
+    this.rollouts.addReport(meta.rolloutId, { jobId, robotId: meta.robotId, status: report.status, error_msg: report.error_msg ?? null });
   }
 
   /**
@@ -484,12 +547,4 @@ export class OtaBridge {
       if (oldest !== undefined) this.lastForwarded.delete(oldest);
     }
   }
-}
-
-async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length) await fn(items[next++]);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
