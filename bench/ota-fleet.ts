@@ -7,36 +7,59 @@
 // 2. One real daemon process, as a robot runs it (dist/ota-daemon.cjs under plain node, daemon/build.ts),
 //    installing a large file (1 GiB): its peak RSS (VmHWM). Baseline: curl downloading the same object to disk.
 // It runs on its own stack (own ports, data under .data/bench) so it never disturbs `npm start` or the tests.
-import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { createS3Client } from '../activities/s3/client';
-import { stackDown } from '../infra/stack';
+import { connectDb } from '../common/db';
+import { stackDown, stackUp } from '../infra/stack';
 import { buildDaemonBundle, DAEMON_NODE_FLAGS } from '../daemon/build';
-import { currentRssMb, flag, peakRssMb, percentile, runPool, spawnProcess, startBenchSystem, token, until, waitOutput } from './harness';
+import {
+  benchEnv,
+  type Child,
+  currentRssMb,
+  curl,
+  fig,
+  flag,
+  peakRssMb,
+  percentile,
+  randomFile,
+  runPool,
+  spawnProcess,
+  spawnTs,
+  startCloud,
+  token,
+  until,
+  uploadWithCurl,
+  waitOutput,
+} from './common';
 
-function curl(args: string[]): Promise<{ code: number; peakMb: number }> {
-  return new Promise((resolve, reject) => {
-    const p = spawn('curl', ['-sS', '--fail', ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
-    let peakMb = 0;
-    const t = setInterval(() => (peakMb = Math.max(peakMb, peakRssMb(p.pid!))), 20);
-    p.on('error', reject);
-    p.on('exit', (code) => {
-      clearInterval(t);
-      resolve({ code: code ?? -1, peakMb });
-    });
-  });
-}
+const DAEMON_HOSTS = 8;
 
 export async function main(args: string[]): Promise<void> {
   const robots = flag(args, '--robots', 200);
   const fileMib = flag(args, '--file-mib', 1);
   const rssFileMib = flag(args, '--rss-file-mib', 1024);
   const concurrency = flag(args, '--concurrency', 16);
-  const { env, cfg, say, children, db } = await startBenchSystem(args, robots);
+  // --port-offset moves every port of the benchmark's stack (two benchmarks side by side, or a busy port).
+  const offset = flag(args, '--port-offset', 0);
+  const { env, cfg } = benchEnv(offset, { FLEET_ROBOTS: String(robots) });
+  const say = (l: string) => process.stderr.write(`[bench] ${l}\n`);
+  const children: Child[] = [];
+  const db = await (async () => {
+    const fleet = await stackUp(cfg, { robots, sshd: false, log: say });
+    children.push(...(await startCloud(env)));
+    const fleetRobots = fleet.robots.slice(0, robots);
+    const groups = Array.from({ length: DAEMON_HOSTS }, (_, g) => fleetRobots.filter((_, i) => i % DAEMON_HOSTS === g));
+    for (const g of groups.filter((x) => x.length > 0)) {
+      const c = spawnTs('bench/daemon-host.ts', g.map((r) => r.daemonConfig), env);
+      children.push(c);
+      await waitOutput(c, `daemons started: ${g.length}`);
+    }
+    return { conn: await connectDb(cfg), fleet: fleetRobots };
+  })();
   const api = `${cfg.api.publicUrl}/api/v1`;
   const auth = { authorization: `Bearer ${await token(cfg)}` };
   const s3 = createS3Client(cfg);
@@ -92,24 +115,9 @@ export async function main(args: string[]): Promise<void> {
       await new Promise((r) => c.proc.once('exit', r));
     }
     const bigFile = path.join(cfg.dataDir, `big-${run}.bin`);
-    const h = crypto.createHash('sha256');
-    const fd = fs.openSync(bigFile, 'w');
-    for (let i = 0; i < rssFileMib; i++) {
-      const chunk = crypto.randomBytes(1024 * 1024);
-      h.update(chunk);
-      fs.writeSync(fd, chunk);
-    }
-    fs.closeSync(fd);
-    const bigSha = h.digest('hex');
+    const bigSha = randomFile(bigFile, rssFileMib);
     say(`uploading ${rssFileMib} MiB through the API`);
-    const upBig = await new Promise<string>((resolve, reject) => {
-      const p = spawn('curl', ['-sS', '--fail', '-X', 'POST', `${api}/file/upload`, '-H', `Authorization: ${auth.authorization}`,
-        '-F', 'file_info_list={"file_list":[{"s3_bucket":"files"}]}', '-F', `files=@${bigFile}`], { stdio: ['ignore', 'pipe', 'inherit'] });
-      let out = '';
-      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`upload exited ${code}`))));
-    });
-    const bigObject = (JSON.parse(upBig) as Array<{ s3_object_name: string }>)[0].s3_object_name;
+    const bigObject = await uploadWithCurl(api, auth.authorization, bigFile);
     const robot = db.fleet[0];
     // The artifact a robot runs: the esbuild bundle under plain node with the daemon's flags (daemon/build.ts).
     const bundle = await buildDaemonBundle();
@@ -140,7 +148,6 @@ export async function main(args: string[]): Promise<void> {
     for (const f of [bigFile, bigTarget, `${bigTarget}.curl`]) fs.rmSync(f, { force: true });
     await fetch(`${api}/file/delete?s3_bucket=files&s3_object_name=${bigObject}`, { method: 'DELETE', headers: auth });
 
-    const fig = (k: string, v: number | string) => console.log(`${k}=${typeof v === 'number' ? Number(v.toFixed(3)) : v}`);
     fig('robots', robots);
     fig('file_mib', fileMib);
     fig('completed', completed.length);

@@ -19,7 +19,8 @@ import type { RobotManifest } from '../infra/fleet';
 import { stackDown } from '../infra/stack';
 import { rolloutWorkflowId } from '../workflows/ota-rollout-contract';
 import { Client, Connection } from '@temporalio/client';
-import { flag, peakRssMb, percentile, startBenchSystem, token, until } from './harness';
+import { fig, flag, peakRssMb, percentile, token, until } from './common';
+import { startBenchSystem, stopChildren } from './harness';
 
 /** Deploy → state reply for every robot over bare MQTT; seconds from the first publish to the last reply. */
 async function mosquittoFloor(cfg: Config, robots: readonly RobotManifest[]): Promise<number> {
@@ -118,14 +119,10 @@ export async function main(args: string[]): Promise<void> {
     }
 
     // The floor: the daemons make way (same MQTT identities), then bare clients answer at once.
-    for (const c of children.splice(3)) {
-      c.proc.kill('SIGTERM');
-      await new Promise((r) => c.proc.once('exit', r));
-    }
+    await stopChildren(children.splice(3));
     const floorS = await mosquittoFloor(cfg, db.fleet);
 
     const allCompletedS = (lastDone - t0) / 1000;
-    const fig = (k: string, v: number | string) => console.log(`${k}=${typeof v === 'number' ? Number(v.toFixed(3)) : v}`);
     fig('robots', robots);
     fig('file_kib', fileKib);
     fig('rollout_status', status);
@@ -145,8 +142,7 @@ export async function main(args: string[]): Promise<void> {
     clearInterval(sampler);
     await db.conn.close();
     await connection.close();
-    for (const c of children) c.proc.kill('SIGTERM');
-    await Promise.all(children.map((c) => (c.proc.exitCode === null ? new Promise((r) => c.proc.once('exit', r)) : undefined)));
+    await stopChildren(children);
     await stackDown(cfg);
   }
 }

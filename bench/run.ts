@@ -3,6 +3,7 @@
 const benches: Record<string, () => Promise<{ main: (args: string[]) => Promise<void> }>> = {
   'ota-fleet': () => import('./ota-fleet'),
   'ota-rollout': () => import('./ota-rollout'),
+  daemon: () => import('./daemon'),
 };
 
 async function main(): Promise<void> {

@@ -1,43 +1,14 @@
 // The MQTT wire protocol between the cloud and the robots' OTA daemons: a superset of the reference
 // ota-file-service (its four deploy fields, its state-map shape, its bare-job-id ack), see DESIGN.md.
-// Pure module: workflows may import its types and constants (no Node built-ins here).
+// The types and constants live in ota-wire.ts (dependency-free, bundled by the daemon); here are the zod schemas
+// the cloud validates with. Pure module: workflows may import its types and constants (no Node built-ins here).
 import { z } from 'zod';
 
-export const JOB_STATUSES = ['PENDING', 'RECEIVED', 'DOWNLOADING', 'COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT'] as const;
-export type JobStatus = (typeof JOB_STATUSES)[number];
-/** Statuses a robot may report; CANCELED and TIMED_OUT are decided by the cloud only. */
-export const ROBOT_STATUSES = ['PENDING', 'RECEIVED', 'DOWNLOADING', 'COMPLETED', 'FAILED'] as const;
-export type RobotStatus = (typeof ROBOT_STATUSES)[number];
-export const TERMINAL_STATUSES: readonly JobStatus[] = ['COMPLETED', 'FAILED', 'CANCELED', 'TIMED_OUT'];
-export const isTerminal = (s: JobStatus): boolean => TERMINAL_STATUSES.includes(s);
+import { ROBOT_ID_PATTERN, ROBOT_ID_RULE, ROBOT_STATUSES, type DeployMessage as WireDeployMessage } from './ota-wire';
 
-/**
- * Robot ids become MQTT topic levels, user names, client ids and folder names: a safe alphabet, and never
- * `cloud…`, the prefix of the cloud's own MQTT users and client ids.
- */
-export const ROBOT_ID_PATTERN = /^(?![Cc][Ll][Oo][Uu][Dd])[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-export const robotIdSchema = z
-  .string()
-  .regex(ROBOT_ID_PATTERN, 'robot_id must match [A-Za-z0-9][A-Za-z0-9_.-]{0,63} and not start with "cloud"');
+export * from './ota-wire';
 
-export const topics = {
-  deploy: (robotId: string) => `ota/${robotId}/deploy`,
-  state: (robotId: string) => `ota/${robotId}/state`,
-  ack: (robotId: string) => `ota/${robotId}/ack`,
-  /** Ours: the bare job id of a job the cloud canceled; the daemon aborts it and never installs it. */
-  cancel: (robotId: string) => `ota/${robotId}/cancel`,
-  /** Retained "online" / "offline"; the daemon's Last Will publishes "offline". */
-  presence: (robotId: string) => `ota/${robotId}/presence`,
-  allStates: 'ota/+/state',
-  allPresence: 'ota/+/presence',
-} as const;
-
-/** Splits `ota/<robot>/<operation>`; null for anything else. */
-export function parseTopic(topic: string): { robotId: string; operation: string } | null {
-  const m = /^ota\/([^/]+)\/([^/]+)$/.exec(topic);
-  if (!m || !ROBOT_ID_PATTERN.test(m[1])) return null;
-  return { robotId: m[1], operation: m[2] };
-}
+export const robotIdSchema = z.string().regex(ROBOT_ID_PATTERN, ROBOT_ID_RULE);
 
 export const deployMessageSchema = z.object({
   job_id: z.string().min(1),
@@ -54,17 +25,18 @@ export const deployMessageSchema = z.object({
     .object({ key_id: z.string().min(1).max(100), expires_at: z.number().int().nonnegative(), value: z.string().min(1).max(200) })
     .optional(),
 });
-export type DeployMessage = z.infer<typeof deployMessageSchema>;
+export type DeployMessage = WireDeployMessage;
+// The schema and the wire type must describe the same message.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const _sameDeployMessage: Same<z.infer<typeof deployMessageSchema>, WireDeployMessage> = true;
+void _sameDeployMessage;
 
 export const jobReportSchema = z.object({
   status: z.enum(ROBOT_STATUSES),
   error_msg: z.string().nullable().optional(),
   progress: z.number().min(0).max(100).optional(),
 });
-export type JobReport = z.infer<typeof jobReportSchema>;
+export type { JobReport } from './ota-wire';
 
 export const stateMessageSchema = z.record(z.string().min(1), jobReportSchema);
-export type StateMessage = z.infer<typeof stateMessageSchema>;
 
-export const PRESENCE_ONLINE = 'online';
-export const PRESENCE_OFFLINE = 'offline';

@@ -1,12 +1,12 @@
 // The daemon's configuration: a flat YAML file (the reference daemon's keys plus ours), then environment
-// overrides, validated by zod. Unlike the reference, an invalid config is an error the caller must turn into a
-// non-zero exit, so `Restart=on-failure` and operators notice it.
+// overrides, validated by hand (no schema or YAML library in the robot's bundle: daemon/flat-yaml.ts). Unlike the
+// reference, an invalid config is an error the caller must turn into a non-zero exit, so `Restart=on-failure` and
+// operators notice it.
 import fs from 'node:fs';
 import path from 'node:path';
-import YAML from 'yaml';
-import { z } from 'zod';
-import { robotIdSchema } from '../common/protocol';
+import { ROBOT_ID_PATTERN, ROBOT_ID_RULE } from '../common/ota-wire';
 import { parsePublicKeys } from '../common/signing';
+import { FlatYamlError, parseFlatYaml } from './flat-yaml';
 
 export interface DaemonConfig {
   robotId: string;
@@ -64,45 +64,39 @@ export const ENV_OVERRIDES: Readonly<Record<string, string>> = {
 /** Reference keys we accept but do not need; listed so they do not trigger the unknown-key warning. */
 const IGNORED_KEYS = ['topic_pattern'] as const;
 
-// Env values arrive as strings: numeric keys accept digit strings; anything else is left for zod to reject.
-const num = (inner: z.ZodNumber) =>
-  z.preprocess((v) => (typeof v === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(v) ? Number(v) : v), inner);
-// An empty optional value (e.g. `S3_ENDPOINT_URL=` in a .env file) means "not set" rather than "invalid".
-const optionalText = (inner: z.ZodString = z.string()) =>
-  z.preprocess((v) => (v === '' || v === null ? undefined : v), inner.optional());
-const absolutePath = z
-  .string()
-  .min(1)
-  .refine((p) => path.isAbsolute(p), { message: 'must be an absolute path' });
+/** The validated file, key by key (the reference's keys plus ours). */
+interface FileConfig {
+  robot_id: string;
+  host: string;
+  mqtt_port?: number;
+  port?: number;
+  transport: 'tcp' | 'websockets';
+  ws_path?: string;
+  mqtt_tls: boolean;
+  mqtt_ca_file?: string;
+  mqtt_username?: string;
+  mqtt_password?: string;
+  mqtt_password_file?: string;
+  region_name: string;
+  endpoint_url?: string;
+  aws_access_key_id?: string;
+  aws_secret_access_key?: string;
+  cloud_service_url?: string;
+  allowed_roots: string[];
+  state_dir: string;
+  report_interval_s: number;
+  session_expiry_s: number;
+  max_concurrent_jobs: number;
+  max_download_bytes_per_s?: number;
+  signing_public_keys: string[];
+}
 
-const fileSchema = z.object({
-  robot_id: robotIdSchema,
-  host: z.string().min(1).default('localhost'),
-  mqtt_port: num(z.number().int().min(1).max(65535)).optional(),
-  /** The reference's name for the MQTT port; `mqtt_port` wins when both are set. */
-  port: num(z.number().int().min(1).max(65535)).optional(),
-  transport: z.enum(['tcp', 'websockets']).default('tcp'),
-  ws_path: optionalText(),
-  mqtt_tls: z.boolean().default(false),
-  mqtt_ca_file: optionalText(absolutePath),
-  mqtt_username: optionalText(z.string().min(1)),
-  mqtt_password: optionalText(z.string().min(1)),
-  mqtt_password_file: optionalText(absolutePath),
-  region_name: z.string().min(1).default('us-east-1'),
-  endpoint_url: optionalText(z.string().url()),
-  aws_access_key_id: optionalText(),
-  aws_secret_access_key: optionalText(),
-  cloud_service_url: optionalText(),
-  allowed_roots: z.array(absolutePath).min(1, 'must list at least one absolute directory'),
-  state_dir: absolutePath,
-  report_interval_s: num(z.number().positive().max(86400)).default(30),
-  session_expiry_s: num(z.number().int().min(0).max(0xffffffff)).default(604800),
-  max_concurrent_jobs: num(z.number().int().min(1).max(64)).default(2),
-  max_download_bytes_per_s: num(z.number().int().min(1024)).optional(),
-  signing_public_keys: z.array(z.string().min(1)).default([]),
-});
-type FileConfig = z.infer<typeof fileSchema>;
-const KNOWN_KEYS = new Set<string>([...Object.keys(fileSchema.shape), ...IGNORED_KEYS]);
+const KNOWN_KEYS = new Set<string>([
+  'robot_id', 'host', 'mqtt_port', 'port', 'transport', 'ws_path', 'mqtt_tls', 'mqtt_ca_file', 'mqtt_username', 'mqtt_password',
+  'mqtt_password_file', 'region_name', 'endpoint_url', 'aws_access_key_id', 'aws_secret_access_key', 'cloud_service_url',
+  'allowed_roots', 'state_dir', 'report_interval_s', 'session_expiry_s', 'max_concurrent_jobs', 'max_download_bytes_per_s',
+  'signing_public_keys', ...IGNORED_KEYS,
+]);
 
 export interface LoadResult {
   config: DaemonConfig;
@@ -117,18 +111,15 @@ function readYaml(file: string): Record<string, unknown> {
   } catch (e) {
     throw new DaemonConfigError(`cannot read config file ${file}: ${(e as Error).message}`);
   }
-  let doc: unknown;
   try {
-    doc = YAML.parse(text);
+    return parseFlatYaml(text);
   } catch (e) {
-    // Only the first line: the parser's message goes on with an excerpt of the file, which may be a secret.
-    throw new DaemonConfigError(`config file ${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    // The reader's messages name line numbers, never contents (a line may hold a secret).
+    if (e instanceof FlatYamlError) {
+      throw new DaemonConfigError(`config file ${file} ${/mapping/.test(e.message) ? 'must be a YAML mapping of keys to values' : `is not valid YAML: ${e.message}`}`);
+    }
+    throw e;
   }
-  if (doc === null || doc === undefined) return {};
-  if (typeof doc !== 'object' || Array.isArray(doc)) {
-    throw new DaemonConfigError(`config file ${file} must be a YAML mapping of keys to values`);
-  }
-  return doc as Record<string, unknown>;
 }
 
 function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): { merged: Record<string, unknown>; fromEnv: Map<string, string> } {
@@ -143,17 +134,114 @@ function applyEnv(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): { merge
   return { merged, fromEnv };
 }
 
-function describeIssues(error: z.ZodError, fromEnv: Map<string, string>): string {
-  return error.issues
-    .map((issue) => {
-      const key = String(issue.path[0] ?? '(root)');
-      const where = issue.path.length > 1 ? `${key}[${issue.path.slice(1).join('.')}]` : key;
-      const env = fromEnv.get(key);
-      const missing = issue.code === 'invalid_type' && issue.message.endsWith('received undefined');
-      const message = missing ? 'is required' : issue.message;
-      return `${where}${env ? ` (from ${env})` : ''}: ${message}`;
-    })
-    .join('; ');
+/**
+ * Hand-written validation (the daemon bundles no schema library): every problem is collected and named by key,
+ * and by the environment variable it came from.
+ */
+function validate(m: Record<string, unknown>, fromEnv: Map<string, string>): FileConfig {
+  const issues: string[] = [];
+  const fail = (where: string, message: string) => {
+    const key = where.replace(/\[.*$/, '');
+    const env = fromEnv.get(key);
+    issues.push(`${where}${env ? ` (from ${env})` : ''}: ${message}`);
+  };
+  const present = (k: string) => m[k] !== undefined && m[k] !== null;
+  // An empty optional value (e.g. `S3_ENDPOINT_URL=` in a .env file) means "not set" rather than "invalid".
+  const optionalText = (k: string): string | undefined => {
+    const v = m[k];
+    if (v === undefined || v === null || v === '') return undefined;
+    if (typeof v !== 'string' && typeof v !== 'number') return void fail(k, 'expected a string');
+    return String(v);
+  };
+  const absolute = (where: string, v: unknown): string | undefined => {
+    if (typeof v !== 'string' || v === '') return void fail(where, 'expected a non-empty string');
+    if (!path.isAbsolute(v)) return void fail(where, 'must be an absolute path');
+    return v;
+  };
+  // Env values arrive as strings: numeric keys accept digit strings.
+  const number = (k: string, o: { int?: boolean; min: number; max: number; exclusiveMin?: boolean }, fallback?: number): number | undefined => {
+    let v = m[k];
+    if (v === undefined || v === null) return fallback;
+    if (typeof v === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(v)) v = Number(v);
+    if (typeof v !== 'number' || Number.isNaN(v)) return void fail(k, 'expected a number');
+    if (o.int && !Number.isInteger(v)) return void fail(k, 'expected an integer');
+    if (o.exclusiveMin ? v <= o.min : v < o.min) return void fail(k, `must be ${o.exclusiveMin ? '>' : '>='} ${o.min}`);
+    if (v > o.max) return void fail(k, `must be <= ${o.max}`);
+    return v;
+  };
+  const bool = (k: string, fallback: boolean): boolean => {
+    const v = m[k];
+    if (v === undefined || v === null) return fallback;
+    if (v === true || v === 'true') return true;
+    if (v === false || v === 'false') return false;
+    fail(k, 'expected true or false');
+    return fallback;
+  };
+  const stringList = (k: string): string[] => {
+    const v = m[k];
+    if (v === undefined || v === null) return [];
+    if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && x !== '')) return (fail(k, 'expected a list of strings'), []);
+    return v as string[];
+  };
+
+  let robotId = '';
+  if (!present('robot_id') || m.robot_id === '') fail('robot_id', 'is required');
+  else if (typeof m.robot_id !== 'string' || !ROBOT_ID_PATTERN.test(m.robot_id)) fail('robot_id', ROBOT_ID_RULE);
+  else robotId = m.robot_id;
+
+  const transport = m.transport ?? 'tcp';
+  if (transport !== 'tcp' && transport !== 'websockets') fail('transport', 'must be tcp or websockets');
+  const endpoint = optionalText('endpoint_url');
+  if (endpoint !== undefined) {
+    try {
+      new URL(endpoint);
+    } catch {
+      fail('endpoint_url', 'must be a URL');
+    }
+  }
+  const caFile = optionalText('mqtt_ca_file');
+  if (caFile !== undefined) absolute('mqtt_ca_file', caFile);
+  const passwordFile = optionalText('mqtt_password_file');
+  if (passwordFile !== undefined) absolute('mqtt_password_file', passwordFile);
+
+  let roots: string[] = [];
+  const rawRoots = m.allowed_roots;
+  if (!Array.isArray(rawRoots) || rawRoots.length === 0) {
+    fail('allowed_roots', rawRoots === undefined ? 'is required' : 'must list at least one absolute directory');
+  } else {
+    roots = rawRoots.map((r, i) => absolute(`allowed_roots[${i}]`, r) ?? '');
+  }
+  let stateDir = '';
+  if (!present('state_dir')) fail('state_dir', 'is required');
+  else stateDir = absolute('state_dir', m.state_dir) ?? '';
+
+  const c: FileConfig = {
+    robot_id: robotId,
+    host: optionalText('host') ?? 'localhost',
+    mqtt_port: number('mqtt_port', { int: true, min: 1, max: 65535 }),
+    port: number('port', { int: true, min: 1, max: 65535 }),
+    transport: transport as FileConfig['transport'],
+    ws_path: optionalText('ws_path'),
+    mqtt_tls: bool('mqtt_tls', false),
+    mqtt_ca_file: caFile,
+    mqtt_username: optionalText('mqtt_username'),
+    mqtt_password: optionalText('mqtt_password'),
+    mqtt_password_file: passwordFile,
+    region_name: optionalText('region_name') ?? 'us-east-1',
+    endpoint_url: endpoint,
+    aws_access_key_id: optionalText('aws_access_key_id'),
+    aws_secret_access_key: optionalText('aws_secret_access_key'),
+    cloud_service_url: optionalText('cloud_service_url'),
+    allowed_roots: roots,
+    state_dir: stateDir,
+    report_interval_s: number('report_interval_s', { min: 0, max: 86400, exclusiveMin: true }, 30) ?? 30,
+    session_expiry_s: number('session_expiry_s', { int: true, min: 0, max: 0xffffffff }, 604800) ?? 604800,
+    max_concurrent_jobs: number('max_concurrent_jobs', { int: true, min: 1, max: 64 }, 2) ?? 2,
+    max_download_bytes_per_s: number('max_download_bytes_per_s', { int: true, min: 1024, max: Number.MAX_SAFE_INTEGER }),
+    signing_public_keys: stringList('signing_public_keys'),
+  };
+  if (issues.length > 0) throw new DaemonConfigError(`invalid config: ${issues.join('; ')}`);
+  return c;
 }
 
 function resolvePassword(c: FileConfig): string {
@@ -183,9 +271,7 @@ function brokerUrl(c: FileConfig): string {
 /** Parses and validates a config object (YAML already read). Throws DaemonConfigError naming the bad key. */
 export function parseDaemonConfig(raw: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): LoadResult {
   const { merged, fromEnv } = applyEnv(raw, env);
-  const parsed = fileSchema.safeParse(merged);
-  if (!parsed.success) throw new DaemonConfigError(`invalid config: ${describeIssues(parsed.error, fromEnv)}`);
-  const c = parsed.data;
+  const c = validate(merged, fromEnv);
   if (c.mqtt_tls === false && c.mqtt_ca_file !== undefined) {
     throw new DaemonConfigError('mqtt_ca_file: only valid with mqtt_tls: true');
   }

@@ -4,8 +4,8 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import type { DeployMessage } from '../common/protocol';
-import type { Logger } from '../common/logger';
+import type { DeployMessage } from '../common/ota-wire';
+import type { DaemonLogger as Logger } from './log';
 import { DownloadError, downloadToPart, partPaths, removePart, type DownloadResult } from './download';
 import { errnoCode, redactUrls, sleep, type KeyedMutex } from './fs-util';
 import { installPart, InstallAbortedError } from './install';

@@ -8,8 +8,8 @@
 import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import { z } from 'zod';
 import { errnoCode, removeQuietly, sleep, writeFileAtomic } from './fs-util';
+import { httpGet, type HttpGetError, type HttpResponse } from './http-get';
 
 export class DownloadError extends Error {
   override name = 'DownloadError';
@@ -29,15 +29,24 @@ export interface PartIdentity {
   sha256: string | null;
 }
 
-const sidecarSchema = z.object({
-  v: z.literal(1),
-  bucket: z.string(),
-  object: z.string(),
-  sha256: z.string().nullable(),
-  etag: z.string().nullable(),
-  total: z.number().int().nonnegative().nullable(),
-});
-type Sidecar = z.infer<typeof sidecarSchema>;
+interface Sidecar {
+  v: 1;
+  bucket: string;
+  object: string;
+  sha256: string | null;
+  etag: string | null;
+  total: number | null;
+}
+
+function isSidecar(v: unknown): v is Sidecar {
+  const s = v as Record<string, unknown>;
+  const nullableString = (x: unknown) => x === null || typeof x === 'string';
+  return (
+    typeof s === 'object' && s !== null && s.v === 1 && typeof s.bucket === 'string' && typeof s.object === 'string' &&
+    nullableString(s.sha256) && nullableString(s.etag) &&
+    (s.total === null || (typeof s.total === 'number' && Number.isInteger(s.total) && s.total >= 0))
+  );
+}
 
 export const partPaths = (target: string) => ({ part: `${target}.part`, sidecar: `${target}.part.json` });
 
@@ -65,12 +74,13 @@ export interface DownloadResult {
 /** Weak validators (`W/"…"`) must never be used with If-Range (RFC 9110 §13.1.5). */
 const strongEtag = (etag: string | null): string | null => (etag && !etag.startsWith('W/') ? etag : null);
 
-const WRITE_BATCH_BYTES = 1 << 20;
+const WRITE_BATCH_BYTES = 2 << 20;
+const GC_EVERY_BYTES = 4 << 20;
 
 async function readSidecar(file: string): Promise<Sidecar | null> {
   try {
-    const parsed = sidecarSchema.safeParse(JSON.parse(await fsp.readFile(file, 'utf8')));
-    return parsed.success ? parsed.data : null;
+    const parsed: unknown = JSON.parse(await fsp.readFile(file, 'utf8'));
+    return isSidecar(parsed) ? parsed : null;
   } catch {
     return null;
   }
@@ -111,22 +121,21 @@ async function resumableOffset(part: string, sidecar: Sidecar | null, identity: 
   return size;
 }
 
-async function openResponse(url: string, offset: number, etag: string | null, signal: AbortSignal): Promise<Response> {
+async function openResponse(url: string, offset: number, etag: string | null, signal: AbortSignal): Promise<HttpResponse> {
   const headers: Record<string, string> = { 'accept-encoding': 'identity' };
   if (offset > 0 && etag) {
     headers.range = `bytes=${offset}-`;
     headers['if-range'] = etag;
   }
   try {
-    return await fetch(url, { headers, signal, redirect: 'follow' });
+    return await httpGet(url, headers, signal);
   } catch (e) {
     if (signal.aborted) throw signal.reason;
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    throw new DownloadError(`download failed: ${cause?.code ?? cause?.message ?? (e as Error).message}`, true);
+    throw new DownloadError(`download failed: ${(e as HttpGetError).code ?? (e as Error).message}`, true);
   }
 }
 
-function statusError(res: Response): DownloadError {
+function statusError(res: HttpResponse): DownloadError {
   // 403 stays retryable: a presigned URL that expired while the robot was offline is replaced by the cloud's
   // next dispatch of the same job. 404/400/410 will not change by waiting.
   const permanent = [400, 404, 405, 410, 501].includes(res.status);
@@ -157,13 +166,13 @@ export async function downloadToPart(req: DownloadRequest): Promise<DownloadResu
       fresh = false;
     } else {
       // The server answered a different range than asked: do not guess, start over with a plain GET.
-      await res.body?.cancel();
+      res.cancel();
       offset = 0;
       res = await openResponse(req.url, 0, null, req.signal);
     }
   } else if (res.status === 416 && offset > 0) {
     const range = parseContentRange(res.headers.get('content-range'));
-    await res.body?.cancel();
+    res.cancel();
     if (range?.total != null && range.total === offset && range.total === sidecar?.total) {
       const hash = await hashPrefix(part, offset, req.signal);
       req.onProgress?.(offset, offset);
@@ -175,7 +184,7 @@ export async function downloadToPart(req: DownloadRequest): Promise<DownloadResu
 
   if (fresh) {
     if (res.status !== 200) {
-      await res.body?.cancel().catch(() => undefined);
+      res.cancel();
       throw statusError(res);
     }
     offset = 0;
@@ -194,48 +203,82 @@ export async function downloadToPart(req: DownloadRequest): Promise<DownloadResu
   try {
     if (!fresh) await fh.truncate(offset);
     req.onProgress?.(position, total);
+    // Bytes are hashed as they arrive and written in batches, with one write in flight while the next batch fills:
+    // the network and the disk overlap, and memory stays bounded (at most two batches). The socket is only read
+    // while the loop pulls, so a slow disk slows the download (back-pressure) instead of growing the heap.
     let batch: Buffer[] = [];
     let batched = 0;
-    const flush = async () => {
+    let queued = offset; // where the next batch goes
+    let writing: Promise<void> | null = null;
+    const startWrite = () => {
       if (batched === 0) return;
-      let written = 0;
-      while (written < batched) {
-        const { bytesWritten } = await fh.writev(batch, position + written);
-        written += bytesWritten;
-        if (written < batched) batch = [Buffer.concat(batch).subarray(bytesWritten)];
-      }
-      position += batched;
+      const bufs = batch;
+      const len = batched;
+      const at = queued;
       batch = [];
       batched = 0;
-      req.onProgress?.(position, total);
+      queued += len;
+      const w = (async () => {
+        let list = bufs;
+        let written = 0;
+        while (written < len) {
+          const { bytesWritten } = await fh.writev(list, at + written);
+          written += bytesWritten;
+          if (written < len) list = [Buffer.concat(bufs).subarray(written)];
+        }
+        position = at + len;
+        req.onProgress?.(position, total);
+      })();
+      w.catch(() => undefined); // observed by drain(); never an unhandled rejection while the loop waits on the socket
+      writing = w;
+    };
+    const drain = async () => {
+      const w = writing;
+      writing = null;
+      if (w) await w;
     };
     try {
-      // Reading one chunk at a time and awaiting each disk write is what bounds memory: the socket is only
-      // read as fast as the disk takes the bytes.
       const started = Date.now();
       let received = 0;
-      // A null body is an empty one (a 0-byte object).
-      for await (const chunk of res.body ?? []) {
-        const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      let lastGc = 0;
+      for await (const buf of res.body) {
         hash.update(buf);
         batch.push(buf);
         batched += buf.length;
         received += buf.length;
-        if (batched >= WRITE_BATCH_BYTES) await flush();
+        // Each socket chunk is an off-heap buffer that only a GC frees, and a small young generation fills
+        // slowly with their tiny handles: without a nudge, hundreds of MB of dead chunks pile up before V8 looks.
+        // A minor GC per few MiB keeps the peak flat (gc is exposed by the daemon's --expose-gc flag).
+        if (received - lastGc >= GC_EVERY_BYTES) {
+          lastGc = received;
+          (globalThis as { gc?: (o: { type: 'minor' }) => void }).gc?.({ type: 'minor' });
+        }
+        if (batched >= WRITE_BATCH_BYTES) {
+          await drain();
+          startWrite();
+        }
         if (req.maxBytesPerSecond) {
           const ahead = (received / req.maxBytesPerSecond) * 1000 - (Date.now() - started);
           if (ahead > 20) await sleep(ahead, req.signal);
         }
       }
-      await flush();
+      await drain();
+      startWrite();
+      await drain();
     } catch (e) {
-      if (req.signal.aborted) throw req.signal.reason;
+      if (req.signal.aborted) {
+        await drain().catch(() => undefined);
+        throw req.signal.reason;
+      }
       const code = errnoCode(e);
+      await drain().catch(() => undefined);
       if (code === 'ENOSPC' || code === 'EDQUOT') throw new DownloadError(`cannot write ${part}: no space left on device`, false);
-      await flush().catch(() => undefined); // keep what arrived, for the next attempt
+      // Keep what arrived, for the next attempt.
+      startWrite();
+      await drain().catch(() => undefined);
       throw new DownloadError(`download interrupted after ${position} bytes: ${(e as Error).message}`, true);
     }
-    await fh.sync();
+    // No fsync here: the installer fsyncs the file once, after setting its mode, right before the rename.
   } finally {
     await fh.close();
   }

@@ -1,8 +1,8 @@
 // Job bookkeeping: what the daemon does with deploy / ack / cancel, with at most `maxConcurrent` deploys at a
 // time. The journal is the source of truth for every status; this class adds what only lives while the
 // process runs (queue, abort controllers, live progress).
-import type { DeployMessage, JobReport, StateMessage } from '../common/protocol';
-import type { Logger } from '../common/logger';
+import type { DeployMessage, JobReport, StateMessage } from '../common/ota-wire';
+import type { DaemonLogger as Logger } from './log';
 import { DaemonStoppingError, DeployError, JobCanceledError, runDeploy, type DeployEnv } from './deploy-job';
 import { redactUrls, sleep } from './fs-util';
 import { isFinished, type Journal, type JournalEntry, type LocalStatus } from './journal';

@@ -4,31 +4,61 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { z } from 'zod';
-import { deployMessageSchema, type DeployMessage } from '../common/protocol';
-import type { Logger } from '../common/logger';
+import { checkDeployMessage, type DeployMessage } from '../common/ota-wire';
+import type { DaemonLogger as Logger } from './log';
 import { writeFileAtomic } from './fs-util';
 
 export const LOCAL_STATUSES = ['RECEIVED', 'DOWNLOADING', 'COMPLETED', 'FAILED'] as const;
 export type LocalStatus = (typeof LOCAL_STATUSES)[number];
 export const isFinished = (s: LocalStatus | null): boolean => s === 'COMPLETED' || s === 'FAILED';
 
-const entrySchema = z.object({
-  job_id: z.string().min(1),
+export interface JournalEntry {
+  job_id: string;
   /** Dropped once the job is acked or canceled: the id alone is enough to dedupe. */
-  message: deployMessageSchema.nullable(),
+  message: DeployMessage | null;
   /** Null for a job known only from its cancel (the cancel overtook the deploy). */
-  status: z.enum(LOCAL_STATUSES).nullable(),
-  error_msg: z.string().nullable(),
-  acked: z.boolean(),
+  status: LocalStatus | null;
+  error_msg: string | null;
+  acked: boolean;
   /** Canceled before it finished: nothing was installed. A cancel for a finished job is ignored. */
-  canceled: z.boolean(),
-  received_at: z.number(),
-  updated_at: z.number(),
-});
-export type JournalEntry = z.infer<typeof entrySchema>;
+  canceled: boolean;
+  received_at: number;
+  updated_at: number;
+}
 
-const fileSchema = z.object({ v: z.literal(1), jobs: z.array(entrySchema) });
+/** Checks one entry of the file (hand-written: the daemon bundles no schema library); throws on damage. */
+function checkEntry(v: unknown, i: number): JournalEntry {
+  const e = v as Record<string, unknown>;
+  const bad = (field: string) => new Error(`jobs[${i}].${field}: invalid`);
+  if (typeof e !== 'object' || e === null) throw bad('(entry)');
+  if (typeof e.job_id !== 'string' || e.job_id === '') throw bad('job_id');
+  let message: DeployMessage | null = null;
+  if (e.message !== null) {
+    const m = checkDeployMessage(e.message);
+    if (!m.ok) throw bad('message');
+    message = m.value;
+  }
+  if (e.status !== null && !LOCAL_STATUSES.includes(e.status as LocalStatus)) throw bad('status');
+  if (e.error_msg !== null && typeof e.error_msg !== 'string') throw bad('error_msg');
+  for (const k of ['acked', 'canceled'] as const) if (typeof e[k] !== 'boolean') throw bad(k);
+  for (const k of ['received_at', 'updated_at'] as const) if (typeof e[k] !== 'number') throw bad(k);
+  return {
+    job_id: e.job_id,
+    message,
+    status: e.status as LocalStatus | null,
+    error_msg: e.error_msg as string | null,
+    acked: e.acked as boolean,
+    canceled: e.canceled as boolean,
+    received_at: e.received_at as number,
+    updated_at: e.updated_at as number,
+  };
+}
+
+function parseJournal(text: string): JournalEntry[] {
+  const doc = JSON.parse(text) as { v?: unknown; jobs?: unknown };
+  if (doc?.v !== 1 || !Array.isArray(doc.jobs)) throw new Error('not a version 1 journal');
+  return doc.jobs.map(checkEntry);
+}
 
 export interface JournalOptions {
   /** How many finished-and-forgotten job ids are kept to recognise redeliveries. */
@@ -70,9 +100,9 @@ export class Journal {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw e;
     }
-    let parsed: z.infer<typeof fileSchema>;
+    let jobs: JournalEntry[];
     try {
-      parsed = fileSchema.parse(JSON.parse(text));
+      jobs = parseJournal(text);
     } catch (e) {
       // The file is only ever replaced atomically, so this means outside damage. Refusing to start would put
       // the robot in a restart loop; starting empty only costs re-downloads. Keep the evidence.
@@ -81,7 +111,7 @@ export class Journal {
       this.log.error({ err: e, aside }, 'journal unreadable; moved aside, starting with an empty journal');
       return;
     }
-    for (const entry of parsed.jobs) this.jobs.set(entry.job_id, entry);
+    for (const entry of jobs) this.jobs.set(entry.job_id, entry);
   }
 
   get(jobId: string): JournalEntry | undefined {

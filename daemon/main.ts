@@ -2,7 +2,7 @@
 // or `npx tsx daemon/main.ts --config …` in development.
 // Exit codes: 0 after SIGTERM/SIGINT, 2 for an invalid config (systemd's Restart=on-failure then does not
 // loop on a config that cannot work), 1 for anything unexpected (restarted by systemd).
-import { createLogger } from '../common/logger';
+import { createDaemonLogger as createLogger } from './log';
 import { checkDaemonPaths, DaemonConfigError, describeConfig, loadDaemonConfig } from './config';
 import { lockStateDir, StateDirLockedError } from './lock';
 import { OtaDaemon } from './ota-daemon';

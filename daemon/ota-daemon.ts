@@ -4,8 +4,8 @@
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
-import { deployMessageSchema, PRESENCE_OFFLINE, PRESENCE_ONLINE, topics, type JobReport } from '../common/protocol';
-import type { Logger } from '../common/logger';
+import { checkDeployMessage, PRESENCE_OFFLINE, PRESENCE_ONLINE, topics, type JobReport } from '../common/ota-wire';
+import type { DaemonLogger as Logger } from './log';
 import type { DaemonConfig } from './config';
 import type { DeployEnv } from './deploy-job';
 import { KeyedMutex } from './fs-util';
@@ -146,20 +146,19 @@ export class OtaDaemon {
           this.log.warn({ topic: packet.topic, bytes: payload.length }, 'deploy message is not JSON; dropped');
           return;
         }
-        const parsed = deployMessageSchema.safeParse(json);
-        if (!parsed.success) {
+        const parsed = checkDeployMessage(json);
+        if (!parsed.ok) {
           // Issues name fields and rules, never values: the payload may hold a presigned URL.
-          const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(message)'}: ${i.message}`);
-          this.log.warn({ topic: packet.topic, issues }, 'deploy message does not match the schema; dropped');
+          this.log.warn({ topic: packet.topic, issues: parsed.issues }, 'deploy message does not match the schema; dropped');
           return;
         }
-        const refusal = this.signingKeys ? verifyDeploy(this.signingKeys, id, parsed.data) : null;
+        const refusal = this.signingKeys ? verifyDeploy(this.signingKeys, id, parsed.value) : null;
         if (refusal) {
-          this.log.warn({ job_id: parsed.data.job_id, reason: refusal }, 'deploy refused: signature check failed; nothing is installed');
-          await jobs.refuse(parsed.data, refusal);
+          this.log.warn({ job_id: parsed.value.job_id, reason: refusal }, 'deploy refused: signature check failed; nothing is installed');
+          await jobs.refuse(parsed.value, refusal);
           return;
         }
-        await jobs.deploy(parsed.data);
+        await jobs.deploy(parsed.value);
         return;
       }
       case topics.ack(id):

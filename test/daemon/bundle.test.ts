@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildDaemonBundle, DAEMON_NODE_FLAGS } from '../../daemon/build';
+import { buildDaemonBundle, DAEMON_NODE_FLAGS, daemonBundlePackages } from '../../daemon/build';
 import { testRobots } from '../helpers';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ota-bundle-'));
@@ -41,4 +41,10 @@ test('the bundled daemon exits 2 naming the key of an invalid config', async () 
   const d = run(['--config', bad]);
   expect(await d.done).toBe(2);
   expect(d.output()).toMatch(/robot_id|allowed_roots/);
+});
+
+test('the bundle carries only what the daemon runs: no AWS SDK, zod, yaml or pino', async () => {
+  const packages = await daemonBundlePackages();
+  expect(packages.filter((p) => /^(@aws-sdk|@smithy|zod|yaml|pino)/.test(p))).toEqual([]);
+  expect(fs.statSync(bundle).size).toBeLessThan(1024 * 1024);
 });

@@ -71,11 +71,12 @@ async function freeRobot(): Promise<RobotManifest> {
 
 function writeConfig(extra: Record<string, unknown> = {}): void {
   // Start from the config the stack provisioned for this robot (its real credentials and root), with a private
-  // state dir and a short heartbeat for the test.
+  // state dir and a short heartbeat for the test. Without signing keys: drop-in mode, where the daemon accepts
+  // the unsigned messages this test publishes as a reference cloud would (test/ota/signing.test.ts covers keys).
   const provisioned = YAML.parse(fs.readFileSync(robot.daemonConfig, 'utf8')) as Record<string, unknown>;
   fs.writeFileSync(
     configFile,
-    YAML.stringify({ ...provisioned, state_dir: stateDir, report_interval_s: 1, ...extra }),
+    YAML.stringify({ ...provisioned, signing_public_keys: [], state_dir: stateDir, report_interval_s: 1, ...extra }),
     { mode: 0o600 },
   );
 }
@@ -219,14 +220,35 @@ describe('OTA daemon (real process, real Mosquitto, real S3)', () => {
     expect(fs.existsSync(`${target}.part`)).toBe(false);
   });
 
-  test('a reference-shaped message (no url, no sha256) is fetched with the daemon’s own S3 keys', async () => {
+  test('a reference-shaped message (no url, no sha256) fails without S3 keys, and is fetched with keys given by hand', async () => {
     const body = crypto.randomBytes(200 * 1024);
     const key = `daemon-it/${uniqueId('ref')}`;
     await upload(key, body);
-    const m = { job_id: uniqueId('job'), s3_bucket: bucket, s3_object_name: key, deploy_path: path.join(workDir, 'ref.bin') };
-    await publish(topics.deploy(robot.id), JSON.stringify(m));
-    await waitForStatus(m.job_id, 'COMPLETED');
-    expect(fs.readFileSync(m.deploy_path).equals(body)).toBe(true);
+    // A provisioned config holds no S3 credential: such a message cannot be fetched.
+    const without = { job_id: uniqueId('job'), s3_bucket: bucket, s3_object_name: key, deploy_path: path.join(workDir, 'ref-nokeys.bin') };
+    await publish(topics.deploy(robot.id), JSON.stringify(without));
+    expect((await waitForStatus(without.job_id, 'FAILED')).error_msg).toMatch(/no url and the daemon has no S3 credentials/);
+    expect(fs.existsSync(without.deploy_path)).toBe(false);
+
+    // The robot's operator gives it S3 keys by hand (as for the reference daemon): the daemon presigns (SigV4).
+    await daemon!.kill('SIGTERM');
+    writeConfig({
+      region_name: cfg.s3.region,
+      endpoint_url: cfg.s3.endpoint,
+      aws_access_key_id: cfg.s3.accessKeyId,
+      aws_secret_access_key: cfg.s3.secretAccessKey,
+    });
+    await startDaemon();
+    try {
+      const m = { job_id: uniqueId('job'), s3_bucket: bucket, s3_object_name: key, deploy_path: path.join(workDir, 'ref.bin') };
+      await publish(topics.deploy(robot.id), JSON.stringify(m));
+      await waitForStatus(m.job_id, 'COMPLETED');
+      expect(fs.readFileSync(m.deploy_path).equals(body)).toBe(true);
+    } finally {
+      await daemon!.kill('SIGTERM');
+      writeConfig();
+      await startDaemon();
+    }
   });
 
   test('a redelivered deploy of a completed job is re-reported without a second download', async () => {

@@ -74,6 +74,11 @@ test('paths outside the robot\'s roots fail on the robot with a clear message an
   const object = await uploadFile(sys, 'escape.bin', crypto.randomBytes(1000));
   const outside = fs.mkdtempSync(path.join(os.tmpdir(), 'ota-outside-'));
 
+  // The cloud refuses it first (its registry records the robot's roots)...
+  const q = new URLSearchParams({ robot_id: robotA.id, s3_bucket: 'files', s3_object_name: object, deploy_path: path.join(outside, 'direct.bin') });
+  expect((await sys.call(`/file/deploy_from_s3?${q}`, { method: 'POST' })).status).toBe(400);
+  // ...and the daemon keeps its own check: with a registry that wrongly allows the path, the robot still refuses.
+  await sys.db.models.Robot.updateOne({ _id: robotA.id }, { $push: { deploy_roots: outside } });
   const direct = await deployFromS3(sys, object, robotA.id, path.join(outside, 'direct.bin'));
   const failedDirect = await waitForJob(sys, direct, ['COMPLETED', 'FAILED'], 15000);
   expect(failedDirect.status).toBe('FAILED');
@@ -88,6 +93,7 @@ test('paths outside the robot\'s roots fail on the robot with a clear message an
   expect(failedLink.error_msg).toMatch(/outside the allowed roots/);
 
   expect(fs.readdirSync(outside)).toEqual([]);
+  await sys.db.models.Robot.updateOne({ _id: robotA.id }, { $pull: { deploy_roots: outside } });
   fs.rmSync(outside, { recursive: true, force: true });
 });
 
