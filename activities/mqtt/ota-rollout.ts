@@ -22,7 +22,7 @@ import { loadSigningKeys, newestSigningKey } from '../../common/signing-keys';
 import type { SigningKey } from '../../common/signing';
 import type { DispatchState, RolloutEvents, RolloutStatus, WaveCounts } from '../../workflows/ota-rollout-contract';
 import { rolloutWorkflowId } from '../../workflows/ota-rollout-contract';
-import { isForwardTransition, statusesBefore } from '../../workflows/ota-status';
+import { isForwardTransition } from '../../workflows/ota-status';
 import { deployTargetId } from '../db/ota-jobs';
 import { withDbTimeout } from '../db/timeout';
 import { rolloutCounts } from '../db/ota-rollouts';
