@@ -48,7 +48,7 @@ export function createOtaRouter(deps: OtaAppDeps): Router {
   // INTEGRATOR (issue 15): rolloutsRouter(ctx, { read: requireRole('viewer'), mutate: requireRole('operator') }).
   r.use(rolloutsRouter(ctx));
   // INTEGRATOR (issue 15): robotsRouter(ctx, requireRole('admin')).
-  r.use(express.json({ limit: '64kb' }), robotsRouter(ctx));
+  r.use(robotsRouter(ctx));
   r.use(notFoundHandler);
   r.use(errorHandler(ctx.log));
   return r;

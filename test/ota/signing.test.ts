@@ -24,6 +24,7 @@ const [k1, k2, k3] = [generateSigningKey('k-old'), generateSigningKey('k-new'), 
 let cloud: MqttClient;
 let daemon: ChildHandle;
 const states = new Map<string, StateMessage[string]>();
+let stateMessages = 0;
 let object = '';
 let url = '';
 let sha256 = '';
@@ -36,6 +37,7 @@ beforeAll(async () => {
   fs.writeFileSync(config, YAML.stringify({ ...base, state_dir: path.join(work, 'state'), signing_public_keys: [publicKeyEntry(k1), publicKeyEntry(k2)] }), { mode: 0o600 });
   cloud = await connectMqtt(cfg, { clientId: uniqueClientId('cloud-signing-test') });
   cloud.on('message', (_topic, payload) => {
+    stateMessages++;
     for (const [id, report] of Object.entries(JSON.parse(payload.toString()) as StateMessage)) states.set(id, report);
   });
   await cloud.subscribeAsync(topics.state(robot.id), { qos: 1 });
@@ -45,6 +47,8 @@ beforeAll(async () => {
   sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
   daemon = runTs('daemon/main.ts', { ...robotEnv(), LOG_LEVEL: 'info' }, ['--config', config], false);
   await daemon.waitForOutput('connected to the broker', 30000);
+  // Its first state map is published once its subscriptions are in place: deploys sent from now on reach it.
+  await eventually('first state map', async () => stateMessages > 0);
 });
 afterAll(async () => {
   await daemon?.kill();

@@ -1,5 +1,7 @@
 // The otaDeployment activities against the real servers: FerretDB (guarded status writes, deploy targets),
 // Mosquitto (what a robot receives, QoS 1, message expiry, ACL refusals) and versitygw (the presigned URL works).
+import { parsePublicKeys, verifyDeploy } from '../../common/signing';
+import { loadSigningKeys, newestSigningKey, publicKeyEntries } from '../../common/signing-keys';
 import crypto from 'node:crypto';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { ApplicationFailure } from '@temporalio/common';
@@ -105,6 +107,12 @@ test('dispatchDeploy: online robot receives a valid deploy message whose short-l
     size: body.length,
     mode: 0o640,
   });
+  // Signed with the cloud's newest key, for this robot, job, content and path, valid as long as the message.
+  const keys = loadSigningKeys(cfg);
+  expect(deploy.signature?.key_id).toBe(newestSigningKey(keys).id);
+  expect(verifyDeploy(parsePublicKeys(publicKeyEntries(keys)), robotId, deploy)).toBeNull();
+  expect(verifyDeploy(parsePublicKeys(publicKeyEntries(keys)), `${robotId}-other`, deploy)).toMatch(/does not match/);
+  expect(deploy.signature!.expires_at - Date.now() / 1000).toBeGreaterThan(3500);
   const url = new URL(deploy.url!);
   expect(url.searchParams.get('X-Amz-Expires')).toBe('3600');
   const res = await fetch(url);

@@ -2,7 +2,7 @@
 // `npm run robot` (infra/robots.ts). POST answers the daemon config once: it holds the robot's new MQTT password.
 // Also the deploy-root check the deploy routes run before any job exists.
 import path from 'node:path';
-import { Router, type RequestHandler } from 'express';
+import express, { Router, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { addRobot, listRobots, ProvisioningError, removeRobot } from '../../../infra/robots';
 import { HttpError } from '../errors';
@@ -45,7 +45,7 @@ export function robotsRouter(ctx: OtaContext, guard: RequestHandler = (_req, _re
     res.json(await listRobots(ctx.models));
   });
 
-  r.post('/robots', guard, async (req, res) => {
+  r.post('/robots', guard, express.json({ limit: '64kb' }), async (req, res) => {
     const body = parseParams(addRobotSchema, req.body);
     const stateDir = body.state_dir ?? '/var/lib/fleetsync-ota';
     if (!path.isAbsolute(stateDir)) throw new HttpError(400, 'state_dir: must be an absolute path');
