@@ -13,12 +13,9 @@ import path from 'node:path';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { createS3Client } from '../activities/s3/client';
-import { connectDb } from '../common/db';
-import { stackDown, stackUp } from '../infra/stack';
+import { stackDown } from '../infra/stack';
 import { buildDaemonBundle, DAEMON_NODE_FLAGS } from '../daemon/build';
 import {
-  benchEnv,
-  type Child,
   currentRssMb,
   curl,
   fig,
@@ -28,15 +25,12 @@ import {
   randomFile,
   runPool,
   spawnProcess,
-  spawnTs,
-  startCloud,
   token,
   until,
   uploadWithCurl,
   waitOutput,
 } from './common';
-
-const DAEMON_HOSTS = 8;
+import { startBenchSystem } from './harness';
 
 export async function main(args: string[]): Promise<void> {
   const robots = flag(args, '--robots', 200);
@@ -44,22 +38,7 @@ export async function main(args: string[]): Promise<void> {
   const rssFileMib = flag(args, '--rss-file-mib', 1024);
   const concurrency = flag(args, '--concurrency', 16);
   // --port-offset moves every port of the benchmark's stack (two benchmarks side by side, or a busy port).
-  const offset = flag(args, '--port-offset', 0);
-  const { env, cfg } = benchEnv(offset, { FLEET_ROBOTS: String(robots) });
-  const say = (l: string) => process.stderr.write(`[bench] ${l}\n`);
-  const children: Child[] = [];
-  const db = await (async () => {
-    const fleet = await stackUp(cfg, { robots, sshd: false, log: say });
-    children.push(...(await startCloud(env)));
-    const fleetRobots = fleet.robots.slice(0, robots);
-    const groups = Array.from({ length: DAEMON_HOSTS }, (_, g) => fleetRobots.filter((_, i) => i % DAEMON_HOSTS === g));
-    for (const g of groups.filter((x) => x.length > 0)) {
-      const c = spawnTs('bench/daemon-host.ts', g.map((r) => r.daemonConfig), env);
-      children.push(c);
-      await waitOutput(c, `daemons started: ${g.length}`);
-    }
-    return { conn: await connectDb(cfg), fleet: fleetRobots };
-  })();
+  const { env, cfg, say, children, db } = await startBenchSystem(args, robots);
   const api = `${cfg.api.publicUrl}/api/v1`;
   const auth = { authorization: `Bearer ${await token(cfg)}` };
   const s3 = createS3Client(cfg);

@@ -2,6 +2,7 @@
 // figures from the same run, and the ratio between them.
 const benches: Record<string, () => Promise<{ main: (args: string[]) => Promise<void> }>> = {
   'ota-fleet': () => import('./ota-fleet'),
+  'ota-rollout': () => import('./ota-rollout'),
   daemon: () => import('./daemon'),
   'robot-sync': () => import('./robot-sync'),
   'cloud-sync': () => import('./cloud-sync'),

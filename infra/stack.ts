@@ -189,10 +189,15 @@ function writeMosquittoConfig(cfg: Config): string {
     'per_listener_settings true',
     'persistence true',
     `persistence_location ${d}/`,
-    // Save queued QoS 1 messages promptly so a broker SIGKILL loses as little as possible.
+    // Save the in-memory database every second. Not on every change: Mosquitto rewrites the whole file each time,
+    // and with 1,000 robots' sessions (~2 MB) that held the broker to a few messages a second. A SIGKILL loses at
+    // most a second of queued messages, which the protocol recovers: daemons re-send their state map every
+    // heartbeat until acked, and a robot's reconnect (presence) makes its open jobs dispatch again.
     'autosave_interval 1',
-    'autosave_on_changes true',
     'max_queued_messages 10000',
+    // No OTA message comes near this (a deploy is ~1 KB, a state map of 500 jobs ~50 KB): a client sending a larger
+    // packet is disconnected by the broker before the bridge ever parses it.
+    'max_packet_size 262144',
     'log_dest stdout',
     'log_type error',
     'log_type warning',

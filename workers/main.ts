@@ -10,6 +10,7 @@ import { installTemporalLogger } from './temporal-logger';
 import { robotDirectoryFromFleet } from '../common/robot-directory';
 import { connectMqtt, uniqueClientId } from '../activities/mqtt/connection';
 import { createOtaMqttActivities } from '../activities/mqtt/ota';
+import { createOtaRolloutActivities } from '../activities/mqtt/ota-rollout';
 import { createOtaJobActivities } from '../activities/db/ota-jobs';
 import { createS3Client } from '../activities/s3/client';
 import { fleetManifestPath, type FleetManifest } from '../infra/fleet';
@@ -32,6 +33,7 @@ async function main(): Promise<void> {
   const activities = {
     ...createStackProbeActivities({ cfg, db: db.connection, s3, robots }),
     ...createOtaMqttActivities({ mqtt, models: db.models, s3, cfg }),
+    ...createOtaRolloutActivities({ mqtt, models: db.models, s3, cfg }),
     ...createOtaJobActivities({ models: db.models, dbTimeoutMs: cfg.mongo.timeoutMs }),
   };
 

@@ -44,6 +44,7 @@ async function main(): Promise<void> {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => resolve());
   });
   log.info('mqtt bridge stopping');
+  await bridge.flush();
   bridge.stop();
   // Messages not yet acknowledged stay in the sessions and are redelivered to the next bridge (a stale lane's
   // session too: it is ended only once drained).

@@ -8,7 +8,7 @@ import { log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { MqttClient } from 'mqtt';
 import type { Config } from '../../common/config';
-import type { OtaModels } from '../../common/models/ota';
+import type { OtaJob, OtaModels } from '../../common/models/ota';
 import { deployMessageSchema, robotIdSchema, topics, type DeployMessage } from '../../common/protocol';
 import { newestSigningKey, loadSigningKeys } from '../../common/signing-keys';
 import { signDeploy, type SigningKey } from '../../common/signing';
@@ -49,6 +49,49 @@ export function urlTtlForSize(size: number, ttlSeconds: number): number {
   return Math.min(MAX_URL_TTL_SECONDS, Math.max(ttlSeconds, Math.ceil(size / SLOW_LINK_BYTES_PER_SECOND)));
 }
 
+/** The job fields a deploy message is built from. */
+export type DispatchableJob = Pick<OtaJob, '_id' | 's3_bucket' | 's3_object_name' | 'deploy_path' | 'sha256' | 'size' | 'mode'>;
+
+/** A presigned GET of the job's object that outlives a slow download of it (urlTtlForSize). */
+export function presignDownload(s3: S3Client, job: Pick<OtaJob, 's3_bucket' | 's3_object_name' | 'size'>, urlTtlSeconds: number): Promise<string> {
+  return getSignedUrl(s3, new GetObjectCommand({ Bucket: job.s3_bucket, Key: job.s3_object_name }), {
+    expiresIn: urlTtlForSize(job.size, urlTtlSeconds),
+  });
+}
+
+/**
+ * The deploy message of `job` for `robotId` (reference fields first, then ours), signed with `key`; the
+ * signature expires with the message at the broker, so a robot that returns later gets a fresh dispatch.
+ * Throws non-retryable (naming the fields, never their values: the url is among them) when it is invalid.
+ */
+export function signedDeployMessage(job: DispatchableJob, robotId: string, url: string, key: SigningKey, urlTtlSeconds: number): string {
+  const candidate: DeployMessage = {
+    job_id: job._id,
+    s3_bucket: job.s3_bucket,
+    s3_object_name: job.s3_object_name,
+    deploy_path: job.deploy_path,
+    sha256: job.sha256,
+    size: job.size,
+    url,
+    ...(typeof job.mode === 'number' ? { mode: job.mode } : {}),
+  };
+  const expires_at = Math.floor(Date.now() / 1000) + urlTtlSeconds;
+  candidate.signature = signDeploy(key, {
+    job_id: job._id,
+    robot_id: robotId,
+    sha256: job.sha256,
+    size: job.size,
+    deploy_path: job.deploy_path,
+    expires_at,
+  });
+  const parsed = deployMessageSchema.safeParse(candidate);
+  if (!parsed.success) {
+    const fields = [...new Set(parsed.error.issues.map((i) => i.path.join('.')))].join(', ');
+    throw ApplicationFailure.nonRetryable(`OTA job ${job._id}: deploy message invalid (${fields})`, OTA_JOB_INVALID);
+  }
+  return JSON.stringify(parsed.data);
+}
+
 export function createOtaMqttActivities({
   mqtt,
   models,
@@ -80,37 +123,9 @@ export function createOtaMqttActivities({
         return 'robot_offline';
       }
 
-      const url = await getSignedUrl(s3, new GetObjectCommand({ Bucket: job.s3_bucket, Key: job.s3_object_name }), {
-        expiresIn: urlTtlForSize(job.size, urlTtlSeconds),
-      });
-      const candidate: DeployMessage = {
-        // The reference daemon's four fields first, then ours.
-        job_id: jobId,
-        s3_bucket: job.s3_bucket,
-        s3_object_name: job.s3_object_name,
-        deploy_path: job.deploy_path,
-        sha256: job.sha256,
-        size: job.size,
-        url,
-        ...(typeof job.mode === 'number' ? { mode: job.mode } : {}),
-      };
-      // The message lives at the broker as long as its signature is valid; a later return gets a fresh dispatch.
-      const expires_at = Math.floor(Date.now() / 1000) + urlTtlSeconds;
-      candidate.signature = signDeploy(newestSigningKey(signingKeys()), {
-        job_id: jobId,
-        robot_id: robotId,
-        sha256: job.sha256,
-        size: job.size,
-        deploy_path: job.deploy_path,
-        expires_at,
-      });
-      const parsed = deployMessageSchema.safeParse(candidate);
-      if (!parsed.success) {
-        // Report which fields are wrong, never their values (the url is among them).
-        const fields = [...new Set(parsed.error.issues.map((i) => i.path.join('.')))].join(', ');
-        throw ApplicationFailure.nonRetryable(`OTA job ${jobId}: deploy message invalid (${fields})`, OTA_JOB_INVALID);
-      }
-      await publishQos1(mqtt, topics.deploy(robotId), JSON.stringify(parsed.data), { messageExpirySeconds: urlTtlSeconds });
+      const url = await presignDownload(s3, job, urlTtlSeconds);
+      const message = signedDeployMessage(job, robotId, url, newestSigningKey(signingKeys()), urlTtlSeconds);
+      await publishQos1(mqtt, topics.deploy(robotId), message, { messageExpirySeconds: urlTtlSeconds });
       log.info('deploy published', { jobId, robotId, topic: topics.deploy(robotId) });
       return 'dispatched';
     },

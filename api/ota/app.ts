@@ -18,6 +18,7 @@ import { filesRouter } from './routes/files';
 import { healthRouter } from './routes/health';
 import { jobsRouter } from './routes/jobs';
 import { robotsRouter } from './routes/robots';
+import { rolloutsRouter } from './routes/rollouts';
 import { resolveContext, type OtaAppDeps, type OtaContext } from './types';
 import { uiRouter } from '../ui-static';
 
@@ -56,6 +57,7 @@ export function createOtaRouter(deps: OtaAppDeps): Router {
   r.use(deployRouter(ctx));
   r.use(jobsRouter(ctx));
   r.use(adminRouter(ctx, revocations));
+  r.use(rolloutsRouter(ctx, { read: requireRole('viewer'), mutate: requireRole('operator') }));
   r.use(robotsRouter(ctx, requireRole('admin')));
   r.use(notFoundHandler);
   r.use(errorHandler(ctx.log));

@@ -4,55 +4,19 @@
 // process dies between the insert and the start, or marking FAILED fails too, the job is left PENDING without a
 // workflow. The job reconciler (reconciler.ts) finds such jobs once they are older than a grace period and
 // starts their workflow; a cancel of one ends it CANCELED in the database (cancelOrphanJob).
-import { randomUUID } from 'node:crypto';
 import type { OtaJob } from '../../common/models/ota';
-import { otaWorkflowId } from '../../workflows/ota-contract';
 import { chunks } from '../../common/db';
-import { pythonJsonDumps } from './naming';
+
+export { buildJob, type JobSpec };
+import { buildJob, type JobSpec } from '../../common/ota-job-doc';
 import { isTemporalUnavailable, startDeploymentWorkflow } from './temporal';
 import type { OtaContext } from './types';
-
-export interface JobSpec {
-  robotId: string;
-  deployPath: string;
-  file: { s3_bucket: string; s3_object_name: string; file_name: string; sha256: string; size: number };
-  timeoutS: number | null;
-}
 
 export interface StartOutcome {
   jobId: string;
   /** null when the workflow runs. */
   error: string | null;
   unavailable: boolean;
-}
-
-export function buildJob(spec: JobSpec, now: Date): OtaJob {
-  const jobId = randomUUID();
-  return {
-    _id: jobId,
-    robot_id: spec.robotId,
-    deploy_path: spec.deployPath,
-    s3_bucket: spec.file.s3_bucket,
-    s3_object_name: spec.file.s3_object_name,
-    file_name: spec.file.file_name,
-    sha256: spec.file.sha256,
-    size: spec.file.size,
-    status: 'PENDING',
-    error_msg: null,
-    // The reference's payload, byte for byte (its daemon and tools read this field).
-    deploy_msg: pythonJsonDumps({
-      job_id: jobId,
-      s3_bucket: spec.file.s3_bucket,
-      s3_object_name: spec.file.s3_object_name,
-      deploy_path: spec.deployPath,
-    }),
-    timestamp: now,
-    updated_at: now,
-    finished_at: null,
-    workflow_id: otaWorkflowId(jobId),
-    timeout_s: spec.timeoutS,
-    deployment_id: null,
-  };
 }
 
 /** Inserts job documents (chunks of 50); on failure removes the ones that made it and rethrows. */

@@ -68,11 +68,5 @@ export const BUCKET_NAME_PATTERN = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 /** Metadata keys are queried as `file_metadata.<key>`: a dot or a leading `$` would change the query's meaning. */
 export const METADATA_KEY_PATTERN = /^[^.$\u0000][^.\u0000]{0,127}$/;
 
-/** Python `json.dumps` of a flat string map (", " / ": " separators, non-ASCII escaped), as the reference's
- * `deploy_msg` is stored and sent, so a consumer comparing it byte for byte sees the same payload. */
-export function pythonJsonDumps(obj: Record<string, string>): string {
-  const str = (s: string) => JSON.stringify(s).replace(/[\u0080-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-  return `{${Object.entries(obj)
-    .map(([k, v]) => `${str(k)}: ${str(v)}`)
-    .join(', ')}}`;
-}
+// Moved with the job document builder (rollout activities build jobs too).
+export { pythonJsonDumps } from '../../common/ota-job-doc';

@@ -9,7 +9,8 @@
 // Each pass looks at `reconcileMaxJobsPerPass` jobs at most; the next pass continues after the last one.
 import type { FilterQuery } from 'mongoose';
 import type { OtaJob } from '../../common/models/ota';
-import { isTerminal } from '../../common/protocol';
+import { isTerminal, JOB_STATUSES } from '../../common/protocol';
+import { chunks } from '../../common/db';
 import { otaWorkflowId } from '../../workflows/ota-contract';
 import { mapLimited } from './jobs-service';
 import { existingWorkflowIds, isTemporalUnavailable, signalCancel, startDeploymentWorkflow, type StartResult } from './temporal';
@@ -20,6 +21,77 @@ const CHUNK = 50;
 const START_CONCURRENCY = 8;
 
 export type OrphanCandidate = Pick<OtaJob, '_id' | 'robot_id' | 'timestamp' | 'timeout_s'>;
+
+/** Non-terminal statuses: a job in one of them is still owed a terminal status by its workflow. */
+const OPEN_STATUSES = JOB_STATUSES.filter((st) => !isTerminal(st));
+
+export interface ClosedPass {
+  /** Jobs ended here because their workflow was closed without deciding them (e.g. terminated from Temporal Web). */
+  ended: string[];
+}
+
+/**
+ * Ends the open jobs whose workflow is closed (terminated from Temporal Web, failed, timed out) and has no run
+ * left: nothing would ever move them. Looks at open jobs not updated for `reconcileGraceMs`, 50 workflow ids per
+ * visibility query; a workflow id with a Running run (continue-as-new included) is left alone. A terminated or
+ * canceled workflow ends its jobs CANCELED, a failed or timed-out one FAILED; the write is guarded (only an open
+ * job moves), and a rollout whose workflow is gone is marked the same way.
+ */
+export async function reconcileClosedWorkflows(ctx: OtaContext, nowMs = Date.now()): Promise<ClosedPass> {
+  const cutoff = new Date(nowMs - ctx.options.reconcileGraceMs);
+  const jobs = await ctx.models.OtaJob.find({ status: { $in: OPEN_STATUSES }, updated_at: { $lt: cutoff } }, { _id: 1, workflow_id: 1, deployment_id: 1 })
+    .limit(Math.max(1, ctx.options.reconcileMaxJobsPerPass))
+    .lean<Array<Pick<OtaJob, '_id' | 'workflow_id' | 'deployment_id'>>>();
+  const out: ClosedPass = { ended: [] };
+  const workflowIds = [...new Set(jobs.map((j) => j.workflow_id))];
+  for (const part of chunks(workflowIds, CHUNK)) {
+    const runs = await workflowRuns(ctx, part);
+    for (const [workflowId, statuses] of runs) {
+      if (statuses.latest === 'RUNNING' || statuses.anyRunning) continue;
+      const status = statuses.latest === 'TERMINATED' || statuses.latest === 'CANCELLED' ? 'CANCELED' : statuses.latest === 'FAILED' || statuses.latest === 'TIMED_OUT' ? 'FAILED' : null;
+      if (!status) continue; // COMPLETED / CONTINUED_AS_NEW without a successor: left for a human to look at
+      const reason = `workflow ${statuses.latest.toLowerCase()} in Temporal before deciding the job`;
+      const now = new Date();
+      const ids = jobs.filter((j) => j.workflow_id === workflowId).map((j) => j._id);
+      for (const idsPart of chunks(ids, CHUNK)) {
+        await ctx.models.OtaJob.updateMany(
+          { _id: { $in: idsPart }, status: { $in: OPEN_STATUSES } },
+          { $set: { status, error_msg: reason, updated_at: now, finished_at: now }, $push: { transitions: { status, error_msg: reason, at: now } } },
+        );
+      }
+      const rollout = jobs.find((j) => j.workflow_id === workflowId && j.deployment_id)?.deployment_id;
+      if (rollout) {
+        await ctx.models.OtaRollout.updateOne(
+          { _id: rollout, status: { $in: ['RUNNING', 'PAUSED'] } },
+          { $set: { status: status === 'CANCELED' ? 'CANCELED' : 'FAILED', reason, updated_at: now, finished_at: now } },
+        );
+      }
+      out.ended.push(...ids);
+      ctx.log.warn({ workflowId, temporalStatus: statuses.latest, jobs: ids.length, status }, 'jobs of a closed workflow ended');
+    }
+  }
+  return out;
+}
+
+/** Per workflow id: the status of its latest run, and whether any run is still running (visibility). */
+async function workflowRuns(ctx: OtaContext, workflowIds: readonly string[]): Promise<Map<string, { latest: string; anyRunning: boolean; startMs: number }>> {
+  const out = new Map<string, { latest: string; anyRunning: boolean; startMs: number }>();
+  if (workflowIds.length === 0) return out;
+  const query = `WorkflowId IN (${workflowIds.map((id) => JSON.stringify(id)).join(', ')})`;
+  await ctx.temporal.withDeadline(Date.now() + ctx.options.temporalTimeoutMs, async () => {
+    for await (const wf of ctx.temporal.list({ query, pageSize: 200 })) {
+      const startMs = wf.startTime.getTime();
+      const cur = out.get(wf.workflowId);
+      const running = wf.status.name === 'RUNNING';
+      if (!cur) out.set(wf.workflowId, { latest: wf.status.name, anyRunning: running, startMs });
+      else {
+        cur.anyRunning ||= running;
+        if (startMs >= cur.startMs) Object.assign(cur, { latest: wf.status.name, startMs });
+      }
+    }
+  });
+  return out;
+}
 
 export interface ReconcilePass {
   /** PENDING jobs past the grace period looked at in this pass. */
@@ -81,6 +153,13 @@ export class JobReconciler {
     return p;
   }
 
+  /** One closed-workflow pass now (reconcileClosedWorkflows), after the pass in flight. */
+  closedOnce(): Promise<ClosedPass> {
+    const p = this.queue.then(() => reconcileClosedWorkflows(this.ctx));
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
   /** A pass right away, then one every reconcileIntervalMs (counted from the end of the previous one). */
   start(): void {
     if (this.timer || this.stopped) return;
@@ -90,6 +169,12 @@ export class JobReconciler {
         if (r.started.length > 0 || r.errors > 0 || !r.complete) this.ctx.log.info(r, 'job reconciler pass');
       } catch (err) {
         this.ctx.log.error({ err }, 'job reconciler pass failed');
+      }
+      try {
+        const closed = await this.closedOnce();
+        if (closed.ended.length > 0) this.ctx.log.info({ ended: closed.ended.length }, 'job reconciler: jobs of closed workflows ended');
+      } catch (err) {
+        this.ctx.log.error({ err }, 'job reconciler: closed-workflow pass failed');
       }
       if (!this.stopped) this.schedule(tick, this.ctx.options.reconcileIntervalMs);
     };
@@ -115,7 +200,8 @@ export class JobReconciler {
     const max = Math.max(1, ctx.options.reconcileMaxJobsPerPass);
     const out: ReconcilePass = { scanned: 0, started: [], errors: 0, complete: false };
     while (out.scanned < max) {
-      const filter: FilterQuery<OtaJob> = { status: 'PENDING', timestamp: { $lt: cutoff } };
+      // Rollout jobs wait PENDING for their turn by design: their rollout's workflow drives them, not one of their own.
+      const filter: FilterQuery<OtaJob> = { status: 'PENDING', timestamp: { $lt: cutoff }, deployment_id: null };
       const from = this.cursor;
       if (from) filter.$or = [{ timestamp: { $gt: from.t } }, { timestamp: from.t, _id: { $gt: from.id } }];
       const limit = Math.min(CHUNK, max - out.scanned);

@@ -102,6 +102,7 @@ const blankAsMissing = <T extends z.ZodType>(schema: T) => z.preprocess((v) => (
 export const jobsQuerySchema = z.object({
   robot_id: blankAsMissing(z.string().optional()),
   status: blankAsMissing(z.enum(JOB_STATUSES).optional()),
+  deployment_id: blankAsMissing(z.string().max(128).optional().openapi({ description: 'Only the jobs of this rollout.' })),
   limit: blankAsMissing(z.coerce.number().int().min(1).max(500).default(50)),
   cursor: blankAsMissing(z.string().optional().openapi({ description: 'next_cursor of the previous page.' })),
 });

@@ -16,7 +16,9 @@ import {
   type OtaDeploymentInput,
   type OtaJobProgress,
 } from '../../workflows/ota-contract';
-import { JOB_STATE_SA, ROBOT_ID_SA } from '../../workflows/search-attributes';
+import { DEPLOYMENT_ID_SA, JOB_STATE_SA, ROBOT_ID_SA } from '../../workflows/search-attributes';
+import { OTA_ROLLOUT_WORKFLOW, rolloutWorkflowId, type OtaRolloutInput } from '../../workflows/ota-rollout-contract';
+import type { SignalDefinition } from '@temporalio/client';
 import type { OtaContext } from './types';
 
 
@@ -106,6 +108,30 @@ export type CancelOutcome = 'signalled' | 'not-running';
 export async function signalCancel(ctx: OtaContext, workflowId: string, reason: string | undefined): Promise<CancelOutcome> {
   try {
     await withTimeout(ctx, ctx.options.temporalTimeoutMs, () => ctx.temporal.getHandle(workflowId).signal(cancelJobSignal, { reason }));
+    return 'signalled';
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) return 'not-running';
+    throw e;
+  }
+}
+
+/** Starts a rollout's workflow (one per rollout id, never a second run), searchable by DeploymentId. */
+export async function startRolloutWorkflow(ctx: OtaContext, input: OtaRolloutInput): Promise<void> {
+  await withTimeout(ctx, ctx.options.temporalTimeoutMs, () =>
+    ctx.temporal.start(OTA_ROLLOUT_WORKFLOW, {
+      taskQueue: ctx.cfg.temporal.taskQueue,
+      workflowId: rolloutWorkflowId(input.rolloutId),
+      workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+      args: [input],
+      typedSearchAttributes: [{ key: DEPLOYMENT_ID_SA, value: input.rolloutId }],
+    }),
+  );
+}
+
+/** Signals a running workflow; 'not-running' when it has ended (or never started). */
+export async function signalWorkflow<Args extends unknown[]>(ctx: OtaContext, workflowId: string, def: SignalDefinition<Args>, ...args: Args): Promise<CancelOutcome> {
+  try {
+    await withTimeout(ctx, ctx.options.temporalTimeoutMs, () => ctx.temporal.getHandle(workflowId).signal(def, ...args));
     return 'signalled';
   } catch (e) {
     if (e instanceof WorkflowNotFoundError) return 'not-running';

@@ -45,6 +45,10 @@ const otaJobSchema = new Schema(
     workflow_id: { type: String, required: true },
     timeout_s: { type: Number, default: null },
     deployment_id: { type: String, default: null },
+    /** Rollout jobs only: the wave, the position in the rollout, and where dispatch stands (ota-rollout-contract.ts). */
+    wave: { type: Number, required: false },
+    seq: { type: Number, required: false },
+    dispatch_state: { type: String, enum: ['queued', 'awaiting_robot', 'dispatched'], required: false },
     /** Every status change after PENDING, in order (the job's `timestamp` is its PENDING time). */
     transitions: {
       type: [{ _id: false, status: { type: String, enum: JOB_STATUSES, required: true }, error_msg: { type: String, default: null }, at: { type: Date, required: true } }],
@@ -55,6 +59,39 @@ const otaJobSchema = new Schema(
 );
 otaJobSchema.index({ robot_id: 1, timestamp: -1 });
 otaJobSchema.index({ status: 1, timestamp: -1 });
+otaJobSchema.index({ deployment_id: 1, wave: 1, seq: 1 });
+
+/**
+ * A rollout (POST /rollouts): one file to many robots, driven by one otaRollout workflow. The robots and their
+ * waves are fixed at creation; per-robot state lives in the rollout's jobs (deployment_id = rollout id).
+ */
+const otaRolloutSchema = new Schema(
+  {
+    _id: { type: String, required: true }, // rollout id (uuid4)
+    s3_bucket: { type: String, required: true },
+    s3_object_name: { type: String, required: true },
+    file_name: { type: String, default: '' },
+    sha256: { type: String, required: true },
+    size: { type: Number, required: true },
+    /** May hold `{robot_id}`, replaced per robot. */
+    deploy_path: { type: String, required: true },
+    /** In dispatch order; wave_sizes splits it into waves. */
+    robot_ids: { type: [String], required: true },
+    wave_sizes: { type: [Number], required: true },
+    options: { type: Schema.Types.Mixed, required: true },
+    status: { type: String, required: true },
+    paused: { type: Boolean, default: false },
+    current_wave: { type: Number, default: 0 },
+    reason: { type: String, default: null },
+    created_by: { type: String, default: null },
+    timestamp: { type: Date, required: true },
+    updated_at: { type: Date, required: true },
+    finished_at: { type: Date, default: null },
+    workflow_id: { type: String, required: true },
+  },
+  { collection: 'ota_rollouts', versionKey: false, minimize: false },
+);
+otaRolloutSchema.index({ timestamp: -1 });
 
 const deployTargetSchema = new Schema(
   {
@@ -83,18 +120,20 @@ const robotPresenceSchema = new Schema(
 
 export type OtaFile = InferSchemaType<typeof otaFileSchema>;
 export type OtaJob = InferSchemaType<typeof otaJobSchema>;
+export type OtaRollout = InferSchemaType<typeof otaRolloutSchema>;
 export type DeployTarget = InferSchemaType<typeof deployTargetSchema>;
 export type RobotPresence = InferSchemaType<typeof robotPresenceSchema>;
 
 export interface OtaModels {
   OtaFile: Model<OtaFile>;
   OtaJob: Model<OtaJob>;
+  OtaRollout: Model<OtaRollout>;
   DeployTarget: Model<DeployTarget>;
   RobotPresence: Model<RobotPresence>;
 }
 
 export function registerOtaModels(conn: Connection, timeoutMs: number): OtaModels {
-  for (const s of [otaFileSchema, otaJobSchema, deployTargetSchema, robotPresenceSchema]) {
+  for (const s of [otaFileSchema, otaJobSchema, otaRolloutSchema, deployTargetSchema, robotPresenceSchema]) {
     // Every query gets a server-side time limit: a stuck database must surface as an error, not a hang.
     s.pre(/^find|^count|^update|^delete/, function (this: { maxTimeMS?: (ms: number) => unknown }) {
       this.maxTimeMS?.(timeoutMs);
@@ -103,6 +142,7 @@ export function registerOtaModels(conn: Connection, timeoutMs: number): OtaModel
   return {
     OtaFile: conn.model<OtaFile>('OtaFile', otaFileSchema),
     OtaJob: conn.model<OtaJob>('OtaJob', otaJobSchema),
+    OtaRollout: conn.model<OtaRollout>('OtaRollout', otaRolloutSchema),
     DeployTarget: conn.model<DeployTarget>('DeployTarget', deployTargetSchema),
     RobotPresence: conn.model<RobotPresence>('RobotPresence', robotPresenceSchema),
   };

@@ -4,7 +4,7 @@
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { buildJob } from '../../api/ota/jobs-service';
-import { JobReconciler, startOrphanWorkflow } from '../../api/ota/reconciler';
+import { JobReconciler, reconcileClosedWorkflows, startOrphanWorkflow } from '../../api/ota/reconciler';
 import type { FileDeployResult, JobState } from '../../api/ota/schemas';
 import { startDeploymentWorkflow } from '../../api/ota/temporal';
 import { resolveContext, type OtaAppOptions } from '../../api/ota/types';
@@ -182,4 +182,25 @@ describe('POST /job/{job_id}/cancel of a PENDING job without a workflow', () => 
     expect(await workflowExists(job._id)).toBe(false);
     expect(await request(h, 'POST', `/job/${job._id}/cancel`)).toMatchObject({ status: 409, body: { detail: 'Job is already CANCELED.' } });
   });
+});
+
+test('a job whose workflow was terminated from Temporal Web is reconciled to CANCELED; a running one is left alone', async () => {
+  const ctx = resolveContext({ ...h.deps, options: { ...h.deps.options, reconcileGraceMs: 1000 } });
+  const terminated = await orphan(60_000);
+  const running = await orphan(60_000);
+  for (const job of [terminated, running]) {
+    expect(await startDeploymentWorkflow(ctx, { jobId: job._id, robotId: job.robot_id })).toBe('started');
+  }
+  await h.temporal.getHandle(otaWorkflowId(terminated._id)).terminate('terminated from Temporal Web');
+  // Visibility catches up with the termination within a moment.
+  await eventually('terminated job reconciled', async () => {
+    await reconcileClosedWorkflows(ctx);
+    return (await h.db.models.OtaJob.findById(terminated._id).lean())?.status === 'CANCELED';
+  });
+  const ended = await h.db.models.OtaJob.findById(terminated._id).lean();
+  expect(ended!.error_msg).toContain('terminated');
+  expect(ended!.finished_at).not.toBeNull();
+  expect(ended!.transitions?.map((t) => t.status)).toEqual(['CANCELED']);
+  expect(['PENDING', 'RECEIVED', 'DOWNLOADING']).toContain((await h.db.models.OtaJob.findById(running._id).lean())?.status);
+  await h.temporal.getHandle(otaWorkflowId(running._id)).terminate('test cleanup');
 });

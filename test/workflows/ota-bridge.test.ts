@@ -288,6 +288,36 @@ test('presence: online is stored and re-dispatches the robot’s waiting job; of
   }
 });
 
+test('presence is not serialized across robots: a robot whose signals hang does not hold up another robot', async () => {
+  const slow = uniqueId('ps');
+  const fast = uniqueId('pf');
+  const { jobId: slowJob } = await startJob(slow);
+  const { handle: fastHandle } = await startJob(fast);
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  // Every signal to the slow robot's job hangs (a Temporal call that does not come back) until released.
+  const workflows: Pick<WorkflowClient, 'getHandle'> = {
+    getHandle: (workflowId: string) => {
+      const real = env.client.workflow.getHandle(workflowId);
+      if (workflowId !== otaWorkflowId(slowJob)) return real;
+      return { ...real, signal: async (...args: Parameters<WorkflowHandle['signal']>) => { await held; await real.signal(...args); } } as WorkflowHandle;
+    },
+  };
+  const bridge = await startBridge({ workflows });
+  try {
+    await publish(topics.presence(slow), 'online', true);
+    await eventually('slow robot in hand', async () => (await db.models.RobotPresence.findById(slow).lean())?.online === true);
+    await publish(topics.presence(fast), 'online', true);
+    await eventually('fast robot dispatched while the slow one hangs', async () => (await fastHandle.query(jobProgressQuery)).dispatches === 1, 10000);
+    expect(bridge.logs).not.toContainEqual(expect.objectContaining({ msg: 'presence stored and signalled', robotId: slow }));
+  } finally {
+    release();
+    await publish(topics.presence(slow), '', true);
+    await publish(topics.presence(fast), '', true);
+    await bridge.stop();
+  }
+});
+
 test('presence is retained, so it reaches a bridge that subscribes after it was published (lanes would miss it)', async () => {
   const robot = uniqueId('rr');
   const { handle } = await startJob(robot);

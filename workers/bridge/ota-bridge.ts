@@ -30,6 +30,7 @@
 // its map is sent again (a presence signal to the job's workflow, which re-dispatches), because a clean session
 // misses whatever was published while it was away. Bounded: one check per robot per `aliveCheckMs`, one re-send per
 // job per `resendEveryMs`; robots with presence (our daemon: persistent session, Last Will) skip all of it.
+import { forEachLimited } from '../../common/limit';
 import type { WorkflowClient } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { IPublishPacket, ISubscriptionMap, MqttClient } from 'mqtt';
@@ -50,11 +51,25 @@ import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from '../../activities/db/timeou
 import { upsertDeployTarget } from '../../activities/db/ota-jobs';
 import { sharedStateFilter } from './lanes';
 import { otaWorkflowId, robotPresenceSignal, robotReportSignal } from '../../workflows/ota-contract';
+import { JobLookup } from './job-lookup';
+import { RolloutBatcher } from './rollout-batcher';
 
 const NON_TERMINAL_STATUSES: JobStatus[] = JOB_STATUSES.filter((s) => !isTerminal(s));
 /** A state map with more entries than this is not a robot's job list (the daemon runs a handful at a time). */
 const MAX_JOBS_PER_REPORT = 500;
 const MAX_REMEMBERED_REPORTS = 10_000;
+/** A robot's error message is stored and shown to operators; longer ones are cut. */
+const MAX_ERROR_MSG = 2000;
+
+/** Map.set that forgets the oldest entry past MAX_REMEMBERED_REPORTS * 5 (a fleet's worth of jobs). */
+function boundedSet<K, V>(m: Map<K, V>, k: K, v: V): void {
+  m.delete(k);
+  m.set(k, v);
+  if (m.size > MAX_REMEMBERED_REPORTS * 5) {
+    const oldest = m.keys().next().value;
+    if (oldest !== undefined) m.delete(oldest);
+  }
+}
 
 export interface OtaBridgeOptions {
   /**
@@ -80,6 +95,22 @@ export interface OtaBridgeOptions {
   resendEveryMs?: number;
   /** Jobs younger than this are not re-sent: their first dispatch may still be on its way (default 5 s). */
   resendGraceMs?: number;
+  /** Reports of rollout jobs are gathered per rollout this long before one signal carries them (default 200 ms). */
+  rolloutWindowMs?: number;
+  /**
+   * Per-robot limit on state messages: `perSecond` sustained, `burst` at once (default 20/s, burst 40; our daemon
+   * sends about one a second). Messages over it are dropped before they are parsed or cost a database read, so
+   * one flooding robot cannot hold up the lanes that carry every other robot's reports.
+   */
+  stateRate?: { perSecond: number; burst: number };
+  /** Robots whose presence is handled at once (default 32). */
+  presenceConcurrency?: number;
+}
+
+/** What the bridge keeps of a rollout job after its first report: later reports need no database read. */
+interface RolloutJobMeta {
+  robotId: string;
+  rolloutId: string;
 }
 
 export class OtaBridge {
@@ -99,6 +130,20 @@ export class OtaBridge {
   private readonly lastAliveCheck = new Map<string, number>();
   /** job → when it was last sent again because its robot's state map lacked it. */
   private readonly lastResend = new Map<string, number>();
+  /** Rollout jobs seen (owner and rollout): a robot's repeated heartbeats cost no database read. */
+  private readonly rolloutJobs = new Map<string, RolloutJobMeta>();
+  /** Rollout job → the last status its rollout got; a repeat is skipped before any database read. */
+  private readonly rolloutForwarded = new Map<string, string>();
+  /** Rollout job → when its ack was last re-published for a repeated terminal report. */
+  private readonly rolloutReacked = new Map<string, number>();
+  private readonly rollouts: RolloutBatcher;
+  private readonly jobs: JobLookup;
+  /** robot → its presence messages in hand, in order (see the constructor). */
+  private readonly presenceChains = new Map<string, Promise<void>>();
+  private presenceInHand = 0;
+  private readonly presenceWaiters: Array<() => void> = [];
+  /** robot → its token bucket for state messages (see stateRate). */
+  private readonly stateBuckets = new Map<string, { tokens: number; at: number; dropped: number; warnedAt: number }>();
 
   constructor(private readonly o: OtaBridgeOptions) {
     this.log = o.log;
@@ -107,13 +152,48 @@ export class OtaBridge {
     this.signalConcurrency = o.signalConcurrency ?? 8;
     if (o.stateLanes.length === 0) throw new Error('OtaBridge needs at least one state lane');
     this.stateFilter = sharedStateFilter(o.shareGroup);
+    this.jobs = new JobLookup(o.models.OtaJob, this.dbTimeoutMs);
+    this.rollouts = new RolloutBatcher({
+      workflows: o.workflows,
+      log: o.log,
+      windowMs: o.rolloutWindowMs,
+      onDelivered: (_rolloutId, reports) => {
+        for (const r of reports) boundedSet(this.rolloutForwarded, r.jobId, r.status);
+      },
+      onClosed: (_rolloutId, jobIds) => {
+        // Read again next time: the job is terminal in the database by now and its ack is then re-sent.
+        for (const id of jobIds) {
+          this.rolloutJobs.delete(id);
+          this.rolloutForwarded.delete(id);
+        }
+      },
+    });
     // Installed before the first packet: a persistent session delivers queued messages right after CONNACK.
     // Each client gets its own handler, so each is serial on its own and the clients run side by side.
-    for (const client of [o.mqtt, ...o.stateLanes]) {
+    for (const client of o.stateLanes) {
       client.handleMessage = (packet: IPublishPacket, done) => {
         void this.handle(packet.topic, packet.payload).finally(() => done());
       };
     }
+    // Presence is handled per robot, robots side by side: one robot's presence (its database writes and signals,
+    // retried while Temporal is down) never holds up another's. Each robot's messages stay in order. The packet
+    // is acknowledged once it is in its robot's queue: presence is retained, and the bridge subscribes again at
+    // every start, so the broker hands the latest presence of every robot over again after a crash. At most
+    // `presenceConcurrency` robots are in hand; beyond that the connection waits (backpressure).
+    o.mqtt.handleMessage = (packet: IPublishPacket, done) => {
+      const robotId = parseTopic(packet.topic)?.robotId ?? '';
+      const prev = this.presenceChains.get(robotId) ?? Promise.resolve();
+      const next = prev.then(() => this.handle(packet.topic, packet.payload));
+      this.presenceChains.set(robotId, next);
+      this.presenceInHand++;
+      void next.finally(() => {
+        this.presenceInHand--;
+        if (this.presenceChains.get(robotId) === next) this.presenceChains.delete(robotId);
+        this.presenceWaiters.shift()?.();
+      });
+      if (this.presenceInHand < (o.presenceConcurrency ?? 32)) done();
+      else this.presenceWaiters.push(() => done());
+    };
   }
 
   /** Subscribes (QoS 1): presence on the main connection, state on every lane; call once all are connected. */
@@ -149,6 +229,11 @@ export class OtaBridge {
     this.stopping = true;
   }
 
+  /** Sends the rollout reports gathered so far (before the connections close at shutdown). */
+  flush(): Promise<void> {
+    return this.rollouts.flushAll();
+  }
+
   /** Handles one message; never rejects (a failure is logged and the message acknowledged). */
   async handle(topic: string, payload: Buffer | string): Promise<void> {
     try {
@@ -157,6 +242,7 @@ export class OtaBridge {
         this.log.warn({ topic }, 'message on an unexpected topic dropped');
         return;
       }
+      if (parsed.operation === 'state' && !this.takeStateToken(parsed.robotId)) return;
       const text = Buffer.isBuffer(payload) ? payload.toString('utf8') : payload;
       if (parsed.operation === 'state') await this.onState(topic, parsed.robotId, text);
       else if (parsed.operation === 'presence') await this.onPresence(topic, parsed.robotId, text);
@@ -164,6 +250,27 @@ export class OtaBridge {
     } catch (err) {
       this.log.error({ err, topic }, 'message handling failed; message dropped');
     }
+  }
+
+  /** Token bucket per robot; false (and a warning at most every 10 s per robot) when it is empty. */
+  private takeStateToken(robotId: string): boolean {
+    const { perSecond, burst } = this.o.stateRate ?? { perSecond: 20, burst: 40 };
+    const now = Date.now();
+    const b = this.stateBuckets.get(robotId) ?? { tokens: burst, at: now, dropped: 0, warnedAt: 0 };
+    b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * perSecond);
+    b.at = now;
+    boundedSet(this.stateBuckets, robotId, b);
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return true;
+    }
+    b.dropped++;
+    if (now - b.warnedAt >= 10_000) {
+      this.log.warn({ robotId, dropped: b.dropped, perSecond, burst }, 'state messages over the per-robot rate limit dropped');
+      b.warnedAt = now;
+      b.dropped = 0;
+    }
+    return false;
   }
 
   private async onState(topic: string, robotId: string, text: string): Promise<void> {
@@ -185,7 +292,9 @@ export class OtaBridge {
       this.log.warn({ topic, robotId, reason: 'too many jobs', jobs: entries.length }, 'malformed state message dropped');
       return;
     }
-    for (const [jobId, report] of entries) {
+    for (const [jobId, raw] of entries) {
+      // A robot's error message is stored, signalled and shown: a long one is cut (the start says enough).
+      const report = raw.error_msg && raw.error_msg.length > MAX_ERROR_MSG ? { ...raw, error_msg: `${raw.error_msg.slice(0, MAX_ERROR_MSG)}…` } : raw;
       await this.retrying(`report ${jobId}`, { topic, robotId, jobId }, () => this.forwardReport(robotId, jobId, report));
     }
     if (this.presence.get(robotId) !== true) {
@@ -214,7 +323,7 @@ export class OtaBridge {
     const open = await withDbTimeout(
       'find open jobs',
       this.dbTimeoutMs,
-      OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1, timestamp: 1 }).lean(),
+      OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1, timestamp: 1, deployment_id: 1 }).lean(),
     );
     const every = this.o.resendEveryMs ?? 15_000;
     const grace = this.o.resendGraceMs ?? 5000;
@@ -224,10 +333,16 @@ export class OtaBridge {
       .map((j) => j.id);
     if (missing.length === 0) return;
     for (const id of missing) this.lastResend.set(id, now);
+    const rolloutOf = new Map(open.filter((j) => j.deployment_id).map((j) => [String(j._id), j.deployment_id as string]));
     if (this.lastResend.size > MAX_REMEMBERED_REPORTS) {
       for (const [id, at] of this.lastResend) if (now - at >= every) this.lastResend.delete(id);
     }
     await forEachLimited(missing, this.signalConcurrency, async (jobId) => {
+      const rolloutId = rolloutOf.get(jobId);
+      if (rolloutId) {
+        this.rollouts.addOnline(rolloutId, jobId);
+        return;
+      }
       try {
         // An "online" makes the workflow dispatch again, whether it waits for the robot or follows the job.
         await this.o.workflows.getHandle(otaWorkflowId(jobId)).signal(robotPresenceSignal, { online: true });
@@ -239,8 +354,17 @@ export class OtaBridge {
   }
 
   private async forwardReport(robotId: string, jobId: string, report: JobReport): Promise<void> {
-    const { OtaJob } = this.o.models;
-    const job = await withDbTimeout('load job', this.dbTimeoutMs, OtaJob.findById(jobId, { robot_id: 1, status: 1 }).lean());
+    // Rollout jobs already seen: decided from memory, before any database read.
+    const known = this.rolloutJobs.get(jobId);
+    if (known) {
+      if (known.robotId !== robotId) {
+        this.log.warn({ robotId, jobId, owner: known.robotId }, 'forged report dropped: the job belongs to another robot');
+        return;
+      }
+      this.forwardRolloutReport(known, jobId, report);
+      return;
+    }
+    const job = await this.jobs.get(jobId);
     if (!job) {
       this.log.warn({ robotId, jobId }, 'report for an unknown job dropped');
       return;
@@ -256,6 +380,12 @@ export class OtaBridge {
       // The daemon still reports a finished job: it missed the ack. Not awaited (see republishAck).
       this.lastForwarded.delete(jobId);
       this.republishAck(robotId, jobId);
+      return;
+    }
+    if (job.deployment_id) {
+      const meta = { robotId, rolloutId: job.deployment_id };
+      boundedSet(this.rolloutJobs, jobId, meta);
+      this.forwardRolloutReport(meta, jobId, report);
       return;
     }
     const key = `${report.status}|${report.progress ?? ''}|${report.error_msg ?? ''}`;
@@ -286,6 +416,28 @@ export class OtaBridge {
       if (--flight.count === 0) this.inFlight.delete(jobId);
     }
     this.log.debug({ robotId, jobId, status: report.status, progress: report.progress }, 'report forwarded');
+  }
+
+  /**
+   * A rollout job's terminal report joins its rollout's next batch. A repeated terminal report means the daemon
+   * has not had its ack: re-sent at most every 5 s once the rollout has the report (the rollout acks after
+   * storing; this only covers a lost ack).
+   */
+  private forwardRolloutReport(meta: RolloutJobMeta, jobId: string, report: JobReport): void {
+    // Only terminal statuses travel: each stored status costs a database write per robot, the scarce resource
+    // of a fleet rollout (FerretDB updates document by document). RECEIVED / DOWNLOADING stay on the robot.
+    if (!isTerminal(report.status)) return;
+    if (this.rolloutForwarded.get(jobId) === report.status) {
+      if (isTerminal(report.status)) {
+        const now = Date.now();
+        if (now - (this.rolloutReacked.get(jobId) ?? 0) >= 5000) {
+          boundedSet(this.rolloutReacked, jobId, now);
+          this.republishAck(meta.robotId, jobId);
+        }
+      }
+      return;
+    }
+    this.rollouts.addReport(meta.rolloutId, { jobId, robotId: meta.robotId, status: report.status, error_msg: report.error_msg ?? null });
   }
 
   /**
@@ -328,12 +480,14 @@ export class OtaBridge {
       withDbTimeout(
         'find open jobs',
         this.dbTimeoutMs,
-        OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1 }).lean(),
+        OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1, deployment_id: 1 }).lean(),
       ),
       untilStopped,
     );
     if (!jobs) return;
-    const ids = jobs.map((j) => String(j._id));
+    // Rollout jobs: the robot's return joins its rollout's next batch (an "offline" changes nothing there).
+    for (const j of jobs) if (j.deployment_id && online) this.rollouts.addOnline(j.deployment_id, String(j._id));
+    const ids = jobs.filter((j) => !j.deployment_id).map((j) => String(j._id));
     let signalled = 0;
     await forEachLimited(ids, this.signalConcurrency, async (jobId) => {
       const ok = await this.retrying('presence signal', { ...ctx, jobId }, async () => {
@@ -393,12 +547,4 @@ export class OtaBridge {
       if (oldest !== undefined) this.lastForwarded.delete(oldest);
     }
   }
-}
-
-async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lane = async () => {
-    while (next < items.length) await fn(items[next++]);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }

@@ -9,7 +9,8 @@ import { HttpError } from '../errors';
 import { parseParams } from '../http';
 import { cancelBodySchema, jobIdParamSchema, jobsQuerySchema, robotIdParamSchema } from '../schemas';
 import { cancelOrphanJob } from '../jobs-service';
-import { isTemporalUnavailable, queryJobProgress, signalCancel, type CancelOutcome } from '../temporal';
+import { isTemporalUnavailable, queryJobProgress, signalCancel, signalWorkflow, type CancelOutcome } from '../temporal';
+import { cancelRolloutJobsSignal } from '../../../workflows/ota-rollout-contract';
 import type { OtaContext } from '../types';
 import { deployTargetRow, jobState } from '../views';
 
@@ -40,7 +41,8 @@ export function jobsRouter(ctx: OtaContext): Router {
     const { job_id } = parseParams(jobIdParamSchema, req.params);
     const job = await ctx.models.OtaJob.findById(job_id).lean<OtaJob>();
     if (!job) throw new HttpError(404, JOB_NOT_FOUND);
-    const live = isTerminal(job.status) ? null : await queryJobProgress(ctx, job.workflow_id);
+    // A rollout job's workflow is its rollout's: the database is its record (no per-job progress query).
+    const live = isTerminal(job.status) || job.deployment_id ? null : await queryJobProgress(ctx, job.workflow_id);
     res.json(jobState(job, live));
   });
 
@@ -49,6 +51,7 @@ export function jobsRouter(ctx: OtaContext): Router {
     const filter: FilterQuery<OtaJob> = {};
     if (q.robot_id !== undefined) filter.robot_id = q.robot_id;
     if (q.status !== undefined) filter.status = q.status;
+    if (q.deployment_id !== undefined) filter.deployment_id = q.deployment_id;
     if (q.cursor !== undefined) {
       const c = decodeCursor(q.cursor);
       const t = new Date(c.t);
@@ -75,6 +78,15 @@ export function jobsRouter(ctx: OtaContext): Router {
     if (scope) throw new HttpError(403, scope);
     if (isTerminal(job.status)) throw new HttpError(409, `Job is already ${job.status}.`);
     const why = reason ?? `canceled via the API by ${authContext(res)?.subject ?? 'an unnamed caller'}`;
+    if (job.deployment_id) {
+      // One job of a rollout: its rollout's workflow ends it (and tells the robot).
+      const outcome = await signalWorkflow(ctx, job.workflow_id, cancelRolloutJobsSignal, { jobIds: [job_id], reason: why }).catch((e: unknown) => {
+        throw isTemporalUnavailable(e) ? new HttpError(503, 'Temporal unavailable; the job was not canceled.') : e;
+      });
+      if (outcome === 'not-running') throw new HttpError(409, 'Job has no running workflow.');
+      res.status(202).json({ job_id, status: job.status, cancel_requested: true });
+      return;
+    }
     const signal = async (): Promise<CancelOutcome> => {
       try {
         return await signalCancel(ctx, job.workflow_id, why);

@@ -12,7 +12,12 @@ import type { OtaContext } from '../types';
 /** Null when `deployPath` lies inside one of the robot's recorded roots; else a message naming the field. */
 export async function deployRootProblem(ctx: Pick<OtaContext, 'models'>, robotId: string, deployPath: string): Promise<string | null> {
   const robot = await ctx.models.Robot.findById(robotId, { deploy_roots: 1, mqtt_username: 1 }).lean();
-  if (!robot?.mqtt_username) return `robot_id: robot ${robotId} is not provisioned (npm run robot -- add ${robotId} --root DIR)`;
+  return rootProblemOf(robot?.mqtt_username ? robot : null, robotId, deployPath);
+}
+
+/** deployRootProblem for a robot document already read (null: not provisioned for OTA). */
+export function rootProblemOf(robot: { deploy_roots: string[] } | null, robotId: string, deployPath: string): string | null {
+  if (!robot) return `robot_id: robot ${robotId} is not provisioned (npm run robot -- add ${robotId} --root DIR)`;
   const target = path.posix.normalize(deployPath);
   const inside = robot.deploy_roots.some((root) => target.startsWith(root.endsWith('/') ? root : `${root}/`));
   return inside ? null : `deploy_path: ${deployPath} is outside robot ${robotId}'s deploy roots (${robot.deploy_roots.join(', ') || 'none'})`;

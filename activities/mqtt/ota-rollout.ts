@@ -1,0 +1,354 @@
+// Activities of the otaRollout workflow. Each works on many robots at once, so a rollout of 1,000 robots costs
+// tens of Temporal operations: jobs are created in bulk, dispatched by batches (one presigned URL per batch,
+// one signed message per robot), robots' reports are applied in bulk, and every call answers with the
+// rollout's counts read from the jobs (the database is the truth; the workflow holds counts and cursors only).
+// Database writes go in chunks of at most 50 statements (FerretDB), each bounded in time.
+//
+// Idempotent under retries: job ids are derived from (rollout, robot), so creating twice inserts nothing new;
+// status writes are guarded by the status order (a repeat is a no-op); a repeated publish is deduped by the
+// daemon (job id). Publishing happens before the job is marked dispatched: a crash in between re-publishes.
+import { forEachLimited } from '../../common/limit';
+import crypto from 'node:crypto';
+import { log } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type { MqttClient } from 'mqtt';
+import type { Config } from '../../common/config';
+import { chunks } from '../../common/db';
+import type { OtaJob, OtaModels } from '../../common/models/ota';
+import { buildJob } from '../../common/ota-job-doc';
+import { isTerminal, JOB_STATUSES, topics, type JobStatus } from '../../common/protocol';
+import { loadSigningKeys, newestSigningKey } from '../../common/signing-keys';
+import type { SigningKey } from '../../common/signing';
+import type { DispatchState, RolloutEvents, RolloutStatus, WaveCounts } from '../../workflows/ota-rollout-contract';
+import { rolloutWorkflowId } from '../../workflows/ota-rollout-contract';
+import { isForwardTransition } from '../../workflows/ota-status';
+import { deployTargetId } from '../db/ota-jobs';
+import { withDbTimeout } from '../db/timeout';
+import { rolloutCounts } from '../db/ota-rollouts';
+import { publishQos1 } from './connection';
+import { DEFAULT_URL_TTL_SECONDS, presignDownload, signedDeployMessage, type DispatchableJob } from './ota';
+
+export const OTA_ROLLOUT_NOT_FOUND = 'OtaRolloutNotFound';
+
+const NON_TERMINAL: JobStatus[] = JOB_STATUSES.filter((s) => !isTerminal(s));
+/** Ids per `$in` read: one statement is one collection scan on FerretDB, however many ids it names. */
+const READ_CHUNK = 200;
+/** Ids per `$in` write: FerretDB updates document by document (about 10 ms each on a busy 2-core box), so a
+ * write of more than 50 can pass the database timeout. */
+const WRITE_CHUNK = 50;
+/** Publishes in flight at once from one activity (QoS 1, each waits for its PUBACK). */
+const PUBLISH_CONCURRENCY = 64;
+
+/** A rollout job's id: uuid-shaped like every job id, derived from (rollout, robot) so a retried creation is a no-op. */
+export function rolloutJobId(rolloutId: string, robotId: string): string {
+  const h = crypto.createHash('sha256').update(`${rolloutId}\0${robotId}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16], 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/** The rollout's deploy path for one robot: `{robot_id}` is replaced by the robot's id. */
+export const rolloutDeployPath = (template: string, robotId: string): string => template.split('{robot_id}').join(robotId);
+
+export interface OtaRolloutActivityDeps {
+  mqtt: MqttClient;
+  models: Pick<OtaModels, 'OtaJob' | 'OtaRollout' | 'RobotPresence' | 'DeployTarget'>;
+  s3: S3Client;
+  cfg: Pick<Config, 'mongo' | 'dataDir' | 'env' | 'ota'>;
+  signingKeys?: () => SigningKey[];
+  urlTtlSeconds?: number;
+}
+
+
+export function createOtaRolloutActivities({
+  mqtt,
+  models,
+  s3,
+  cfg,
+  urlTtlSeconds = DEFAULT_URL_TTL_SECONDS,
+  signingKeys = () => loadSigningKeys(cfg),
+}: OtaRolloutActivityDeps) {
+  const { OtaJob, OtaRollout, RobotPresence, DeployTarget } = models;
+  const t = cfg.mongo.timeoutMs;
+
+  async function loadRollout(rolloutId: string) {
+    const r = await withDbTimeout('load rollout', t, OtaRollout.findById(rolloutId).lean());
+    if (!r) throw ApplicationFailure.nonRetryable(`rollout ${rolloutId} does not exist`, OTA_ROLLOUT_NOT_FOUND);
+    return r;
+  }
+
+  const counts = async (rolloutId: string): Promise<WaveCounts[]> => rolloutCounts(models, rolloutId, (await loadRollout(rolloutId)).wave_sizes, t);
+
+  async function setDispatchState(ids: readonly string[], state: DispatchState, from: DispatchState[]): Promise<void> {
+    for (const part of chunks(ids, WRITE_CHUNK)) {
+      await withDbTimeout(
+        'mark dispatch state',
+        t,
+        OtaJob.updateMany({ _id: { $in: part }, dispatch_state: { $in: from } }, { $set: { dispatch_state: state, updated_at: new Date() } }),
+      );
+    }
+  }
+
+  /** Publishes each job's signed deploy message (one presigned URL per object); returns the ids published. */
+  async function publishDeploys(jobs: ReadonlyArray<DispatchableJob & { robot_id: string }>): Promise<string[]> {
+    const key = newestSigningKey(signingKeys());
+    const urls = new Map<string, Promise<string>>();
+    const published: string[] = [];
+    await forEachLimited(jobs, PUBLISH_CONCURRENCY, async (job) => {
+      const object = `${job.s3_bucket}/${job.s3_object_name}`;
+      if (!urls.has(object)) urls.set(object, presignDownload(s3, job, urlTtlSeconds));
+      const message = signedDeployMessage(job, job.robot_id, await urls.get(object)!, key, urlTtlSeconds);
+      await publishQos1(mqtt, topics.deploy(job.robot_id), message, { messageExpirySeconds: urlTtlSeconds });
+      published.push(job._id);
+    });
+    return published;
+  }
+
+  const dispatchFields = { _id: 1, robot_id: 1, s3_bucket: 1, s3_object_name: 1, deploy_path: 1, sha256: 1, size: 1, mode: 1 } as const;
+
+  return {
+    /** Creates every job of the rollout (PENDING, queued), in chunks of 50; repeating it creates nothing new. */
+    async createRolloutJobs(rolloutId: string): Promise<{ jobs: number; created: number }> {
+      const r = await loadRollout(rolloutId);
+      const now = new Date();
+      const waveOf: number[] = r.wave_sizes.flatMap((size, w) => Array.from({ length: size }, () => w));
+      const docs: OtaJob[] = r.robot_ids.map((robotId, seq) => ({
+        ...buildJob(
+          {
+            robotId,
+            deployPath: rolloutDeployPath(r.deploy_path, robotId),
+            file: r,
+            timeoutS: null,
+            deploymentId: rolloutId,
+            workflowId: rolloutWorkflowId(rolloutId),
+          },
+          now,
+          rolloutJobId(rolloutId, robotId),
+        ),
+        wave: waveOf[seq],
+        seq,
+        dispatch_state: 'queued',
+      }));
+      let created = 0;
+      for (const part of chunks(docs)) {
+        try {
+          const res = await withDbTimeout('insert rollout jobs', t, OtaJob.insertMany(part, { ordered: false, rawResult: true }));
+          created += res.insertedCount;
+        } catch (err) {
+          // Duplicate ids come from an earlier attempt of this activity: those jobs exist already.
+          const e = err as { code?: number; writeErrors?: Array<{ code?: number; err?: { code?: number } }>; insertedDocs?: unknown[] };
+          const allDuplicates = e.code === 11000 || (e.writeErrors ?? []).every((w) => (w.code ?? w.err?.code) === 11000);
+          if (!allDuplicates) throw err;
+          created += e.insertedDocs?.length ?? 0;
+        }
+      }
+      log.info('rollout jobs created', { rolloutId, jobs: docs.length, created });
+      return { jobs: docs.length, created };
+    },
+
+    /**
+     * Dispatches up to `limit` queued jobs of waves 0..maxWave, in rollout order: robots online (stored presence)
+     * get their deploy message; the others wait for their presence (awaiting_robot), which the bridge forwards.
+     */
+    async dispatchRolloutBatch(rolloutId: string, maxWave: number, limit: number): Promise<{ dispatched: number; awaitingRobot: number; counts: WaveCounts[] }> {
+      if (limit <= 0) return { dispatched: 0, awaitingRobot: 0, counts: await counts(rolloutId) };
+      const jobs = await withDbTimeout(
+        'load queued jobs',
+        t,
+        OtaJob.find({ deployment_id: rolloutId, dispatch_state: 'queued', status: 'PENDING', wave: { $lte: maxWave } }, dispatchFields)
+          .sort({ seq: 1 })
+          .limit(limit)
+          .lean(),
+      );
+      const robots = jobs.map((j) => j.robot_id);
+      const online = new Set<string>();
+      for (const part of chunks(robots, 500)) {
+        const rows = await withDbTimeout('load presence', t, RobotPresence.find({ _id: { $in: part }, online: true }, { _id: 1 }).lean());
+        for (const row of rows) online.add(String(row._id));
+      }
+      const ready = jobs.filter((j) => online.has(j.robot_id));
+      const away = jobs.filter((j) => !online.has(j.robot_id)).map((j) => j._id);
+      log.info('rollout batch publishing', { rolloutId, jobs: ready.length, awaitingRobot: away.length });
+      const published = await publishDeploys(ready);
+      await setDispatchState(published, 'dispatched', ['queued', 'awaiting_robot']);
+      await setDispatchState(away, 'awaiting_robot', ['queued']);
+      log.info('rollout batch dispatched', { rolloutId, dispatched: published.length, awaitingRobot: away.length });
+      return { dispatched: published.length, awaitingRobot: away.length, counts: await counts(rolloutId) };
+    },
+
+    /**
+     * Applies what the bridge gathered: status changes stored in bulk (guarded, each kept in the job's
+     * transitions), acks for jobs now terminal, deploy targets for completed ones; and, when `mayDispatch`, the
+     * jobs whose robot came back online (admitted ones only) are sent again.
+     */
+    async applyRolloutEvents(rolloutId: string, events: RolloutEvents, mayDispatch: boolean): Promise<WaveCounts[]> {
+      const byJob = new Map<string, { robotId: string; statuses: JobStatus[]; error_msg: string | null }>();
+      for (const r of events.reports) {
+        const e = byJob.get(r.jobId) ?? { robotId: r.robotId, statuses: [], error_msg: null };
+        if (e.robotId !== r.robotId) continue; // the bridge checked ownership already; never trust a mix
+        e.statuses.push(r.status);
+        if (r.status === 'FAILED') e.error_msg = r.error_msg ?? 'robot reported FAILED without an error message';
+        byJob.set(r.jobId, e);
+      }
+      const ids = [...byJob.keys()];
+      const acks: Array<{ robotId: string; jobId: string }> = [];
+      const completed: string[] = [];
+      // Jobs that make the same move (same stored status, same path, same error) are written by one updateMany:
+      // FerretDB scans the collection once per statement, so a statement per job would cost a scan per robot.
+      const groups = new Map<string, { from: JobStatus; path: JobStatus[]; error_msg: string | null; ids: string[] }>();
+      for (const part of chunks(ids, READ_CHUNK)) {
+        const current = await withDbTimeout(
+          'load reported jobs',
+          t,
+          OtaJob.find({ _id: { $in: part }, deployment_id: rolloutId }, { _id: 1, robot_id: 1, status: 1 }).lean(),
+        );
+        for (const job of current) {
+          const e = byJob.get(job._id)!;
+          if (job.robot_id !== e.robotId) continue;
+          // The forward path from the stored status through the reported ones (duplicates and stale ones drop out).
+          const from = job.status as JobStatus;
+          let at = from;
+          const path: JobStatus[] = [];
+          for (const st of e.statuses) {
+            if (isForwardTransition(at, st)) {
+              path.push(st);
+              at = st;
+            }
+          }
+          if (isTerminal(at)) acks.push({ robotId: job.robot_id, jobId: job._id });
+          if (path.length === 0) continue;
+          if (at === 'COMPLETED') completed.push(job._id);
+          const error_msg = at === 'FAILED' ? e.error_msg : null;
+          const key = JSON.stringify([from, path, error_msg]);
+          const g = groups.get(key) ?? { from, path, error_msg, ids: [] };
+          g.ids.push(job._id);
+          groups.set(key, g);
+        }
+      }
+      const now = new Date();
+      for (const g of groups.values()) {
+        const to = g.path[g.path.length - 1];
+        for (const part of chunks(g.ids, WRITE_CHUNK)) {
+          await withDbTimeout(
+            'record rollout reports',
+            t,
+            // Guarded by the status read above: a job that moved meanwhile is left as it is.
+            OtaJob.updateMany(
+              { _id: { $in: part }, status: g.from },
+              {
+                $set: { status: to, error_msg: g.error_msg, updated_at: now, dispatch_state: 'dispatched', ...(isTerminal(to) ? { finished_at: now } : {}) },
+                $push: { transitions: { $each: g.path.map((st) => ({ status: st, error_msg: st === 'FAILED' ? g.error_msg : null, at: now })) } },
+              },
+            ),
+          );
+        }
+      }
+      if (completed.length > 0) await upsertDeployTargets(completed);
+      // Acks only after the terminal status is stored (a job that was already terminal gets its ack again).
+      await forEachLimited(acks, PUBLISH_CONCURRENCY, ({ robotId, jobId }) => publishQos1(mqtt, topics.ack(robotId), jobId));
+
+      if (mayDispatch && events.online.length > 0) {
+        const back = await withDbTimeout(
+          'load jobs of robots back online',
+          t,
+          OtaJob.find(
+            { _id: { $in: events.online }, deployment_id: rolloutId, status: { $in: NON_TERMINAL }, dispatch_state: { $in: ['awaiting_robot', 'dispatched'] } },
+            dispatchFields,
+          ).lean(),
+        );
+        const published = await publishDeploys(back);
+        await setDispatchState(published, 'dispatched', ['awaiting_robot']);
+        if (published.length > 0) log.info('rollout jobs sent again to robots back online', { rolloutId, jobs: published.length });
+      }
+      return counts(rolloutId);
+    },
+
+    /**
+     * Ends the rollout's unfinished jobs (all, or `jobIds`) with `status` (CANCELED or TIMED_OUT): stored first,
+     * so a late COMPLETED report cannot overwrite it, then robots that may hold the job are told to cancel it.
+     */
+    async endRolloutJobs(rolloutId: string, status: 'CANCELED' | 'TIMED_OUT', reason: string, jobIds: string[] | null): Promise<WaveCounts[]> {
+      const filter = { deployment_id: rolloutId, status: { $in: NON_TERMINAL }, ...(jobIds ? { _id: { $in: jobIds } } : {}) };
+      const open = await withDbTimeout('load unfinished rollout jobs', t, OtaJob.find(filter, { _id: 1, robot_id: 1, dispatch_state: 1 }).lean());
+      const now = new Date();
+      for (const part of chunks(open, WRITE_CHUNK)) {
+        await withDbTimeout(
+          'end rollout jobs',
+          t,
+          OtaJob.updateMany(
+            { _id: { $in: part.map((j) => j._id) }, status: { $in: NON_TERMINAL } },
+            { $set: { status, error_msg: reason, updated_at: now, finished_at: now }, $push: { transitions: { status, error_msg: reason, at: now } } },
+          ),
+        );
+      }
+      // Queued jobs never reached a robot: nothing to tell. The others may sit at the broker or on the robot.
+      const told = open.filter((j) => j.dispatch_state !== 'queued');
+      await forEachLimited(told, PUBLISH_CONCURRENCY, (j) => publishQos1(mqtt, topics.cancel(j.robot_id), j._id));
+      log.info('rollout jobs ended', { rolloutId, status, jobs: open.length, toldRobots: told.length });
+      return counts(rolloutId);
+    },
+
+    /** Stores where the rollout stands (status, pause, current wave, reason) on its document. */
+    async setRolloutState(rolloutId: string, state: { status: RolloutStatus; paused: boolean; currentWave: number; reason: string | null }): Promise<void> {
+      const now = new Date();
+      const finished = state.status !== 'RUNNING' && state.status !== 'PAUSED';
+      await withDbTimeout(
+        'store rollout state',
+        t,
+        OtaRollout.updateOne(
+          { _id: rolloutId },
+          { $set: { status: state.status, paused: state.paused, current_wave: state.currentWave, reason: state.reason, updated_at: now, ...(finished ? { finished_at: now } : {}) } },
+        ),
+      );
+      log.info('rollout state stored', { rolloutId, ...state });
+    },
+  };
+
+  /**
+   * Records what now sits at each completed job's path (deploy_state). Most paths are new: inserted in bulk
+   * (no scan); the ones that exist already (a path deployed before) are updated one statement each.
+   */
+  async function upsertDeployTargets(jobIds: readonly string[]): Promise<void> {
+    for (const part of chunks(jobIds, READ_CHUNK)) {
+      const jobs = await withDbTimeout('load completed jobs', t, OtaJob.find({ _id: { $in: part } }).lean());
+      const now = new Date();
+      const docs = jobs.map((job) => ({
+        _id: deployTargetId(job.robot_id, job.deploy_path),
+        robot_id: job.robot_id,
+        deploy_path: job.deploy_path,
+        s3_bucket: job.s3_bucket,
+        s3_object_name: job.s3_object_name,
+        sha256: job.sha256,
+        job_id: job._id,
+        version: 'v1',
+        updated_at: now,
+      }));
+      for (const batch of chunks(docs)) {
+        const existing = new Set<string>();
+        try {
+          await withDbTimeout('insert deploy targets', t, DeployTarget.insertMany(batch, { ordered: false }));
+        } catch (err) {
+          const e = err as { code?: number; writeErrors?: Array<{ code?: number; err?: { code?: number; op?: { _id?: string } }; index?: number }> };
+          const errors = e.writeErrors ?? [];
+          if (errors.length === 0 || !errors.every((w) => (w.code ?? w.err?.code) === 11000)) throw err;
+          for (const w of errors) {
+            const i = w.index ?? (w as { err?: { index?: number } }).err?.index;
+            if (typeof i === 'number') existing.add(batch[i]._id);
+          }
+        }
+        const updates = batch.filter((d) => existing.has(d._id));
+        if (updates.length > 0) {
+          await withDbTimeout(
+            'update deploy targets',
+            t,
+            DeployTarget.bulkWrite(
+              updates.map(({ _id, version: _v, ...fields }) => ({ updateOne: { filter: { _id }, update: { $set: fields }, upsert: true } })),
+              { ordered: false },
+            ),
+          );
+        }
+      }
+    }
+  }
+}
+
+export type OtaRolloutActivities = ReturnType<typeof createOtaRolloutActivities>;

@@ -1,0 +1,53 @@
+// A benchmark's whole OTA system: its own stack (bench/common.ts: own ports, data under .data/bench[-offset]),
+// the cloud processes, and the simulated robots' daemons hosted a few hundred per process (each daemon with its
+// own MQTT connection). Used by ota-rollout; stop it with stopBenchSystem.
+import { connectDb, type Db } from '../common/db';
+import type { Config } from '../common/config';
+import type { RobotManifest } from '../infra/fleet';
+import { stackDown, stackUp } from '../infra/stack';
+import { benchEnv, flag, spawnTs, startCloud, waitOutput, type Child } from './common';
+
+export const DAEMON_HOSTS = 8;
+
+export interface BenchSystem {
+  env: NodeJS.ProcessEnv;
+  cfg: Config;
+  say: (line: string) => void;
+  /** worker, bridge, API, then the daemon hosts. */
+  children: Child[];
+  db: { conn: Db; fleet: RobotManifest[] };
+}
+
+/** Ends the given children (SIGTERM) and waits for them. */
+export async function stopChildren(children: readonly Child[]): Promise<void> {
+  for (const c of children) c.proc.kill('SIGTERM');
+  await Promise.all(children.map((c) => (c.proc.exitCode === null ? new Promise((r) => c.proc.once('exit', r)) : undefined)));
+}
+
+/**
+ * Brings the benchmark's stack up with `robots` robots (no sshd: OTA needs none, which also lets a benchmark go
+ * past FLEET_ROBOTS's cap of 1,000), starts the worker, the bridge and the API, and hosts the robots' daemons in
+ * `daemonHosts` processes. `--port-offset N` in args moves every port.
+ */
+export async function startBenchSystem(args: string[], robots: number, daemonHosts = DAEMON_HOSTS): Promise<BenchSystem> {
+  const { env, cfg } = benchEnv(flag(args, '--port-offset', 0), { FLEET_ROBOTS: String(Math.min(robots, 1000)) });
+  const say = (l: string) => process.stderr.write(`[bench] ${l}\n`);
+  const children: Child[] = [];
+  try {
+    const fleet = await stackUp(cfg, { robots, sshd: false, log: say });
+    children.push(...(await startCloud(env)));
+    const fleetRobots = fleet.robots.slice(0, robots);
+    const groups = Array.from({ length: daemonHosts }, (_, g) => fleetRobots.filter((_, i) => i % daemonHosts === g));
+    for (const g of groups.filter((x) => x.length > 0)) {
+      const c = spawnTs('bench/daemon-host.ts', g.map((r) => r.daemonConfig), env);
+      children.push(c);
+      await waitOutput(c, `daemons started: ${g.length}`, 300000);
+    }
+    return { env, cfg, say, children, db: { conn: await connectDb(cfg), fleet: fleetRobots } };
+  } catch (err) {
+    // Nothing left running after a failed start (the caller's cleanup only covers a started system).
+    await stopChildren(children);
+    await stackDown(cfg);
+    throw err;
+  }
+}

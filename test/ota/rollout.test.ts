@@ -1,0 +1,244 @@
+// Rollouts end to end with real processes (worker, bridge, API, one daemon per robot): waves advance only past
+// their success threshold, an offline robot completes once it reconnects, failures at the abort threshold cancel
+// the rest (nothing is installed after the abort is stored), pause stops new dispatches until resume, and the
+// worker and the bridge can be SIGKILLed while the rollout's robots are downloading.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { restartServer } from '../../infra/stack';
+import { cfg, eventually, sha256File, temporalClient, testRobots } from '../helpers';
+import { startOtaSystem, uploadFile, type OtaSystem } from './system';
+
+let sys: OtaSystem;
+const robots = testRobots();
+// A capped link makes each download of the slow file last ~1.5 s: long enough to pause or kill mid-rollout.
+const RATE = 1024 * 1024;
+
+beforeAll(async () => {
+  sys = await startOtaSystem({ daemonsFor: [] });
+  await Promise.all(robots.slice(1).map((r) => sys.startDaemon(r, { max_download_bytes_per_s: RATE })));
+}, 180000);
+afterAll(async () => {
+  await sys?.stop();
+});
+
+/** The rollout's deploy path: every simulated robot's root is `<fleet>/<id>/root`; a folder per test run. */
+const RUN = Date.now().toString(36);
+const template = (name: string) => path.join(path.dirname(path.dirname(robots[0].root)), '{robot_id}', 'root', 'rollout', RUN, name);
+const targetOf = (name: string, robotId: string) => template(name).split('{robot_id}').join(robotId);
+
+interface RolloutView {
+  rollout_id: string;
+  status: string;
+  paused: boolean;
+  current_wave: number;
+  reason: string | null;
+  finished_at: string | null;
+  counts: Record<string, number>;
+  waves: Array<{ wave: number; size: number; counts: Record<string, number>; queued: number; awaiting_robot: number; in_flight: number }>;
+}
+
+async function createRollout(body: Record<string, unknown>): Promise<string> {
+  const res = await sys.call('/rollouts', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const json = (await res.json()) as { rollout_id: string };
+  if (res.status !== 201) throw new Error(`POST /rollouts: ${res.status} ${JSON.stringify(json)}`);
+  return json.rollout_id;
+}
+
+async function rollout(id: string): Promise<RolloutView> {
+  const res = await sys.call(`/rollouts/${id}`);
+  if (res.status !== 200) throw new Error(`GET /rollouts/${id}: ${res.status} ${await res.text()}`);
+  return (await res.json()) as RolloutView;
+}
+
+const waitRollout = (id: string, statuses: string[], timeoutMs = 60000) =>
+  eventually(`rollout ${statuses.join('|')}`, async () => {
+    const r = await rollout(id);
+    return statuses.includes(r.status) ? r : null;
+  }, timeoutMs);
+
+async function jobsOf(id: string): Promise<Array<{ job_id: string; robot_id: string; status: string }>> {
+  const res = await sys.call(`/jobs?deployment_id=${id}&limit=100`);
+  return ((await res.json()) as { jobs: Array<{ job_id: string; robot_id: string; status: string }> }).jobs;
+}
+
+test('bad rollout requests are refused with the field named', async () => {
+  const object = await uploadFile(sys, 'bad.bin', crypto.randomBytes(1000));
+  const post = (body: unknown) => sys.call('/rollouts', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const cases: Array<[unknown, number, string]> = [
+    [{ s3_object_name: object, deploy_path: template('x'), target: {} }, 422, 'target'],
+    [{ s3_object_name: object, deploy_path: template('x'), target: { robot_ids: ['nope-robot'] } }, 400, 'target.robot_ids.0'],
+    [{ s3_object_name: object, deploy_path: '/etc/{robot_id}', target: { robot_ids: [robots[1].id] } }, 400, 'deploy_path'],
+    [{ s3_object_name: object, deploy_path: template('x'), target: { robot_ids: [robots[1].id] }, waves: [50, 10] }, 422, 'waves'],
+    [{ s3_object_name: 'missing', deploy_path: template('x'), target: { robot_ids: [robots[1].id] } }, 404, 's3_object_name'],
+  ];
+  for (const [body, status, field] of cases) {
+    const res = await post(body);
+    expect(res.status).toBe(status);
+    expect(await res.text()).toContain(field);
+  }
+  expect((await sys.db.models.OtaJob.countDocuments({ deployment_id: { $ne: null } })).valueOf()).toBe(0);
+});
+
+test('waves: the second wave waits for the first to pass its threshold; an offline robot completes once it reconnects', async () => {
+  const bytes = crypto.randomBytes(50_000);
+  const object = await uploadFile(sys, 'waves.bin', bytes);
+  const [offline, ...online] = robots;
+  const id = await createRollout({
+    s3_object_name: object,
+    deploy_path: template('waves.bin'),
+    target: { robot_ids: robots.map((r) => r.id) },
+    waves: [25, 100],
+    success_threshold_pct: 100,
+  });
+  // Wave 0 is the offline robot alone: it waits for the robot, and wave 1 does not start.
+  const waiting = await eventually('wave 0 awaiting its robot', async () => {
+    const r = await rollout(id);
+    return r.waves[0].awaiting_robot === 1 ? r : null;
+  });
+  expect(waiting.status).toBe('RUNNING');
+  expect(waiting.waves.map((w) => w.size)).toEqual([1, 3]);
+  await new Promise((r) => setTimeout(r, 2000));
+  const still = await rollout(id);
+  expect(still.current_wave).toBe(0);
+  expect(still.waves[1].queued).toBe(3);
+  for (const r of online) expect(fs.existsSync(targetOf('waves.bin', r.id))).toBe(false);
+
+  await sys.startDaemon(offline);
+  const done = await waitRollout(id, ['COMPLETED', 'FAILED', 'ABORTED'], 60000);
+  expect(done.status).toBe('COMPLETED');
+  expect(done.counts).toEqual({ COMPLETED: 4 });
+  for (const r of robots) expect(fs.readFileSync(targetOf('waves.bin', r.id)).equals(bytes)).toBe(true);
+  // The wave-1 robots finished after the wave-0 robot: their jobs were dispatched only once it had completed.
+  const jobs = await sys.db.models.OtaJob.find({ deployment_id: id }).lean();
+  const first = jobs.find((j) => j.robot_id === offline.id)!;
+  for (const j of jobs.filter((x) => x.wave === 1)) expect(j.finished_at!.getTime()).toBeGreaterThanOrEqual(first.finished_at!.getTime());
+  // Every job is an ordinary job: job_state, /jobs and deploy_state show it.
+  const listed = await jobsOf(id);
+  expect(listed.map((j) => j.status)).toEqual(['COMPLETED', 'COMPLETED', 'COMPLETED', 'COMPLETED']);
+  const js = (await (await sys.call(`/job_state/${first._id}`)).json()) as { status: string; robot_id: string };
+  expect(js).toMatchObject({ status: 'COMPLETED', robot_id: offline.id });
+  const ds = (await (await sys.call(`/deploy_state/${online[0].id}`)).json()) as Array<{ deploy_path: string }>;
+  expect(ds.map((d) => d.deploy_path)).toContain(targetOf('waves.bin', online[0].id));
+  // Visible in Temporal by DeploymentId, and cheap: tens of history events for the whole rollout.
+  const t = await temporalClient();
+  try {
+    const handle = t.client.workflow.getHandle(`ota-rollout-${id}`);
+    const desc = await handle.describe();
+    expect(desc.status.name).toBe('COMPLETED');
+    // Below what four single-job workflows cost (about 56 events each): reports of a robot that arrive apart
+    // still cost a signal each here; at fleet scale they share windows (bench/ota-rollout.ts measures per robot).
+    expect(desc.historyLength).toBeLessThan(4 * 40);
+    const found = await eventually('visible by DeploymentId', async () => {
+      for await (const wf of t.client.workflow.list({ query: `DeploymentId = "${id}"` })) return wf.workflowId;
+      return null;
+    });
+    expect(found).toBe(`ota-rollout-${id}`);
+  } finally {
+    await t.close();
+  }
+});
+
+test('abort: failures at the threshold cancel the rest, and nothing is installed after the abort is stored', async () => {
+  const object = await uploadFile(sys, 'abort.bin', crypto.randomBytes(50_000));
+  const [failing, ...others] = robots;
+  // The failing robot's target is a non-empty directory: the daemon cannot install over it and reports FAILED.
+  fs.mkdirSync(path.join(targetOf('abort.bin', failing.id), 'occupied'), { recursive: true });
+  const id = await createRollout({
+    s3_object_name: object,
+    deploy_path: template('abort.bin'),
+    target: { robot_ids: robots.map((r) => r.id) },
+    max_concurrency: 1,
+    abort_after_failures: 1,
+  });
+  const aborted = await waitRollout(id, ['ABORTED', 'COMPLETED', 'FAILED'], 60000);
+  expect(aborted.status).toBe('ABORTED');
+  expect(aborted.reason).toContain('1 robots failed');
+  expect(aborted.counts).toEqual({ FAILED: 1, CANCELED: 3 });
+  const abortedAt = new Date(aborted.finished_at!).getTime();
+  await new Promise((r) => setTimeout(r, 3000));
+  for (const r of others) {
+    expect(fs.existsSync(targetOf('abort.bin', r.id))).toBe(false);
+    expect(fs.existsSync(`${targetOf('abort.bin', r.id)}.part`)).toBe(false);
+  }
+  const jobs = await sys.db.models.OtaJob.find({ deployment_id: id }).lean();
+  expect(jobs.filter((j) => j.status === 'COMPLETED')).toHaveLength(0);
+  for (const j of jobs) expect(j.finished_at!.getTime()).toBeLessThanOrEqual(abortedAt + 1000);
+  // The cancelled ones never left the cloud (concurrency 1: the failure came first).
+  expect(jobs.filter((j) => j.status === 'CANCELED').every((j) => j.dispatch_state === 'queued')).toBe(true);
+  fs.rmSync(targetOf('abort.bin', failing.id), { recursive: true, force: true });
+});
+
+test('pause stops new dispatches until resume; the robots then all complete', async () => {
+  const bytes = crypto.randomBytes(1_500_000);
+  const object = await uploadFile(sys, 'pause.bin', bytes);
+  const slow = robots.slice(1);
+  const id = await createRollout({ s3_object_name: object, deploy_path: template('pause.bin'), target: { robot_ids: slow.map((r) => r.id) }, max_concurrency: 1 });
+  const res = await sys.call(`/rollouts/${id}/pause`, { method: 'POST' });
+  expect(res.status).toBe(202);
+  const paused = await waitRollout(id, ['PAUSED'], 20000);
+  expect(paused.paused).toBe(true);
+  // The job in flight when the pause landed finishes; nothing else starts.
+  await eventually('in-flight job done', async () => (await rollout(id)).waves[0].in_flight === 0, 20000);
+  const held = await rollout(id);
+  await new Promise((r) => setTimeout(r, 3000));
+  const later = await rollout(id);
+  expect(later.status).toBe('PAUSED');
+  expect(later.waves[0].queued).toBe(held.waves[0].queued);
+  expect(later.waves[0].queued).toBeGreaterThan(0);
+  expect(later.counts.COMPLETED ?? 0).toBe(held.counts.COMPLETED ?? 0);
+
+  expect((await sys.call(`/rollouts/${id}/resume`, { method: 'POST' })).status).toBe(202);
+  const done = await waitRollout(id, ['COMPLETED', 'FAILED', 'ABORTED'], 60000);
+  expect(done.counts).toEqual({ COMPLETED: 3 });
+  for (const r of slow) expect(fs.readFileSync(targetOf('pause.bin', r.id)).equals(bytes)).toBe(true);
+  expect((await sys.call(`/rollouts/${id}/pause`, { method: 'POST' })).status).toBe(409);
+});
+
+test('the worker and the bridge are SIGKILLed while the rollout is in flight: a new pair finishes it', async () => {
+  const bytes = crypto.randomBytes(1_500_000);
+  const sha = crypto.createHash('sha256').update(bytes).digest('hex');
+  const object = await uploadFile(sys, 'kill.bin', bytes);
+  const slow = robots.slice(1);
+  const id = await createRollout({ s3_object_name: object, deploy_path: template('kill.bin'), target: { robot_ids: slow.map((r) => r.id) }, max_concurrency: 2 });
+  // The batch went out (worker log) and the robots are downloading it (their .part files grow).
+  await sys.worker.waitForOutput('rollout batch dispatched', 20000);
+  await eventually('downloads under way', async () => slow.some((r) => fs.existsSync(`${targetOf('kill.bin', r.id)}.part`)), 20000);
+  await sys.worker.kill('SIGKILL');
+  await sys.bridge.kill('SIGKILL');
+  await new Promise((r) => setTimeout(r, 1500));
+  await Promise.all([sys.startWorker(), sys.startBridge()]);
+  const done = await waitRollout(id, ['COMPLETED', 'FAILED', 'ABORTED'], 90000);
+  expect(done.counts).toEqual({ COMPLETED: 3 });
+  for (const r of slow) expect(sha256File(targetOf('kill.bin', r.id))).toBe(sha);
+});
+
+test('the broker and the API are SIGKILLed while the rollout is in flight: it still completes', async () => {
+  const bytes = crypto.randomBytes(1_500_000);
+  const sha = crypto.createHash('sha256').update(bytes).digest('hex');
+  const object = await uploadFile(sys, 'broker.bin', bytes);
+  const slow = robots.slice(1);
+  const id = await createRollout({ s3_object_name: object, deploy_path: template('broker.bin'), target: { robot_ids: slow.map((r) => r.id) }, max_concurrency: 1 });
+  // The first robot is downloading (its .part grows) and the others are still queued behind the cap.
+  await eventually('first download under way', async () => slow.some((r) => fs.existsSync(`${targetOf('broker.bin', r.id)}.part`)), 20000);
+  await sys.api.kill('SIGKILL');
+  await restartServer(cfg, 'mosquitto', true);
+  await sys.startApi();
+  const done = await waitRollout(id, ['COMPLETED', 'FAILED', 'ABORTED'], 120000);
+  expect(done.counts).toEqual({ COMPLETED: 3 });
+  for (const r of slow) expect(sha256File(targetOf('broker.bin', r.id))).toBe(sha);
+});
+
+test('cancel ends every unfinished job CANCELED and the rollout CANCELED', async () => {
+  const object = await uploadFile(sys, 'cancel.bin', crypto.randomBytes(1_500_000));
+  const slow = robots.slice(1);
+  const id = await createRollout({ s3_object_name: object, deploy_path: template('cancel.bin'), target: { robot_ids: slow.map((r) => r.id) }, max_concurrency: 1 });
+  expect((await sys.call(`/rollouts/${id}/cancel`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"reason":"test"}' })).status).toBe(202);
+  const done = await waitRollout(id, ['CANCELED'], 30000);
+  expect(done.reason).toBe('canceled: test');
+  expect((done.counts.CANCELED ?? 0) + (done.counts.COMPLETED ?? 0)).toBe(3);
+  expect(done.counts.CANCELED).toBeGreaterThanOrEqual(2);
+  const list = (await (await sys.call('/rollouts?limit=2')).json()) as { rollouts: Array<{ rollout_id: string }>; next_cursor: string | null };
+  expect(list.rollouts[0].rollout_id).toBe(id);
+  expect(list.next_cursor).not.toBeNull();
+});
