@@ -26,6 +26,7 @@ import { mapLimited } from '../api/ota/jobs-service';
 import { loadConfig, repoRoot } from '../common/config';
 import { chunks, connectDb } from '../common/db';
 import { stackDown, stackUp } from '../infra/stack';
+import { flag } from './common';
 
 // Ports apart from bench/ota-fleet.ts's (both can run side by side with the same --port-offset).
 const BENCH_ENV: Record<string, string> = {
@@ -40,11 +41,6 @@ const BENCH_ENV: Record<string, string> = {
   OFFLINE_API_PORT: '48580',
   LOG_LEVEL: 'warn',
 };
-
-function flag(args: string[], name: string, fallback: number): number {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : fallback;
-}
 
 const fig = (k: string, v: number | string) => console.log(`${k}=${typeof v === 'number' ? Number(v.toFixed(3)) : v}`);
 const seconds = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e9;

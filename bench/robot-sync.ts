@@ -10,7 +10,7 @@
 //    (into another directory of the same robot): time ratio `initial_vs_rsync`.
 // 3. The same sync again (nothing to do) vs rsync's no-op: `noop_vs_rsync`.
 // It runs on its own stack (own ports, data under .data/bench-robot-sync) so it never disturbs `npm start` or tests.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,6 +22,7 @@ import { loadConfig, repoRoot } from '../common/config';
 import { chunks, connectOfflineDb } from '../common/db';
 import { robotDirectoryFromFleet } from '../common/robot-directory';
 import { stackDown, stackUp } from '../infra/stack';
+import { flag, spawnTs, waitOutput, type Child } from './common';
 import type { RobotSyncResult } from '../workflows/offline/robot-sync';
 
 const run = promisify(execFile);
@@ -38,34 +39,6 @@ const BENCH_PORTS: Record<string, number> = {
   API_PORT: 46005,
   OFFLINE_API_PORT: 46080,
 };
-
-interface Child {
-  proc: ChildProcess;
-  out: () => string;
-}
-
-function spawnTs(entry: string, env: NodeJS.ProcessEnv): Child {
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(repoRoot, entry)], { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const keep = (d: Buffer) => (out = (out + d.toString()).slice(-20000));
-  proc.stdout!.on('data', keep);
-  proc.stderr!.on('data', keep);
-  return { proc, out: () => out };
-}
-
-async function waitOutput(c: Child, text: string, timeoutMs = 90000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!c.out().includes(text)) {
-    if (c.proc.exitCode !== null) throw new Error(`process exited before "${text}":\n${c.out()}`);
-    if (Date.now() > deadline) throw new Error(`timed out waiting for "${text}":\n${c.out()}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function flag(args: string[], name: string, fallback: number): number {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : fallback;
-}
 
 /** Writes `bytes` random bytes to `file`; returns the sha256. */
 function randomFile(file: string, bytes: number): string {
@@ -124,7 +97,7 @@ export async function main(args: string[]): Promise<void> {
       ['workers/offline-worker.ts', 'offline worker started'],
       ['api/offline/main.ts', 'offline API listening'],
     ] as const) {
-      const c = spawnTs(entry, { ...env, LOG_LEVEL: 'info' });
+      const c = spawnTs(entry, [], { ...env, LOG_LEVEL: 'info' });
       children.push(c);
       await waitOutput(c, ready);
     }

@@ -32,13 +32,14 @@ async function main(): Promise<void> {
   }
   console.log(`
 Fleet sync is up.
+  Specialist UI  http://${cfg.offline.api.host}:${cfg.offline.api.port}/   (center ${cfg.offline.centerId}: Synchronize, then Update Robots)
   Operator UI    ${cfg.api.publicUrl}/ui/   (sign in with a token: npm run -s token -- --role operator)
   OTA API        ${cfg.api.publicUrl}/api/v1/docs
-  Temporal Web   ${cfg.temporal.webUrl}/namespaces/${cfg.temporal.namespace}/workflows
+  Temporal Web   ${cfg.temporal.webUrl}/namespaces/${cfg.temporal.namespace}/workflows   (center: ${cfg.offline.temporal.webUrl}/namespaces/${cfg.offline.temporal.namespace}/workflows)
   Temporal       ${cfg.temporal.address} (namespace ${cfg.temporal.namespace}, task queue ${cfg.temporal.taskQueue})
   MongoDB        ${cfg.mongo.url} (FerretDB)   S3 ${cfg.s3.endpoint} (versitygw)
   MQTT           robots ${cfg.mqtt.url}, cloud ${cfg.mqtt.cloudUrl}
-  Offline app    http://${cfg.offline.api.host}:${cfg.offline.api.port}/api/health   (center ${cfg.offline.centerId}; sync: POST /api/sync)
+  Offline API    http://${cfg.offline.api.host}:${cfg.offline.api.port}/api/health
   Robots         ${fleet.robots.map((r) => `${r.id}:${r.ssh.port}`).join(' ')}
   Logs           ${p.logDir}
   Stop           npm stop`);

@@ -4,6 +4,7 @@
 import { OpenAPIRegistry, OpenApiGeneratorV3, type RouteConfig } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import type { Role } from '../auth';
+import { rolloutBodySchema, rolloutIdParamSchema, rolloutsQuerySchema } from './routes/rollouts';
 import {
   addRobotSchema,
   addedRobotSchema,
@@ -188,6 +189,25 @@ export function buildOpenApiDocument(): ReturnType<OpenApiGeneratorV3['generateD
     request: { query: auditQuerySchema },
     responses: { 200: json(auditPageSchema, 'A page of entries.'), 400: err('Invalid cursor.') },
   });
+  const rolloutView = z.object({ rollout_id: z.string(), status: z.string(), paused: z.boolean(), current_wave: z.number() }).passthrough().openapi('Rollout');
+  route('post', '/rollouts', 'Rollouts', 'operator', 'Roll a file out to many robots: waves, success threshold, concurrency cap, abort threshold, deadline', {
+    request: { body: { required: true, content: { 'application/json': { schema: rolloutBodySchema } } } },
+    responses: { 201: json(rolloutView, 'Created; its otaRollout workflow runs.'), 400: err('Invalid option or target (names the field).'), 404: err('File not found.') },
+  });
+  route('get', '/rollouts', 'Rollouts', 'viewer', 'Rollouts, newest first, paginated', {
+    request: { query: rolloutsQuerySchema },
+    responses: { 200: json(z.object({ rollouts: z.array(rolloutView), next_cursor: z.string().nullable() }), 'A page of rollouts.') },
+  });
+  route('get', '/rollouts/{rollout_id}', 'Rollouts', 'viewer', 'A rollout with its counts per status and per wave', {
+    request: { params: rolloutIdParamSchema },
+    responses: { 200: json(rolloutView, 'The rollout.'), 404: err('Rollout not found.') },
+  });
+  for (const action of ['pause', 'resume', 'cancel'] as const) {
+    route('post', `/rollouts/{rollout_id}/${action}`, 'Rollouts', 'operator', `${action[0].toUpperCase()}${action.slice(1)} a rollout`, {
+      request: { params: rolloutIdParamSchema },
+      responses: { 202: json(z.object({ rollout_id: z.string(), action: z.string(), accepted: z.literal(true) }), 'Accepted.'), 409: err('Rollout already finished.') },
+    });
+  }
   route('get', '/robots', 'Robots', 'admin', 'The robot registry: provisioned robots and their deploy roots', {
     responses: { 200: json(z.array(robotRowSchema), 'Provisioned robots.') },
   });

@@ -2,6 +2,7 @@
 // send (sessions, children), the downstream catalogue (actions, categories, skills, static images), the RFs in
 // S3 and each robot's perfect state, and the version map that says which offline app versions are compatible.
 import { Schema, type Connection, type InferSchemaType, type Model } from 'mongoose';
+import { withQueryTimeout } from './query-timeout';
 
 const centerSchema = new Schema(
   {
@@ -118,12 +119,7 @@ export function registerCloudSyncModels(conn: Connection, timeoutMs: number): Cl
     categories: catalogueSchema(),
     skills: catalogueSchema(),
   };
-  for (const schema of [centerSchema, staticImageSchema, rfSchema, perfectStateSchema, versionMapSchema, ...Object.values(s)]) {
-    // Every query gets a server-side time limit: a stuck database must surface as an error, not a hang.
-    schema.pre(/^find|^count|^update|^delete/, function (this: { maxTimeMS?: (ms: number) => unknown }) {
-      this.maxTimeMS?.(timeoutMs);
-    });
-  }
+  withQueryTimeout([centerSchema, staticImageSchema, rfSchema, perfectStateSchema, versionMapSchema, ...Object.values(s)], timeoutMs);
   return {
     Center: conn.model<Center>('Center', centerSchema),
     sessions: conn.model<UpstreamDoc>('Session', s.sessions, 'sessions'),

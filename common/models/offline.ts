@@ -2,6 +2,7 @@
 // inventory, the downstream data pulled from the cloud, the upstream data (sessions, children) with change
 // tracking, and the cloud-sync cursor. Shared with robot sync (CONTRACT-OFFLINE.md): names are binding.
 import { Schema, type Connection, type InferSchemaType, type Model } from 'mongoose';
+import { withQueryTimeout } from './query-timeout';
 
 const robotSchema = new Schema(
   {
@@ -117,12 +118,7 @@ export function registerOfflineModels(conn: Connection, timeoutMs: number): Offl
     sessions: recordSchema().index({ updated_at: 1 }),
     children: recordSchema().index({ updated_at: 1 }),
   };
-  for (const s of [robotSchema, perfectStateEntrySchema, inventoryEntrySchema, staticImageSchema, syncStateSchema, ...Object.values(records)]) {
-    // Every query gets a server-side time limit: a stuck database must surface as an error, not a hang.
-    s.pre(/^find|^count|^update|^delete|^distinct/, function (this: { maxTimeMS?: (ms: number) => unknown }) {
-      this.maxTimeMS?.(timeoutMs);
-    });
-  }
+  withQueryTimeout([robotSchema, perfectStateEntrySchema, inventoryEntrySchema, staticImageSchema, syncStateSchema, ...Object.values(records)], timeoutMs);
   return {
     Robot: conn.model<OfflineRobot>('OfflineRobot', robotSchema),
     PerfectStateEntry: conn.model<PerfectStateEntry>('PerfectStateEntry', perfectStateEntrySchema),

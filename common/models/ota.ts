@@ -2,6 +2,7 @@
 // presence. Field names follow the reference service's JSON (snake_case) so API responses map one to one.
 import { Schema, type Connection, type Model, type InferSchemaType } from 'mongoose';
 import { JOB_STATUSES } from '../protocol';
+import { withQueryTimeout } from './query-timeout';
 
 const otaFileSchema = new Schema(
   {
@@ -133,12 +134,7 @@ export interface OtaModels {
 }
 
 export function registerOtaModels(conn: Connection, timeoutMs: number): OtaModels {
-  for (const s of [otaFileSchema, otaJobSchema, otaRolloutSchema, deployTargetSchema, robotPresenceSchema]) {
-    // Every query gets a server-side time limit: a stuck database must surface as an error, not a hang.
-    s.pre(/^find|^count|^update|^delete/, function (this: { maxTimeMS?: (ms: number) => unknown }) {
-      this.maxTimeMS?.(timeoutMs);
-    });
-  }
+  withQueryTimeout([otaFileSchema, otaJobSchema, otaRolloutSchema, deployTargetSchema, robotPresenceSchema], timeoutMs);
   return {
     OtaFile: conn.model<OtaFile>('OtaFile', otaFileSchema),
     OtaJob: conn.model<OtaJob>('OtaJob', otaJobSchema),

@@ -5,6 +5,7 @@
 // - Belonging to a center: cloud sync serves that center its perfect state, and records its inventory counts.
 // No secret lives here: the MQTT password exists only in the broker's (hashed) password file and the robot's config.
 import { Schema, type Connection, type InferSchemaType, type Model } from 'mongoose';
+import { withQueryTimeout } from './query-timeout';
 
 const robotSchema = new Schema(
   {
@@ -36,8 +37,6 @@ export interface RobotModels {
 }
 
 export function registerRobotModels(conn: Connection, timeoutMs: number): RobotModels {
-  robotSchema.pre(/^find|^count|^update|^delete/, function (this: { maxTimeMS?: (ms: number) => unknown }) {
-    this.maxTimeMS?.(timeoutMs);
-  });
+  withQueryTimeout([robotSchema], timeoutMs);
   return { Robot: conn.model<Robot>('Robot', robotSchema) };
 }

@@ -2,6 +2,7 @@
 // Both are keyed by natural string ids and read with keyset pagination or small scans (no TTL index: FerretDB has
 // none, so expired revocations are deleted by the API when it revokes).
 import { Schema, type Connection, type InferSchemaType, type Model } from 'mongoose';
+import { withQueryTimeout } from './query-timeout';
 
 const auditEntrySchema = new Schema(
   {
@@ -46,12 +47,7 @@ export interface SecurityModels {
 }
 
 export function registerSecurityModels(conn: Connection, timeoutMs: number): SecurityModels {
-  for (const s of [auditEntrySchema, revokedTokenSchema]) {
-    // A stuck database must surface as an error, not a hang (same rule as the OTA models).
-    s.pre(/^find|^count|^update|^delete/, function (this: { maxTimeMS?: (ms: number) => unknown }) {
-      this.maxTimeMS?.(timeoutMs);
-    });
-  }
+  withQueryTimeout([auditEntrySchema, revokedTokenSchema], timeoutMs);
   return {
     AuditEntry: conn.model<AuditEntry>('AuditEntry', auditEntrySchema),
     RevokedToken: conn.model<RevokedToken>('RevokedToken', revokedTokenSchema),

@@ -75,6 +75,12 @@ const MATRIX: Array<{ endpoint: string; role: Role; call: (h: Harness) => Promis
     call: async () => ({ method: 'POST', path: '/tokens/revoke', body: JSON.stringify({ jti: crypto.randomUUID() }), headers: { 'content-type': 'application/json' } }),
   },
   { endpoint: 'GET /audit', role: 'admin', call: async () => ({ method: 'GET', path: '/audit?limit=5' }) },
+  { endpoint: 'POST /rollouts', role: 'operator', call: async (h) => rolloutCall(await uploaded(h)) },
+  { endpoint: 'GET /rollouts', role: 'viewer', call: async () => ({ method: 'GET', path: '/rollouts?limit=5' }) },
+  { endpoint: 'GET /rollouts/{rollout_id}', role: 'viewer', call: async (h) => ({ method: 'GET', path: `/rollouts/${await rollout(h)}` }) },
+  { endpoint: 'POST /rollouts/{rollout_id}/pause', role: 'operator', call: async (h) => ({ method: 'POST', path: `/rollouts/${await rollout(h)}/pause` }) },
+  { endpoint: 'POST /rollouts/{rollout_id}/resume', role: 'operator', call: async (h) => ({ method: 'POST', path: `/rollouts/${await rollout(h)}/resume` }) },
+  { endpoint: 'POST /rollouts/{rollout_id}/cancel', role: 'operator', call: async (h) => ({ method: 'POST', path: `/rollouts/${await rollout(h)}/cancel` }) },
   { endpoint: 'GET /robots', role: 'admin', call: async () => ({ method: 'GET', path: '/robots' }) },
   {
     endpoint: 'POST /robots',
@@ -100,6 +106,21 @@ async function uploaded(h: Harness, content: string | Buffer = 'content'): Promi
   });
   expect(r.status).toBe(200);
   return r.body[0].s3_object_name;
+}
+
+/** A rollout of `object` to robot01 (its workflow starts on the harness's task queue, which no worker polls). */
+const rolloutCall = (object: string): Call => ({
+  method: 'POST',
+  path: '/rollouts',
+  body: JSON.stringify({ s3_object_name: object, deploy_path: '/tmp/m-rollout-{robot_id}.bin', target: { robot_ids: ['robot01'] } }),
+  headers: { 'content-type': 'application/json' },
+});
+
+async function rollout(h: Harness): Promise<string> {
+  const c = rolloutCall(await uploaded(h));
+  const r = await request<{ rollout_id: string }>(h, 'POST', c.path, { body: c.body, headers: c.headers });
+  expect(r.status).toBe(201);
+  return r.body.rollout_id;
 }
 
 /** A robot provisioned through the API (harness's admin token), for calls that remove one. */

@@ -5,13 +5,13 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
-import { sha256File, testRobots } from '../helpers';
+import { cfg, sha256File, testRobots } from '../helpers';
 import { startOtaSystem, type OtaSystem } from '../ota/system';
 import { DESKTOP, TABLET, accessibilityViolations, launchBrowser, screenshot, unlabelledControls, type PageGlobals } from './browser';
 
 let sys: OtaSystem;
 let browser: Browser;
-const [online, offline] = testRobots();
+const [online, offline, second] = testRobots();
 
 beforeAll(async () => {
   [sys, browser] = await Promise.all([startOtaSystem({ daemonsFor: [online] }), launchBrowser()]);
@@ -110,14 +110,70 @@ test('cancel a job of an offline robot from the jobs table: CANCELED, and nothin
   await page.close();
 });
 
+test('roll a file out to two robots in two waves and watch each wave complete; the bytes land on both', async () => {
+  await sys.startDaemon(second);
+  const page = await signedIn();
+  const bytes = crypto.randomBytes(64 * 1024);
+  const form = new FormData();
+  form.append('file_info_list', JSON.stringify({ file_list: [{ s3_bucket: 'files' }] }));
+  form.append('files', new Blob([bytes]), 'rollout.bin');
+  const [{ s3_object_name }] = (await (await sys.call('/file/upload', { method: 'POST', body: form })).json()) as Array<{ s3_object_name: string }>;
+  const name = `rollout-${crypto.randomBytes(3).toString('hex')}.bin`;
+  const pathFor = (r: typeof online) => path.join(r.root, 'ui', name);
+
+  await page.getByRole('button', { name: 'Rollouts', exact: true }).click();
+  const form$ = page.getByRole('region', { name: 'New rollout' });
+  await form$.getByLabel('File').selectOption(s3_object_name);
+  await form$.getByLabel('Deploy path').fill(pathFor(online).replace(online.id, '{robot_id}'));
+  await form$.getByLabel('Robot ids').fill(`${online.id}, ${second.id}`);
+  await form$.getByLabel('Waves (% of robots)').fill('50, 100');
+  await form$.getByLabel('Success threshold (%)').fill('100');
+  await form$.getByRole('button', { name: 'Start rollout' }).click();
+
+  const detail = page.locator('section[data-rollout-id]');
+  await detail.waitFor();
+  const rolloutId = await detail.getAttribute('data-rollout-id');
+  await page.locator(`section[data-rollout-id="${rolloutId}"][data-status="COMPLETED"]`).waitFor({ timeout: 60000 });
+  for (const wave of [1, 2]) expect(await detail.getByRole('progressbar', { name: `Wave ${wave} completed` }).getAttribute('aria-valuenow')).toBe('100');
+  const sha = crypto.createHash('sha256').update(bytes).digest('hex');
+  for (const r of [online, second]) expect(sha256File(pathFor(r))).toBe(sha);
+  await page.locator(`tr[data-rollout-id="${rolloutId}"][data-status="COMPLETED"]`).waitFor();
+  await screenshot(page, 'operator-rollout-completed');
+  await page.close();
+});
+
+test('an admin provisions a robot, downloads its daemon config (no cloud secret in it), and removes it', async () => {
+  const page = await signedIn();
+  const id = `ui-robot-${crypto.randomBytes(3).toString('hex')}`;
+  await page.getByRole('button', { name: 'Robot registry' }).click();
+  await page.getByLabel('New robot id').fill(id);
+  await page.getByLabel('Deploy roots').fill(`/tmp/${id}`);
+  await page.getByRole('button', { name: 'Provision' }).click();
+  await page.locator(`tr[data-robot-id="${id}"]`).waitFor();
+  const [file] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: `Download daemon config of ${id}` }).click()]);
+  expect(file.suggestedFilename()).toBe(`${id}-ota-config.yaml`);
+  const config = fs.readFileSync(await file.path(), 'utf8');
+  expect(config).toContain(id);
+  expect(config).toMatch(/signing_public_keys:/);
+  expect(config).not.toContain(cfg.s3.secretAccessKey);
+  expect(((await sys.db.models.Robot.findById(id).lean()) as { deploy_roots: string[] } | null)?.deploy_roots).toEqual([`/tmp/${id}`]);
+  await screenshot(page, 'operator-robot-provisioned');
+
+  await page.getByRole('button', { name: `Remove ${id}` }).click();
+  await page.getByRole('status').filter({ hasText: `Removed ${id}` }).waitFor();
+  await page.locator(`tr[data-robot-id="${id}"]`).waitFor({ state: 'detached' });
+  expect(await sys.db.models.Robot.findById(id).lean()).toBeNull();
+  await page.close();
+});
+
 test.each([
   ['desktop', DESKTOP],
   ['tablet', TABLET],
 ])('every view passes the accessibility check and is usable by keyboard at %s width', async (label, viewport) => {
   const page = await signedIn(viewport);
-  for (const view of ['Jobs', 'Files & deploy', 'Robot files']) {
-    await page.getByRole('button', { name: view }).click();
-    await page.getByRole('heading', { name: view }).waitFor();
+  for (const view of ['Jobs', 'Files & deploy', 'Rollouts', 'Robot files', 'Robot registry']) {
+    await page.getByRole('button', { name: view, exact: true }).click();
+    await page.getByRole('heading', { name: view, exact: true }).waitFor();
     expect(await accessibilityViolations(page)).toEqual([]);
     expect(await unlabelledControls(page)).toEqual([]);
     // Nothing wider than the viewport: no horizontal scrolling of the page itself.

@@ -6,10 +6,12 @@ import { DeployStateView } from './DeployStateView';
 import { FilesView } from './FilesView';
 import { JobsView } from './JobsView';
 import { Login } from './Login';
+import { RobotsView } from './RobotsView';
+import { RolloutsView } from './RolloutsView';
 import type { UiConfig } from './types';
 
 const TOKEN_KEY = 'fleetsync.operator.token';
-const VIEWS = { jobs: 'Jobs', files: 'Files & deploy', robots: 'Robot files' } as const;
+const VIEWS = { jobs: 'Jobs', files: 'Files & deploy', rollouts: 'Rollouts', robots: 'Robot files', registry: 'Robot registry' } as const;
 type View = keyof typeof VIEWS;
 
 export interface ViewProps {
@@ -89,6 +91,8 @@ export function App() {
         {view === 'jobs' && <JobsView {...props} />}
         {view === 'files' && <FilesView {...props} />}
         {view === 'robots' && <DeployStateView {...props} />}
+        {view === 'registry' && <RobotsView {...props} />}
+        {view === 'rollouts' && <RolloutsView {...props} />}
       </main>
     </div>
   );

@@ -12,6 +12,7 @@ export class ApiError extends Error {
 export interface ApiClient {
   get<T>(path: string): Promise<T>;
   post<T>(path: string, body?: unknown): Promise<T>;
+  delete<T>(path: string): Promise<T>;
   /** Multipart upload; `onProgress` gets the fraction of the request body sent so far. */
   upload<T>(path: string, form: FormData, onProgress?: (fraction: number) => void): Promise<T>;
 }
@@ -52,6 +53,7 @@ export function createApiClient(base: string, token: () => string | null, onUnau
           body: body === undefined ? undefined : JSON.stringify(body),
         }),
       ),
+    delete: async (path) => handle(await fetch(base + path, { method: 'DELETE', headers: headers() })),
     // XMLHttpRequest, not fetch: only it reports upload progress.
     upload: (path, form, onProgress) =>
       new Promise((resolve, reject) => {

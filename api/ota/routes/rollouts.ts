@@ -36,7 +36,7 @@ import { decodeCursor, encodeCursor } from './jobs';
 /** Most robots one rollout may target (its robot list is one document; 10,000 ids are well below 16 MB). */
 export const MAX_ROLLOUT_ROBOTS = 20_000;
 
-const rolloutBodySchema = z
+export const rolloutBodySchema = z
   .object({
     s3_bucket: z.string().min(1).default('files'),
     s3_object_name: z.string().min(1),
@@ -65,8 +65,8 @@ const rolloutBodySchema = z
   })
   .strict();
 
-const rolloutIdParamSchema = z.object({ rollout_id: z.string().uuid() });
-const rolloutsQuerySchema = z.object({
+export const rolloutIdParamSchema = z.object({ rollout_id: z.string().uuid() });
+export const rolloutsQuerySchema = z.object({
   status: z.string().optional(),
   limit: z.coerce.number().int().min(1).max(200).default(50),
   cursor: z.string().optional(),

@@ -1,0 +1,132 @@
+// The robot registry (admin): provision a robot (its MQTT credential, deploy roots, and its daemon's config,
+// offered once as a download: it holds the robot's password), list the provisioned robots, remove one.
+import { useState, type FormEvent } from 'react';
+import { ApiError } from '../shared/api';
+import { Field, Notice } from '../shared/components';
+import { usePolling } from '../shared/hooks';
+import type { ViewProps } from './App';
+
+interface RobotRow {
+  robot_id: string;
+  deploy_roots: string[];
+  center_id: string | null;
+  created_at: string | null;
+}
+interface AddedRobot {
+  robot_id: string;
+  deploy_roots: string[];
+  daemon_config: string;
+}
+
+const errText = (e: unknown) => (e instanceof ApiError ? e.message : String(e));
+
+/** Offers `text` as a file download named `name` (nothing leaves the browser). */
+function download(name: string, text: string): void {
+  const url = URL.createObjectURL(new Blob([text], { type: 'text/yaml' }));
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  a.click();
+  URL.revokeObjectURL(url);
+}
+
+export function RobotsView({ api, go }: ViewProps) {
+  const robots = usePolling(() => api.get<RobotRow[]>('/robots'), 5000);
+  const [id, setId] = useState('');
+  const [roots, setRoots] = useState('');
+  const [added, setAdded] = useState<AddedRobot | null>(null);
+  const [message, setMessage] = useState<{ tone: 'error' | 'success'; text: string } | null>(null);
+
+  const add = async (e: FormEvent) => {
+    e.preventDefault();
+    setMessage(null);
+    setAdded(null);
+    try {
+      const body = { robot_id: id.trim(), deploy_roots: roots.split(',').map((r) => r.trim()).filter(Boolean) };
+      const r = await api.post<AddedRobot>('/robots', body);
+      setAdded(r);
+      setMessage({ tone: 'success', text: `Provisioned ${r.robot_id}. Download its daemon config now: it holds the robot's password and is shown once.` });
+      setId('');
+      setRoots('');
+      robots.refresh();
+    } catch (err) {
+      setMessage({ tone: 'error', text: `Provisioning refused: ${errText(err)}` });
+    }
+  };
+
+  const remove = async (robotId: string) => {
+    setMessage(null);
+    try {
+      await api.delete(`/robots/${encodeURIComponent(robotId)}`);
+      setMessage({ tone: 'success', text: `Removed ${robotId}: its credential is revoked.` });
+      robots.refresh();
+    } catch (err) {
+      setMessage({ tone: 'error', text: `Removal of ${robotId} failed: ${errText(err)}` });
+    }
+  };
+
+  return (
+    <>
+      <h2>Robot registry</h2>
+      <section className="panel" aria-labelledby="add-robot-h">
+        <h3 id="add-robot-h">Provision a robot</h3>
+        <form onSubmit={(e) => void add(e)} className="form-grid">
+          <Field label="New robot id">
+            <input value={id} onChange={(e) => setId(e.target.value)} required />
+          </Field>
+          <Field label="Deploy roots" hint="Absolute directories, comma-separated">
+            <input value={roots} onChange={(e) => setRoots(e.target.value)} placeholder="/opt/robot/files" required />
+          </Field>
+          <div>
+            <button type="submit">Provision</button>
+          </div>
+        </form>
+        {added ? (
+          <div className="row" style={{ marginTop: 8 }}>
+            <button type="button" onClick={() => download(`${added.robot_id}-ota-config.yaml`, added.daemon_config)}>
+              Download daemon config of {added.robot_id}
+            </button>
+          </div>
+        ) : null}
+      </section>
+      {message ? <Notice tone={message.tone}>{message.text}</Notice> : null}
+      {robots.error ? <Notice tone="error">Could not load the registry: {robots.error}</Notice> : null}
+      <section className="panel" aria-labelledby="robots-h">
+        <h3 id="robots-h">Provisioned robots</h3>
+        <div className="table-wrap">
+          <table aria-label="Provisioned robots">
+            <thead>
+              <tr>
+                <th style={{ width: '20%' }}>Robot</th>
+                <th style={{ width: '40%' }}>Deploy roots</th>
+                <th style={{ width: '15%' }} className="hide-narrow">Center</th>
+                <th style={{ width: '25%' }}>Actions</th>
+              </tr>
+            </thead>
+            <tbody>
+              {robots.data?.map((r) => (
+                <tr key={r.robot_id} data-robot-id={r.robot_id}>
+                  <td>{r.robot_id}</td>
+                  <td className="mono" title={r.deploy_roots.join(', ')}>
+                    {r.deploy_roots.join(', ')}
+                  </td>
+                  <td className="hide-narrow">{r.center_id ?? '—'}</td>
+                  <td>
+                    <div className="row">
+                      <button type="button" className="secondary" onClick={() => go('robots', { robot_id: r.robot_id })} aria-label={`Files of ${r.robot_id}`}>
+                        Files
+                      </button>
+                      <button type="button" className="danger" onClick={() => void remove(r.robot_id)} aria-label={`Remove ${r.robot_id}`}>
+                        Remove
+                      </button>
+                    </div>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      </section>
+    </>
+  );
+}

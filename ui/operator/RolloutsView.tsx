@@ -1,0 +1,223 @@
+// Rollouts: one file to many robots in waves, with a success threshold to advance, a concurrency cap and an
+// abort threshold. The list and the selected rollout's per-wave progress refresh live; pause, resume, cancel.
+import { useState, type FormEvent } from 'react';
+import { ApiError } from '../shared/api';
+import { Field, Notice, Progress, StatusBadge } from '../shared/components';
+import { usePolling } from '../shared/hooks';
+import type { ViewProps } from './App';
+import type { FileRow } from './types';
+
+type Counts = Partial<Record<string, number>>;
+interface RolloutRow {
+  rollout_id: string;
+  status: string;
+  paused: boolean;
+  current_wave: number;
+  reason: string | null;
+  s3_object_name: string;
+  filename: string;
+  deploy_path: string;
+  robots: number;
+  wave_sizes: number[];
+  created_at: string;
+  workflow_id: string;
+  counts?: Counts;
+  waves?: Array<{ wave: number; size: number; counts: Counts; queued: number; awaiting_robot: number; in_flight: number }>;
+}
+
+const errText = (e: unknown) => (e instanceof ApiError ? e.message : String(e));
+const FINISHED = (s: string) => s !== 'RUNNING' && s !== 'PAUSED';
+const numbers = (s: string) => s.split(',').map((x) => Number(x.trim())).filter((n) => Number.isFinite(n) && n > 0);
+
+function CreateRollout({ api, onCreated }: Pick<ViewProps, 'api'> & { onCreated: (id: string) => void }) {
+  const files = usePolling(() => api.get<FileRow[]>('/file/list?s3_bucket=files'), 10000);
+  const [object, setObject] = useState('');
+  const [deployPath, setDeployPath] = useState('');
+  const [robots, setRobots] = useState('');
+  const [prefix, setPrefix] = useState('');
+  const [waves, setWaves] = useState('10, 50, 100');
+  const [threshold, setThreshold] = useState('90');
+  const [concurrency, setConcurrency] = useState('50');
+  const [abortPct, setAbortPct] = useState('20');
+  const [error, setError] = useState<string | null>(null);
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setError(null);
+    const ids = robots.split(',').map((r) => r.trim()).filter(Boolean);
+    const body = {
+      s3_bucket: 'files',
+      s3_object_name: object,
+      deploy_path: deployPath,
+      target: ids.length ? { robot_ids: ids } : { selector: { id_prefix: prefix.trim() } },
+      waves: numbers(waves),
+      success_threshold_pct: Number(threshold),
+      max_concurrency: Number(concurrency),
+      ...(abortPct ? { abort_after_failure_pct: Number(abortPct) } : {}),
+    };
+    try {
+      const r = await api.post<RolloutRow>('/rollouts', body);
+      onCreated(r.rollout_id);
+    } catch (err) {
+      setError(`Rollout refused: ${errText(err)}`);
+    }
+  };
+
+  return (
+    <section className="panel" aria-labelledby="new-rollout-h">
+      <h3 id="new-rollout-h">New rollout</h3>
+      <form onSubmit={(e) => void submit(e)}>
+        <div className="form-grid">
+          <Field label="File">
+            <select value={object} onChange={(e) => setObject(e.target.value)} required>
+              <option value="">choose a file…</option>
+              {files.data?.map((f) => (
+                <option key={f.s3_object_name} value={f.s3_object_name}>
+                  {f.file_name} ({f.s3_object_name})
+                </option>
+              ))}
+            </select>
+          </Field>
+          <Field label="Deploy path" hint="Absolute; {robot_id} is replaced by each robot's id">
+            <input value={deployPath} onChange={(e) => setDeployPath(e.target.value)} required />
+          </Field>
+          <Field label="Robot ids" hint="Comma-separated; leave empty to use the prefix">
+            <input value={robots} onChange={(e) => setRobots(e.target.value)} />
+          </Field>
+          <Field label="Robot id prefix" hint="Every provisioned robot whose id starts with it">
+            <input value={prefix} onChange={(e) => setPrefix(e.target.value)} />
+          </Field>
+          <Field label="Waves (% of robots)" hint="Cumulative, ascending, e.g. 1, 10, 100">
+            <input value={waves} onChange={(e) => setWaves(e.target.value)} required />
+          </Field>
+          <Field label="Success threshold (%)" hint="Completed share of a wave needed to start the next">
+            <input type="number" min={0} max={100} value={threshold} onChange={(e) => setThreshold(e.target.value)} required />
+          </Field>
+          <Field label="Concurrency cap">
+            <input type="number" min={1} value={concurrency} onChange={(e) => setConcurrency(e.target.value)} required />
+          </Field>
+          <Field label="Abort at failures (%)" hint="Cancels what is not yet done">
+            <input type="number" min={0} max={100} value={abortPct} onChange={(e) => setAbortPct(e.target.value)} />
+          </Field>
+          <div>
+            <button type="submit">Start rollout</button>
+          </div>
+        </div>
+      </form>
+      {error ? <Notice tone="error">{error}</Notice> : null}
+    </section>
+  );
+}
+
+function RolloutDetail({ api, config, id }: Pick<ViewProps, 'api' | 'config'> & { id: string }) {
+  const r = usePolling(() => api.get<RolloutRow>(`/rollouts/${encodeURIComponent(id)}`), 1500, [id]);
+  const [message, setMessage] = useState<{ tone: 'error' | 'success'; text: string } | null>(null);
+  const control = async (action: 'pause' | 'resume' | 'cancel') => {
+    setMessage(null);
+    try {
+      await api.post(`/rollouts/${encodeURIComponent(id)}/${action}`, {});
+      setMessage({ tone: 'success', text: `${action[0].toUpperCase()}${action.slice(1)} requested.` });
+      r.refresh();
+    } catch (e) {
+      setMessage({ tone: 'error', text: `${action} failed: ${errText(e)}` });
+    }
+  };
+  const v = r.data;
+  return (
+    <section className="panel" aria-label={`Rollout ${id}`} data-rollout-id={id} data-status={v?.status ?? ''}>
+      <h3>
+        Rollout <span className="mono">{id}</span> {v ? <StatusBadge status={v.paused && v.status === 'RUNNING' ? 'PAUSED' : v.status} /> : null}
+      </h3>
+      {r.error ? <Notice tone="error">{r.error}</Notice> : null}
+      {message ? <Notice tone={message.tone}>{message.text}</Notice> : null}
+      {v ? (
+        <>
+          <p>
+            {v.filename} → <span className="mono">{v.deploy_path}</span> on {v.robots} robots; wave {v.current_wave + 1} of {v.wave_sizes.length}.
+            {v.reason ? <span className="muted"> {v.reason}</span> : null}
+          </p>
+          {v.waves?.map((w) => (
+            <Progress
+              key={w.wave}
+              label={`Wave ${w.wave + 1} completed`}
+              value={w.counts.COMPLETED ?? 0}
+              max={w.size}
+              text={`${w.counts.COMPLETED ?? 0} / ${w.size} completed, ${w.counts.FAILED ?? 0} failed, ${w.in_flight} in flight`}
+            />
+          ))}
+          <div className="row">
+            {!FINISHED(v.status) && !v.paused ? (
+              <button type="button" className="secondary" onClick={() => void control('pause')}>
+                Pause
+              </button>
+            ) : null}
+            {!FINISHED(v.status) && v.paused ? (
+              <button type="button" onClick={() => void control('resume')}>
+                Resume
+              </button>
+            ) : null}
+            {!FINISHED(v.status) ? (
+              <button type="button" className="danger" onClick={() => void control('cancel')}>
+                Cancel rollout
+              </button>
+            ) : null}
+            <a href={`${config.temporalWebUrl}/namespaces/${config.temporalNamespace}/workflows/${encodeURIComponent(v.workflow_id)}`} target="_blank" rel="noreferrer">
+              This rollout in Temporal Web
+            </a>
+          </div>
+        </>
+      ) : null}
+    </section>
+  );
+}
+
+export function RolloutsView({ api, config }: ViewProps) {
+  const list = usePolling(() => api.get<{ rollouts: RolloutRow[] }>('/rollouts?limit=20'), 2000);
+  const [selected, setSelected] = useState<string | null>(null);
+  return (
+    <>
+      <h2>Rollouts</h2>
+      <CreateRollout api={api} onCreated={(id) => (setSelected(id), list.refresh())} />
+      {selected ? <RolloutDetail api={api} config={config} id={selected} /> : null}
+      {list.error ? <Notice tone="error">Could not load rollouts: {list.error}</Notice> : null}
+      <section className="panel" aria-labelledby="rollouts-h">
+        <h3 id="rollouts-h">Recent rollouts</h3>
+        <div className="table-wrap">
+          <table aria-label="Rollouts">
+            <thead>
+              <tr>
+                <th style={{ width: '30%' }}>Rollout</th>
+                <th style={{ width: '25%' }} className="hide-narrow">File</th>
+                <th style={{ width: '12%' }}>Robots</th>
+                <th style={{ width: '15%' }}>Status</th>
+                <th style={{ width: '18%' }}>Actions</th>
+              </tr>
+            </thead>
+            <tbody>
+              {list.data?.rollouts.map((r) => (
+                <tr key={r.rollout_id} data-rollout-id={r.rollout_id} data-status={r.status}>
+                  <td className="mono" title={r.rollout_id}>
+                    {r.rollout_id}
+                  </td>
+                  <td className="hide-narrow" title={r.s3_object_name}>
+                    {r.filename}
+                  </td>
+                  <td>{r.robots}</td>
+                  <td>
+                    <StatusBadge status={r.paused && r.status === 'RUNNING' ? 'PAUSED' : r.status} />
+                  </td>
+                  <td>
+                    <button type="button" className="secondary" onClick={() => setSelected(r.rollout_id)} aria-label={`Show rollout ${r.rollout_id}`}>
+                      Show
+                    </button>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+        {list.data && list.data.rollouts.length === 0 ? <p className="muted">No rollouts yet.</p> : null}
+      </section>
+    </>
+  );
+}
