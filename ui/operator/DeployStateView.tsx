@@ -1,6 +1,6 @@
 // What each robot holds: the reference's deploy_state (path → file, version, the job that installed it).
 import { useState, type FormEvent } from 'react';
-import { Field, Notice } from '../shared/components';
+import { DataTable, Field, Notice } from '../shared/components';
 import { usePolling } from '../shared/hooks';
 import type { ViewProps } from './App';
 import type { DeployTargetRow } from './types';
@@ -8,7 +8,7 @@ import type { DeployTargetRow } from './types';
 export function DeployStateView({ api, go, filter }: ViewProps) {
   const [input, setInput] = useState(filter.robot_id ?? '');
   const [robot, setRobot] = useState(filter.robot_id ?? '');
-  const state = usePolling(
+  const state = usePolling<DeployTargetRow[]>(
     async () => (robot ? api.get<DeployTargetRow[]>(`/deploy_state/${encodeURIComponent(robot)}`) : []),
     5000,
     [robot],
@@ -37,37 +37,28 @@ export function DeployStateView({ api, go, filter }: ViewProps) {
           <h3 id="ds-h">
             Files deployed to <span className="mono">{robot}</span>
           </h3>
-          <div className="table-wrap">
-            <table aria-label={`Files deployed to ${robot}`}>
-              <thead>
-                <tr>
-                  <th style={{ width: '34%' }}>Deploy path</th>
-                  <th style={{ width: '30%' }} className="hide-narrow">Object</th>
-                  <th style={{ width: '16%' }}>Updated</th>
-                  <th style={{ width: '20%' }}>Job</th>
-                </tr>
-              </thead>
-              <tbody>
-                {state.data?.map((t) => (
-                  <tr key={t.deploy_path}>
-                    <td className="mono" title={t.deploy_path}>
-                      {t.deploy_path}
-                    </td>
-                    <td className="mono hide-narrow" title={t.s3_object_name}>
-                      {t.s3_object_name}
-                    </td>
-                    <td>{new Date(t.updated_at).toLocaleString()}</td>
-                    <td className="mono" title={t.job_id}>
-                      <button type="button" className="secondary" onClick={() => go('jobs', { robot_id: robot })}>
-                        Jobs
-                      </button>
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-          {state.data && state.data.length === 0 ? <p className="muted">Nothing deployed to this robot yet.</p> : null}
+          <DataTable
+            label={`Files deployed to ${robot}`}
+            rows={state.data}
+            rowKey={(t) => t.deploy_path}
+            empty="Nothing deployed to this robot yet."
+            columns={[
+              { header: 'Deploy path', width: '34%', cellClass: 'mono', title: (t) => t.deploy_path, cell: (t) => t.deploy_path },
+              { header: 'Object', width: '30%', hideNarrow: true, cellClass: 'mono', title: (t) => t.s3_object_name, cell: (t) => t.s3_object_name },
+              { header: 'Updated', width: '16%', cell: (t) => new Date(t.updated_at).toLocaleString() },
+              {
+                header: 'Job',
+                width: '20%',
+                cellClass: 'mono',
+                title: (t) => t.job_id,
+                cell: () => (
+                  <button type="button" className="secondary" onClick={() => go('jobs', { robot_id: robot })}>
+                    Jobs
+                  </button>
+                ),
+              },
+            ]}
+          />
         </section>
       ) : null}
     </>

@@ -2,7 +2,7 @@
 // switches to the jobs list filtered to that robot, where it goes PENDING → … → COMPLETED live.
 import { useState, type FormEvent } from 'react';
 import { ApiError } from '../shared/api';
-import { Field, Notice, Progress, formatBytes } from '../shared/components';
+import { DataTable, Field, Notice, Progress, formatBytes } from '../shared/components';
 import { usePolling } from '../shared/hooks';
 import type { ViewProps } from './App';
 import type { FileDeployResult, FileRow, FileUploadResult } from './types';
@@ -126,39 +126,28 @@ export function FilesView({ api, go }: ViewProps) {
       {files.error ? <Notice tone="error">Could not load files: {files.error}</Notice> : null}
       <section className="panel" aria-labelledby="files-h">
         <h3 id="files-h">Files</h3>
-        <div className="table-wrap">
-          <table aria-label="Files">
-            <thead>
-              <tr>
-                <th style={{ width: '22%' }}>File</th>
-                <th style={{ width: '30%' }} className="hide-narrow">Object name</th>
-                <th style={{ width: '10%' }}>Size</th>
-                <th style={{ width: '16%' }} className="hide-narrow">sha256</th>
-                <th style={{ width: '22%' }}>Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {files.data?.map((f) => (
-                <tr key={`${f.s3_bucket}/${f.s3_object_name}`} data-object={f.s3_object_name}>
-                  <td title={f.file_name}>{f.file_name}</td>
-                  <td className="mono hide-narrow" title={f.s3_object_name}>
-                    {f.s3_object_name}
-                  </td>
-                  <td>{formatBytes(f.size)}</td>
-                  <td className="mono hide-narrow" title={f.sha256}>
-                    {f.sha256.slice(0, 12)}…
-                  </td>
-                  <td>
-                    <button type="button" onClick={() => setDeploying(f)} aria-label={`Deploy ${f.s3_object_name}`}>
-                      Deploy…
-                    </button>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-        {files.data && files.data.length === 0 ? <p className="muted">No files yet: upload one above.</p> : null}
+        <DataTable
+          label="Files"
+          rows={files.data}
+          rowKey={(f) => `${f.s3_bucket}/${f.s3_object_name}`}
+          rowData={(f) => ({ object: f.s3_object_name })}
+          empty="No files yet: upload one above."
+          columns={[
+            { header: 'File', width: '22%', title: (f) => f.file_name, cell: (f) => f.file_name },
+            { header: 'Object name', width: '30%', hideNarrow: true, cellClass: 'mono', title: (f) => f.s3_object_name, cell: (f) => f.s3_object_name },
+            { header: 'Size', width: '10%', cell: (f) => formatBytes(f.size) },
+            { header: 'sha256', width: '16%', hideNarrow: true, cellClass: 'mono', title: (f) => f.sha256, cell: (f) => `${f.sha256.slice(0, 12)}…` },
+            {
+              header: 'Actions',
+              width: '22%',
+              cell: (f) => (
+                <button type="button" onClick={() => setDeploying(f)} aria-label={`Deploy ${f.s3_object_name}`}>
+                  Deploy…
+                </button>
+              ),
+            },
+          ]}
+        />
       </section>
     </>
   );

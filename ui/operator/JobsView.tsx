@@ -2,7 +2,7 @@
 // workflow in Temporal Web.
 import { useState } from 'react';
 import { ApiError } from '../shared/api';
-import { Field, Notice, Progress, StatusBadge, formatBytes } from '../shared/components';
+import { DataTable, Field, Notice, Progress, StatusBadge, formatBytes } from '../shared/components';
 import { usePolling } from '../shared/hooks';
 import type { ViewProps } from './App';
 import { TERMINAL, type JobList, type JobState } from './types';
@@ -49,67 +49,54 @@ export function JobsView({ api, config, filter }: ViewProps) {
       {message ? <Notice tone={message.tone}>{message.text}</Notice> : null}
       {jobs.error ? <Notice tone="error">Could not load jobs: {jobs.error}</Notice> : null}
       <section className="panel">
-        <div className="table-wrap">
-          <table aria-label="Jobs">
-            <thead>
-              <tr>
-                <th style={{ width: '17%' }}>Job</th>
-                <th style={{ width: '10%' }}>Robot</th>
-                <th style={{ width: '20%' }} className="hide-narrow">Deploy path</th>
-                <th style={{ width: '12%' }}>Status</th>
-                <th style={{ width: '17%' }}>Progress / error</th>
-                <th style={{ width: '10%' }} className="hide-narrow">Updated</th>
-                <th style={{ width: '14%' }}>Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {jobs.data?.jobs.map((j) => (
-                <tr key={j.job_id} data-job-id={j.job_id} data-status={j.status}>
-                  <td className="mono" title={j.job_id}>
-                    {j.job_id}
-                  </td>
-                  <td>{j.robot_id}</td>
-                  <td className="mono hide-narrow" title={j.deploy_path}>
-                    {j.deploy_path}
-                  </td>
-                  <td>
-                    <StatusBadge status={j.status} />
-                  </td>
-                  <td className="wrap">
-                    {j.error_msg ? (
-                      <span className="muted">{j.error_msg}</span>
-                    ) : j.status === 'DOWNLOADING' && j.progress !== null ? (
-                      <Progress label={`Download of ${j.file_name || j.s3_object_name}`} value={j.progress} max={100} />
-                    ) : (
-                      <span className="muted">{formatBytes(j.size)}</span>
-                    )}
-                  </td>
-                  <td className="hide-narrow" title={j.updated_at}>
-                    {new Date(j.updated_at).toLocaleTimeString()}
-                  </td>
-                  <td>
-                    <div className="row">
-                      {!TERMINAL.has(j.status) ? (
-                        <button type="button" className="danger" onClick={() => void cancel(j)} aria-label={`Cancel job ${j.job_id}`}>
-                          Cancel
-                        </button>
-                      ) : null}
-                      <a
-                        href={`${config.temporalWebUrl}/namespaces/${config.temporalNamespace}/workflows/${encodeURIComponent(j.workflow_id)}`}
-                        target="_blank"
-                        rel="noreferrer"
-                        aria-label={`Workflow of job ${j.job_id} in Temporal Web`}
-                      >
-                        Temporal
-                      </a>
-                    </div>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-        {jobs.data && jobs.data.jobs.length === 0 ? <p className="muted">No jobs match.</p> : null}
+        <DataTable
+          label="Jobs"
+          rows={jobs.data?.jobs}
+          rowKey={(j) => j.job_id}
+          rowData={(j) => ({ 'job-id': j.job_id, status: j.status })}
+          empty="No jobs match."
+          columns={[
+            { header: 'Job', width: '17%', cellClass: 'mono', title: (j) => j.job_id, cell: (j) => j.job_id },
+            { header: 'Robot', width: '10%', cell: (j) => j.robot_id },
+            { header: 'Deploy path', width: '20%', hideNarrow: true, cellClass: 'mono', title: (j) => j.deploy_path, cell: (j) => j.deploy_path },
+            { header: 'Status', width: '12%', cell: (j) => <StatusBadge status={j.status} /> },
+            {
+              header: 'Progress / error',
+              width: '17%',
+              cellClass: 'wrap',
+              cell: (j) =>
+                j.error_msg ? (
+                  <span className="muted">{j.error_msg}</span>
+                ) : j.status === 'DOWNLOADING' && j.progress !== null ? (
+                  <Progress label={`Download of ${j.file_name || j.s3_object_name}`} value={j.progress} max={100} />
+                ) : (
+                  <span className="muted">{formatBytes(j.size)}</span>
+                ),
+            },
+            { header: 'Updated', width: '10%', hideNarrow: true, title: (j) => j.updated_at, cell: (j) => new Date(j.updated_at).toLocaleTimeString() },
+            {
+              header: 'Actions',
+              width: '14%',
+              cell: (j) => (
+                <div className="row">
+                  {!TERMINAL.has(j.status) ? (
+                    <button type="button" className="danger" onClick={() => void cancel(j)} aria-label={`Cancel job ${j.job_id}`}>
+                      Cancel
+                    </button>
+                  ) : null}
+                  <a
+                    href={`${config.temporalWebUrl}/namespaces/${config.temporalNamespace}/workflows/${encodeURIComponent(j.workflow_id)}`}
+                    target="_blank"
+                    rel="noreferrer"
+                    aria-label={`Workflow of job ${j.job_id} in Temporal Web`}
+                  >
+                    Temporal
+                  </a>
+                </div>
+              ),
+            },
+          ]}
+        />
       </section>
     </>
   );

@@ -2,7 +2,7 @@
 // offered once as a download: it holds the robot's password), list the provisioned robots, remove one.
 import { useState, type FormEvent } from 'react';
 import { ApiError } from '../shared/api';
-import { Field, Notice } from '../shared/components';
+import { DataTable, Field, Notice } from '../shared/components';
 import { usePolling } from '../shared/hooks';
 import type { ViewProps } from './App';
 
@@ -93,39 +93,32 @@ export function RobotsView({ api, go }: ViewProps) {
       {robots.error ? <Notice tone="error">Could not load the registry: {robots.error}</Notice> : null}
       <section className="panel" aria-labelledby="robots-h">
         <h3 id="robots-h">Provisioned robots</h3>
-        <div className="table-wrap">
-          <table aria-label="Provisioned robots">
-            <thead>
-              <tr>
-                <th style={{ width: '20%' }}>Robot</th>
-                <th style={{ width: '40%' }}>Deploy roots</th>
-                <th style={{ width: '15%' }} className="hide-narrow">Center</th>
-                <th style={{ width: '25%' }}>Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {robots.data?.map((r) => (
-                <tr key={r.robot_id} data-robot-id={r.robot_id}>
-                  <td>{r.robot_id}</td>
-                  <td className="mono" title={r.deploy_roots.join(', ')}>
-                    {r.deploy_roots.join(', ')}
-                  </td>
-                  <td className="hide-narrow">{r.center_id ?? '—'}</td>
-                  <td>
-                    <div className="row">
-                      <button type="button" className="secondary" onClick={() => go('robots', { robot_id: r.robot_id })} aria-label={`Files of ${r.robot_id}`}>
-                        Files
-                      </button>
-                      <button type="button" className="danger" onClick={() => void remove(r.robot_id)} aria-label={`Remove ${r.robot_id}`}>
-                        Remove
-                      </button>
-                    </div>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable
+          label="Provisioned robots"
+          rows={robots.data}
+          rowKey={(r) => r.robot_id}
+          rowData={(r) => ({ 'robot-id': r.robot_id })}
+          empty="No robot is provisioned yet."
+          columns={[
+            { header: 'Robot', width: '20%', cell: (r) => r.robot_id },
+            { header: 'Deploy roots', width: '40%', cellClass: 'mono', title: (r) => r.deploy_roots.join(', '), cell: (r) => r.deploy_roots.join(', ') },
+            { header: 'Center', width: '15%', hideNarrow: true, cell: (r) => r.center_id ?? '—' },
+            {
+              header: 'Actions',
+              width: '25%',
+              cell: (r) => (
+                <div className="row">
+                  <button type="button" className="secondary" onClick={() => go('robots', { robot_id: r.robot_id })} aria-label={`Files of ${r.robot_id}`}>
+                    Files
+                  </button>
+                  <button type="button" className="danger" onClick={() => void remove(r.robot_id)} aria-label={`Remove ${r.robot_id}`}>
+                    Remove
+                  </button>
+                </div>
+              ),
+            },
+          ]}
+        />
       </section>
     </>
   );

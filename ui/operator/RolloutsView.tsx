@@ -2,7 +2,7 @@
 // abort threshold. The list and the selected rollout's per-wave progress refresh live; pause, resume, cancel.
 import { useState, type FormEvent } from 'react';
 import { ApiError } from '../shared/api';
-import { Field, Notice, Progress, StatusBadge } from '../shared/components';
+import { DataTable, Field, Notice, Progress, StatusBadge } from '../shared/components';
 import { usePolling } from '../shared/hooks';
 import type { ViewProps } from './App';
 import type { FileRow } from './types';
@@ -182,41 +182,28 @@ export function RolloutsView({ api, config }: ViewProps) {
       {list.error ? <Notice tone="error">Could not load rollouts: {list.error}</Notice> : null}
       <section className="panel" aria-labelledby="rollouts-h">
         <h3 id="rollouts-h">Recent rollouts</h3>
-        <div className="table-wrap">
-          <table aria-label="Rollouts">
-            <thead>
-              <tr>
-                <th style={{ width: '30%' }}>Rollout</th>
-                <th style={{ width: '25%' }} className="hide-narrow">File</th>
-                <th style={{ width: '12%' }}>Robots</th>
-                <th style={{ width: '15%' }}>Status</th>
-                <th style={{ width: '18%' }}>Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {list.data?.rollouts.map((r) => (
-                <tr key={r.rollout_id} data-rollout-id={r.rollout_id} data-status={r.status}>
-                  <td className="mono" title={r.rollout_id}>
-                    {r.rollout_id}
-                  </td>
-                  <td className="hide-narrow" title={r.s3_object_name}>
-                    {r.filename}
-                  </td>
-                  <td>{r.robots}</td>
-                  <td>
-                    <StatusBadge status={r.paused && r.status === 'RUNNING' ? 'PAUSED' : r.status} />
-                  </td>
-                  <td>
-                    <button type="button" className="secondary" onClick={() => setSelected(r.rollout_id)} aria-label={`Show rollout ${r.rollout_id}`}>
-                      Show
-                    </button>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-        {list.data && list.data.rollouts.length === 0 ? <p className="muted">No rollouts yet.</p> : null}
+        <DataTable
+          label="Rollouts"
+          rows={list.data?.rollouts}
+          rowKey={(r) => r.rollout_id}
+          rowData={(r) => ({ 'rollout-id': r.rollout_id, status: r.status })}
+          empty="No rollouts yet."
+          columns={[
+            { header: 'Rollout', width: '30%', cellClass: 'mono', title: (r) => r.rollout_id, cell: (r) => r.rollout_id },
+            { header: 'File', width: '25%', hideNarrow: true, title: (r) => r.s3_object_name, cell: (r) => r.filename },
+            { header: 'Robots', width: '12%', cell: (r) => r.robots },
+            { header: 'Status', width: '15%', cell: (r) => <StatusBadge status={r.paused && r.status === 'RUNNING' ? 'PAUSED' : r.status} /> },
+            {
+              header: 'Actions',
+              width: '18%',
+              cell: (r) => (
+                <button type="button" className="secondary" onClick={() => setSelected(r.rollout_id)} aria-label={`Show rollout ${r.rollout_id}`}>
+                  Show
+                </button>
+              ),
+            },
+          ]}
+        />
       </section>
     </>
   );

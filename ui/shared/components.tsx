@@ -69,3 +69,73 @@ export function Field({ label, children, hint }: { label: string; children: Reac
     </label>
   );
 }
+
+/** One column of a {@link DataTable}: its header, share of the width, and how a row renders in it. */
+export interface Column<T> {
+  header: string;
+  /** Share of the table width, e.g. '20%': fixed layout keeps the columns from jumping while data is polled. */
+  width: string;
+  /** Hidden on narrow (tablet portrait) screens: for columns a user can do without. */
+  hideNarrow?: boolean;
+  /** Extra class of the cells, e.g. 'mono' for ids and paths, 'wrap' for text that may be long. */
+  cellClass?: string;
+  /** Tooltip of a cell, for values the column may cut short. */
+  title?: (row: T) => string | undefined;
+  cell: (row: T) => ReactNode;
+}
+
+/**
+ * A table of rows polled from the API: fixed column widths, hidden columns on narrow screens, data attributes on each
+ * row (tests and scripts find rows by them) and a message when there are no rows.
+ */
+export function DataTable<T>({
+  label,
+  columns,
+  rows,
+  rowKey,
+  rowData,
+  empty,
+}: {
+  label: string;
+  columns: Column<T>[];
+  rows: readonly T[] | null | undefined;
+  rowKey: (row: T) => string;
+  /** `data-*` attributes of a row, without the prefix: `{ 'job-id': … }` becomes `data-job-id`. */
+  rowData?: (row: T) => Record<string, string>;
+  /** Shown when the rows have loaded and there are none; omitted, an empty table says nothing. */
+  empty?: string;
+}) {
+  const narrow = (c: Column<T>, base?: string) => [base, c.hideNarrow ? 'hide-narrow' : undefined].filter(Boolean).join(' ') || undefined;
+  return (
+    <>
+      <div className="table-wrap">
+        <table aria-label={label}>
+          <thead>
+            <tr>
+              {columns.map((c) => (
+                <th key={c.header} style={{ width: c.width }} className={narrow(c)}>
+                  {c.header}
+                </th>
+              ))}
+            </tr>
+          </thead>
+          <tbody>
+            {rows?.map((row) => {
+              const data = Object.fromEntries(Object.entries(rowData?.(row) ?? {}).map(([k, v]) => [`data-${k}`, v]));
+              return (
+                <tr key={rowKey(row)} {...data}>
+                  {columns.map((c) => (
+                    <td key={c.header} className={narrow(c, c.cellClass)} title={c.title?.(row)}>
+                      {c.cell(row)}
+                    </td>
+                  ))}
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      </div>
+      {empty && rows && rows.length === 0 ? <p className="muted">{empty}</p> : null}
+    </>
+  );
+}

@@ -2,7 +2,7 @@
 // sync only visits connected robots; connecting makes the SSH handshake (the first contact pins the host key).
 import { useState } from 'react';
 import { ApiError, type ApiClient } from '../shared/api';
-import { Notice, StatusBadge } from '../shared/components';
+import { DataTable, Notice, StatusBadge } from '../shared/components';
 import { usePolling } from '../shared/hooks';
 import type { RobotView } from './types';
 
@@ -34,56 +34,55 @@ export function RobotsPanel({ api }: { api: ApiClient }) {
       {message ? <Notice tone={message.tone}>{message.text}</Notice> : null}
       {robots.error ? <Notice tone="error">Could not load robots: {robots.error}</Notice> : null}
       <section className="panel">
-        <div className="table-wrap">
-          <table aria-label="Robots">
-            <thead>
-              <tr>
-                <th style={{ width: '14%' }}>Robot</th>
-                <th style={{ width: '16%' }} className="hide-narrow">Address</th>
-                <th style={{ width: '13%' }}>State</th>
-                <th style={{ width: '19%' }} className="hide-narrow">Last inventory</th>
-                <th style={{ width: '22%' }}>Last sync</th>
-                <th style={{ width: '16%' }}>Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {robots.data?.robots.map((r) => (
-                <tr key={r.robot_id} data-robot-id={r.robot_id} data-connected={String(r.connected)}>
-                  <td>{r.robot_id}</td>
-                  <td className="mono hide-narrow" title={r.host_key_sha256 ?? 'host key not pinned yet'}>
-                    {r.username}@{r.host}:{r.port}
-                  </td>
-                  <td>
-                    <StatusBadge status={r.connected ? 'CONNECTED' : 'NOT CONNECTED'} />
-                  </td>
-                  <td className="hide-narrow">{when(r.last_inventory_at)}</td>
-                  <td className="wrap">
-                    {r.last_sync ? (
-                      <>
-                        {r.last_sync.status ?? ''} <span className="muted">{when(r.last_sync.at)}</span>
-                        {r.last_sync.error ? <div className="muted">{r.last_sync.error}</div> : null}
-                      </>
-                    ) : (
-                      <span className="muted">never</span>
-                    )}
-                  </td>
-                  <td>
-                    <button
-                      type="button"
-                      className={r.connected ? 'secondary' : undefined}
-                      disabled={pending === r.robot_id}
-                      onClick={() => void toggle(r)}
-                      aria-label={`${r.connected ? 'Disconnect' : 'Connect'} ${r.robot_id}`}
-                    >
-                      {pending === r.robot_id ? '…' : r.connected ? 'Disconnect' : 'Connect'}
-                    </button>
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-        {robots.data && robots.data.robots.length === 0 ? <p className="muted">This center has no robots yet.</p> : null}
+        <DataTable
+          label="Robots"
+          rows={robots.data?.robots}
+          rowKey={(r) => r.robot_id}
+          rowData={(r) => ({ 'robot-id': r.robot_id, connected: String(r.connected) })}
+          empty="This center has no robots yet."
+          columns={[
+            { header: 'Robot', width: '14%', cell: (r) => r.robot_id },
+            {
+              header: 'Address',
+              width: '16%',
+              hideNarrow: true,
+              cellClass: 'mono',
+              title: (r) => r.host_key_sha256 ?? 'host key not pinned yet',
+              cell: (r) => `${r.username}@${r.host}:${r.port}`,
+            },
+            { header: 'State', width: '13%', cell: (r) => <StatusBadge status={r.connected ? 'CONNECTED' : 'NOT CONNECTED'} /> },
+            { header: 'Last inventory', width: '19%', hideNarrow: true, cell: (r) => when(r.last_inventory_at) },
+            {
+              header: 'Last sync',
+              width: '22%',
+              cellClass: 'wrap',
+              cell: (r) =>
+                r.last_sync ? (
+                  <>
+                    {r.last_sync.status ?? ''} <span className="muted">{when(r.last_sync.at)}</span>
+                    {r.last_sync.error ? <div className="muted">{r.last_sync.error}</div> : null}
+                  </>
+                ) : (
+                  <span className="muted">never</span>
+                ),
+            },
+            {
+              header: 'Actions',
+              width: '16%',
+              cell: (r) => (
+                <button
+                  type="button"
+                  className={r.connected ? 'secondary' : undefined}
+                  disabled={pending === r.robot_id}
+                  onClick={() => void toggle(r)}
+                  aria-label={`${r.connected ? 'Disconnect' : 'Connect'} ${r.robot_id}`}
+                >
+                  {pending === r.robot_id ? '…' : r.connected ? 'Disconnect' : 'Connect'}
+                </button>
+              ),
+            },
+          ]}
+        />
       </section>
     </>
   );
