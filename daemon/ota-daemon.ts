@@ -23,6 +23,11 @@ const JOB_ID_PATTERN = /^[\x21-\x7e]{1,200}$/;
 export interface DaemonOptions {
   /** Replaces the broker dialer (tests). */
   dial?: Dialer;
+  /**
+   * Called after the first connect's setup and whenever the last running job finished: a quiet moment in which
+   * the process may return memory (main.ts runs a GC there).
+   */
+  onQuiet?: () => void;
   /** Download retry policy (tests shorten it). */
   retry?: DeployEnv['retry'];
 }
@@ -79,6 +84,7 @@ export class OtaDaemon {
       log,
       onChange: (kind) => (kind === 'status' ? reporter.statusChanged() : reporter.progressChanged()),
       onReplay: (jobId, report) => this.publishReplay(jobId, report),
+      onIdle: this.opts.onQuiet,
     });
     this.jobs.resumeUnfinished();
     this.connect();
@@ -137,7 +143,13 @@ export class OtaDaemon {
     ]);
     await client.publish(presence, PRESENCE_ONLINE, { qos: 1, retain: true });
     this.reporter?.publishNow();
+    if (!this.settledOnce) {
+      this.settledOnce = true;
+      this.opts.onQuiet?.();
+    }
   }
+
+  private settledOnce = false;
 
   private async dispatch(packet: IncomingMessage): Promise<void> {
     const jobs = this.jobs;
