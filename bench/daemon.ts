@@ -4,8 +4,11 @@
 // stack: its resident memory idle (VmRSS, connected, nothing to do) and at peak (VmHWM over its whole life, while it
 // installs a 1 GiB file: download, sha256, write, fsync, rename), and the install time, from the daemon's own
 // "job received" to "job completed" log lines. Baseline, same run, same object: the honest floor of that work with
-// standard tools: `curl -o` to disk, then `sha256sum`, then `sync`. Also plain node's own RSS (`setInterval`), the
-// floor under any Node daemon.
+// standard tools: `curl -o` to disk, then `sha256sum`, then `sync <file>` (an fsync of that file, as the daemon
+// does; a bare `sync` would also flush every other process's dirty pages on a shared machine). Both sides are
+// measured the same way: the object is read once first (so neither pays for a cold S3 server cache), and the floor
+// runs just before and just after the daemon, its mean bracketing the daemon's run against drift in machine load.
+// Also plain node's own RSS (`setInterval`), the floor under any Node daemon.
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -72,9 +75,27 @@ export async function main(args: string[]): Promise<void> {
     const daemon = spawnProcess(process.execPath, [...DAEMON_NODE_FLAGS, bundle, '--config', robot.daemonConfig], { PATH: process.env.PATH, HOME: process.env.HOME });
     children.push(daemon);
     await waitOutput(daemon, 'connected to the broker');
-    await new Promise((r) => setTimeout(r, 3000));
+    // Idle means settled: the daemon returns its startup garbage two seconds after connecting (daemon/main.ts).
+    await new Promise((r) => setTimeout(r, 10_000));
     const idle = currentRssMb(daemon.proc.pid!);
     const nodeBaseline = await plainNodeRssMb();
+
+    const url = await getSignedUrl(s3, new GetObjectCommand({ Bucket: 'files', Key: object }), { expiresIn: 3600 });
+    const floorFile = path.join(robot.root, 'bench', 'floor.bin');
+    fs.mkdirSync(path.dirname(floorFile), { recursive: true });
+    // The floor: the same object to disk with curl, hashed, that file synced.
+    const floor = async (): Promise<number> => {
+      const t0 = performance.now();
+      await run('curl', ['-sS', '--fail', '-o', floorFile, url]);
+      await run('sha256sum', [floorFile]);
+      await run('sync', [floorFile]);
+      const s = (performance.now() - t0) / 1000;
+      fs.rmSync(floorFile);
+      return s;
+    };
+    say('warm-up read of the object');
+    await run('curl', ['-sS', '--fail', '-o', '/dev/null', url]);
+    const floorBefore = await floor();
 
     const target = path.join(robot.root, 'bench', `big-${Date.now().toString(36)}.bin`);
     const q = new URLSearchParams({ robot_id: robot.id, s3_bucket: 'files', s3_object_name: object, deploy_path: target });
@@ -94,15 +115,8 @@ export async function main(args: string[]): Promise<void> {
     const ok = crypto.createHash('sha256').update(fs.readFileSync(target)).digest('hex') === sha;
     fs.rmSync(target);
 
-    // The floor: the same object to disk with curl, hashed, synced.
-    const url = await getSignedUrl(s3, new GetObjectCommand({ Bucket: 'files', Key: object }), { expiresIn: 3600 });
-    const floorFile = path.join(robot.root, 'bench', 'floor.bin');
-    const t0 = performance.now();
-    await run('curl', ['-sS', '--fail', '-o', floorFile, url]);
-    await run('sha256sum', [floorFile]);
-    await run('sync', []);
-    const floorS = (performance.now() - t0) / 1000;
-    fs.rmSync(floorFile);
+    const floorAfter = await floor();
+    const floorS = (floorBefore + floorAfter) / 2;
     await fetch(`${api}/file/delete?s3_bucket=files&s3_object_name=${object}`, { method: 'DELETE', headers: { authorization } });
 
     fig('file_mib', fileMib);
@@ -111,6 +125,8 @@ export async function main(args: string[]): Promise<void> {
     fig('daemon_peak_rss_mb', peak);
     fig('daemon_install_s', installS);
     fig('daemon_install_ok', ok ? 'true' : 'false');
+    fig('floor_before_s', floorBefore);
+    fig('floor_after_s', floorAfter);
     fig('floor_s', floorS);
     fig('daemon_install_vs_floor', installS / floorS);
     fig('daemon_bundle_kb', fs.statSync(bundle).size / 1024);

@@ -5,12 +5,13 @@ import { build, type BuildOptions } from 'esbuild';
 import { repoRoot } from '../common/config';
 
 /**
- * Node flags the daemon runs with (systemd unit, benchmarks), measured with `npm run bench -- daemon`:
+ * Node flags the daemon runs with (systemd unit `fleetsync-ota-daemon.service`, test/daemon/bundle.test.ts checks
+ * they match; `npm run bench -- daemon` runs exactly these):
  * - a small young generation and old-space cap: the daemon never needs a large heap;
- * - --jitless: ~4.5 MB less RSS (no JIT code space); the daemon's per-byte work (sha256, I/O) is native, so the
- *   interpreter costs it little;
- * - --expose-gc: the downloader asks for a minor GC every few MiB (daemon/download.ts), which frees the socket's
- *   off-heap chunks before they pile up;
+ * - --jitless: no JIT code space; the daemon's per-byte work (sha256, copies, I/O) is native, so the interpreter
+ *   costs it little;
+ * - --expose-gc: main.ts collects once the daemon is quiet (after connecting, after the last job), so V8 shrinks
+ *   the young generation that startup or an install grew (~1 MB of RSS);
  * - --v8-pool-size=1: one V8 worker thread is plenty for a heap this size.
  */
 export const DAEMON_NODE_FLAGS = ['--max-semi-space-size=1', '--max-old-space-size=64', '--jitless', '--expose-gc', '--v8-pool-size=1'];
@@ -29,8 +30,6 @@ const options = (outfile: string): BuildOptions => ({
   sourcemap: false,
   legalComments: 'none',
   logLevel: 'warning',
-  // mqtt.js requires `socks` only for a SOCKS proxy, which robots do not use (daemon/stubs/socks.ts).
-  alias: { socks: path.join(repoRoot, 'daemon', 'stubs', 'socks.ts') },
 });
 
 export async function buildDaemonBundle(outfile = DAEMON_BUNDLE): Promise<string> {
@@ -38,7 +37,7 @@ export async function buildDaemonBundle(outfile = DAEMON_BUNDLE): Promise<string
   return outfile;
 }
 
-/** The npm packages the bundle contains (tests keep it lean: no AWS SDK, zod, yaml or pino on a robot). */
+/** The npm packages the bundle contains (tests keep it lean: none at all since the MQTT client is the daemon's own). */
 export async function daemonBundlePackages(): Promise<string[]> {
   const { metafile } = await build({ ...options(path.join(repoRoot, 'dist', 'ota-daemon.meta.cjs')), write: false, metafile: true });
   const packages = new Set<string>();

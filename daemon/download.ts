@@ -6,7 +6,6 @@
 // 206 → check Content-Range start/total and append; 200 → the object changed or the server ignores ranges:
 // truncate and take the full body; 416 with total == n → already complete.
 import { createHash, type Hash } from 'node:crypto';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { errnoCode, removeQuietly, sleep, writeFileAtomic } from './fs-util';
 import { httpGet, type HttpGetError, type HttpResponse } from './http-get';
@@ -74,8 +73,7 @@ export interface DownloadResult {
 /** Weak validators (`W/"…"`) must never be used with If-Range (RFC 9110 §13.1.5). */
 const strongEtag = (etag: string | null): string | null => (etag && !etag.startsWith('W/') ? etag : null);
 
-const WRITE_BATCH_BYTES = 2 << 20;
-const GC_EVERY_BYTES = 4 << 20;
+const WRITE_BATCH_BYTES = 1 << 20;
 
 async function readSidecar(file: string): Promise<Sidecar | null> {
   try {
@@ -99,8 +97,20 @@ async function fileSize(file: string): Promise<number | null> {
 async function hashPrefix(file: string, length: number, signal: AbortSignal): Promise<Hash> {
   const hash = createHash('sha256');
   if (length === 0) return hash;
-  const stream = fs.createReadStream(file, { start: 0, end: length - 1, highWaterMark: WRITE_BATCH_BYTES, signal });
-  for await (const chunk of stream) hash.update(chunk as Buffer);
+  // One reused buffer and positional reads: no stream allocating a new buffer per read.
+  const buf = Buffer.allocUnsafe(WRITE_BATCH_BYTES);
+  const fh = await fsp.open(file, 'r');
+  try {
+    for (let at = 0; at < length; ) {
+      signal.throwIfAborted();
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - at), at);
+      if (bytesRead === 0) throw new DownloadError(`${file} is shorter than ${length} bytes`, true);
+      hash.update(buf.subarray(0, bytesRead));
+      at += bytesRead;
+    }
+  } finally {
+    await fh.close();
+  }
   return hash;
 }
 
@@ -203,33 +213,31 @@ export async function downloadToPart(req: DownloadRequest): Promise<DownloadResu
   try {
     if (!fresh) await fh.truncate(offset);
     req.onProgress?.(position, total);
-    // Bytes are hashed as they arrive and written in batches, with one write in flight while the next batch fills:
-    // the network and the disk overlap, and memory stays bounded (at most two batches). The socket is only read
-    // while the loop pulls, so a slow disk slows the download (back-pressure) instead of growing the heap.
-    let batch: Buffer[] = [];
-    let batched = 0;
-    let queued = offset; // where the next batch goes
+    // Bytes are hashed as they arrive and copied into one of two fixed batch buffers; a full batch is written at
+    // its position while the other fills, so the network and the disk overlap. Memory is these two buffers and
+    // the socket's read buffer, whatever the size of the file: when both batches are busy the socket is paused
+    // (back-pressure) instead of memory growing.
+    const batches = [Buffer.allocUnsafe(WRITE_BATCH_BYTES), Buffer.allocUnsafe(WRITE_BATCH_BYTES)];
+    let current = 0; // index of the batch being filled
+    let filled = 0;
+    let queued = offset; // file position of the batch being filled
     let writing: Promise<void> | null = null;
-    const startWrite = () => {
-      if (batched === 0) return;
-      const bufs = batch;
-      const len = batched;
+    const flush = async (): Promise<void> => {
+      if (writing) await writing; // the other batch is free again
+      if (filled === 0) return;
+      const buf = batches[current];
+      const len = filled;
       const at = queued;
-      batch = [];
-      batched = 0;
+      current ^= 1;
+      filled = 0;
       queued += len;
       const w = (async () => {
-        let list = bufs;
         let written = 0;
-        while (written < len) {
-          const { bytesWritten } = await fh.writev(list, at + written);
-          written += bytesWritten;
-          if (written < len) list = [Buffer.concat(bufs).subarray(written)];
-        }
+        while (written < len) written += (await fh.write(buf, written, len - written, at + written)).bytesWritten;
         position = at + len;
         req.onProgress?.(position, total);
       })();
-      w.catch(() => undefined); // observed by drain(); never an unhandled rejection while the loop waits on the socket
+      w.catch(() => undefined); // observed by the next flush or the final drain; never an unhandled rejection meanwhile
       writing = w;
     };
     const drain = async () => {
@@ -237,33 +245,33 @@ export async function downloadToPart(req: DownloadRequest): Promise<DownloadResu
       writing = null;
       if (w) await w;
     };
-    try {
-      const started = Date.now();
-      let received = 0;
-      let lastGc = 0;
-      for await (const buf of res.body) {
-        hash.update(buf);
-        batch.push(buf);
-        batched += buf.length;
-        received += buf.length;
-        // Each socket chunk is an off-heap buffer that only a GC frees, and a small young generation fills
-        // slowly with their tiny handles: without a nudge, hundreds of MB of dead chunks pile up before V8 looks.
-        // A minor GC per few MiB keeps the peak flat (gc is exposed by the daemon's --expose-gc flag).
-        if (received - lastGc >= GC_EVERY_BYTES) {
-          lastGc = received;
-          (globalThis as { gc?: (o: { type: 'minor' }) => void }).gc?.({ type: 'minor' });
-        }
-        if (batched >= WRITE_BATCH_BYTES) {
-          await drain();
-          startWrite();
-        }
-        if (req.maxBytesPerSecond) {
-          const ahead = (received / req.maxBytesPerSecond) * 1000 - (Date.now() - started);
-          if (ahead > 20) await sleep(ahead, req.signal);
+    const started = Date.now();
+    let received = 0;
+    /** Copies into the batches; when one fills, waits for the flush (the chunk stays valid: the socket is paused). */
+    const copyIn = (rest: Buffer): Promise<void> | undefined => {
+      let at = 0;
+      while (at < rest.length) {
+        const n = rest.copy(batches[current], filled, at);
+        filled += n;
+        at += n;
+        if (filled === WRITE_BATCH_BYTES) {
+          const more = rest.subarray(at);
+          return flush().then(() => copyIn(more));
         }
       }
-      await drain();
-      startWrite();
+      return undefined;
+    };
+    const take = (chunk: Buffer): Promise<void> | undefined => {
+      hash.update(chunk);
+      received += chunk.length;
+      const copying = copyIn(chunk);
+      const ahead = req.maxBytesPerSecond ? (received / req.maxBytesPerSecond) * 1000 - (Date.now() - started) : 0;
+      if (ahead > 20) return copying ? copying.then(() => sleep(ahead, req.signal)) : sleep(ahead, req.signal);
+      return copying;
+    };
+    try {
+      await res.pipe(take);
+      await flush();
       await drain();
     } catch (e) {
       if (req.signal.aborted) {
@@ -274,7 +282,7 @@ export async function downloadToPart(req: DownloadRequest): Promise<DownloadResu
       await drain().catch(() => undefined);
       if (code === 'ENOSPC' || code === 'EDQUOT') throw new DownloadError(`cannot write ${part}: no space left on device`, false);
       // Keep what arrived, for the next attempt.
-      startWrite();
+      await flush().catch(() => undefined);
       await drain().catch(() => undefined);
       throw new DownloadError(`download interrupted after ${position} bytes: ${(e as Error).message}`, true);
     }

@@ -18,6 +18,8 @@ export interface JobManagerOptions {
   onChange: (kind: ChangeKind) => void;
   /** A finished job the cloud already acked was deployed again: tell it once more how that job ended. */
   onReplay: (jobId: string, report: JobReport) => void;
+  /** The last running job finished and nothing is queued. */
+  onIdle?: () => void;
 }
 
 interface Running {
@@ -211,6 +213,7 @@ export class JobManager {
           this.running.delete(id);
           this.progress.delete(id);
           this.pump();
+          if (this.running.size === 0 && this.queue.length === 0) this.o.onIdle?.();
         });
     }
   }

@@ -3,7 +3,8 @@
 // message handled inside a try/catch so one bad payload can never stop the loop (the reference's could).
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
-import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import { MqttClient, type IncomingMessage } from './mqtt-client';
+import type { Dialer } from './mqtt-link';
 import { checkDeployMessage, PRESENCE_OFFLINE, PRESENCE_ONLINE, topics, type JobReport } from '../common/ota-wire';
 import type { DaemonLogger as Logger } from './log';
 import type { DaemonConfig } from './config';
@@ -20,8 +21,13 @@ import { parsePublicKeys, verifyDeploy } from '../common/signing';
 const JOB_ID_PATTERN = /^[\x21-\x7e]{1,200}$/;
 
 export interface DaemonOptions {
-  /** Replaces `mqtt.connect` (tests). */
-  connect?: (url: string, opts: IClientOptions) => MqttClient;
+  /** Replaces the broker dialer (tests). */
+  dial?: Dialer;
+  /**
+   * Called after the first connect's setup and whenever the last running job finished: a quiet moment in which
+   * the process may return memory (main.ts runs a GC there).
+   */
+  onQuiet?: () => void;
   /** Download retry policy (tests shorten it). */
   retry?: DeployEnv['retry'];
 }
@@ -38,6 +44,8 @@ export class OtaDaemon {
   private jobs: JobManager | null = null;
   private reporter: StateReporter | null = null;
   private stopped = false;
+  /** Whether the last connection got as far as CONNACK (a lost connection is a warning, a failed dial is not). */
+  private wasConnected = false;
   /** Null: drop-in mode (no keys in the config), unsigned deploys accepted as by the reference daemon. */
   private readonly signingKeys: ReturnType<typeof parsePublicKeys> | null;
 
@@ -76,6 +84,7 @@ export class OtaDaemon {
       log,
       onChange: (kind) => (kind === 'status' ? reporter.statusChanged() : reporter.progressChanged()),
       onReplay: (jobId, report) => this.publishReplay(jobId, report),
+      onIdle: this.opts.onQuiet,
     });
     this.jobs.resumeUnfinished();
     this.connect();
@@ -85,58 +94,68 @@ export class OtaDaemon {
   private connect(): void {
     const { config, log } = this;
     const presence = topics.presence(config.robotId);
-    const options: IClientOptions = {
+    const client = new MqttClient({
+      url: config.mqtt.url,
       protocolVersion: 5,
       clientId: config.robotId,
       username: config.mqtt.username,
       password: config.mqtt.password,
       clean: false,
-      properties: { sessionExpiryInterval: config.mqtt.sessionExpirySeconds },
+      sessionExpirySeconds: config.mqtt.sessionExpirySeconds,
       will: { topic: presence, payload: Buffer.from(PRESENCE_OFFLINE), qos: 1, retain: true },
-      keepalive: 30,
-      connectTimeout: 10_000,
-      // Jitter spreads a fleet's reconnects after a broker restart instead of having every robot hit it at once.
-      reconnectPeriod: 1000 + Math.floor(Math.random() * 2000),
-      // mqtt.js gives up after a refused CONNACK (bad password, broker busy). A robot must keep trying: the
-      // broker's password file or the robot's credentials may be fixed later without touching the daemon.
-      reconnectOnConnackError: true,
-      // Subscriptions are (re)made on every connect below; the library's own resubscribe would double them.
-      resubscribe: false,
+      keepaliveSeconds: 30,
+      connectTimeoutMs: 10_000,
+      // Jittered backoff (in the client) spreads a fleet's reconnects after a broker restart. A refused CONNACK
+      // (bad password, broker busy) is retried too: the broker's password file may be fixed later.
+      reconnectMinMs: 1000,
+      reconnectMaxMs: 10_000,
       ca: config.mqtt.caFile ? fs.readFileSync(config.mqtt.caFile) : undefined,
-    };
-    const client = (this.opts.connect ?? mqtt.connect)(config.mqtt.url, options);
-    this.client = client;
-    // Messages are handled one at a time, and the PUBACK is sent only after the handler ran, so a deploy is in
-    // the journal before the broker forgets it.
-    client.handleMessage = (packet: IPublishPacket, done) => {
-      this.dispatch(packet)
-        .catch((e: unknown) => log.error({ err: e, topic: packet.topic }, 'message handler failed; message dropped'))
-        .finally(() => done());
-    };
-    client.on('connect', (connack) => {
-      log.info({ broker: config.mqtt.url, session_present: connack.sessionPresent }, 'connected to the broker');
-      void this.onConnect(presence).catch((e: unknown) => log.warn({ err: e }, 'connect setup failed; retried on the next connect'));
+      dial: this.opts.dial,
+      // Messages are handled one at a time, and the PUBACK is sent only after the handler ran, so a deploy is in
+      // the journal before the broker forgets it.
+      onMessage: (msg) =>
+        this.dispatch(msg).catch((e: unknown) => log.error({ err: e, topic: msg.topic }, 'message handler failed; message dropped')),
+      onConnect: (sessionPresent) => {
+        log.info({ broker: config.mqtt.url, session_present: sessionPresent }, 'connected to the broker');
+        void this.onConnect(presence).catch((e: unknown) => log.warn({ err: e }, 'connect setup failed; retried on the next connect'));
+      },
+      onOffline: (err) => {
+        if (this.wasConnected) log.warn({ err: err ? { message: err.message } : undefined }, 'broker connection lost');
+        else log.debug({ err: err ? { message: err.message } : undefined }, 'broker not reachable; retrying');
+        this.wasConnected = false;
+      },
+      onError: (err) => log.warn({ err: { message: err.message, code: (err as { code?: unknown }).code } }, 'mqtt error'),
     });
-    client.on('reconnect', () => log.debug('reconnecting to the broker'));
-    client.on('offline', () => log.warn('broker connection lost'));
-    client.on('error', (err) => log.warn({ err: { message: err.message, code: (err as { code?: unknown }).code } }, 'mqtt error'));
+    this.client = client;
+    client.start();
   }
 
   private async onConnect(presence: string): Promise<void> {
     const client = this.client;
     if (!client) return;
+    this.wasConnected = true;
     const id = this.config.robotId;
     // Subscribe before announcing presence: "online" makes the cloud re-dispatch, and those deploys must land.
-    await client.subscribeAsync({ [topics.deploy(id)]: { qos: 1 }, [topics.ack(id)]: { qos: 1 }, [topics.cancel(id)]: { qos: 1 } });
-    await client.publishAsync(presence, PRESENCE_ONLINE, { qos: 1, retain: true });
+    await client.subscribe([
+      { topic: topics.deploy(id), qos: 1 },
+      { topic: topics.ack(id), qos: 1 },
+      { topic: topics.cancel(id), qos: 1 },
+    ]);
+    await client.publish(presence, PRESENCE_ONLINE, { qos: 1, retain: true });
     this.reporter?.publishNow();
+    if (!this.settledOnce) {
+      this.settledOnce = true;
+      this.opts.onQuiet?.();
+    }
   }
 
-  private async dispatch(packet: IPublishPacket): Promise<void> {
+  private settledOnce = false;
+
+  private async dispatch(packet: IncomingMessage): Promise<void> {
     const jobs = this.jobs;
     if (!jobs) return;
     const id = this.config.robotId;
-    const payload = Buffer.isBuffer(packet.payload) ? packet.payload.toString('utf8') : String(packet.payload);
+    const payload = packet.payload.toString('utf8');
     switch (packet.topic) {
       case topics.deploy(id): {
         let json: unknown;
@@ -181,15 +200,15 @@ export class OtaDaemon {
     // While offline nothing is queued: the full map goes out on the next connect anyway.
     if (!client?.connected || !this.jobs || this.stopped) return;
     const body = JSON.stringify(this.jobs.stateMap());
-    client.publish(topics.state(this.config.robotId), body, { qos: 1 }, (err) => {
-      if (err) this.log.debug({ err: { message: err.message } }, 'state publish not acknowledged');
+    client.publish(topics.state(this.config.robotId), body, { qos: 1 }).catch((err: Error) => {
+      this.log.debug({ err: { message: err.message } }, 'state publish not acknowledged');
     });
   }
 
   private publishReplay(jobId: string, report: JobReport): void {
     const client = this.client;
     if (!client?.connected) return;
-    client.publish(topics.state(this.config.robotId), JSON.stringify({ [jobId]: report }), { qos: 1 });
+    client.publish(topics.state(this.config.robotId), JSON.stringify({ [jobId]: report }), { qos: 1 }).catch(() => undefined);
   }
 
   /** Stops downloads (resumable), persists the journal, announces `offline` and disconnects. */
@@ -205,12 +224,11 @@ export class OtaDaemon {
     if (client.connected) {
       // A clean DISCONNECT suppresses the Last Will, so "offline" is published by hand.
       await withTimeout(
-        client.publishAsync(topics.presence(this.config.robotId), PRESENCE_OFFLINE, { qos: 1, retain: true }),
+        client.publish(topics.presence(this.config.robotId), PRESENCE_OFFLINE, { qos: 1, retain: true }),
         3000,
       ).catch((e: unknown) => this.log.warn({ err: e }, 'could not publish offline presence'));
     }
-    await withTimeout(client.endAsync(), 3000).catch(() => undefined);
-    client.end(true);
+    await client.end(3000);
   }
 
   /** For tests: resolves when no job is queued or running. */

@@ -43,8 +43,14 @@ test('the bundled daemon exits 2 naming the key of an invalid config', async () 
   expect(d.output()).toMatch(/robot_id|allowed_roots/);
 });
 
-test('the bundle carries only what the daemon runs: no AWS SDK, zod, yaml or pino', async () => {
-  const packages = await daemonBundlePackages();
-  expect(packages.filter((p) => /^(@aws-sdk|@smithy|zod|yaml|pino)/.test(p))).toEqual([]);
-  expect(fs.statSync(bundle).size).toBeLessThan(1024 * 1024);
+test('the bundle carries only what the daemon runs: no npm package at all (own MQTT and HTTP clients)', async () => {
+  expect(await daemonBundlePackages()).toEqual([]);
+  expect(fs.statSync(bundle).size).toBeLessThan(200 * 1024);
+});
+
+test('the systemd unit runs the bundle with exactly the flags the tests and the benchmark use', () => {
+  const unit = fs.readFileSync(path.join(__dirname, '..', '..', 'daemon', 'fleetsync-ota-daemon.service'), 'utf8');
+  const exec = /^ExecStart=(\S+) (.*) \/opt\/fleetsync\/ota-daemon\.cjs /m.exec(unit);
+  expect(exec?.[1]).toBe('/usr/bin/node');
+  expect(exec?.[2].split(' ')).toEqual(DAEMON_NODE_FLAGS);
 });
