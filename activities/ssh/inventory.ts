@@ -4,6 +4,7 @@
 // trips per robot whatever the number of files. Only the differences are written to `inventory_entries` (bulk,
 // chunks of <= 50) and only counts go back to the workflow. Cloud sync's first-sync step and robot sync both use
 // it (CONTRACT-OFFLINE.md).
+import crypto from 'node:crypto';
 import type { Client } from 'ssh2';
 import type { Config } from '../../common/config';
 import { chunks } from '../../common/db';
@@ -71,6 +72,16 @@ export async function listRemote(client: Client, root: string): Promise<RemoteSt
   return out;
 }
 
+/**
+ * A digest of a listing (path, size, mtime of every file, in path order): equal digests mean the robot holds
+ * the same files with the same sizes and mtimes — the test the inventory itself uses to hash only what changed.
+ */
+export function listingDigest(listing: readonly RemoteStat[]): string {
+  const h = crypto.createHash('sha256');
+  for (const f of [...listing].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) h.update(`${f.size}\t${f.mtime.getTime()}\t${f.path}\0`);
+  return h.digest('hex');
+}
+
 export async function hashRemote(client: Client, paths: string[]): Promise<Map<string, string>> {
   const sums = new Map<string, string>();
   if (paths.length === 0) return sums;
@@ -113,11 +124,12 @@ export async function writeInventory(
     );
   }
   // New ids only: a few chunks in flight halve the time on FerretDB (each insert command is its own commit).
+  // Through the driver: the documents are built here already, mongoose's per-document casting is pure cost.
   const parts = chunks(insert);
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(INSERTS_IN_FLIGHT, parts.length) }, async () => {
-      while (next < parts.length) await models.InventoryEntry.insertMany(parts[next++].map(doc), { ordered: false });
+      while (next < parts.length) await models.InventoryEntry.collection.insertMany(parts[next++].map(doc) as never[], { ordered: false });
     }),
   );
 }
@@ -132,28 +144,30 @@ export async function storedInventory(models: Pick<OfflineModels, 'InventoryEntr
 export type Holdings = Map<string, Pick<InventoryEntry, 'size' | 'mtime' | 'sha256'>>;
 
 /**
- * Inventory with an open session: robot sync runs it right before its upload, on the same connection, and plans
- * from the holdings it returns (no second read of the stored inventory).
+ * The inventory from a fresh listing and the stored inventory: hashes (one remote command) only the files that
+ * are new or whose size or mtime changed, writes only the differences, and returns what the robot holds (what
+ * robot sync plans its upload from, without reading the stored inventory again).
  */
-export async function inventoryWithClient(
+export async function inventoryFromListing(
   models: Pick<OfflineModels, 'InventoryEntry' | 'Robot'>,
   robotId: string,
-  root: string,
   client: Client,
-): Promise<{ result: InventoryResult; holdings: Holdings }> {
-  const [listing, stored] = await Promise.all([listRemote(client, root), storedInventory(models, robotId)]);
+  listing: RemoteStat[],
+  stored: Map<string, InventoryEntry>,
+): Promise<{ result: InventoryResult; holdings: Holdings; hashMs: number }> {
   const changed = new Set<RemoteStat>();
   for (const f of listing) {
     const s = stored.get(f.path);
     if (!s || s.size !== f.size || new Date(s.mtime).getTime() !== f.mtime.getTime()) changed.add(f);
   }
+  const t0 = Date.now();
   const sums = await hashRemote(client, [...changed].map((f) => f.path));
+  const hashMs = Date.now() - t0;
   const fresh: RemoteFile[] = [...changed].filter((f) => sums.has(f.path)).map((f) => ({ ...f, sha256: sums.get(f.path)! }));
   // Gone: not listed any more, or changed and vanished before it was hashed.
   const present = new Set(listing.filter((f) => !changed.has(f) || sums.has(f.path)).map((f) => f.path));
   const gone = [...stored.keys()].filter((p) => !present.has(p));
   await writeInventory(models, robotId, fresh, new Set(stored.keys()), gone);
-  await models.Robot.updateOne({ _id: robotId }, { $set: { last_inventory_at: new Date() } });
   const kept = listing.filter((f) => present.has(f.path));
   const holdings: Holdings = new Map();
   for (const f of kept) holdings.set(f.path, stored.get(f.path) ?? { size: f.size, mtime: f.mtime, sha256: '' });
@@ -161,7 +175,21 @@ export async function inventoryWithClient(
   return {
     result: { files: kept.length, bytes: kept.reduce((n, f) => n + f.size, 0), hashed: fresh.length, removed: gone.length },
     holdings,
+    hashMs,
   };
+}
+
+/** The inventory with an open session: listing and stored inventory read together, then inventoryFromListing. */
+export async function inventoryWithClient(
+  models: Pick<OfflineModels, 'InventoryEntry' | 'Robot'>,
+  robotId: string,
+  root: string,
+  client: Client,
+): Promise<{ result: InventoryResult; holdings: Holdings }> {
+  const [listing, stored] = await Promise.all([listRemote(client, root), storedInventory(models, robotId)]);
+  const inv = await inventoryFromListing(models, robotId, client, listing, stored);
+  await models.Robot.updateOne({ _id: robotId }, { $set: { last_inventory_at: new Date() } });
+  return inv;
 }
 
 export function createRobotInventoryActivities(deps: { models: OfflineModels; cfg: Config }) {

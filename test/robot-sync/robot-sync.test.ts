@@ -7,6 +7,7 @@ import path from 'node:path';
 import { Connection, WorkflowClient } from '@temporalio/client';
 import { uploadPartPath } from '../../activities/ssh/sftp-upload';
 import { connectOfflineDb, type OfflineDb } from '../../common/db';
+import { markPerfectStateChanged } from '../../common/models/offline';
 import type { RobotSyncInput, RobotSyncProgress, RobotSyncResult, RobotSyncRobotResult } from '../../workflows/offline/robot-sync';
 import { freePort } from '../ota/system';
 import { cfg, eventually, fleet, runTs, sha256File, testRobots, uniqueId, type ChildHandle } from '../helpers';
@@ -108,6 +109,8 @@ async function perfectState(robot: TestRobot, entries: Array<{ rel: string; rf: 
       return { _id: `${robot.id}|${p}`, robot_id: robot.id, path: p, sha256: rf.sha256, size: rf.size, url: `https://cloud.invalid/rf/${rf.sha256}`, updated_at: new Date() };
     }),
   );
+  // As cloud sync does after writing a perfect state.
+  await markPerfectStateChanged(db.models, [robot.id]);
 }
 
 async function call(method: string, p: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
@@ -177,7 +180,30 @@ test('it uploads exactly the missing RFs, reports the unlisted ones, and a secon
   const again = byRobot((await syncViaApi([robot.id])).result, robot.id);
   expect(again.status).toBe('synced');
   expect(again.inventory).toMatchObject({ files: 32, hashed: 0 });
-  expect(again.upload).toMatchObject({ planned: { files: 0, bytes: 0 }, uploaded: { files: 0, bytes: 0 }, sentBytes: 0, skipped: { files: rfs.length } });
+  expect(again.upload).toMatchObject({
+    planned: { files: 0, bytes: 0 },
+    uploaded: { files: 0, bytes: 0 },
+    sentBytes: 0,
+    skipped: { files: rfs.length, bytes: rfs.reduce((n, x) => n + x.rf.size, 0) },
+    unlisted: { files: 1, bytes: 16, sample: [path.join(robot.rfRoot, 'old.bin')] },
+  });
+  // Same perfect-state token, same listing: nothing read but the robot's document, and said so.
+  expect(again.unchanged).toBe(true);
+  expect((await db.models.Robot.findById(robot.id).lean())?.last_sync).toMatchObject({ status: 'synced', uploaded: { files: 0 } });
+
+  // The perfect state changes (a new RF, as cloud sync writes it and marks the robot): the next run sees it.
+  const extra = { rel: 'lessons/new.bin', rf: cachedRf(12345) };
+  await perfectState(robot, [extra]);
+  const third = byRobot((await syncViaApi([robot.id])).result, robot.id);
+  expect(third.unchanged).toBe(false);
+  expect(third.upload).toMatchObject({ uploaded: { files: 1, bytes: 12345 }, skipped: { files: rfs.length } });
+  expect(sha256File(path.join(robot.rfRoot, extra.rel))).toBe(extra.rf.sha256);
+  // A file removed on the robot changes its listing: found and sent again although the perfect state did not change.
+  fs.rmSync(path.join(robot.rfRoot, rfs[0].rel));
+  const fourth = byRobot((await syncViaApi([robot.id])).result, robot.id);
+  expect(fourth).toMatchObject({ unchanged: false, inventory: { removed: 1 }, upload: { uploaded: { files: 1, bytes: rfs[0].rf.size } } });
+  expect(sha256File(path.join(robot.rfRoot, rfs[0].rel))).toBe(rfs[0].rf.sha256);
+  expect(byRobot((await syncViaApi([robot.id])).result, robot.id)).toMatchObject({ unchanged: true, upload: { sentBytes: 0, skipped: { files: rfs.length + 1 } } });
 });
 
 test('a robot that is down is reported unreachable and one not connected is skipped; the others complete', async () => {
