@@ -9,7 +9,7 @@ import type { Client } from 'ssh2';
 import type { Config } from '../../common/config';
 import { chunks } from '../../common/db';
 import type { InventoryEntry, OfflineModels } from '../../common/models/offline';
-import { shq } from './connect';
+import { exec, shq } from './connect';
 import { keepAlive, withRobot } from './robot-session';
 
 export interface InventoryResult {
@@ -25,6 +25,8 @@ export interface RemoteStat {
   path: string;
   size: number;
   mtime: Date;
+  /** The listing's record as the robot printed it (what listingDigest hashes). */
+  record: string;
 }
 
 export interface RemoteFile extends RemoteStat {
@@ -33,8 +35,8 @@ export interface RemoteFile extends RemoteStat {
 
 /** `size<TAB>mtime<TAB>path` records, NUL-terminated (any byte but NUL may be in a path). `.part` files are
  * uploads in progress, never RFs. A missing root is an empty inventory. */
-export const listingCommand = (root: string): string =>
-  `[ -d ${shq(root)} ] || exit 0; find ${shq(root)} -type f ! -name '*.part' ! -name '*.part.json' -printf '%s\\t%T@\\t%p\\0'`;
+const findFiles = (root: string): string => `find ${shq(root)} -type f ! -name '*.part' ! -name '*.part.json' -printf '%s\\t%T@\\t%p\\0'`;
+export const listingCommand = (root: string): string => `[ -d ${shq(root)} ] || exit 0; ${findFiles(root)}`;
 
 /** Hashes the NUL-separated paths given on stdin; a file gone meanwhile is skipped (not an error). */
 export const HASH_COMMAND = `xargs -0 -r sha256sum -z 2>/dev/null; exit 0`;
@@ -67,19 +69,32 @@ export async function listRemote(client: Client, root: string): Promise<RemoteSt
   const out: RemoteStat[] = [];
   await streamRecords(client, listingCommand(root), (rec) => {
     const [size, mtime, ...p] = rec.split('\t');
-    out.push({ path: p.join('\t'), size: Number(size), mtime: new Date(Number(mtime) * 1000) });
+    out.push({ path: p.join('\t'), size: Number(size), mtime: new Date(Number(mtime) * 1000), record: rec });
   });
   return out;
 }
 
 /**
- * A digest of a listing (path, size, mtime of every file, in path order): equal digests mean the robot holds
- * the same files with the same sizes and mtimes — the test the inventory itself uses to hash only what changed.
+ * The digest of a robot's listing computed on the robot: its records hashed in the order find prints them, so
+ * only 64 hex characters travel. Equal digests mean the robot holds the same files with the same sizes and
+ * mtimes — the test the inventory itself uses to hash only what changed. (find's order is the directories'
+ * own, stable while they do not change; a change of order alone only costs one full sync.)
  */
+export const listingDigestCommand = (root: string): string =>
+  `[ -d ${shq(root)} ] || { printf '' | sha256sum; exit 0; }; ${findFiles(root)} | sha256sum`;
+
+/** The same digest from a listing already here (its records as the robot printed them, in that order). */
 export function listingDigest(listing: readonly RemoteStat[]): string {
   const h = crypto.createHash('sha256');
-  for (const f of [...listing].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))) h.update(`${f.size}\t${f.mtime.getTime()}\t${f.path}\0`);
+  for (const f of listing) h.update(`${f.record}\0`);
   return h.digest('hex');
+}
+
+export async function remoteListingDigest(client: Client, root: string): Promise<string> {
+  const r = await exec(client, listingDigestCommand(root));
+  const digest = /^[0-9a-f]{64}/.exec(r.stdout)?.[0];
+  if (r.code !== 0 || !digest) throw new Error(`listing digest on the robot failed (exit ${r.code}): ${r.stderr.trim().slice(0, 500)}`);
+  return digest;
 }
 
 export async function hashRemote(client: Client, paths: string[]): Promise<Map<string, string>> {

@@ -11,7 +11,7 @@ import type { Client } from 'ssh2';
 import type { Config } from '../../common/config';
 import type { OfflineModels, OfflineRobot, PerfectStateEntry } from '../../common/models/offline';
 import { sftp } from './connect';
-import { inventoryFromListing, listingDigest, listRemote, storedInventory, writeInventory, type Holdings, type InventoryResult, type RemoteFile, type RemoteStat } from './inventory';
+import { inventoryFromListing, listingDigest, listRemote, remoteListingDigest, storedInventory, writeInventory, type Holdings, type InventoryResult, type RemoteFile, type RemoteStat } from './inventory';
 import { keepAlive, loadRobot, withConnection, type Beat } from './robot-session';
 import { ensureRemoteDirs, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
 
@@ -78,7 +78,10 @@ export interface SyncRobotResult {
 export interface RobotSyncState {
   perfect_state_rev: string;
   rf_root: string;
+  /** The robot's listing after that sync: listingDigest (computed on the robot by remoteListingDigest). */
   listing_sha256: string;
+  /** RFs under rf_root then. */
+  files: Counts;
   skipped: Counts;
   unlisted: RobotUploadResult['unlisted'];
 }
@@ -291,7 +294,7 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
         const robot = await loadRobot(models, input.robotId);
         const state = robot.robot_sync_state as RobotSyncState | null;
         const rev = robot.perfect_state_rev ?? null;
-        const maybeUnchanged = !!state && rev !== null && state.perfect_state_rev === rev && state.rf_root === robot.rf_root;
+        const maybeUnchanged = !!state?.files && rev !== null && state.perfect_state_rev === rev && state.rf_root === robot.rf_root;
         // Unless the robot may be unchanged, its entries are read while SSH connects and lists.
         const readEntries = () => {
           const reads = Promise.all([
@@ -304,10 +307,9 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
         const early = maybeUnchanged ? null : readEntries();
         return await withConnection(models, robot, async (client) => {
           lap('connect');
-          const listing = await listRemote(client, robot.rf_root);
-          lap('list');
-          const digest = listingDigest(listing);
-          if (maybeUnchanged && state!.listing_sha256 === digest) {
+          // Maybe unchanged: the robot hashes its own listing (64 characters travel, not the listing).
+          if (maybeUnchanged && (await remoteListingDigest(client, robot.rf_root)) === state!.listing_sha256) {
+            lap('list');
             const upload: RobotUploadResult = {
               planned: { files: 0, bytes: 0 },
               uploaded: { files: 0, bytes: 0 },
@@ -319,8 +321,10 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
             };
             await recordRobot(input, robot, upload, state);
             lap('record');
-            return { inventory: { files: listing.length, bytes: sumSizes(listing), hashed: 0, removed: 0 }, upload, unchanged: true, ms, recorded: true };
+            return { inventory: { files: state!.files.files, bytes: state!.files.bytes, hashed: 0, removed: 0 }, upload, unchanged: true, ms, recorded: true };
           }
+          const listing = await listRemote(client, robot.rf_root);
+          lap('list');
           const [wanted, stored] = await (early ?? readEntries());
           lap('read');
           const inv = await inventoryFromListing(models, robot._id, client, listing, stored);
@@ -359,6 +363,7 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
                   perfect_state_rev: rev,
                   rf_root: robot.rf_root,
                   listing_sha256: listingDigest(after),
+                  files: { files: after.length, bytes: sumSizes(after) },
                   skipped: { files: result.skipped.files + result.planned.files, bytes: result.skipped.bytes + result.planned.bytes },
                   unlisted: result.unlisted,
                 }

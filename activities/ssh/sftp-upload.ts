@@ -5,6 +5,7 @@
 // rename wins). Small files are pipelined (many files open at once: the wire never waits on one file's round
 // trips); a large file has many chunks in flight. A large file resumes from its confirmed offset: the
 // caller persists `resume` points (activity heartbeat) and passes the last one back on a retry.
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Client, SFTPWrapper, Stats } from 'ssh2';
@@ -233,6 +234,36 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
     }
   }
 
+  /**
+   * A small file (one write): read at once — a synchronous read of a few KiB from the page cache costs less than
+   * the three thread-pool round trips of open/read/close — then open, write, close, all pipelined with the
+   * other files in flight.
+   */
+  async function writeSmallPart(item: UploadItem, durable: boolean): Promise<boolean> {
+    let handle: Buffer | undefined;
+    try {
+      const data = fsSync.readFileSync(item.localPath);
+      if (data.length !== item.size) throw new Error(`${item.localPath} is ${data.length} bytes, its recorded size is ${item.size}`);
+      handle = await cb<Buffer>((d) => s.open(uploadPartPath(item.remotePath), 'w', d));
+      if (data.length > 0) {
+        await writes.take();
+        try {
+          await cb((d) => s.write(handle!, data, 0, data.length, 0, d));
+        } finally {
+          writes.give();
+        }
+        result.bytesSent += data.length;
+      }
+      if (durable) await cb((d) => s.ext_openssh_fsync(handle!, d));
+      await cb((d) => s.close(handle!, d));
+      return true;
+    } catch (e) {
+      if (handle) await cb((d) => s.close(handle!, d)).catch(() => undefined);
+      fail(item, e);
+      return false;
+    }
+  }
+
   /** Moves a complete `.part` onto the target name: atomic, and it replaces whatever file was there. */
   async function install(item: UploadItem): Promise<void> {
     try {
@@ -258,7 +289,8 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
   const small = items.filter((i) => i.size < resumableFrom);
   const written: UploadItem[] = [];
   await pool(small, opts.filesInFlight ?? 64, async (item) => {
-    if (await writePart(item, !opts.flush)) written.push(item);
+    const ok = item.size <= chunk ? await writeSmallPart(item, !opts.flush) : await writePart(item, !opts.flush);
+    if (ok) written.push(item);
     progress();
   });
   if (written.length && opts.flush) await opts.flush();
