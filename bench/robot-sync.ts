@@ -1,4 +1,4 @@
-// `npm run bench -- robot-sync [--large-mib 512] [--files 5000] [--file-kib 8] [--rounds 2] [--port-offset 0]`
+// `npm run bench -- robot-sync [--large-mib 512] [--files 5000] [--file-kib 8] [--rounds 3] [--port-offset 0]`
 //
 // Robot sync against one simulated robot (a real OpenSSH sshd), each figure next to its baseline from the same
 // run, against the same robot:
@@ -66,7 +66,7 @@ export async function main(args: string[]): Promise<void> {
   const files = flag(args, '--files', 5000);
   const fileKib = flag(args, '--file-kib', 8);
   const offset = flag(args, '--port-offset', 0);
-  const rounds = flag(args, '--rounds', 2);
+  const rounds = flag(args, '--rounds', 3);
   const ports = Object.fromEntries(Object.entries(BENCH_PORTS).map(([k, v]) => [k, String(v + offset)]));
   const env: NodeJS.ProcessEnv = {
     ...process.env,

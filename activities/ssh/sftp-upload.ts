@@ -134,6 +134,9 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
   const writes = new Slots(opts.requestsInFlight ?? 64);
   const resumableFrom = opts.resumableFrom ?? 8 * chunk;
   const result: UploadResult = { files: 0, bytesSent: 0, bytesInstalled: 0, resumedFrom: 0, failed: [] };
+  // Read buffers of answered writes, reused (ssh2 is done with a buffer once its write is answered): a large
+  // file allocates `requestsInFlight` of them, not one per chunk for the garbage collector.
+  const spare: Buffer[] = [];
   // Large files' confirmed offsets, for the progress report (normally one at a time: they are sent last).
   const inFlight = new Map<string, ResumePoint>();
   const progress = () =>
@@ -187,7 +190,7 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
       for (let offset = start; offset < item.size && !failure; offset += chunk) {
         const n = Math.min(chunk, item.size - offset);
         issuedEnd = offset + n;
-        const buf = Buffer.allocUnsafe(n);
+        const buf = spare.pop() ?? Buffer.allocUnsafe(chunk);
         const { bytesRead } = await local.read(buf, 0, n, offset);
         if (bytesRead !== n) throw new Error(`${item.localPath} is shorter than its recorded size ${item.size}`);
         await writes.take();
@@ -201,6 +204,7 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
           cb((d) => s.write(handle!, buf, 0, n, at, d)).then(
             () => {
               writes.give();
+              spare.push(buf);
               pending.delete(at);
               result.bytesSent += n;
               if (tracked) {
@@ -211,6 +215,7 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
             },
             (e: unknown) => {
               writes.give();
+              spare.push(buf);
               failure ??= e;
             },
           ),
