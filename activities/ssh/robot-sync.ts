@@ -96,6 +96,8 @@ const SAMPLE = 20;
 /** From this size an RF is sent alone with every write slot, fsynced on its own and resumable mid-file. */
 const LARGE_RF = 2 * 1024 * 1024;
 const PROGRESS_EVERY_MS = 1000;
+/** SFTP sessions small RFs are spread over (one per 500 files, at most this many). */
+const SMALL_FILE_SESSIONS = 3;
 
 /** Inside the robot's rf_root, absolute, no `..`: the perfect state cannot make us write elsewhere. */
 export function insideRoot(root: string, p: string): boolean {
@@ -196,32 +198,60 @@ async function upload(
     );
   };
   report(0, 0, true);
-  await ensureRemoteDirs(client, p.items.map((i) => i.remotePath));
-  const s = await sftp(client);
-  // Large RFs get a second session that flushes their parts to disk while the first keeps writing.
-  const flushSession = p.items.some((i) => i.size >= LARGE_RF) ? await sftp(client) : undefined;
+  // Small RFs are spread over a few SFTP sessions: each is its own sftp-server process on the robot, which
+  // handles its requests one after the other (file creation is the robot's cost); large RFs go to the first.
+  const small = p.items.filter((i) => i.size < LARGE_RF);
+  const groups: UploadItem[][] = Array.from({ length: Math.max(1, Math.min(SMALL_FILE_SESSIONS, Math.ceil(small.length / 500))) }, () => []);
+  small.forEach((item, n) => groups[n % groups.length].push(item));
+  groups[0].push(...p.items.filter((i) => i.size >= LARGE_RF));
+  const hasLarge = p.items.some((i) => i.size >= LARGE_RF);
+  // Large RFs also get a session that flushes their parts to disk while the first keeps writing.
+  const [sessions, flushSession] = await Promise.all([
+    Promise.all(groups.map(() => sftp(client))),
+    hasLarge ? sftp(client) : undefined,
+    ensureRemoteDirs(client, p.items.map((i) => i.remotePath)),
+  ]);
   const installed: UploadItem[] = [];
   let flushMs = 0;
   // Kept until a large RF reports its own point: small files sent first must not erase it. A stale point is
   // harmless: it is only used while its .part is still on the robot.
   const prior = heartbeatDetails();
+  const progress = groups.map(() => ({ files: 0, bytes: 0 }));
+  let resume: ResumePoint | null = null;
   try {
-    const r = await uploadFiles(s, p.items, {
-      resumableFrom: LARGE_RF,
-      flushSession,
-      resume: prior,
-      flush: async () => {
-        const t0 = Date.now();
-        await flushRemoteFs(client, robot.rf_root);
-        flushMs += Date.now() - t0;
-      },
-      throttleBytesPerSec: input.throttleBytesPerSec,
-      onFileDone: (item) => installed.push(item),
-      onProgress: (pr) => {
-        beat.set({ resume: pr.resume ?? prior, files: pr.files, bytes: pr.bytes });
-        report(pr.files, pr.bytes);
-      },
-    });
+    // Each group writes its parts, flushes the robot's filesystem (syncfs: its parts are on disk once it
+    // returns, whatever the other groups do) and only then renames its parts.
+    const rs = await Promise.all(
+      groups.map((items, g) =>
+        uploadFiles(sessions[g], items, {
+          resumableFrom: LARGE_RF,
+          flushSession: g === 0 ? flushSession : undefined,
+          resume: g === 0 ? prior : null,
+          flush: async () => {
+            const t0 = Date.now();
+            await flushRemoteFs(client, robot.rf_root);
+            flushMs = Math.max(flushMs, Date.now() - t0);
+          },
+          throttleBytesPerSec: input.throttleBytesPerSec,
+          onFileDone: (item) => installed.push(item),
+          onProgress: (pr) => {
+            progress[g] = { files: pr.files, bytes: pr.bytes };
+            if (g === 0) resume = pr.resume;
+            const files = progress.reduce((n, x) => n + x.files, 0);
+            const bytes = progress.reduce((n, x) => n + x.bytes, 0);
+            beat.set({ resume: resume ?? prior, files, bytes });
+            report(files, bytes);
+          },
+        }),
+      ),
+    );
+    const r = {
+      files: rs.reduce((n, x) => n + x.files, 0),
+      bytesSent: rs.reduce((n, x) => n + x.bytesSent, 0),
+      bytesInstalled: rs.reduce((n, x) => n + x.bytesInstalled, 0),
+      resumedFrom: rs[0].resumedFrom,
+      failed: rs.flatMap((x) => x.failed),
+    };
     report(r.files, r.bytesSent, true);
     await pendingReport;
     return {
@@ -233,7 +263,7 @@ async function upload(
       flushMs,
     };
   } finally {
-    s.end();
+    for (const x of sessions) x.end();
     flushSession?.end();
   }
 }
