@@ -8,6 +8,8 @@ import { Connection, WorkflowClient } from '@temporalio/client';
 import { uploadPartPath } from '../../activities/ssh/sftp-upload';
 import { connectOfflineDb, type OfflineDb } from '../../common/db';
 import { markPerfectStateChanged } from '../../common/models/offline';
+import { createCloudSyncDbActivities } from '../../activities/db/cloud-sync';
+import { centerDirs, runDir, writeJson } from '../../activities/files/rf-cache';
 import type { RobotSyncInput, RobotSyncProgress, RobotSyncResult, RobotSyncRobotResult } from '../../workflows/offline/robot-sync';
 import { freePort } from '../ota/system';
 import { cfg, eventually, fleet, runTs, sha256File, testRobots, uniqueId, type ChildHandle } from '../helpers';
@@ -345,4 +347,37 @@ test('a robot reached by SSH password: the password occurs in no workflow histor
   const output = [...logs, worker.output(), api.output()].join('\n');
   expect(output).toContain('offline worker started');
   expect(output).not.toContain(pwRobot.password);
+});
+
+test("cloud sync's applyDownstream marks exactly the robots whose perfect state it changed (robot sync then reads it again)", async () => {
+  const robot = await addRobot();
+  const center = { ...cfg, offline: { ...cfg.offline, rfCacheDir: rfCache } };
+  const apply = createCloudSyncDbActivities({ cfg: center, models: db.models }).applyDownstream;
+  const rf = cachedRf(1000);
+  const answer = (sha256: string) => ({
+    actions: [],
+    categories: [],
+    skills: [],
+    perfect_state: [{ robot_id: robot.id, entries: [{ path: path.join(robot.rfRoot, 'a.bin'), sha256, size: rf.size, url: `https://cloud.invalid/rf/${sha256}` }] }],
+  });
+  const applyAnswer = async (sha256: string) => {
+    const runId = uniqueId('run');
+    writeJson(path.join(runDir(centerDirs(center), runId), 'sync-response.json'), answer(sha256));
+    await apply({ runId });
+    return (await db.models.Robot.findById(robot.id).lean())?.perfect_state_rev;
+  };
+  const first = await applyAnswer(rf.sha256);
+  expect(first).toEqual(expect.any(String));
+  const r1 = byRobot((await syncViaApi([robot.id])).result, robot.id);
+  expect(r1.upload!.uploaded.files).toBe(1);
+  // The same answer again: nothing written, the token stays, and robot sync finds the robot unchanged.
+  expect(await applyAnswer(rf.sha256)).toBe(first);
+  expect(byRobot((await syncViaApi([robot.id])).result, robot.id).unchanged).toBe(true);
+  // Another version of the RF: a new token, and robot sync installs it.
+  const v2 = cachedRf(1000);
+  const second = await applyAnswer(v2.sha256);
+  expect(second).not.toBe(first);
+  const r3 = byRobot((await syncViaApi([robot.id])).result, robot.id);
+  expect(r3).toMatchObject({ unchanged: false, upload: { uploaded: { files: 1 } } });
+  expect(sha256File(path.join(robot.rfRoot, 'a.bin'))).toBe(v2.sha256);
 });
