@@ -1,4 +1,4 @@
-// `npm run bench -- robot-sync [--large-mib 512] [--files 5000] [--file-kib 8] [--rounds 2] [--port-offset 0]`
+// `npm run bench -- robot-sync [--large-mib 512] [--files 5000] [--file-kib 8] [--rounds 3] [--port-offset 0]`
 //
 // Robot sync against one simulated robot (a real OpenSSH sshd), each figure next to its baseline from the same
 // run, against the same robot:
@@ -20,6 +20,7 @@ import { connectRobot, sftp } from '../activities/ssh/connect';
 import { ensureRemoteDirs, uploadFiles } from '../activities/ssh/sftp-upload';
 import { loadConfig, repoRoot } from '../common/config';
 import { chunks, connectOfflineDb } from '../common/db';
+import { markPerfectStateChanged } from '../common/models/offline';
 import { robotDirectoryFromFleet } from '../common/robot-directory';
 import { stackDown, stackUp } from '../infra/stack';
 import { flag, spawnTs, waitOutput, type Child } from './common';
@@ -65,7 +66,7 @@ export async function main(args: string[]): Promise<void> {
   const files = flag(args, '--files', 5000);
   const fileKib = flag(args, '--file-kib', 8);
   const offset = flag(args, '--port-offset', 0);
-  const rounds = flag(args, '--rounds', 2);
+  const rounds = flag(args, '--rounds', 3);
   const ports = Object.fromEntries(Object.entries(BENCH_PORTS).map(([k, v]) => [k, String(v + offset)]));
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -179,6 +180,8 @@ export async function main(args: string[]): Promise<void> {
         }),
       );
     }
+    // As cloud sync does after writing a perfect state (common/models/offline.ts).
+    await markPerfectStateChanged(db.models, [robot.id]);
 
     const rsyncTo = `${login}:${path.join(robot.root, `rsync-${runTag}`)}/`;
     const rsync = () => run('rsync', ['-a', '-e', `ssh ${sshOpts.join(' ')}`, `${tree}/`, rsyncTo], { maxBuffer: 1 << 20 });
@@ -225,6 +228,8 @@ export async function main(args: string[]): Promise<void> {
     fig('initial_vs_rsync', initialS / rsyncInitialS);
     fig('noop_s', noopS);
     fig('noop_sent_bytes', noopSent);
+    fig('noop_unchanged', String(noop!.robots[0]?.unchanged ?? false));
+    fig('noop_robot_ms', JSON.stringify(noop!.robots[0]?.ms ?? null));
     fig('baseline_rsync_noop_s', rsyncNoopS);
     fig('noop_vs_rsync', noopS / rsyncNoopS);
     fig('context_raw_driver_read_perfect_state_s', dbReadS);

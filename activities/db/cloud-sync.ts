@@ -5,7 +5,7 @@ import path from 'node:path';
 import type { Model } from 'mongoose';
 import type { Config } from '../../common/config';
 import { chunks } from '../../common/db';
-import type { OfflineModels } from '../../common/models/offline';
+import { markPerfectStateChanged, type OfflineModels } from '../../common/models/offline';
 import type { SyncResponse } from '../../api/cloud-sync/router';
 import { cachedRfs, centerDirs, readJson, runDir, writeJson } from '../files/rf-cache';
 import type { PlannedRf } from '../http/cloud-sync';
@@ -130,6 +130,9 @@ export function createCloudSyncDbActivities(deps: { cfg: Config; models: Offline
         (a, b) => a.sha256 === b.sha256 && a.size === b.size && a.url === b.url,
         t,
       );
+      // Robot sync skips its read of these entries while a robot's token is the one of its last sync.
+      const ps = out.perfect_state;
+      if (ps.inserted + ps.updated + ps.deleted > 0) await markPerfectStateChanged(models, robots);
       return out;
     },
 

@@ -4,11 +4,12 @@
 // trips per robot whatever the number of files. Only the differences are written to `inventory_entries` (bulk,
 // chunks of <= 50) and only counts go back to the workflow. Cloud sync's first-sync step and robot sync both use
 // it (CONTRACT-OFFLINE.md).
+import crypto from 'node:crypto';
 import type { Client } from 'ssh2';
 import type { Config } from '../../common/config';
 import { chunks } from '../../common/db';
 import type { InventoryEntry, OfflineModels } from '../../common/models/offline';
-import { shq } from './connect';
+import { exec, shq } from './connect';
 import { keepAlive, withRobot } from './robot-session';
 
 export interface InventoryResult {
@@ -24,6 +25,8 @@ export interface RemoteStat {
   path: string;
   size: number;
   mtime: Date;
+  /** The listing's record as the robot printed it (what listingDigest hashes). */
+  record: string;
 }
 
 export interface RemoteFile extends RemoteStat {
@@ -32,8 +35,8 @@ export interface RemoteFile extends RemoteStat {
 
 /** `size<TAB>mtime<TAB>path` records, NUL-terminated (any byte but NUL may be in a path). `.part` files are
  * uploads in progress, never RFs. A missing root is an empty inventory. */
-export const listingCommand = (root: string): string =>
-  `[ -d ${shq(root)} ] || exit 0; find ${shq(root)} -type f ! -name '*.part' ! -name '*.part.json' -printf '%s\\t%T@\\t%p\\0'`;
+const findFiles = (root: string): string => `find ${shq(root)} -type f ! -name '*.part' ! -name '*.part.json' -printf '%s\\t%T@\\t%p\\0'`;
+export const listingCommand = (root: string): string => `[ -d ${shq(root)} ] || exit 0; ${findFiles(root)}`;
 
 /** Hashes the NUL-separated paths given on stdin; a file gone meanwhile is skipped (not an error). */
 export const HASH_COMMAND = `xargs -0 -r sha256sum -z 2>/dev/null; exit 0`;
@@ -66,9 +69,32 @@ export async function listRemote(client: Client, root: string): Promise<RemoteSt
   const out: RemoteStat[] = [];
   await streamRecords(client, listingCommand(root), (rec) => {
     const [size, mtime, ...p] = rec.split('\t');
-    out.push({ path: p.join('\t'), size: Number(size), mtime: new Date(Number(mtime) * 1000) });
+    out.push({ path: p.join('\t'), size: Number(size), mtime: new Date(Number(mtime) * 1000), record: rec });
   });
   return out;
+}
+
+/**
+ * The digest of a robot's listing computed on the robot: its records hashed in the order find prints them, so
+ * only 64 hex characters travel. Equal digests mean the robot holds the same files with the same sizes and
+ * mtimes — the test the inventory itself uses to hash only what changed. (find's order is the directories'
+ * own, stable while they do not change; a change of order alone only costs one full sync.)
+ */
+export const listingDigestCommand = (root: string): string =>
+  `[ -d ${shq(root)} ] || { printf '' | sha256sum; exit 0; }; ${findFiles(root)} | sha256sum`;
+
+/** The same digest from a listing already here (its records as the robot printed them, in that order). */
+export function listingDigest(listing: readonly RemoteStat[]): string {
+  const h = crypto.createHash('sha256');
+  for (const f of listing) h.update(`${f.record}\0`);
+  return h.digest('hex');
+}
+
+export async function remoteListingDigest(client: Client, root: string): Promise<string> {
+  const r = await exec(client, listingDigestCommand(root));
+  const digest = /^[0-9a-f]{64}/.exec(r.stdout)?.[0];
+  if (r.code !== 0 || !digest) throw new Error(`listing digest on the robot failed (exit ${r.code}): ${r.stderr.trim().slice(0, 500)}`);
+  return digest;
 }
 
 export async function hashRemote(client: Client, paths: string[]): Promise<Map<string, string>> {
@@ -113,11 +139,12 @@ export async function writeInventory(
     );
   }
   // New ids only: a few chunks in flight halve the time on FerretDB (each insert command is its own commit).
+  // Through the driver: the documents are built here already, mongoose's per-document casting is pure cost.
   const parts = chunks(insert);
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(INSERTS_IN_FLIGHT, parts.length) }, async () => {
-      while (next < parts.length) await models.InventoryEntry.insertMany(parts[next++].map(doc), { ordered: false });
+      while (next < parts.length) await models.InventoryEntry.collection.insertMany(parts[next++].map(doc) as never[], { ordered: false });
     }),
   );
 }
@@ -132,28 +159,30 @@ export async function storedInventory(models: Pick<OfflineModels, 'InventoryEntr
 export type Holdings = Map<string, Pick<InventoryEntry, 'size' | 'mtime' | 'sha256'>>;
 
 /**
- * Inventory with an open session: robot sync runs it right before its upload, on the same connection, and plans
- * from the holdings it returns (no second read of the stored inventory).
+ * The inventory from a fresh listing and the stored inventory: hashes (one remote command) only the files that
+ * are new or whose size or mtime changed, writes only the differences, and returns what the robot holds (what
+ * robot sync plans its upload from, without reading the stored inventory again).
  */
-export async function inventoryWithClient(
+export async function inventoryFromListing(
   models: Pick<OfflineModels, 'InventoryEntry' | 'Robot'>,
   robotId: string,
-  root: string,
   client: Client,
-): Promise<{ result: InventoryResult; holdings: Holdings }> {
-  const [listing, stored] = await Promise.all([listRemote(client, root), storedInventory(models, robotId)]);
+  listing: RemoteStat[],
+  stored: Map<string, InventoryEntry>,
+): Promise<{ result: InventoryResult; holdings: Holdings; hashMs: number }> {
   const changed = new Set<RemoteStat>();
   for (const f of listing) {
     const s = stored.get(f.path);
     if (!s || s.size !== f.size || new Date(s.mtime).getTime() !== f.mtime.getTime()) changed.add(f);
   }
+  const t0 = Date.now();
   const sums = await hashRemote(client, [...changed].map((f) => f.path));
+  const hashMs = Date.now() - t0;
   const fresh: RemoteFile[] = [...changed].filter((f) => sums.has(f.path)).map((f) => ({ ...f, sha256: sums.get(f.path)! }));
   // Gone: not listed any more, or changed and vanished before it was hashed.
   const present = new Set(listing.filter((f) => !changed.has(f) || sums.has(f.path)).map((f) => f.path));
   const gone = [...stored.keys()].filter((p) => !present.has(p));
   await writeInventory(models, robotId, fresh, new Set(stored.keys()), gone);
-  await models.Robot.updateOne({ _id: robotId }, { $set: { last_inventory_at: new Date() } });
   const kept = listing.filter((f) => present.has(f.path));
   const holdings: Holdings = new Map();
   for (const f of kept) holdings.set(f.path, stored.get(f.path) ?? { size: f.size, mtime: f.mtime, sha256: '' });
@@ -161,7 +190,21 @@ export async function inventoryWithClient(
   return {
     result: { files: kept.length, bytes: kept.reduce((n, f) => n + f.size, 0), hashed: fresh.length, removed: gone.length },
     holdings,
+    hashMs,
   };
+}
+
+/** The inventory with an open session: listing and stored inventory read together, then inventoryFromListing. */
+export async function inventoryWithClient(
+  models: Pick<OfflineModels, 'InventoryEntry' | 'Robot'>,
+  robotId: string,
+  root: string,
+  client: Client,
+): Promise<{ result: InventoryResult; holdings: Holdings }> {
+  const [listing, stored] = await Promise.all([listRemote(client, root), storedInventory(models, robotId)]);
+  const inv = await inventoryFromListing(models, robotId, client, listing, stored);
+  await models.Robot.updateOne({ _id: robotId }, { $set: { last_inventory_at: new Date() } });
+  return inv;
 }
 
 export function createRobotInventoryActivities(deps: { models: OfflineModels; cfg: Config }) {

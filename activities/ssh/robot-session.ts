@@ -69,14 +69,15 @@ export function robotFailure(e: unknown): unknown {
   return e;
 }
 
-/** Loads a robot, connects (pinning on first contact), runs `fn`, always closes; failures classified. */
-export async function withRobot<T>(
-  models: Pick<OfflineModels, 'Robot'>,
-  robotId: string,
-  fn: (robot: OfflineRobot, client: Client) => Promise<T>,
-): Promise<T> {
+/** The robot's document; an unknown id is a non-retryable "unknown robot" failure. */
+export async function loadRobot(models: Pick<OfflineModels, 'Robot'>, robotId: string): Promise<OfflineRobot> {
   const robot = await models.Robot.findById(robotId).lean<OfflineRobot>();
   if (!robot) throw ApplicationFailure.create({ message: `unknown robot ${robotId}`, type: ROBOT_FAILURE.unknownRobot, nonRetryable: true });
+  return robot;
+}
+
+/** Connects to a loaded robot (pinning on first contact), runs `fn`, always closes; failures classified. */
+export async function withConnection<T>(models: Pick<OfflineModels, 'Robot'>, robot: OfflineRobot, fn: (client: Client) => Promise<T>): Promise<T> {
   let client: Client;
   try {
     ({ client } = await connectOfflineRobot(models, robot));
@@ -84,10 +85,20 @@ export async function withRobot<T>(
     throw robotFailure(e);
   }
   try {
-    return await fn(robot, client);
+    return await fn(client);
   } finally {
     client.end();
   }
+}
+
+/** Loads a robot, connects (pinning on first contact), runs `fn`, always closes; failures classified. */
+export async function withRobot<T>(
+  models: Pick<OfflineModels, 'Robot'>,
+  robotId: string,
+  fn: (robot: OfflineRobot, client: Client) => Promise<T>,
+): Promise<T> {
+  const robot = await loadRobot(models, robotId);
+  return withConnection(models, robot, (client) => fn(robot, client));
 }
 
 export interface Beat {

@@ -11,8 +11,8 @@ import type { Client } from 'ssh2';
 import type { Config } from '../../common/config';
 import type { OfflineModels, OfflineRobot, PerfectStateEntry } from '../../common/models/offline';
 import { sftp } from './connect';
-import { inventoryWithClient, listRemote, writeInventory, type Holdings, type InventoryResult, type RemoteFile } from './inventory';
-import { keepAlive, withRobot, type Beat } from './robot-session';
+import { inventoryFromListing, listingDigest, listRemote, remoteListingDigest, storedInventory, writeInventory, type Holdings, type InventoryResult, type RemoteFile, type RemoteStat } from './inventory';
+import { keepAlive, loadRobot, withConnection, type Beat } from './robot-session';
 import { ensureRemoteDirs, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
 
 export interface Counts {
@@ -32,7 +32,7 @@ export type ProgressSink = (workflowId: string, progress: RobotProgress) => Prom
 
 export interface SyncRobotInput {
   robotId: string;
-  /** The robotSync workflow that holds the progress (none: no progress reports). */
+  /** The robotSync workflow: it holds the progress, and the robot's `last_sync` names it (none: no reports). */
   progressTo?: string;
   /** Tests only: slows the upload so a worker can be killed in the middle of it. */
   throttleBytesPerSec?: number;
@@ -57,8 +57,33 @@ export interface RobotUploadResult {
 export interface SyncRobotResult {
   inventory: InventoryResult;
   upload: RobotUploadResult;
-  /** Milliseconds per step (inventory with the perfect-state read, upload, inventory record). */
-  ms: { inventory: number; upload: number; record: number };
+  /**
+   * Nothing changed since the last complete sync (same perfect-state token, same listing): neither the perfect
+   * state nor the stored inventory was read, nothing was hashed or sent.
+   */
+  unchanged: boolean;
+  /** Milliseconds per step: SSH connect, listing, entry reads, hashing (with the inventory's own writes), upload
+   * (of which the robot's flush), and the final inventory and robot records. */
+  ms: { connect: number; list: number; read: number; hash: number; upload: number; flush: number; record: number };
+  /** The robot's `last_sync` is written (the workflow need not record it). */
+  recorded: boolean;
+}
+
+/**
+ * Robot sync's record of its last complete sync, on the robot's document (`robot_sync_state`): the perfect-state
+ * token it synced against and the digest of the robot's listing after it. While both are unchanged the next run
+ * has nothing to do and says so from this small document (FerretDB scans a whole collection per filter: the
+ * entries are read only when something may have changed).
+ */
+export interface RobotSyncState {
+  perfect_state_rev: string;
+  rf_root: string;
+  /** The robot's listing after that sync: listingDigest (computed on the robot by remoteListingDigest). */
+  listing_sha256: string;
+  /** RFs under rf_root then. */
+  files: Counts;
+  skipped: Counts;
+  unlisted: RobotUploadResult['unlisted'];
 }
 
 export interface RobotsToSync {
@@ -71,6 +96,8 @@ const SAMPLE = 20;
 /** From this size an RF is sent alone with every write slot, fsynced on its own and resumable mid-file. */
 const LARGE_RF = 2 * 1024 * 1024;
 const PROGRESS_EVERY_MS = 1000;
+/** SFTP sessions small RFs are spread over (one per 500 files, at most this many). */
+const SMALL_FILE_SESSIONS = 3;
 
 /** Inside the robot's rf_root, absolute, no `..`: the perfect state cannot make us write elsewhere. */
 export function insideRoot(root: string, p: string): boolean {
@@ -157,7 +184,7 @@ async function upload(
   client: Client,
   p: Plan,
   beat: Beat,
-): Promise<Pick<RobotUploadResult, 'uploaded' | 'sentBytes' | 'resumedFromBytes'> & { failed: Array<{ path: string; error: string }>; installed: UploadItem[] }> {
+): Promise<Pick<RobotUploadResult, 'uploaded' | 'sentBytes' | 'resumedFromBytes'> & { failed: Array<{ path: string; error: string }>; installed: UploadItem[]; flushMs: number }> {
   const total = { files: p.items.length, bytes: p.items.reduce((n, i) => n + i.size, 0) };
   let last = 0;
   let pendingReport: Promise<void> = Promise.resolve();
@@ -171,27 +198,60 @@ async function upload(
     );
   };
   report(0, 0, true);
-  await ensureRemoteDirs(client, p.items.map((i) => i.remotePath));
-  const s = await sftp(client);
-  // Large RFs get a second session that flushes their parts to disk while the first keeps writing.
-  const flushSession = p.items.some((i) => i.size >= LARGE_RF) ? await sftp(client) : undefined;
+  // Small RFs are spread over a few SFTP sessions: each is its own sftp-server process on the robot, which
+  // handles its requests one after the other (file creation is the robot's cost); large RFs go to the first.
+  const small = p.items.filter((i) => i.size < LARGE_RF);
+  const groups: UploadItem[][] = Array.from({ length: Math.max(1, Math.min(SMALL_FILE_SESSIONS, Math.ceil(small.length / 500))) }, () => []);
+  small.forEach((item, n) => groups[n % groups.length].push(item));
+  groups[0].push(...p.items.filter((i) => i.size >= LARGE_RF));
+  const hasLarge = p.items.some((i) => i.size >= LARGE_RF);
+  // Large RFs also get a session that flushes their parts to disk while the first keeps writing.
+  const [sessions, flushSession] = await Promise.all([
+    Promise.all(groups.map(() => sftp(client))),
+    hasLarge ? sftp(client) : undefined,
+    ensureRemoteDirs(client, p.items.map((i) => i.remotePath)),
+  ]);
   const installed: UploadItem[] = [];
+  let flushMs = 0;
   // Kept until a large RF reports its own point: small files sent first must not erase it. A stale point is
   // harmless: it is only used while its .part is still on the robot.
   const prior = heartbeatDetails();
+  const progress = groups.map(() => ({ files: 0, bytes: 0 }));
+  let resume: ResumePoint | null = null;
   try {
-    const r = await uploadFiles(s, p.items, {
-      resumableFrom: LARGE_RF,
-      flushSession,
-      resume: prior,
-      flush: () => flushRemoteFs(client, robot.rf_root),
-      throttleBytesPerSec: input.throttleBytesPerSec,
-      onFileDone: (item) => installed.push(item),
-      onProgress: (pr) => {
-        beat.set({ resume: pr.resume ?? prior, files: pr.files, bytes: pr.bytes });
-        report(pr.files, pr.bytes);
-      },
-    });
+    // Each group writes its parts, flushes the robot's filesystem (syncfs: its parts are on disk once it
+    // returns, whatever the other groups do) and only then renames its parts.
+    const rs = await Promise.all(
+      groups.map((items, g) =>
+        uploadFiles(sessions[g], items, {
+          resumableFrom: LARGE_RF,
+          flushSession: g === 0 ? flushSession : undefined,
+          resume: g === 0 ? prior : null,
+          flush: async () => {
+            const t0 = Date.now();
+            await flushRemoteFs(client, robot.rf_root);
+            flushMs = Math.max(flushMs, Date.now() - t0);
+          },
+          throttleBytesPerSec: input.throttleBytesPerSec,
+          onFileDone: (item) => installed.push(item),
+          onProgress: (pr) => {
+            progress[g] = { files: pr.files, bytes: pr.bytes };
+            if (g === 0) resume = pr.resume;
+            const files = progress.reduce((n, x) => n + x.files, 0);
+            const bytes = progress.reduce((n, x) => n + x.bytes, 0);
+            beat.set({ resume: resume ?? prior, files, bytes });
+            report(files, bytes);
+          },
+        }),
+      ),
+    );
+    const r = {
+      files: rs.reduce((n, x) => n + x.files, 0),
+      bytesSent: rs.reduce((n, x) => n + x.bytesSent, 0),
+      bytesInstalled: rs.reduce((n, x) => n + x.bytesInstalled, 0),
+      resumedFrom: rs[0].resumedFrom,
+      failed: rs.flatMap((x) => x.failed),
+    };
     report(r.files, r.bytesSent, true);
     await pendingReport;
     return {
@@ -200,15 +260,36 @@ async function upload(
       resumedFromBytes: r.resumedFrom,
       failed: r.failed.map((f) => ({ path: f.remotePath, error: f.error })),
       installed,
+      flushMs,
     };
   } finally {
-    s.end();
+    for (const x of sessions) x.end();
     flushSession?.end();
   }
 }
 
+const sumSizes = (files: readonly { size: number }[]) => files.reduce((n, f) => n + f.size, 0);
+
 export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Config; progress?: ProgressSink }) {
   const { models, cfg } = deps;
+
+  /** The robot's record after a sync, in one write: its last sync, inventory time and sync state. */
+  async function recordRobot(input: SyncRobotInput, robot: OfflineRobot, upload: RobotUploadResult, state: RobotSyncState | null): Promise<void> {
+    const at = new Date();
+    const status = upload.failed.files > 0 ? 'partial' : 'synced';
+    await models.Robot.updateOne(
+      { _id: robot._id },
+      {
+        $set: {
+          last_inventory_at: at,
+          // The shape the workflow's recordRobotSync writes for the robots it could not sync.
+          last_sync: { run_id: input.progressTo ?? null, at, status, error: null, uploaded: upload.uploaded, failed: { files: upload.failed.files, bytes: upload.failed.bytes }, unlisted: upload.unlisted.files },
+          robot_sync_state: state,
+        },
+      },
+    );
+  }
+
   return {
     /** Which robots a run covers: the connected ones (all known robots when `robotIds` is not given). */
     async listRobotsToSync({ robotIds }: { robotIds?: string[] }): Promise<RobotsToSync> {
@@ -222,51 +303,111 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
     },
 
     /**
-     * One robot's sync on one SSH session: the inventory (hashing only what changed), then the upload of the RFs
-     * its perfect state lists and it lacks. A retry after a crash takes the inventory again (cheap: nothing
-     * changed) and resumes a large RF from the last heartbeat.
+     * One robot's sync on one SSH session: the listing; when the perfect-state token and the listing are those of
+     * the last complete sync, nothing else (no entry read, nothing hashed or sent). Otherwise the inventory
+     * (hashing only what changed) and the upload of the RFs its perfect state lists and it lacks. The robot's
+     * record (last sync, inventory time, sync state) is one write at the end. A retry after a crash lists again
+     * (cheap) and resumes a large RF from the last heartbeat.
      */
     async syncRobot(input: SyncRobotInput): Promise<SyncRobotResult> {
       const beat = keepAlive();
+      const ms: SyncRobotResult['ms'] = { connect: 0, list: 0, read: 0, hash: 0, upload: 0, flush: 0, record: 0 };
+      let t = Date.now();
+      const lap = (k: keyof typeof ms) => {
+        const now = Date.now();
+        ms[k] += now - t;
+        t = now;
+      };
       try {
-        return await withRobot(models, input.robotId, async (robot, client) => {
-          const t0 = Date.now();
-          const ms = { inventory: 0, upload: 0, record: 0 };
-          const [inv, wanted] = await Promise.all([
-            inventoryWithClient(models, robot._id, robot.rf_root, client),
+        // The token first, the entries after: a writer marks after writing, so a token seen here is never newer
+        // than the entries read below.
+        const robot = await loadRobot(models, input.robotId);
+        const state = robot.robot_sync_state as RobotSyncState | null;
+        const rev = robot.perfect_state_rev ?? null;
+        const maybeUnchanged = !!state?.files && rev !== null && state.perfect_state_rev === rev && state.rf_root === robot.rf_root;
+        // Unless the robot may be unchanged, its entries are read while SSH connects and lists.
+        const readEntries = () => {
+          const reads = Promise.all([
             models.PerfectStateEntry.find({ robot_id: robot._id }, { path: 1, sha256: 1, size: 1 }).lean<PerfectStateEntry[]>(),
+            storedInventory(models, robot._id),
           ]);
+          reads.catch(() => undefined); // awaited below; a connect failure must not leave it unhandled
+          return reads;
+        };
+        const early = maybeUnchanged ? null : readEntries();
+        return await withConnection(models, robot, async (client) => {
+          lap('connect');
+          // Maybe unchanged: the robot hashes its own listing (64 characters travel, not the listing).
+          if (maybeUnchanged && (await remoteListingDigest(client, robot.rf_root)) === state!.listing_sha256) {
+            lap('list');
+            const upload: RobotUploadResult = {
+              planned: { files: 0, bytes: 0 },
+              uploaded: { files: 0, bytes: 0 },
+              sentBytes: 0,
+              resumedFromBytes: 0,
+              skipped: state!.skipped,
+              failed: { files: 0, bytes: 0, errors: [] },
+              unlisted: state!.unlisted,
+            };
+            await recordRobot(input, robot, upload, state);
+            lap('record');
+            return { inventory: { files: state!.files.files, bytes: state!.files.bytes, hashed: 0, removed: 0 }, upload, unchanged: true, ms, recorded: true };
+          }
+          const listing = await listRemote(client, robot.rf_root);
+          lap('list');
+          const [wanted, stored] = await (early ?? readEntries());
+          lap('read');
+          const inv = await inventoryFromListing(models, robot._id, client, listing, stored);
+          lap('hash');
           const p = plan(cfg, robot, wanted, inv.holdings);
           const result = emptyResult(p);
-          ms.inventory = Date.now() - t0;
-          if (p.items.length === 0) return { inventory: inv.result, upload: result, ms };
-          const up = await upload(deps, input, robot, client, p, beat);
-          ms.upload = Date.now() - t0 - ms.inventory;
-          // What we installed is in the inventory now: its sha256 is the cache's, size and mtime the robot's.
-          if (up.installed.length) {
-            const stat = new Map((await listRemote(client, robot.rf_root)).map((f) => [f.path, f]));
-            const fresh: RemoteFile[] = [];
-            for (const i of up.installed) {
-              const st = stat.get(i.remotePath);
-              if (st && st.size === i.size) fresh.push({ ...st, sha256: i.sha256 });
+          let after: RemoteStat[] = listing;
+          if (p.items.length > 0) {
+            const up = await upload(deps, input, robot, client, p, beat);
+            ms.flush = up.flushMs;
+            lap('upload');
+            // What we installed is in the inventory now: its sha256 is the cache's, size and mtime the robot's.
+            if (up.installed.length) {
+              after = await listRemote(client, robot.rf_root);
+              const stat = new Map(after.map((f) => [f.path, f]));
+              const fresh: RemoteFile[] = [];
+              for (const i of up.installed) {
+                const st = stat.get(i.remotePath);
+                if (st && st.size === i.size) fresh.push({ ...st, sha256: i.sha256 });
+              }
+              await writeInventory(models, robot._id, fresh, new Set(p.known.keys()));
             }
-            await writeInventory(models, robot._id, fresh, new Set(p.known.keys()));
+            const sizes = new Map(p.items.map((i) => [i.remotePath, i.size]));
+            for (const f of up.failed) {
+              result.failed.files++;
+              result.failed.bytes += sizes.get(f.path) ?? 0;
+              if (result.failed.errors.length < SAMPLE) result.failed.errors.push(f);
+            }
+            Object.assign(result, { uploaded: up.uploaded, sentBytes: up.sentBytes, resumedFromBytes: up.resumedFromBytes });
           }
-          const sizes = new Map(p.items.map((i) => [i.remotePath, i.size]));
-          for (const f of up.failed) {
-            result.failed.files++;
-            result.failed.bytes += sizes.get(f.path) ?? 0;
-            if (result.failed.errors.length < SAMPLE) result.failed.errors.push(f);
-          }
-          ms.record = Date.now() - t0 - ms.inventory - ms.upload;
-          return { inventory: inv.result, upload: { ...result, uploaded: up.uploaded, sentBytes: up.sentBytes, resumedFromBytes: up.resumedFromBytes }, ms };
+          // Complete: every listed RF is on the robot. Then the next run may find nothing changed.
+          const complete = result.failed.files === 0 && result.uploaded.files === result.planned.files;
+          const next: RobotSyncState | null =
+            complete && rev !== null
+              ? {
+                  perfect_state_rev: rev,
+                  rf_root: robot.rf_root,
+                  listing_sha256: listingDigest(after),
+                  files: { files: after.length, bytes: sumSizes(after) },
+                  skipped: { files: result.skipped.files + result.planned.files, bytes: result.skipped.bytes + result.planned.bytes },
+                  unlisted: result.unlisted,
+                }
+              : null;
+          await recordRobot(input, robot, result, next);
+          lap('record');
+          return { inventory: inv.result, upload: result, unchanged: false, ms, recorded: true };
         });
       } finally {
         beat.stop();
       }
     },
 
-    /** Stores each robot's outcome as its `last_sync` (one small write per robot). */
+    /** Stores the outcome of robots syncRobot did not record (not connected, unreachable...) as their `last_sync`. */
     async recordRobotSync({ runId, results }: { runId: string; results: Array<{ robotId: string; status: string; summary: unknown }> }): Promise<void> {
       const at = new Date();
       for (const r of results) {

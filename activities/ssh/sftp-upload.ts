@@ -5,6 +5,7 @@
 // rename wins). Small files are pipelined (many files open at once: the wire never waits on one file's round
 // trips); a large file has many chunks in flight. A large file resumes from its confirmed offset: the
 // caller persists `resume` points (activity heartbeat) and passes the last one back on a retry.
+import fsSync from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Client, SFTPWrapper, Stats } from 'ssh2';
@@ -133,6 +134,9 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
   const writes = new Slots(opts.requestsInFlight ?? 64);
   const resumableFrom = opts.resumableFrom ?? 8 * chunk;
   const result: UploadResult = { files: 0, bytesSent: 0, bytesInstalled: 0, resumedFrom: 0, failed: [] };
+  // Read buffers of answered writes, reused (ssh2 is done with a buffer once its write is answered): a large
+  // file allocates `requestsInFlight` of them, not one per chunk for the garbage collector.
+  const spare: Buffer[] = [];
   // Large files' confirmed offsets, for the progress report (normally one at a time: they are sent last).
   const inFlight = new Map<string, ResumePoint>();
   const progress = () =>
@@ -186,7 +190,7 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
       for (let offset = start; offset < item.size && !failure; offset += chunk) {
         const n = Math.min(chunk, item.size - offset);
         issuedEnd = offset + n;
-        const buf = Buffer.allocUnsafe(n);
+        const buf = spare.pop() ?? Buffer.allocUnsafe(chunk);
         const { bytesRead } = await local.read(buf, 0, n, offset);
         if (bytesRead !== n) throw new Error(`${item.localPath} is shorter than its recorded size ${item.size}`);
         await writes.take();
@@ -200,6 +204,7 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
           cb((d) => s.write(handle!, buf, 0, n, at, d)).then(
             () => {
               writes.give();
+              spare.push(buf);
               pending.delete(at);
               result.bytesSent += n;
               if (tracked) {
@@ -210,6 +215,7 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
             },
             (e: unknown) => {
               writes.give();
+              spare.push(buf);
               failure ??= e;
             },
           ),
@@ -230,6 +236,36 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
     } finally {
       if (tracked) inFlight.delete(item.remotePath);
       await local.close();
+    }
+  }
+
+  /**
+   * A small file (one write): read at once — a synchronous read of a few KiB from the page cache costs less than
+   * the three thread-pool round trips of open/read/close — then open, write, close, all pipelined with the
+   * other files in flight.
+   */
+  async function writeSmallPart(item: UploadItem, durable: boolean): Promise<boolean> {
+    let handle: Buffer | undefined;
+    try {
+      const data = fsSync.readFileSync(item.localPath);
+      if (data.length !== item.size) throw new Error(`${item.localPath} is ${data.length} bytes, its recorded size is ${item.size}`);
+      handle = await cb<Buffer>((d) => s.open(uploadPartPath(item.remotePath), 'w', d));
+      if (data.length > 0) {
+        await writes.take();
+        try {
+          await cb((d) => s.write(handle!, data, 0, data.length, 0, d));
+        } finally {
+          writes.give();
+        }
+        result.bytesSent += data.length;
+      }
+      if (durable) await cb((d) => s.ext_openssh_fsync(handle!, d));
+      await cb((d) => s.close(handle!, d));
+      return true;
+    } catch (e) {
+      if (handle) await cb((d) => s.close(handle!, d)).catch(() => undefined);
+      fail(item, e);
+      return false;
     }
   }
 
@@ -258,7 +294,8 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
   const small = items.filter((i) => i.size < resumableFrom);
   const written: UploadItem[] = [];
   await pool(small, opts.filesInFlight ?? 64, async (item) => {
-    if (await writePart(item, !opts.flush)) written.push(item);
+    const ok = item.size <= chunk ? await writeSmallPart(item, !opts.flush) : await writePart(item, !opts.flush);
+    if (ok) written.push(item);
     progress();
   });
   if (written.length && opts.flush) await opts.flush();

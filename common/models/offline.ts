@@ -1,6 +1,7 @@
 // The offline app's database (a center's computer): the robots it knows, each robot's perfect state and
 // inventory, the downstream data pulled from the cloud, the upstream data (sessions, children) with change
 // tracking, and the cloud-sync cursor. Shared with robot sync (CONTRACT-OFFLINE.md): names are binding.
+import crypto from 'node:crypto';
 import { Schema, type Connection, type InferSchemaType, type Model } from 'mongoose';
 import { withQueryTimeout } from './query-timeout';
 
@@ -19,6 +20,13 @@ const robotSchema = new Schema(
     rf_root: { type: String, required: true },
     last_inventory_at: { type: Date, default: null },
     last_sync: { type: Schema.Types.Mixed, default: null },
+    /**
+     * Changes (a fresh random token) whenever this robot's perfect_state_entries are written: every writer calls
+     * markPerfectStateChanged after its writes. Null: never marked, so readers cannot tell and read the entries.
+     */
+    perfect_state_rev: { type: String, default: null },
+    /** Robot sync's record of its last complete sync (activities/ssh/robot-sync.ts RobotSyncState), or null. */
+    robot_sync_state: { type: Schema.Types.Mixed, default: null },
   },
   { collection: 'robots', versionKey: false, minimize: false },
 );
@@ -108,6 +116,16 @@ export interface OfflineModels {
   SyncState: Model<SyncState>;
   downstream: Record<DownstreamCollection, Model<SyncRecord>>;
   upstream: Record<UpstreamCollection, Model<SyncRecord>>;
+}
+
+/**
+ * Records that the perfect state of `robotIds` changed: call it after writing their perfect_state_entries.
+ * Robot sync compares this token with the one of its last complete sync, so an unchanged robot costs one small
+ * document read instead of a scan of the entries (FerretDB scans a whole collection for every filter).
+ */
+export async function markPerfectStateChanged(models: Pick<OfflineModels, 'Robot'>, robotIds: readonly string[]): Promise<void> {
+  // One update per robot by _id (the one filter FerretDB answers without a scan); each gets its own token.
+  for (const id of new Set(robotIds)) await models.Robot.updateOne({ _id: id }, { $set: { perfect_state_rev: crypto.randomUUID() } });
 }
 
 export function registerOfflineModels(conn: Connection, timeoutMs: number): OfflineModels {

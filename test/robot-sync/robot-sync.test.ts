@@ -7,6 +7,9 @@ import path from 'node:path';
 import { Connection, WorkflowClient } from '@temporalio/client';
 import { uploadPartPath } from '../../activities/ssh/sftp-upload';
 import { connectOfflineDb, type OfflineDb } from '../../common/db';
+import { markPerfectStateChanged } from '../../common/models/offline';
+import { createCloudSyncDbActivities } from '../../activities/db/cloud-sync';
+import { centerDirs, runDir, writeJson } from '../../activities/files/rf-cache';
 import type { RobotSyncInput, RobotSyncProgress, RobotSyncResult, RobotSyncRobotResult } from '../../workflows/offline/robot-sync';
 import { freePort } from '../ota/system';
 import { cfg, eventually, fleet, runTs, sha256File, testRobots, uniqueId, type ChildHandle } from '../helpers';
@@ -108,6 +111,8 @@ async function perfectState(robot: TestRobot, entries: Array<{ rel: string; rf: 
       return { _id: `${robot.id}|${p}`, robot_id: robot.id, path: p, sha256: rf.sha256, size: rf.size, url: `https://cloud.invalid/rf/${rf.sha256}`, updated_at: new Date() };
     }),
   );
+  // As cloud sync does after writing a perfect state.
+  await markPerfectStateChanged(db.models, [robot.id]);
 }
 
 async function call(method: string, p: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
@@ -177,7 +182,30 @@ test('it uploads exactly the missing RFs, reports the unlisted ones, and a secon
   const again = byRobot((await syncViaApi([robot.id])).result, robot.id);
   expect(again.status).toBe('synced');
   expect(again.inventory).toMatchObject({ files: 32, hashed: 0 });
-  expect(again.upload).toMatchObject({ planned: { files: 0, bytes: 0 }, uploaded: { files: 0, bytes: 0 }, sentBytes: 0, skipped: { files: rfs.length } });
+  expect(again.upload).toMatchObject({
+    planned: { files: 0, bytes: 0 },
+    uploaded: { files: 0, bytes: 0 },
+    sentBytes: 0,
+    skipped: { files: rfs.length, bytes: rfs.reduce((n, x) => n + x.rf.size, 0) },
+    unlisted: { files: 1, bytes: 16, sample: [path.join(robot.rfRoot, 'old.bin')] },
+  });
+  // Same perfect-state token, same listing: nothing read but the robot's document, and said so.
+  expect(again.unchanged).toBe(true);
+  expect((await db.models.Robot.findById(robot.id).lean())?.last_sync).toMatchObject({ status: 'synced', uploaded: { files: 0 } });
+
+  // The perfect state changes (a new RF, as cloud sync writes it and marks the robot): the next run sees it.
+  const extra = { rel: 'lessons/new.bin', rf: cachedRf(12345) };
+  await perfectState(robot, [extra]);
+  const third = byRobot((await syncViaApi([robot.id])).result, robot.id);
+  expect(third.unchanged).toBe(false);
+  expect(third.upload).toMatchObject({ uploaded: { files: 1, bytes: 12345 }, skipped: { files: rfs.length } });
+  expect(sha256File(path.join(robot.rfRoot, extra.rel))).toBe(extra.rf.sha256);
+  // A file removed on the robot changes its listing: found and sent again although the perfect state did not change.
+  fs.rmSync(path.join(robot.rfRoot, rfs[0].rel));
+  const fourth = byRobot((await syncViaApi([robot.id])).result, robot.id);
+  expect(fourth).toMatchObject({ unchanged: false, inventory: { removed: 1 }, upload: { uploaded: { files: 1, bytes: rfs[0].rf.size } } });
+  expect(sha256File(path.join(robot.rfRoot, rfs[0].rel))).toBe(rfs[0].rf.sha256);
+  expect(byRobot((await syncViaApi([robot.id])).result, robot.id)).toMatchObject({ unchanged: true, upload: { sentBytes: 0, skipped: { files: rfs.length + 1 } } });
 });
 
 test('a robot that is down is reported unreachable and one not connected is skipped; the others complete', async () => {
@@ -319,4 +347,37 @@ test('a robot reached by SSH password: the password occurs in no workflow histor
   const output = [...logs, worker.output(), api.output()].join('\n');
   expect(output).toContain('offline worker started');
   expect(output).not.toContain(pwRobot.password);
+});
+
+test("cloud sync's applyDownstream marks exactly the robots whose perfect state it changed (robot sync then reads it again)", async () => {
+  const robot = await addRobot();
+  const center = { ...cfg, offline: { ...cfg.offline, rfCacheDir: rfCache } };
+  const apply = createCloudSyncDbActivities({ cfg: center, models: db.models }).applyDownstream;
+  const rf = cachedRf(1000);
+  const answer = (sha256: string) => ({
+    actions: [],
+    categories: [],
+    skills: [],
+    perfect_state: [{ robot_id: robot.id, entries: [{ path: path.join(robot.rfRoot, 'a.bin'), sha256, size: rf.size, url: `https://cloud.invalid/rf/${sha256}` }] }],
+  });
+  const applyAnswer = async (sha256: string) => {
+    const runId = uniqueId('run');
+    writeJson(path.join(runDir(centerDirs(center), runId), 'sync-response.json'), answer(sha256));
+    await apply({ runId });
+    return (await db.models.Robot.findById(robot.id).lean())?.perfect_state_rev;
+  };
+  const first = await applyAnswer(rf.sha256);
+  expect(first).toEqual(expect.any(String));
+  const r1 = byRobot((await syncViaApi([robot.id])).result, robot.id);
+  expect(r1.upload!.uploaded.files).toBe(1);
+  // The same answer again: nothing written, the token stays, and robot sync finds the robot unchanged.
+  expect(await applyAnswer(rf.sha256)).toBe(first);
+  expect(byRobot((await syncViaApi([robot.id])).result, robot.id).unchanged).toBe(true);
+  // Another version of the RF: a new token, and robot sync installs it.
+  const v2 = cachedRf(1000);
+  const second = await applyAnswer(v2.sha256);
+  expect(second).not.toBe(first);
+  const r3 = byRobot((await syncViaApi([robot.id])).result, robot.id);
+  expect(r3).toMatchObject({ unchanged: false, upload: { uploaded: { files: 1 } } });
+  expect(sha256File(path.join(robot.rfRoot, 'a.bin'))).toBe(v2.sha256);
 });

@@ -8,7 +8,7 @@ import { connectRobot, sftp } from '../../activities/ssh/connect';
 import { ensureRemoteDirs, flushRemoteFs, uploadFiles, uploadPartPath, type UploadItem } from '../../activities/ssh/sftp-upload';
 import { installPart } from '../../daemon/install';
 import { robotDirectoryFromFleet } from '../../common/robot-directory';
-import { cfg, eventually, fleet, sha256File, testRobots, uniqueId } from '../helpers';
+import { cfg, eventually, fleet, runTs, sha256File, testRobots, uniqueId } from '../helpers';
 
 const work = path.join(cfg.dataDir, 'upload-engine-test');
 
@@ -67,6 +67,42 @@ test('many small files in one session: all installed after one flush; a file tha
     expect(r.bytesInstalled).toBe(items.filter((i) => i !== blocked).reduce((n, i) => n + i.size, 0));
     for (const i of items) if (i !== blocked) expect(sha256File(i.remotePath)).toBe(i.sha256);
     expect(fs.existsSync(blocked.remotePath)).toBe(false);
+  } finally {
+    client.end();
+  }
+});
+
+test('a process killed between the .part writes and the renames leaves no partial file at any target; the next run completes', async () => {
+  const robot = testRobots()[1];
+  const dir = path.join(robot.root, 'engine', uniqueId('crash'));
+  const items = Array.from({ length: 60 }, (_, i) => ({ ...localFile(uniqueId(`k${i}`), crypto.randomBytes(6000 + i)), remotePath: path.join(dir, `d${i % 4}`, `f${i}.bin`) }));
+  // One target already holds an older version: it must stay whole until the new one is renamed onto it.
+  const old = crypto.randomBytes(3000);
+  fs.mkdirSync(path.dirname(items[0].remotePath), { recursive: true });
+  fs.writeFileSync(items[0].remotePath, old);
+  const list = path.join(work, `${uniqueId('items')}.json`);
+  fs.writeFileSync(list, JSON.stringify(items));
+
+  // A real process runs the engine; SIGKILL once every part is written and before any rename.
+  const child = runTs('test/robot-sync/engine-child.ts', {}, [robot.id, list]);
+  await child.waitForOutput('parts written', 60000);
+  await child.kill('SIGKILL');
+  for (const i of items.slice(1)) {
+    expect(fs.existsSync(i.remotePath)).toBe(false);
+    expect(fs.statSync(uploadPartPath(i.remotePath)).size).toBe(i.size);
+  }
+  expect(fs.readFileSync(items[0].remotePath).equals(old)).toBe(true);
+
+  // The next run sends everything again over the leftover parts and installs every file whole.
+  const client = await connectRobot(robotDirectoryFromFleet(fleet()).ssh(robot.id));
+  try {
+    const s = await sftp(client);
+    const r = await uploadFiles(s, items, { flush: () => flushRemoteFs(client, dir) });
+    s.end();
+    expect(r).toMatchObject({ files: items.length, failed: [] });
+    for (const i of items) expect(sha256File(i.remotePath)).toBe(i.sha256);
+    const left = fs.readdirSync(dir, { recursive: true }).map(String).filter((f) => f.endsWith('.part'));
+    expect(left).toEqual([]);
   } finally {
     client.end();
   }

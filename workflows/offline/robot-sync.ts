@@ -11,6 +11,7 @@ import {
   defineSignal,
   executeChild,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -19,7 +20,8 @@ import type { Counts, RobotProgress, RobotSyncActivities, RobotUploadResult, Syn
 
 type Activities = RobotSyncActivities;
 
-const { listRobotsToSync, recordRobotSync } = proxyActivities<Activities>({
+// Short reads and writes of the robots collection: local activities (no task queue round trip each).
+const { listRobotsToSync, recordRobotSync } = proxyLocalActivities<Activities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '500 ms', maximumInterval: '10 seconds', maximumAttempts: 10 },
 });
@@ -48,8 +50,12 @@ export interface RobotSyncRobotResult {
   error?: string;
   inventory?: InventoryResult;
   upload?: RobotUploadResult;
+  /** Nothing changed since the last complete sync (SyncRobotResult.unchanged). */
+  unchanged?: boolean;
   /** Where the time went (SyncRobotResult.ms). */
   ms?: SyncRobotResult['ms'];
+  /** The robot's last_sync is written already (by its activity). */
+  recorded?: boolean;
 }
 
 export interface RobotSyncResult {
@@ -85,8 +91,8 @@ export async function robotSyncRobot(input: RobotSyncRobotInput): Promise<RobotS
   const { robotId } = input;
   try {
     // Inventory, then upload, on one SSH session (one activity: the upload plans from the fresh inventory).
-    const { inventory, upload, ms } = await syncRobot({ robotId, progressTo: input.progressTo, throttleBytesPerSec: input.throttleBytesPerSec });
-    return { robotId, status: upload.failed.files > 0 ? 'partial' : 'synced', inventory, upload, ms };
+    const { inventory, upload, unchanged, ms, recorded } = await syncRobot({ robotId, progressTo: input.progressTo, throttleBytesPerSec: input.throttleBytesPerSec });
+    return { robotId, status: upload.failed.files > 0 ? 'partial' : 'synced', inventory, upload, unchanged, ms, recorded };
   } catch (e) {
     const cause = e instanceof ActivityFailure ? e.cause : e;
     if (cause instanceof ApplicationFailure && cause.type && STATUS_BY_FAILURE[cause.type]) {
@@ -148,9 +154,11 @@ export async function robotSync(input: RobotSyncInput = {}): Promise<RobotSyncRe
     sentBytes: results.reduce((n, r) => n + (r.upload?.sentBytes ?? 0), 0),
   };
   results.sort((a, b) => a.robotId.localeCompare(b.robotId));
-  await recordRobotSync({
+  // Synced robots were recorded by their activity; the others (not connected, unreachable...) are recorded here.
+  const unrecorded = results.filter((r) => !r.recorded);
+  if (unrecorded.length > 0) await recordRobotSync({
     runId,
-    results: results.map((r) => ({
+    results: unrecorded.map((r) => ({
       robotId: r.robotId,
       status: r.status,
       summary: { error: r.error ?? null, uploaded: r.upload?.uploaded ?? null, failed: r.upload ? { files: r.upload.failed.files, bytes: r.upload.failed.bytes } : null, unlisted: r.upload?.unlisted.files ?? null },
