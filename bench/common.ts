@@ -113,9 +113,12 @@ export function benchEnv(offset: number, extra: Record<string, string> = {}): { 
   return { env, cfg: loadConfig(env) };
 }
 
-/** Starts the worker, the MQTT bridge and the API of the benchmark's stack, each once it is ready. */
-export async function startCloud(env: NodeJS.ProcessEnv): Promise<Child[]> {
-  const children: Child[] = [];
+/**
+ * Starts the worker, the MQTT bridge and the API of the benchmark's stack, each once it is ready. Each child is
+ * pushed onto `children` as soon as it is spawned, so a caller's cleanup also ends the ones started before a
+ * failure (the array is also returned).
+ */
+export async function startCloud(env: NodeJS.ProcessEnv, children: Child[] = []): Promise<Child[]> {
   const apps = [
     ['workers/main.ts', 'worker started'],
     ['workers/mqtt-bridge.ts', 'mqtt bridge started'],

@@ -35,7 +35,7 @@ export async function startBenchSystem(args: string[], robots: number, daemonHos
   const children: Child[] = [];
   try {
     const fleet = await stackUp(cfg, { robots, sshd: false, log: say });
-    children.push(...(await startCloud(env)));
+    await startCloud(env, children);
     const fleetRobots = fleet.robots.slice(0, robots);
     const groups = Array.from({ length: daemonHosts }, (_, g) => fleetRobots.filter((_, i) => i % daemonHosts === g));
     for (const g of groups.filter((x) => x.length > 0)) {

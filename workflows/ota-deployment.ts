@@ -63,6 +63,14 @@ export const RETRY_UNTIL_INFRA_RECOVERS: RetryPolicy = {
 const RECORD_LATEST_ONLY = 'ota-record-latest-only';
 /** Versioning marker: runs started before it do not re-dispatch on an "online" while following. */
 const REDISPATCH_ON_ONLINE = 'ota-redispatch-on-online';
+/**
+ * Versioning marker of the lean run (measured: each activity, signal and search-attribute upsert of a job is a
+ * Temporal operation, and those bound how many jobs a second the cluster serves). A lean run stores nothing
+ * until the job is decided: RECEIVED / DOWNLOADING live in workflow state (jobProgress query, which job_state
+ * reads) and are written with the terminal status, in its `transitions`, by one finishJob activity that also
+ * tells the robot (cancel when the cloud ended the job, then the ack). JobState is upserted once, at the end.
+ */
+const LEAN = 'ota-lean-single-job';
 
 const robotLink = proxyActivities<OtaMqttActivities>({ startToCloseTimeout: '30 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
 const jobStore = proxyActivities<OtaJobActivities>({ startToCloseTimeout: '30 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
@@ -118,6 +126,9 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
     s.error_msg = error_msg;
     s.unrecorded.push({ status, error_msg });
   };
+
+  // Decided once per run: a run started before the lean version replays the way it was written.
+  const lean = patched(LEAN);
 
   // Handlers first: signals sent before the first activation (e.g. an early presence) are buffered until now.
   setHandler(robotReportSignal, (report) => {
@@ -222,13 +233,14 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
 
   async function drive(): Promise<void> {
     for (;;) {
-      await record();
+      if (!lean) await record();
       if (isTerminalStatus(s.status)) return;
       if (workflowInfo().continueAsNewSuggested) {
         await condition(allHandlersFinished);
         await continueAsNew<typeof otaDeployment>(input, { ...s, unrecorded: [...s.unrecorded] });
       }
-      const pending = () => s.unrecorded.length > 0 || workflowInfo().continueAsNewSuggested;
+      // Lean: nothing is stored before the end, so an undecided transition is no reason to wake.
+      const pending = () => (!lean && s.unrecorded.length > 0) || workflowInfo().continueAsNewSuggested;
       switch (s.phase) {
         case 'dispatch':
           await dispatch();
@@ -262,6 +274,15 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
   }
 
   async function finish(): Promise<OtaDeploymentResult> {
+    if (lean) {
+      const t = s.unrecorded[s.unrecorded.length - 1] ?? { status: s.status, error_msg: s.error_msg };
+      const passedThrough = s.unrecorded.slice(0, -1).map((u) => u.status);
+      const stored = await robotLink.finishJob(jobId, robotId, t.status, t.error_msg, passedThrough);
+      if (!stored.applied) log.warn('status not applied by the database guard', { jobId, status: t.status, current: stored.current });
+      upsertSearchAttributes([{ key: JOB_STATE_SA, value: stored.applied ? t.status : (stored.current ?? t.status) }]);
+      s.unrecorded = [];
+      return { jobId, status: s.status, error_msg: s.error_msg, dispatches: s.dispatches };
+    }
     await record();
     // The robot may hold the deploy message or a half-done download: make sure it never installs the file.
     if (s.status === 'CANCELED' || s.status === 'TIMED_OUT') await robotLink.publishCancel(robotId, jobId);
