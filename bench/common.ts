@@ -72,6 +72,18 @@ function procStatusMb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
     return 0;
   }
 }
+/** CPU time (user + system) a process has used so far, in seconds; 0 once it has exited. */
+export function cpuSeconds(pid: number): number {
+  try {
+    // Fields after the command (which may hold spaces) start after its closing parenthesis; utime, stime are 14, 15.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // clock ticks (USER_HZ = 100 on Linux)
+  } catch {
+    return 0;
+  }
+}
+
 /** Peak resident set (VmHWM) of a process, in MiB; 0 once it has exited. */
 export const peakRssMb = (pid: number) => procStatusMb(pid, 'VmHWM');
 export const currentRssMb = (pid: number) => procStatusMb(pid, 'VmRSS');

@@ -95,7 +95,15 @@ export interface OtaDeploymentCarry {
   deadlineMs: number | null;
   /** Transitions decided but not yet stored (normally empty at continue-as-new). */
   unrecorded: Transition[];
+  /** The robot has reported on this job at least once (after that, silence is no reason to re-send). */
+  heardFromRobot?: boolean;
+  /** Re-dispatches made because the robot stayed silent (the backoff exponent). */
+  silentRedispatches?: number;
 }
+
+/** Liveness (lean runs): first wait for a report after a dispatch, doubled per silent re-dispatch, capped. */
+export const NO_REPORT_REDISPATCH_SECONDS = 30;
+const NO_REPORT_REDISPATCH_MAX_SECONDS = 600;
 
 export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDeploymentCarry): Promise<OtaDeploymentResult> {
   const { jobId, robotId } = input;
@@ -114,6 +122,7 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
   // Presence signals counted in this run. A wait compares against the count taken when it started, so a signal
   // that lands while an activity is in flight is never lost (no "check, then sleep" race).
   let onlineSignals = 0;
+  let reportsSeen = 0;
   let offlineSignals = 0;
   let onlineMark = 0; // awaitOnline: dispatch again once onlineSignals > onlineMark
   let offlineMark = 0; // follow: the robot dropped off once offlineSignals > offlineMark
@@ -132,6 +141,8 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
 
   // Handlers first: signals sent before the first activation (e.g. an early presence) are buffered until now.
   setHandler(robotReportSignal, (report) => {
+    reportsSeen++;
+    s.heardFromRobot = true;
     if (report.status === s.status) {
       if (!isTerminalStatus(s.status) && report.progress !== undefined) s.progress = report.progress;
       return;
@@ -161,13 +172,22 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
     dispatches: s.dispatches,
   }));
 
-  /** Waits until `ready()` or the job is decided; decides TIMED_OUT if the deadline passes first. */
-  async function waitUntil(ready: () => boolean): Promise<void> {
+  /**
+   * Waits until `ready()` or the job is decided; decides TIMED_OUT if the deadline passes first. With `limitMs`,
+   * gives up after that long (false) without deciding anything.
+   */
+  async function waitUntil(ready: () => boolean, limitMs?: number): Promise<boolean> {
     const wake = () => ready() || isTerminalStatus(s.status);
-    if (s.deadlineMs === null) return condition(wake);
+    if (s.deadlineMs === null) {
+      if (limitMs === undefined) await condition(wake);
+      else return condition(wake, limitMs);
+      return true;
+    }
     const left = s.deadlineMs - Date.now();
-    if (left > 0 && (await condition(wake, left))) return;
+    if (limitMs !== undefined && limitMs < left) return condition(wake, limitMs);
+    if (left > 0 && (await condition(wake, left))) return true;
     if (!isTerminalStatus(s.status)) decide('TIMED_OUT', `not finished within ${input.timeoutSeconds ?? '?'} s`);
+    return true;
   }
 
   /** Runs `call`, abandoning (cancelling) it if the job is decided meanwhile: cancel and timeout never wait on I/O. */
@@ -255,8 +275,22 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
           const mark = offlineMark;
           const onMark = onlineMark;
           const redispatchOnOnline = patched(REDISPATCH_ON_ONLINE);
-          await waitUntil(() => offlineSignals > mark || (redispatchOnOnline && onlineSignals > onMark) || pending());
-          if (offlineSignals > mark && !isTerminalStatus(s.status)) {
+          // Liveness: until the robot has reported on the job, its silence is bounded (a lost message, a robot
+          // that dropped it): the job is sent again, with a fresh URL, waiting twice as long each time.
+          const heard = reportsSeen;
+          const silenceMs =
+            lean && !s.heardFromRobot
+              ? Math.min(NO_REPORT_REDISPATCH_MAX_SECONDS, (input.noReportRedispatchSeconds ?? NO_REPORT_REDISPATCH_SECONDS) * 2 ** (s.silentRedispatches ?? 0)) * 1000
+              : undefined;
+          const woke = await waitUntil(
+            () => offlineSignals > mark || (redispatchOnOnline && onlineSignals > onMark) || pending() || (silenceMs !== undefined && reportsSeen > heard),
+            silenceMs,
+          );
+          if (!woke) {
+            s.silentRedispatches = (s.silentRedispatches ?? 0) + 1;
+            log.warn('no report from the robot: dispatching again', { jobId, robotId, silentRedispatches: s.silentRedispatches });
+            s.phase = 'dispatch';
+          } else if (offlineSignals > mark && !isTerminalStatus(s.status)) {
             // Back online within the same batch of signals: re-dispatch now; else wait for the next "online".
             s.phase = s.robotOnline ? 'dispatch' : 'awaitOnline';
             onlineMark = onlineSignals;
