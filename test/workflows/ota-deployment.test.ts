@@ -385,3 +385,29 @@ test('a long chatty wait continues as new instead of growing one history', async
     expect(fake.calls.filter((c) => c.startsWith('ack'))).toHaveLength(1);
   });
 }, 300_000);
+
+test('liveness: a job the robot stays silent on is dispatched again, waiting twice as long each time, until it reports', async () => {
+  const fake = fakeActivities();
+  const at: number[] = [];
+  const dispatch = fake.activities.dispatchDeploy;
+  fake.activities.dispatchDeploy = async (jobId) => {
+    at.push(Date.now());
+    return dispatch(jobId);
+  };
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq, { robotId: 'robot-silent', noReportRedispatchSeconds: 1 });
+    // 1 s of silence, then 2 s: three dispatches after about 3 s.
+    await eventually('third dispatch', async () => fake.dispatchCount() === 3, 15000);
+    expect(at[1] - at[0]).toBeGreaterThanOrEqual(900);
+    expect(at[2] - at[1]).toBeGreaterThanOrEqual(1900);
+    // The robot answers: silence is no longer a reason to send it again.
+    await h.signal(robotReportSignal, { status: 'RECEIVED' });
+    await eventually('RECEIVED decided', async () => (await progress(h)).status === 'RECEIVED');
+    await sleep(5000);
+    expect(fake.dispatchCount()).toBe(3);
+    await h.signal(robotReportSignal, { status: 'COMPLETED' });
+    expect(await h.result()).toMatchObject({ status: 'COMPLETED', dispatches: 3 });
+    // Each silent re-dispatch is a fresh dispatchDeploy (a fresh presigned URL), and nothing else was stored.
+    expect(fake.records.map((r) => r.status)).toEqual(['COMPLETED']);
+  });
+}, 60_000);

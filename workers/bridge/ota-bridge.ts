@@ -33,6 +33,7 @@
 import { forEachLimited } from '../../common/limit';
 import type { WorkflowClient } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
 import type { IPublishPacket, ISubscriptionMap, MqttClient } from 'mqtt';
 import type { Logger } from '../../common/logger';
 import type { OtaModels } from '../../common/models/ota';
@@ -530,7 +531,8 @@ export class OtaBridge {
       try {
         return await fn();
       } catch (err) {
-        const giveUp = this.stopping || Date.now() + delay > deadline;
+        // A refused command (activities/db/timeout.ts) fails the same way every time: no point retrying it.
+        const giveUp = this.stopping || Date.now() + delay > deadline || (err instanceof ApplicationFailure && err.nonRetryable);
         this.log[giveUp ? 'error' : 'warn']({ ...ctx, err, attempt }, giveUp ? `${what} failed; given up` : `${what} failed; retrying`);
         if (giveUp) return undefined;
         await new Promise((r) => setTimeout(r, delay));
