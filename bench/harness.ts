@@ -33,15 +33,18 @@ export async function stopChildren(children: readonly Child[]): Promise<void> {
  * worth of presence messages before it can subscribe, which held its start past 90 s after a 1,000-robot run).
  */
 export async function startBenchSystem(args: string[], robots: number, daemonHosts = DAEMON_HOSTS, fresh = false): Promise<BenchSystem> {
-  const { env, cfg } = benchEnv(flag(args, '--port-offset', 0), { FLEET_ROBOTS: String(Math.min(robots, 1000)) });
+  const bench = () => benchEnv(flag(args, '--port-offset', 0), { FLEET_ROBOTS: String(Math.min(robots, 1000)) });
   const say = (l: string) => process.stderr.write(`[bench] ${l}\n`);
   const children: Child[] = [];
   if (fresh) {
-    // A stack left running by an interrupted run owns the directory: stop it before the data goes.
-    await stackDown(cfg).catch(() => undefined);
-    fs.rmSync(cfg.dataDir, { recursive: true, force: true });
-    say(`fresh data directory ${cfg.dataDir}`);
+    // A stack left running by an interrupted run owns the directory: stop it before the data goes. The
+    // configuration is read again afterwards: it includes the secrets kept in the data directory.
+    const old = bench().cfg;
+    await stackDown(old).catch(() => undefined);
+    fs.rmSync(old.dataDir, { recursive: true, force: true });
+    say(`fresh data directory ${old.dataDir}`);
   }
+  const { env, cfg } = bench();
   try {
     const fleet = await stackUp(cfg, { robots, sshd: false, log: say });
     await startCloud(env, children);
