@@ -1,11 +1,16 @@
 // Prometheus endpoints of the three cloud processes, for real: the API (/metrics on its port), the worker (the
 // Temporal SDK runtime's exporter on WORKER_METRICS_PORT) and the MQTT bridge (BRIDGE_METRICS_PORT). Each is
 // scraped after it did some work, and the series an operator's dashboard (infra/grafana) reads must be there.
+import fs from 'node:fs';
+import path from 'node:path';
 import type { MqttClient } from 'mqtt';
+import { repoRoot } from '../../common/config';
 import { connectMqtt, uniqueClientId } from '../../activities/mqtt/connection';
 import { connectDb, type Db } from '../../common/db';
 import { topics } from '../../common/protocol';
-import { cfg, eventually, runTs, uniqueId, type ChildHandle } from '../helpers';
+import { cfg, eventually, runTs, temporalClient, uniqueId, type ChildHandle } from '../helpers';
+import { otaDeployment } from '../../workflows/ota-deployment';
+import { otaWorkflowId } from '../../workflows/ota-contract';
 import { apiToken, freePort } from '../ota/system';
 
 const TEST_DB = uniqueId('fleet_test_metrics').replace(/-/g, '_');
@@ -13,11 +18,12 @@ let db: Db;
 let procs: ChildHandle[] = [];
 let robot: MqttClient | undefined;
 const ports = { api: 0, worker: 0, bridge: 0 };
+let env: Record<string, string> = {};
 
 beforeAll(async () => {
   db = await connectDb(cfg, TEST_DB);
   for (const k of ['api', 'worker', 'bridge'] as const) ports[k] = await freePort();
-  const env = {
+  env = {
     MONGO_DB: TEST_DB,
     TEMPORAL_TASK_QUEUE: uniqueId('metrics'),
     MQTT_BRIDGE_CLIENT_ID: uniqueClientId('test-metrics-bridge'),
@@ -67,9 +73,19 @@ test('API: request latency histogram by route, jobs and rollouts by status', asy
 });
 
 test('worker: the Temporal SDK runtime metrics (task polls, slots, latencies)', async () => {
+  // Some work for the worker: a job whose document does not exist ends FAILED after a workflow task or two and
+  // two activities, so the task latency histograms have observations.
+  const { client, close } = await temporalClient();
+  try {
+    const jobId = uniqueId('job-metrics');
+    const result = await client.workflow.execute(otaDeployment, { taskQueue: env.TEMPORAL_TASK_QUEUE, workflowId: otaWorkflowId(jobId), args: [{ jobId, robotId: 'robot-metrics' }] });
+    expect(result.status).toBe('FAILED');
+  } finally {
+    await close();
+  }
   const text = await eventually('worker series', async () => {
     const t = await scrape(ports.worker);
-    return /temporal_.*worker_task_slots_available/.test(t) || /temporal_request/.test(t) ? t : undefined;
+    return /temporal_workflow_task_schedule_to_start_latency/.test(t) && /temporal_activity_schedule_to_start_latency/.test(t) ? t : undefined;
   }, 30_000);
   expect(text).toMatch(/temporal_\w+/);
   expect(text).toMatch(/task_queue="metrics-/);
@@ -89,4 +105,15 @@ test('bridge: messages, forwarded reports, drops, backlog in hand and rollout ba
   expect(text).toContain('# TYPE fleetsync_bridge_rollout_signals_total counter');
   expect(text).toMatch(/fleetsync_bridge_in_hand\{connection="lane"[^}]*\} 0/);
   expect(text).toMatch(/fleetsync_bridge_rollout_pending\{service="mqtt-bridge"\} 0/);
+});
+
+test('the Grafana dashboard reads only series these endpoints serve', async () => {
+  const dashboard = fs.readFileSync(path.join(repoRoot, 'infra', 'grafana', 'fleetsync-ota.json'), 'utf8');
+  const exprs = (JSON.parse(dashboard) as { panels: Array<{ targets: Array<{ expr: string }> }> }).panels.flatMap((p) => p.targets.map((t) => t.expr));
+  const served = (await Promise.all([scrape(ports.api), scrape(ports.worker), scrape(ports.bridge)])).join('\n');
+  const names = [...new Set(exprs.flatMap((e) => e.match(/\b(fleetsync|temporal)_\w+/g) ?? []))];
+  expect(names.length).toBeGreaterThan(10);
+  // A histogram's _bucket / _count series appear once it has observations; its # TYPE line names it always.
+  const missing = names.filter((n) => !served.includes(n) && !served.includes(`# TYPE ${n.replace(/_(bucket|count|sum)$/, '')} `));
+  expect(missing).toEqual([]);
 });
