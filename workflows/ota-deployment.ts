@@ -102,7 +102,7 @@ export interface OtaDeploymentCarry {
 }
 
 /** Liveness (lean runs): first wait for a report after a dispatch, doubled per silent re-dispatch, capped. */
-export const NO_REPORT_REDISPATCH_SECONDS = 30;
+export const NO_REPORT_REDISPATCH_SECONDS = 60;
 const NO_REPORT_REDISPATCH_MAX_SECONDS = 600;
 
 export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDeploymentCarry): Promise<OtaDeploymentResult> {
