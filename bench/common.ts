@@ -72,6 +72,18 @@ function procStatusMb(pid: number, field: 'VmHWM' | 'VmRSS'): number {
     return 0;
   }
 }
+/** CPU time (user + system) a process has used so far, in seconds; 0 once it has exited. */
+export function cpuSeconds(pid: number): number {
+  try {
+    // Fields after the command (which may hold spaces) start after its closing parenthesis; utime, stime are 14, 15.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // clock ticks (USER_HZ = 100 on Linux)
+  } catch {
+    return 0;
+  }
+}
+
 /** Peak resident set (VmHWM) of a process, in MiB; 0 once it has exited. */
 export const peakRssMb = (pid: number) => procStatusMb(pid, 'VmHWM');
 export const currentRssMb = (pid: number) => procStatusMb(pid, 'VmRSS');
@@ -113,9 +125,12 @@ export function benchEnv(offset: number, extra: Record<string, string> = {}): { 
   return { env, cfg: loadConfig(env) };
 }
 
-/** Starts the worker, the MQTT bridge and the API of the benchmark's stack, each once it is ready. */
-export async function startCloud(env: NodeJS.ProcessEnv): Promise<Child[]> {
-  const children: Child[] = [];
+/**
+ * Starts the worker, the MQTT bridge and the API of the benchmark's stack, each once it is ready. Each child is
+ * pushed onto `children` as soon as it is spawned, so a caller's cleanup also ends the ones started before a
+ * failure (the array is also returned).
+ */
+export async function startCloud(env: NodeJS.ProcessEnv, children: Child[] = []): Promise<Child[]> {
   const apps = [
     ['workers/main.ts', 'worker started'],
     ['workers/mqtt-bridge.ts', 'mqtt bridge started'],

@@ -60,7 +60,7 @@ export async function main(args: string[]): Promise<void> {
   fs.rmSync(work, { recursive: true, force: true });
   fs.mkdirSync(work, { recursive: true });
   try {
-    children.push(...(await startCloud(env)));
+    await startCloud(env, children);
     const api = `${cfg.api.publicUrl}/api/v1`;
     const authorization = `Bearer ${await token(cfg)}`;
     const robot = fleet.robots[0];

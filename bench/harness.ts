@@ -1,6 +1,7 @@
 // A benchmark's whole OTA system: its own stack (bench/common.ts: own ports, data under .data/bench[-offset]),
 // the cloud processes, and the simulated robots' daemons hosted a few hundred per process (each daemon with its
 // own MQTT connection). Used by ota-rollout; stop it with stopBenchSystem.
+import fs from 'node:fs';
 import { connectDb, type Db } from '../common/db';
 import type { Config } from '../common/config';
 import type { RobotManifest } from '../infra/fleet';
@@ -27,15 +28,26 @@ export async function stopChildren(children: readonly Child[]): Promise<void> {
 /**
  * Brings the benchmark's stack up with `robots` robots (no sshd: OTA needs none, which also lets a benchmark go
  * past FLEET_ROBOTS's cap of 1,000), starts the worker, the bridge and the API, and hosts the robots' daemons in
- * `daemonHosts` processes. `--port-offset N` in args moves every port.
+ * `daemonHosts` processes. `--port-offset N` in args moves every port. `fresh`: start from an empty data directory
+ * (a reused one carries the last run's sessions and jobs: the bridge's persistent session then replays a fleet's
+ * worth of presence messages before it can subscribe, which held its start past 90 s after a 1,000-robot run).
  */
-export async function startBenchSystem(args: string[], robots: number, daemonHosts = DAEMON_HOSTS): Promise<BenchSystem> {
-  const { env, cfg } = benchEnv(flag(args, '--port-offset', 0), { FLEET_ROBOTS: String(Math.min(robots, 1000)) });
+export async function startBenchSystem(args: string[], robots: number, daemonHosts = DAEMON_HOSTS, fresh = false): Promise<BenchSystem> {
+  const bench = () => benchEnv(flag(args, '--port-offset', 0), { FLEET_ROBOTS: String(Math.min(robots, 1000)) });
   const say = (l: string) => process.stderr.write(`[bench] ${l}\n`);
   const children: Child[] = [];
+  if (fresh) {
+    // A stack left running by an interrupted run owns the directory: stop it before the data goes. The
+    // configuration is read again afterwards: it includes the secrets kept in the data directory.
+    const old = bench().cfg;
+    await stackDown(old).catch(() => undefined);
+    fs.rmSync(old.dataDir, { recursive: true, force: true });
+    say(`fresh data directory ${old.dataDir}`);
+  }
+  const { env, cfg } = bench();
   try {
     const fleet = await stackUp(cfg, { robots, sshd: false, log: say });
-    children.push(...(await startCloud(env)));
+    await startCloud(env, children);
     const fleetRobots = fleet.robots.slice(0, robots);
     const groups = Array.from({ length: daemonHosts }, (_, g) => fleetRobots.filter((_, i) => i % daemonHosts === g));
     for (const g of groups.filter((x) => x.length > 0)) {

@@ -14,8 +14,12 @@ import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { createS3Client } from '../activities/s3/client';
 import { stackDown } from '../infra/stack';
+import { runningPid, stackPaths } from '../infra/proc';
+import { Client, Connection } from '@temporalio/client';
+import { otaWorkflowId } from '../workflows/ota-contract';
 import { buildDaemonBundle, DAEMON_NODE_FLAGS } from '../daemon/build';
 import {
+  cpuSeconds,
   currentRssMb,
   curl,
   fig,
@@ -59,6 +63,16 @@ export async function main(args: string[]): Promise<void> {
 
     say(`deploying ${fileMib} MiB to ${robots} robots (${concurrency} requests in flight)`);
     const jobIds: string[] = [];
+    // Where the CPU goes while the burst runs (2 cores = 200 %): the cloud's processes and the stack's servers.
+    const [worker, bridge, apiProc] = children;
+    const profiled: Record<string, number | null> = {
+      worker: worker.proc.pid ?? null,
+      bridge: bridge.proc.pid ?? null,
+      api: apiProc.proc.pid ?? null,
+      ...Object.fromEntries(['temporal', 'ferretdb', 'mosquitto', 'versitygw'].map((n) => [n, runningPid(stackPaths(cfg), n)])),
+    };
+    const cpuAt = () => Object.fromEntries(Object.entries(profiled).map(([n, pid]) => [n, pid ? cpuSeconds(pid) : 0]));
+    const cpu0 = cpuAt();
     const t0 = Date.now();
     await runPool(robots, concurrency, async (i) => {
       const q = new URLSearchParams({ robot_id: db.fleet[i].id, s3_bucket: 'files', s3_object_name: object, deploy_path: targets[i] });
@@ -70,11 +84,25 @@ export async function main(args: string[]): Promise<void> {
     const requestsDoneS = (Date.now() - t0) / 1000;
     type Row = { _id: string; status: string; timestamp: Date; finished_at: Date | null };
     let rows: Row[] = [];
+    // Polled once a second, finished jobs not asked again: every filter is a collection scan on FerretDB, and the
+    // bench must not be what loads the database (finished_at comes from the job, so the figure does not depend on it).
+    const done = new Map<string, Row>();
     await until('all jobs terminal', async () => {
-      rows = await db.conn.models.OtaJob.find({ _id: { $in: jobIds } }, { status: 1, timestamp: 1, finished_at: 1 }).lean<Row[]>();
-      return rows.filter((r) => r.finished_at).length === robots;
-    }, 600000, 250);
+      const open = jobIds.filter((id) => !done.has(id));
+      for (const r of await db.conn.models.OtaJob.find({ _id: { $in: open }, finished_at: { $ne: null } }, { status: 1, timestamp: 1, finished_at: 1 }).lean<Row[]>()) done.set(r._id, r);
+      return done.size === robots;
+    }, 600000, 1000);
+    rows = [...done.values()];
+    const cpu1 = cpuAt();
+    const burstS = (Date.now() - t0) / 1000;
     const completed = rows.filter((r) => r.status === 'COMPLETED');
+    // Temporal's cost per job: history events of a sample of the jobs' workflows.
+    const connection = await Connection.connect({ address: cfg.temporal.address });
+    const sample = jobIds.slice(0, 10);
+    const historyEvents = await Promise.all(
+      sample.map(async (id) => (await new Client({ connection, namespace: cfg.temporal.namespace }).workflow.getHandle(otaWorkflowId(id)).describe()).historyLength),
+    );
+    await connection.close();
     const lastDone = Math.max(...rows.map((r) => r.finished_at!.getTime()));
     const allCompletedS = (lastDone - t0) / 1000;
     const latencies = rows.map((r) => r.finished_at!.getTime() - r.timestamp.getTime()).sort((a, b) => a - b);
@@ -136,6 +164,8 @@ export async function main(args: string[]): Promise<void> {
     fig('p50_ms', percentile(latencies, 50));
     fig('p95_ms', percentile(latencies, 95));
     fig('jobs_per_s', robots / allCompletedS);
+    fig('temporal_history_events_per_job', historyEvents.reduce((a, b) => a + b, 0) / Math.max(1, historyEvents.length));
+    for (const n of Object.keys(profiled)) fig(`cpu_pct_${n}`, ((cpu1[n] - cpu0[n]) * 100) / burstS);
     fig('baseline_curl_all_s', curlS);
     fig('ratio_all_completed_vs_curl', allCompletedS / curlS);
     fig('daemon_idle_rss_mb', daemonIdle);

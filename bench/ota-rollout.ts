@@ -1,4 +1,4 @@
-// `npm run bench -- ota-rollout [--robots 1000] [--file-kib 1024] [--concurrency 1000] [--daemon-hosts 8] [--port-offset 0]`
+// `npm run bench -- ota-rollout [--robots 1000] [--file-kib 1024] [--concurrency 1000] [--daemon-hosts 8] [--port-offset 0] [--reuse-data]`
 //
 // One rollout (POST /api/v1/rollouts) of a file to N simulated robots, each an OTA daemon with its own MQTT
 // connection that really downloads, verifies (sha256, signature) and installs (daemons hosted a few hundred per
@@ -56,7 +56,8 @@ export async function main(args: string[]): Promise<void> {
   const fileKib = flag(args, '--file-kib', 1024);
   const concurrency = flag(args, '--concurrency', robots);
   const hosts = flag(args, '--daemon-hosts', 8);
-  const { cfg, say, children, db } = await startBenchSystem(args, robots, hosts);
+  // Fresh data directory per run unless --reuse-data (see startBenchSystem).
+  const { cfg, say, children, db } = await startBenchSystem(args, robots, hosts, !args.includes('--reuse-data'));
   const api = `${cfg.api.publicUrl}/api/v1`;
   const auth = { authorization: `Bearer ${await token(cfg)}` };
   const [worker] = children;

@@ -89,6 +89,10 @@ const envSchema = z.object({
   MQTT_BRIDGE_LANES: z.coerce.number().int().min(1).max(MQTT_BRIDGE_MAX_LANES).default(8),
 
   API_PORT: port.default(9005),
+  // Prometheus endpoints of the worker (Temporal SDK runtime metrics) and the MQTT bridge; unset: API_PORT + 1 / + 2
+  // (so a port offset moves them too); 0 turns the endpoint off. The API serves /metrics on API_PORT.
+  WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
+  BRIDGE_METRICS_PORT: z.coerce.number().int().min(0).max(65535).optional(),
   // Loopback unless told otherwise: a local run should not expose the API to the LAN (production sets 0.0.0.0).
   API_HOST: z.string().min(1).optional(),
   API_PUBLIC_URL: z.string().url().optional(),
@@ -186,6 +190,8 @@ export interface Config {
   };
   fleet: { robots: number; sshBasePort: number; dir: string };
   ota: { signingKeys: string | undefined };
+  /** Prometheus endpoints (127.0.0.1 locally, all interfaces in production); 0: off. */
+  metrics: { host: string; workerPort: number; bridgePort: number };
   offline: {
     centerId: string;
     api: { host: string; port: number };
@@ -308,6 +314,11 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     },
     fleet: { robots: e.FLEET_ROBOTS, sshBasePort: e.FLEET_SSH_BASE_PORT, dir: path.join(dataDir, 'fleet') },
     ota: { signingKeys: e.OTA_SIGNING_KEYS },
+    metrics: {
+      host: e.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1',
+      workerPort: e.WORKER_METRICS_PORT ?? e.API_PORT + 1,
+      bridgePort: e.BRIDGE_METRICS_PORT ?? e.API_PORT + 2,
+    },
     offline: {
       centerId: e.CENTER_ID,
       api: { host: e.OFFLINE_API_HOST ?? (e.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1'), port: e.OFFLINE_API_PORT },

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import { loadConfig } from '../common/config';
 import { connectDb } from '../common/db';
 import { createLogger } from '../common/logger';
+import { portFree } from '../common/metrics';
 import { createStackProbeActivities } from './probe-activities';
 import { installTemporalLogger } from './temporal-logger';
 import { robotDirectoryFromFleet } from '../common/robot-directory';
@@ -18,7 +19,12 @@ import { fleetManifestPath, type FleetManifest } from '../infra/fleet';
 async function main(): Promise<void> {
   const cfg = loadConfig();
   const log = createLogger('worker', cfg.logLevel);
-  installTemporalLogger(log);
+  let metricsAddress = cfg.metrics.workerPort ? `${cfg.metrics.host}:${cfg.metrics.workerPort}` : undefined;
+  if (metricsAddress && !(await portFree(cfg.metrics.workerPort, cfg.metrics.host))) {
+    log.warn({ port: cfg.metrics.workerPort }, 'metrics port in use: this worker runs without its /metrics endpoint');
+    metricsAddress = undefined;
+  }
+  installTemporalLogger(log, 'INFO', metricsAddress);
   const manifestFile = fleetManifestPath(cfg);
   const fleet: FleetManifest = fs.existsSync(manifestFile)
     ? (JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as FleetManifest)
@@ -47,7 +53,7 @@ async function main(): Promise<void> {
     // In-flight activities get time to heartbeat their last offset before the worker exits.
     shutdownGraceTime: '10s',
   });
-  log.info({ taskQueue: cfg.temporal.taskQueue, namespace: cfg.temporal.namespace, robots: robots.ids().length }, 'worker started');
+  log.info({ taskQueue: cfg.temporal.taskQueue, namespace: cfg.temporal.namespace, robots: robots.ids().length, metrics: metricsAddress ?? null }, 'worker started');
   await worker.run();
   await Promise.allSettled([db.close(), connection.close(), mqtt.endAsync()]);
   s3.destroy();

@@ -10,6 +10,8 @@ import { createLogger } from '../common/logger';
 import { createMqttClient, waitForConnect } from '../activities/mqtt/connection';
 import { drainStaleLane, laneClientId, shareGroupFor } from './bridge/lanes';
 import { OtaBridge } from './bridge/ota-bridge';
+import { createBridgeMetrics } from './bridge/metrics';
+import { createRegistry, serveMetrics } from '../common/metrics';
 
 /** How long the broker keeps the bridge's subscriptions and queued reports while the bridge is away. */
 const SESSION_EXPIRY_SECONDS = 24 * 3600;
@@ -27,7 +29,17 @@ async function main(): Promise<void> {
     createMqttClient(cfg, { clientId, clean: false, sessionExpirySeconds: SESSION_EXPIRY_SECONDS, log: quiet ? undefined : log });
   const mqtt = persistent(cfg.mqtt.bridgeClientId);
   const lanes = Array.from({ length: cfg.mqtt.bridgeLanes }, (_, i) => persistent(laneClientId(cfg.mqtt.bridgeClientId, i)));
-  const bridge = new OtaBridge({ mqtt, stateLanes: lanes, shareGroup: group, models: db.models, workflows: temporal.workflow, log });
+  const registry = createRegistry('mqtt-bridge');
+  // The bridge exists only once the metrics do: the gauge reads it at scrape time.
+  let bridge: OtaBridge | null = null;
+  const metrics = createBridgeMetrics(registry, () => bridge?.rolloutPending() ?? 0);
+  bridge = new OtaBridge({ mqtt, stateLanes: lanes, shareGroup: group, models: db.models, workflows: temporal.workflow, log, metrics });
+  const metricsServer = cfg.metrics.bridgePort
+    ? await serveMetrics(registry, cfg.metrics.bridgePort, cfg.metrics.host).catch((err: unknown) => {
+        log.warn({ err, port: cfg.metrics.bridgePort }, 'metrics port unavailable: this bridge runs without its /metrics endpoint');
+        return null;
+      })
+    : null;
   await Promise.all([mqtt, ...lanes].map((c) => waitForConnect(c)));
   await bridge.start();
 
@@ -38,7 +50,7 @@ async function main(): Promise<void> {
     const client = persistent(laneClientId(cfg.mqtt.bridgeClientId, cfg.mqtt.bridgeLanes + k), true);
     return { client, drained: drainStaleLane({ client, group, handle: (t, p) => bridge.handle(t, p), log }) };
   });
-  log.info({ clientId: cfg.mqtt.bridgeClientId, lanes: lanes.length, namespace: cfg.temporal.namespace }, 'mqtt bridge started');
+  log.info({ clientId: cfg.mqtt.bridgeClientId, lanes: lanes.length, namespace: cfg.temporal.namespace, metricsPort: cfg.metrics.bridgePort || null }, 'mqtt bridge started');
 
   await new Promise<void>((resolve) => {
     for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => resolve());
@@ -51,7 +63,7 @@ async function main(): Promise<void> {
   for (const s of stale) s.client.end(true);
   await Promise.allSettled(stale.map((s) => s.drained));
   await Promise.all([mqtt, ...lanes].map((c) => c.endAsync().catch((err: unknown) => log.warn({ err }, 'mqtt close failed'))));
-  await Promise.allSettled([db.close(), connection.close()]);
+  await Promise.allSettled([db.close(), connection.close(), new Promise((r) => (metricsServer ? metricsServer.close(r) : r(undefined)))]);
   log.info('mqtt bridge stopped');
 }
 

@@ -11,9 +11,14 @@ const LEVELS: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error'> = 
   ERROR: 'error',
 };
 
-export function installTemporalLogger(log: Logger, level: LogLevel = 'INFO'): void {
+/**
+ * Installs the SDK runtime once per process (before any connection). `metricsBindAddress` (host:port) turns on the
+ * runtime's Prometheus exporter: workflow/activity task latencies, schedule-to-start, slots, polls, sticky cache.
+ */
+export function installTemporalLogger(log: Logger, level: LogLevel = 'INFO', metricsBindAddress?: string): void {
   const sdk = log.child({ component: 'temporal-sdk' });
   Runtime.install({
     logger: new DefaultLogger(level, (entry: LogEntry) => sdk[LEVELS[entry.level]]({ ...entry.meta }, entry.message)),
+    ...(metricsBindAddress ? { telemetryOptions: { metrics: { prometheus: { bindAddress: metricsBindAddress } } } } : {}),
   });
 }

@@ -13,6 +13,11 @@ export interface OtaDeploymentInput {
   robotId: string;
   /** Optional: the job ends TIMED_OUT if not terminal after this many seconds. */
   timeoutSeconds?: number | null;
+  /**
+   * Liveness: a dispatched job the robot has not reported on after this many seconds is dispatched again (fresh
+   * URL), the wait doubling each time up to 10 minutes. Default 60 s (under load the bridge itself can lag tens of seconds: a shorter wait re-sends jobs that are fine); tests shorten it.
+   */
+  noReportRedispatchSeconds?: number;
 }
 
 export interface OtaDeploymentResult {

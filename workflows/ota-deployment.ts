@@ -63,6 +63,14 @@ export const RETRY_UNTIL_INFRA_RECOVERS: RetryPolicy = {
 const RECORD_LATEST_ONLY = 'ota-record-latest-only';
 /** Versioning marker: runs started before it do not re-dispatch on an "online" while following. */
 const REDISPATCH_ON_ONLINE = 'ota-redispatch-on-online';
+/**
+ * Versioning marker of the lean run (measured: each activity, signal and search-attribute upsert of a job is a
+ * Temporal operation, and those bound how many jobs a second the cluster serves). A lean run stores nothing
+ * until the job is decided: RECEIVED / DOWNLOADING live in workflow state (jobProgress query, which job_state
+ * reads) and are written with the terminal status, in its `transitions`, by one finishJob activity that also
+ * tells the robot (cancel when the cloud ended the job, then the ack). JobState is upserted once, at the end.
+ */
+const LEAN = 'ota-lean-single-job';
 
 const robotLink = proxyActivities<OtaMqttActivities>({ startToCloseTimeout: '30 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
 const jobStore = proxyActivities<OtaJobActivities>({ startToCloseTimeout: '30 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
@@ -87,7 +95,15 @@ export interface OtaDeploymentCarry {
   deadlineMs: number | null;
   /** Transitions decided but not yet stored (normally empty at continue-as-new). */
   unrecorded: Transition[];
+  /** The robot has reported on this job at least once (after that, silence is no reason to re-send). */
+  heardFromRobot?: boolean;
+  /** Re-dispatches made because the robot stayed silent (the backoff exponent). */
+  silentRedispatches?: number;
 }
+
+/** Liveness (lean runs): first wait for a report after a dispatch, doubled per silent re-dispatch, capped. */
+export const NO_REPORT_REDISPATCH_SECONDS = 60;
+const NO_REPORT_REDISPATCH_MAX_SECONDS = 600;
 
 export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDeploymentCarry): Promise<OtaDeploymentResult> {
   const { jobId, robotId } = input;
@@ -106,6 +122,7 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
   // Presence signals counted in this run. A wait compares against the count taken when it started, so a signal
   // that lands while an activity is in flight is never lost (no "check, then sleep" race).
   let onlineSignals = 0;
+  let reportsSeen = 0;
   let offlineSignals = 0;
   let onlineMark = 0; // awaitOnline: dispatch again once onlineSignals > onlineMark
   let offlineMark = 0; // follow: the robot dropped off once offlineSignals > offlineMark
@@ -119,8 +136,13 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
     s.unrecorded.push({ status, error_msg });
   };
 
+  // Decided once per run: a run started before the lean version replays the way it was written.
+  const lean = patched(LEAN);
+
   // Handlers first: signals sent before the first activation (e.g. an early presence) are buffered until now.
   setHandler(robotReportSignal, (report) => {
+    reportsSeen++;
+    s.heardFromRobot = true;
     if (report.status === s.status) {
       if (!isTerminalStatus(s.status) && report.progress !== undefined) s.progress = report.progress;
       return;
@@ -150,13 +172,22 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
     dispatches: s.dispatches,
   }));
 
-  /** Waits until `ready()` or the job is decided; decides TIMED_OUT if the deadline passes first. */
-  async function waitUntil(ready: () => boolean): Promise<void> {
+  /**
+   * Waits until `ready()` or the job is decided; decides TIMED_OUT if the deadline passes first. With `limitMs`,
+   * gives up after that long (false) without deciding anything.
+   */
+  async function waitUntil(ready: () => boolean, limitMs?: number): Promise<boolean> {
     const wake = () => ready() || isTerminalStatus(s.status);
-    if (s.deadlineMs === null) return condition(wake);
+    if (s.deadlineMs === null) {
+      if (limitMs === undefined) await condition(wake);
+      else return condition(wake, limitMs);
+      return true;
+    }
     const left = s.deadlineMs - Date.now();
-    if (left > 0 && (await condition(wake, left))) return;
+    if (limitMs !== undefined && limitMs < left) return condition(wake, limitMs);
+    if (left > 0 && (await condition(wake, left))) return true;
     if (!isTerminalStatus(s.status)) decide('TIMED_OUT', `not finished within ${input.timeoutSeconds ?? '?'} s`);
+    return true;
   }
 
   /** Runs `call`, abandoning (cancelling) it if the job is decided meanwhile: cancel and timeout never wait on I/O. */
@@ -222,13 +253,14 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
 
   async function drive(): Promise<void> {
     for (;;) {
-      await record();
+      if (!lean) await record();
       if (isTerminalStatus(s.status)) return;
       if (workflowInfo().continueAsNewSuggested) {
         await condition(allHandlersFinished);
         await continueAsNew<typeof otaDeployment>(input, { ...s, unrecorded: [...s.unrecorded] });
       }
-      const pending = () => s.unrecorded.length > 0 || workflowInfo().continueAsNewSuggested;
+      // Lean: nothing is stored before the end, so an undecided transition is no reason to wake.
+      const pending = () => (!lean && s.unrecorded.length > 0) || workflowInfo().continueAsNewSuggested;
       switch (s.phase) {
         case 'dispatch':
           await dispatch();
@@ -243,8 +275,22 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
           const mark = offlineMark;
           const onMark = onlineMark;
           const redispatchOnOnline = patched(REDISPATCH_ON_ONLINE);
-          await waitUntil(() => offlineSignals > mark || (redispatchOnOnline && onlineSignals > onMark) || pending());
-          if (offlineSignals > mark && !isTerminalStatus(s.status)) {
+          // Liveness: until the robot has reported on the job, its silence is bounded (a lost message, a robot
+          // that dropped it): the job is sent again, with a fresh URL, waiting twice as long each time.
+          const heard = reportsSeen;
+          const silenceMs =
+            lean && !s.heardFromRobot
+              ? Math.min(NO_REPORT_REDISPATCH_MAX_SECONDS, (input.noReportRedispatchSeconds ?? NO_REPORT_REDISPATCH_SECONDS) * 2 ** (s.silentRedispatches ?? 0)) * 1000
+              : undefined;
+          const woke = await waitUntil(
+            () => offlineSignals > mark || (redispatchOnOnline && onlineSignals > onMark) || pending() || (silenceMs !== undefined && reportsSeen > heard),
+            silenceMs,
+          );
+          if (!woke) {
+            s.silentRedispatches = (s.silentRedispatches ?? 0) + 1;
+            log.warn('no report from the robot: dispatching again', { jobId, robotId, silentRedispatches: s.silentRedispatches });
+            s.phase = 'dispatch';
+          } else if (offlineSignals > mark && !isTerminalStatus(s.status)) {
             // Back online within the same batch of signals: re-dispatch now; else wait for the next "online".
             s.phase = s.robotOnline ? 'dispatch' : 'awaitOnline';
             onlineMark = onlineSignals;
@@ -262,6 +308,15 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
   }
 
   async function finish(): Promise<OtaDeploymentResult> {
+    if (lean) {
+      const t = s.unrecorded[s.unrecorded.length - 1] ?? { status: s.status, error_msg: s.error_msg };
+      const passedThrough = s.unrecorded.slice(0, -1).map((u) => u.status);
+      const stored = await robotLink.finishJob(jobId, robotId, t.status, t.error_msg, passedThrough);
+      if (!stored.applied) log.warn('status not applied by the database guard', { jobId, status: t.status, current: stored.current });
+      upsertSearchAttributes([{ key: JOB_STATE_SA, value: stored.applied ? t.status : (stored.current ?? t.status) }]);
+      s.unrecorded = [];
+      return { jobId, status: s.status, error_msg: s.error_msg, dispatches: s.dispatches };
+    }
     await record();
     // The robot may hold the deploy message or a half-done download: make sure it never installs the file.
     if (s.status === 'CANCELED' || s.status === 'TIMED_OUT') await robotLink.publishCancel(robotId, jobId);

@@ -4,7 +4,7 @@
 // Every write is guarded by the status order (workflows/ota-status.ts): a retried activity, a replayed workflow
 // or a stale caller can repeat or lag, but can never move a job backwards or out of a terminal status.
 import type { JobStatus } from '../../common/protocol';
-import type { OtaModels } from '../../common/models/ota';
+import type { OtaJob, OtaModels } from '../../common/models/ota';
 import { isTerminalStatus, statusesBefore } from '../../workflows/ota-status';
 import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from './timeout';
 
@@ -25,9 +25,18 @@ export const deployTargetId = (robotId: string, deployPath: string): string => `
 
 /** Records that job `jobId`'s file now sits at its robot's path (the cloud's view of the robot, `deploy_state`). */
 export async function upsertDeployTarget(models: OtaJobActivityDeps['models'], jobId: string, dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS): Promise<void> {
-  const { OtaJob, DeployTarget } = models;
-  const job = await withDbTimeout('load completed job', dbTimeoutMs, OtaJob.findById(jobId).lean());
-  if (!job) return;
+  const job = await withDbTimeout('load completed job', dbTimeoutMs, models.OtaJob.findById(jobId).lean());
+  if (job) await upsertDeployTargetOf(models, job, dbTimeoutMs);
+}
+
+/** upsertDeployTarget for a job document already read. */
+async function upsertDeployTargetOf(
+  models: OtaJobActivityDeps['models'],
+  job: Pick<OtaJob, '_id' | 'robot_id' | 'deploy_path' | 's3_bucket' | 's3_object_name' | 'sha256'>,
+  dbTimeoutMs: number,
+): Promise<void> {
+  const { DeployTarget } = models;
+  const jobId = job._id;
   const now = new Date();
   await withDbTimeout(
     'upsert deploy target',
@@ -51,45 +60,61 @@ export async function upsertDeployTarget(models: OtaJobActivityDeps['models'], j
   );
 }
 
-export function createOtaJobActivities({ models, dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS }: OtaJobActivityDeps) {
+/**
+ * Moves job `jobId` to `status` if that is a forward transition; idempotent (repeating the last write is a no-op
+ * that still reports `applied`). On COMPLETED it also records what now sits at the robot's path. One guarded
+ * find-and-update: it answers with the stored job, so the deploy target needs no second read of the job.
+ */
+export async function recordStatus(
+  models: OtaJobActivityDeps['models'],
+  jobId: string,
+  status: JobStatus,
+  error_msg: string | null,
+  /** Statuses the job passed through since the last write (decided together, stored in this one write). */
+  passedThrough: JobStatus[] = [],
+  dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS,
+): Promise<RecordJobStatusResult> {
   const { OtaJob } = models;
+  const now = new Date();
+  // Every state change lands in `transitions`, in order; the guard on `status` makes a retried write a no-op,
+  // so nothing is appended twice.
+  const transitions = [...passedThrough.map((s) => ({ status: s, error_msg: null, at: now })), { status, error_msg, at: now }];
+  const updated = await withDbTimeout(
+    'record job status',
+    dbTimeoutMs,
+    OtaJob.findOneAndUpdate(
+      { _id: jobId, status: { $in: statusesBefore(status) } },
+      {
+        $set: { status, error_msg, updated_at: now, ...(isTerminalStatus(status) ? { finished_at: now } : {}) },
+        $push: { transitions: { $each: transitions } },
+      },
+      { new: true }, // no projection: FerretDB's findAndModify does not implement "fields"
+    ).lean(),
+  );
+  let current: JobStatus | null = status;
+  if (!updated) {
+    const job = await withDbTimeout('read job status', dbTimeoutMs, OtaJob.findById(jobId, { status: 1 }).lean());
+    current = job ? (job.status as JobStatus) : null;
+  }
+  const applied = current === status;
+  // Also on a repeat: an earlier attempt may have stored COMPLETED and then failed before this upsert.
+  if (applied && status === 'COMPLETED') {
+    if (updated) await upsertDeployTargetOf(models, updated, dbTimeoutMs);
+    else await upsertDeployTarget(models, jobId, dbTimeoutMs);
+  }
+  return { applied, current };
+}
 
+export function createOtaJobActivities({ models, dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS }: OtaJobActivityDeps) {
   return {
-    /**
-     * Moves job `jobId` to `status` if that is a forward transition; idempotent (repeating the last write is a
-     * no-op that still reports `applied`). On COMPLETED it also records what now sits at the robot's path.
-     */
+    /** See recordStatus. */
     async recordJobStatus(
       jobId: string,
       status: JobStatus,
       error_msg: string | null,
-      /** Statuses the job passed through since the last write (decided together, stored in this one write). */
       passedThrough: JobStatus[] = [],
     ): Promise<RecordJobStatusResult> {
-      const now = new Date();
-      // Every state change lands in `transitions`, in order; the guard on `status` makes a retried write a no-op,
-      // so nothing is appended twice.
-      const transitions = [...passedThrough.map((s) => ({ status: s, error_msg: null, at: now })), { status, error_msg, at: now }];
-      const res = await withDbTimeout(
-        'record job status',
-        dbTimeoutMs,
-        OtaJob.updateOne(
-          { _id: jobId, status: { $in: statusesBefore(status) } },
-          {
-            $set: { status, error_msg, updated_at: now, ...(isTerminalStatus(status) ? { finished_at: now } : {}) },
-            $push: { transitions: { $each: transitions } },
-          },
-        ),
-      );
-      let current: JobStatus | null = status;
-      if (res.matchedCount === 0) {
-        const job = await withDbTimeout('read job status', dbTimeoutMs, OtaJob.findById(jobId, { status: 1 }).lean());
-        current = job ? (job.status as JobStatus) : null;
-      }
-      const applied = current === status;
-      // Also on a repeat: an earlier attempt may have stored COMPLETED and then failed before this upsert.
-      if (applied && status === 'COMPLETED') await upsertDeployTarget(models, jobId, dbTimeoutMs);
-      return { applied, current };
+      return recordStatus(models, jobId, status, error_msg, passedThrough, dbTimeoutMs);
     },
   };
 }

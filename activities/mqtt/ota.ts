@@ -13,6 +13,8 @@ import { deployMessageSchema, robotIdSchema, topics, type DeployMessage } from '
 import { newestSigningKey, loadSigningKeys } from '../../common/signing-keys';
 import { signDeploy, type SigningKey } from '../../common/signing';
 import { withDbTimeout } from '../db/timeout';
+import { recordStatus, type RecordJobStatusResult } from '../db/ota-jobs';
+import type { JobStatus } from '../../common/protocol';
 import { publishQos1 } from './connection';
 
 export type DispatchOutcome = 'dispatched' | 'robot_offline';
@@ -23,7 +25,7 @@ export const OTA_JOB_INVALID = 'OtaJobInvalid';
 
 export interface OtaMqttActivityDeps {
   mqtt: MqttClient;
-  models: Pick<OtaModels, 'OtaJob' | 'RobotPresence'>;
+  models: Pick<OtaModels, 'OtaJob' | 'RobotPresence' | 'DeployTarget'>;
   s3: S3Client;
   cfg: Pick<Config, 'mongo' | 'dataDir' | 'env' | 'ota'>;
   /** The cloud's signing keys, oldest first (the newest signs); read per dispatch so a rotation needs no restart. */
@@ -128,6 +130,25 @@ export function createOtaMqttActivities({
       await publishQos1(mqtt, topics.deploy(robotId), message, { messageExpirySeconds: urlTtlSeconds });
       log.info('deploy published', { jobId, robotId, topic: topics.deploy(robotId) });
       return 'dispatched';
+    },
+
+    /**
+     * The end of a job in one activity (one Temporal operation instead of three): stores the terminal status
+     * (with the statuses passed through on the way, guarded like recordJobStatus), tells the robot to abort when
+     * the cloud ended the job (CANCELED / TIMED_OUT), then acks so the daemon forgets it. Every step is
+     * idempotent, so a retry after a partial run repeats nothing harmful.
+     */
+    async finishJob(
+      jobId: string,
+      robotId: string,
+      status: JobStatus,
+      error_msg: string | null,
+      passedThrough: JobStatus[],
+    ): Promise<RecordJobStatusResult> {
+      const stored = await recordStatus(models, jobId, status, error_msg, passedThrough, dbTimeoutMs);
+      if (status === 'CANCELED' || status === 'TIMED_OUT') await publishQos1(mqtt, topics.cancel(robotId), jobId);
+      await publishQos1(mqtt, topics.ack(robotId), jobId);
+      return stored;
     },
 
     /** Tells the daemon the cloud has stored the job's terminal state, so it can forget the job. */

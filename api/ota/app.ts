@@ -7,6 +7,7 @@ import express, { Router, type Express, type RequestHandler } from 'express';
 import swaggerUi from 'swagger-ui-express';
 import type { Logger } from '../../common/logger';
 import { auditTrail } from '../audit';
+import { createApiMetrics } from '../metrics';
 import { authContext, bearerAuth, operatorJwtSettings, requireRole } from '../auth';
 import { perTokenRateLimit } from '../rate-limit';
 import { RevocationList } from '../revocations';
@@ -70,6 +71,12 @@ export function createOtaApp(deps: OtaAppDeps): Express {
   app.set('etag', false); // JSON answers change with every job transition; downloads carry S3's own ETag
   app.set('trust proxy', deps.cfg.api.trustProxy); // req.ip, the audit trail's client address, behind a proxy
   app.use(requestLog(deps.log.child({ component: 'http' })));
+  // Prometheus scrapes without a token, like /health: counts and latencies only, no ids or names.
+  const metrics = createApiMetrics(deps.models, deps.cfg.mongo.timeoutMs);
+  app.use(metrics.middleware);
+  app.get('/metrics', (_req, res, next) => {
+    metrics.registry.metrics().then((text) => res.type(metrics.registry.contentType).send(text), next);
+  });
   app.use(API_PREFIX, createOtaRouter(deps));
   // The operator UI: a static app that calls /api/v1 with the operator's own token.
   app.use(

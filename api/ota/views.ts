@@ -2,6 +2,7 @@
 // and the response shape does not change when someone adds a field to a model.
 import type { DeployTarget, OtaFile, OtaJob } from '../../common/models/ota';
 import type { OtaJobProgress } from '../../workflows/ota-contract';
+import { isForwardTransition, isTerminalStatus } from '../../workflows/ota-status';
 import type { DeployTargetRow, FileRow, JobState } from './schemas';
 
 const iso = (d: Date | string | null | undefined): string => (d ? new Date(d).toISOString() : '');
@@ -35,7 +36,10 @@ export function fileRow(f: OtaFile): FileRow {
 export function jobState(j: OtaJob, live: OtaJobProgress | null): JobState {
   return {
     job_id: j._id,
-    status: j.status,
+    // A running job stores nothing until it is decided (workflows/ota-deployment.ts, lean run): its live status
+    // (RECEIVED, DOWNLOADING) comes from the workflow, and only ever moves the stored one forward. A terminal
+    // status is shown once it is stored, never before.
+    status: live && !isTerminalStatus(live.status) && isForwardTransition(j.status, live.status) ? live.status : j.status,
     robot_id: j.robot_id,
     deploy_path: j.deploy_path,
     deploy_msg: j.deploy_msg,

@@ -11,6 +11,7 @@ import { createOtaJobActivities, deployTargetId } from '../../activities/db/ota-
 import { connectMqtt, MqttPublishError, publishQos1, uniqueClientId } from '../../activities/mqtt/connection';
 import { createOtaMqttActivities, OTA_JOB_NOT_FOUND } from '../../activities/mqtt/ota';
 import { createS3Client } from '../../activities/s3/client';
+import { DB_COMMAND_REFUSED, DbTimeoutError, withDbTimeout } from '../../activities/db/timeout';
 import { connectDb, type Db } from '../../common/db';
 import { deployMessageSchema, isTerminal, JOB_STATUSES, topics, type JobStatus } from '../../common/protocol';
 import { isTerminalStatus } from '../../workflows/ota-status';
@@ -204,4 +205,41 @@ test('recordJobStatus keeps every state change in the job history, once, even wh
   expect(await run('COMPLETED', ['DOWNLOADING'])).toEqual({ applied: true, current: 'COMPLETED' }); // retried attempt
   const job = (await db.models.OtaJob.findById(jobId).lean())!;
   expect(job.transitions?.map((t) => t.status)).toEqual(['RECEIVED', 'DOWNLOADING', 'COMPLETED']);
+});
+
+test('finishJob stores the end with every status passed through, tells the robot to abort a cloud-ended job, then acks', async () => {
+  const robotId = uniqueId('rb-finish');
+  const { jobId } = await createJob(robotId);
+  const finish = (status: JobStatus, msg: string | null, passed: JobStatus[]) => activityEnv().run(mqttActivities().finishJob, jobId, robotId, status, msg, passed);
+  expect(await finish('CANCELED', 'canceled: wrong file', ['RECEIVED', 'DOWNLOADING'])).toEqual({ applied: true, current: 'CANCELED' });
+  const job = (await db.models.OtaJob.findById(jobId).lean())!;
+  expect(job).toMatchObject({ status: 'CANCELED', error_msg: 'canceled: wrong file' });
+  expect(job.transitions?.map((t) => t.status)).toEqual(['RECEIVED', 'DOWNLOADING', 'CANCELED']);
+  await eventually('cancel then ack', async () => {
+    const mine = received.filter((m) => m.topic === topics.cancel(robotId) || m.topic === topics.ack(robotId));
+    return mine.length === 2 && mine[0].topic === topics.cancel(robotId) && mine.every((m) => m.payload === jobId);
+  });
+  // A retry after a partial run stores nothing twice.
+  expect(await finish('CANCELED', 'canceled: wrong file', ['RECEIVED', 'DOWNLOADING'])).toEqual({ applied: true, current: 'CANCELED' });
+  expect((await db.models.OtaJob.findById(jobId).lean())!.transitions).toHaveLength(3);
+});
+
+test('retry only what can get better: a command the database refuses fails non-retryable, a timeout stays retryable', async () => {
+  // FerretDB does not implement findAndModify with a projection: it refuses the command as such, every time.
+  const refused = await withDbTimeout(
+    'refused',
+    5000,
+    db.models.OtaJob.findOneAndUpdate({ _id: uniqueId('nope') }, { $set: { size: 1 } }, { projection: { size: 1 } }).lean(),
+  ).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(refused).toBeInstanceOf(ApplicationFailure);
+  expect(refused).toMatchObject({ nonRetryable: true, type: DB_COMMAND_REFUSED });
+  const slow = await withDbTimeout('slow', 50, new Promise(() => undefined)).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(slow).toBeInstanceOf(DbTimeoutError);
+  expect(slow).not.toBeInstanceOf(ApplicationFailure);
 });

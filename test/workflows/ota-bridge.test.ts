@@ -9,7 +9,7 @@ import type { IConnackPacket, MqttClient } from 'mqtt';
 import type { WorkflowClient, WorkflowHandle } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker } from '@temporalio/worker';
-import { createOtaJobActivities } from '../../activities/db/ota-jobs';
+import { createOtaJobActivities, recordStatus } from '../../activities/db/ota-jobs';
 import { connectMqtt, createMqttClient, uniqueClientId, waitForConnect } from '../../activities/mqtt/connection';
 import type { DispatchOutcome, OtaMqttActivities } from '../../activities/mqtt/ota';
 import { connectDb, type Db } from '../../common/db';
@@ -19,6 +19,7 @@ import { OtaBridge } from '../../workers/bridge/ota-bridge';
 import { otaDeployment } from '../../workflows/ota-deployment';
 import { jobProgressQuery, otaWorkflowId } from '../../workflows/ota-contract';
 import { JOB_STATE_SA } from '../../workflows/search-attributes';
+import { isForwardTransition, isTerminalStatus } from '../../workflows/ota-status';
 import { cfg, eventually, uniqueId, bridgeSessionIds, endMqttSessions } from '../helpers';
 
 const TEST_DB = 'fleet_test_ota_bridge';
@@ -41,6 +42,8 @@ beforeAll(async () => {
       const presence = job && (await db.models.RobotPresence.findById(job.robot_id).lean());
       return presence?.online ? 'dispatched' : 'robot_offline';
     },
+    // Stores like the real activity; the robot side of it (cancel, ack) is not under test here.
+    finishJob: (jobId, _robotId, status, error_msg, passedThrough) => recordStatus(db.models, jobId, status, error_msg, passedThrough),
     async publishAck() {},
     async publishCancel() {},
   };
@@ -172,7 +175,16 @@ async function startJob(robotId: string) {
   return { jobId, handle };
 }
 
-const jobStatus = async (jobId: string) => (await db.models.OtaJob.findById(jobId).lean())?.status;
+/**
+ * Where the job stands, as job_state shows it: a running job stores nothing until it is decided, so RECEIVED /
+ * DOWNLOADING come from its workflow (what the bridge delivered); a terminal status only once it is stored.
+ */
+const jobStatus = async (jobId: string): Promise<JobStatus | undefined> => {
+  const stored = (await db.models.OtaJob.findById(jobId).lean())?.status as JobStatus | undefined;
+  if (!stored || isTerminalStatus(stored)) return stored;
+  const live = await env.client.workflow.getHandle(otaWorkflowId(jobId)).query(jobProgressQuery).catch(() => null);
+  return live && !isTerminalStatus(live.status) && isForwardTransition(stored, live.status) ? live.status : stored;
+};
 const publish = (topic: string, payload: string, retain = false) => publisher.publishAsync(topic, payload, { qos: 1, retain });
 const state = (robotId: string, map: unknown) => publish(topics.state(robotId), JSON.stringify(map));
 

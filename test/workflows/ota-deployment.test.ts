@@ -41,6 +41,8 @@ interface FakeOptions {
 function fakeActivities(opts: FakeOptions = {}) {
   const calls: string[] = [];
   const records: { status: JobStatus; error_msg: string | null }[] = [];
+  /** Per stored write: the statuses passed through on the way, stored with it. */
+  const passed: JobStatus[][] = [];
   let dispatches = 0;
   const activities: OtaMqttActivities & OtaJobActivities = {
     async dispatchDeploy(_jobId) {
@@ -55,13 +57,21 @@ function fakeActivities(opts: FakeOptions = {}) {
     async publishCancel(robotId, jobId) {
       calls.push(`cancel ${robotId} ${jobId}`);
     },
-    async recordJobStatus(_jobId, status, error_msg) {
+    async recordJobStatus(_jobId, status, error_msg, passedThrough = []) {
       calls.push(`record ${status}`);
       records.push({ status, error_msg });
+      passed.push(passedThrough);
       return { applied: true, current: status };
     },
+    // As the real one: store, then cancel (cloud-ended jobs), then ack.
+    async finishJob(jobId, robotId, status, error_msg, passedThrough) {
+      const stored = await activities.recordJobStatus(jobId, status, error_msg, passedThrough);
+      if (status === 'CANCELED' || status === 'TIMED_OUT') await activities.publishCancel(robotId, jobId);
+      await activities.publishAck(robotId, jobId);
+      return stored;
+    },
   };
-  return { activities, calls, records, dispatchCount: () => dispatches };
+  return { activities, calls, records, passed, dispatchCount: () => dispatches };
 }
 
 async function withWorker<T>(activities: object, body: (taskQueue: string) => Promise<T>): Promise<T> {
@@ -119,14 +129,16 @@ test('offline robot: waits without polling, re-dispatches on presence, follows r
     // Live progress comes from the query; progress ticks are not stored.
     await eventually('progress 55', async () => (await progress(h)).progress === 55);
     expect(await progress(h)).toMatchObject({ status: 'DOWNLOADING', progress: 55, robotOnline: true, dispatches: 1 });
-    await eventually('JobState DOWNLOADING', async () => (await jobState(h)) === 'DOWNLOADING');
+    // Lean run: nothing is stored (no write, no JobState upsert) until the job is decided.
+    expect(fake.records).toEqual([]);
+    expect(await jobState(h)).toBe('PENDING');
 
     await h.signal(robotReportSignal, { status: 'COMPLETED', error_msg: null });
     const result = await h.result();
     expect(result).toEqual({ jobId: h.workflowId.replace('ota-job-', ''), status: 'COMPLETED', error_msg: null, dispatches: 1 });
-    // RECEIVED is stored on its own unless DOWNLOADING was already decided when its write started (then only the
-    // latest is stored); DOWNLOADING was stored before COMPLETED was sent (JobState showed it).
-    expect([['RECEIVED', 'DOWNLOADING', 'COMPLETED'], ['DOWNLOADING', 'COMPLETED']]).toContainEqual(fake.records.map((r) => r.status));
+    // One write at the end, which keeps every state change the job went through.
+    expect(fake.records.map((r) => r.status)).toEqual(['COMPLETED']);
+    expect(fake.passed).toEqual([['RECEIVED', 'DOWNLOADING']]);
     expect(fake.calls.filter((c) => c.startsWith('cancel'))).toEqual([]);
     // Stored first, then acked, exactly once.
     expect(fake.calls.slice(-2)).toEqual(['record COMPLETED', `ack robot-wf-test ${result.jobId}`]);
@@ -158,45 +170,33 @@ test('out-of-order and after-terminal reports are ignored; FAILED keeps the robo
 
     const result = await h.result();
     expect(result).toMatchObject({ status: 'FAILED', error_msg: 'disk full', dispatches: 1 });
-    expect(fake.records).toEqual([
-      { status: 'DOWNLOADING', error_msg: null },
-      { status: 'FAILED', error_msg: 'disk full' },
-    ]);
+    expect(fake.records).toEqual([{ status: 'FAILED', error_msg: 'disk full' }]);
+    expect(fake.passed).toEqual([['DOWNLOADING']]);
     expect(fake.calls.filter((c) => c.startsWith('cancel'))).toEqual([]);
   });
 });
 
-test('transitions decided while a status write runs are stored once, as the latest, before the ack', async () => {
-  let releaseFirstWrite!: () => void;
-  const firstWriteHeld = new Promise<void>((r) => (releaseFirstWrite = r));
+test('a job costs two activities and one JobState upsert: dispatch, then one finishJob that stores, then acks', async () => {
   const fake = fakeActivities();
-  const recordJobStatus = fake.activities.recordJobStatus;
-  fake.activities.recordJobStatus = async (jobId, status, error_msg) => {
-    const result = await recordJobStatus(jobId, status, error_msg);
-    if (status === 'RECEIVED') await firstWriteHeld; // a slow database while the robot races ahead
-    return result;
-  };
   await withWorker(fake.activities, async (tq) => {
     const h = await start(tq, { robotId: 'robot-batch' });
     await eventually('dispatched', async () => (await progress(h)).dispatches === 1);
     await h.signal(robotReportSignal, { status: 'RECEIVED' });
-    await eventually('RECEIVED write started', async () => fake.calls.includes('record RECEIVED'));
     await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 30 });
+    await eventually('DOWNLOADING decided', async () => (await progress(h)).status === 'DOWNLOADING');
     await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 90 });
     await h.signal(robotReportSignal, { status: 'COMPLETED' });
-    await eventually('COMPLETED decided', async () => (await progress(h)).status === 'COMPLETED');
-    releaseFirstWrite();
 
     const result = await h.result();
     expect(result).toMatchObject({ status: 'COMPLETED', dispatches: 1 });
-    // DOWNLOADING never gets a write of its own: one write and one search-attribute upsert for both transitions.
-    expect(fake.records.map((r) => r.status)).toEqual(['RECEIVED', 'COMPLETED']);
+    expect(fake.records.map((r) => r.status)).toEqual(['COMPLETED']);
+    expect(fake.passed).toEqual([['RECEIVED', 'DOWNLOADING']]);
     expect(fake.calls.slice(-2)).toEqual(['record COMPLETED', `ack robot-batch ${result.jobId}`]);
     const events = (await h.fetchHistory()).events ?? [];
     // JobState upserts only (the SDK records workflow-versioning markers as a search attribute too).
     const upserts = events.filter((e) => e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields?.[JOB_STATE_SA.name]).length;
-    const writes = events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'recordJobStatus').length;
-    expect({ upserts, writes }).toEqual({ upserts: 2, writes: 2 });
+    const activities = events.map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name).filter(Boolean);
+    expect({ upserts, activities }).toEqual({ upserts: 1, activities: ['dispatchDeploy', 'finishJob'] });
     expect(await jobState(h)).toBe('COMPLETED');
   });
 });
@@ -233,12 +233,13 @@ test('cancel signal: CANCELED is stored, then the robot is told to abort, then a
     await eventually('dispatched', async () => (await progress(h)).dispatches === 1);
     await h.signal(robotReportSignal, { status: 'RECEIVED' });
     // Stored before the cancel is sent: transitions decided together would be stored as the latest only.
-    await eventually('RECEIVED stored', async () => fake.calls.includes('record RECEIVED'));
+    await eventually('RECEIVED decided', async () => (await progress(h)).status === 'RECEIVED');
     await h.signal(cancelJobSignal, { reason: 'wrong file' });
     const result = await h.result();
     expect(result).toMatchObject({ status: 'CANCELED', error_msg: 'canceled: wrong file' });
     const jobId = result.jobId;
-    expect(fake.calls).toEqual(['dispatch', 'record RECEIVED', 'record CANCELED', `cancel robot-cancel ${jobId}`, `ack robot-cancel ${jobId}`]);
+    expect(fake.calls).toEqual(['dispatch', 'record CANCELED', `cancel robot-cancel ${jobId}`, `ack robot-cancel ${jobId}`]);
+    expect(fake.passed).toEqual([['RECEIVED']]);
     expect(await jobState(h)).toBe('CANCELED');
   });
 });
@@ -308,7 +309,8 @@ test('robot drops offline mid-job: no re-dispatch until it is back online, then 
     const result = await h.result();
     expect(result).toMatchObject({ status: 'COMPLETED', dispatches: 2 });
     expect(fake.dispatchCount()).toBe(2);
-    expect(fake.records.map((r) => r.status)).toEqual(['DOWNLOADING', 'COMPLETED']);
+    expect(fake.records.map((r) => r.status)).toEqual(['COMPLETED']);
+    expect(fake.passed).toEqual([['DOWNLOADING']]);
   });
 });
 
@@ -377,7 +379,35 @@ test('a long chatty wait continues as new instead of growing one history', async
     const result = await h.result(); // follows the continue-as-new chain
     expect(result).toMatchObject({ status: 'COMPLETED', dispatches: 1 });
     expect(fake.dispatchCount()).toBe(1);
-    expect(fake.records.map((r) => r.status)).toEqual(['DOWNLOADING', 'COMPLETED']);
+    // DOWNLOADING, decided in the first run, travelled with the carry and is stored with COMPLETED.
+    expect(fake.records.map((r) => r.status)).toEqual(['COMPLETED']);
+    expect(fake.passed).toEqual([['DOWNLOADING']]);
     expect(fake.calls.filter((c) => c.startsWith('ack'))).toHaveLength(1);
   });
 }, 300_000);
+
+test('liveness: a job the robot stays silent on is dispatched again, waiting twice as long each time, until it reports', async () => {
+  const fake = fakeActivities();
+  const at: number[] = [];
+  const dispatch = fake.activities.dispatchDeploy;
+  fake.activities.dispatchDeploy = async (jobId) => {
+    at.push(Date.now());
+    return dispatch(jobId);
+  };
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq, { robotId: 'robot-silent', noReportRedispatchSeconds: 1 });
+    // 1 s of silence, then 2 s: three dispatches after about 3 s.
+    await eventually('third dispatch', async () => fake.dispatchCount() === 3, 15000);
+    expect(at[1] - at[0]).toBeGreaterThanOrEqual(900);
+    expect(at[2] - at[1]).toBeGreaterThanOrEqual(1900);
+    // The robot answers: silence is no longer a reason to send it again.
+    await h.signal(robotReportSignal, { status: 'RECEIVED' });
+    await eventually('RECEIVED decided', async () => (await progress(h)).status === 'RECEIVED');
+    await sleep(5000);
+    expect(fake.dispatchCount()).toBe(3);
+    await h.signal(robotReportSignal, { status: 'COMPLETED' });
+    expect(await h.result()).toMatchObject({ status: 'COMPLETED', dispatches: 3 });
+    // Each silent re-dispatch is a fresh dispatchDeploy (a fresh presigned URL), and nothing else was stored.
+    expect(fake.records.map((r) => r.status)).toEqual(['COMPLETED']);
+  });
+}, 60_000);

@@ -33,6 +33,7 @@
 import { forEachLimited } from '../../common/limit';
 import type { WorkflowClient } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
 import type { IPublishPacket, ISubscriptionMap, MqttClient } from 'mqtt';
 import type { Logger } from '../../common/logger';
 import type { OtaModels } from '../../common/models/ota';
@@ -53,6 +54,7 @@ import { sharedStateFilter } from './lanes';
 import { otaWorkflowId, robotPresenceSignal, robotReportSignal } from '../../workflows/ota-contract';
 import { JobLookup } from './job-lookup';
 import { RolloutBatcher } from './rollout-batcher';
+import type { BridgeMetrics } from './metrics';
 
 const NON_TERMINAL_STATUSES: JobStatus[] = JOB_STATUSES.filter((s) => !isTerminal(s));
 /** A state map with more entries than this is not a robot's job list (the daemon runs a handful at a time). */
@@ -105,6 +107,8 @@ export interface OtaBridgeOptions {
   stateRate?: { perSecond: number; burst: number };
   /** Robots whose presence is handled at once (default 32). */
   presenceConcurrency?: number;
+  /** Prometheus series to keep up to date (workers/bridge/metrics.ts); none in most tests. */
+  metrics?: BridgeMetrics;
 }
 
 /** What the bridge keeps of a rollout job after its first report: later reports need no database read. */
@@ -158,6 +162,7 @@ export class OtaBridge {
       log: o.log,
       windowMs: o.rolloutWindowMs,
       onDelivered: (_rolloutId, reports) => {
+        o.metrics?.rolloutSignals.inc();
         for (const r of reports) boundedSet(this.rolloutForwarded, r.jobId, r.status);
       },
       onClosed: (_rolloutId, jobIds) => {
@@ -172,7 +177,11 @@ export class OtaBridge {
     // Each client gets its own handler, so each is serial on its own and the clients run side by side.
     for (const client of o.stateLanes) {
       client.handleMessage = (packet: IPublishPacket, done) => {
-        void this.handle(packet.topic, packet.payload).finally(() => done());
+        o.metrics?.inHand.inc({ connection: 'lane' });
+        void this.handle(packet.topic, packet.payload).finally(() => {
+          o.metrics?.inHand.dec({ connection: 'lane' });
+          done();
+        });
       };
     }
     // Presence is handled per robot, robots side by side: one robot's presence (its database writes and signals,
@@ -186,14 +195,21 @@ export class OtaBridge {
       const next = prev.then(() => this.handle(packet.topic, packet.payload));
       this.presenceChains.set(robotId, next);
       this.presenceInHand++;
+      o.metrics?.inHand.inc({ connection: 'presence' });
       void next.finally(() => {
         this.presenceInHand--;
+        o.metrics?.inHand.dec({ connection: 'presence' });
         if (this.presenceChains.get(robotId) === next) this.presenceChains.delete(robotId);
         this.presenceWaiters.shift()?.();
       });
       if (this.presenceInHand < (o.presenceConcurrency ?? 32)) done();
       else this.presenceWaiters.push(() => done());
     };
+  }
+
+  /** Rollout reports and returns waiting for their batch window (metrics). */
+  rolloutPending(): number {
+    return this.rollouts.pendingEntries();
   }
 
   /** Subscribes (QoS 1): presence on the main connection, state on every lane; call once all are connected. */
@@ -242,7 +258,11 @@ export class OtaBridge {
         this.log.warn({ topic }, 'message on an unexpected topic dropped');
         return;
       }
-      if (parsed.operation === 'state' && !this.takeStateToken(parsed.robotId)) return;
+      this.o.metrics?.messages.inc({ kind: parsed.operation });
+      if (parsed.operation === 'state' && !this.takeStateToken(parsed.robotId)) {
+        this.o.metrics?.dropped.inc({ reason: 'rate_limit' });
+        return;
+      }
       const text = Buffer.isBuffer(payload) ? payload.toString('utf8') : payload;
       if (parsed.operation === 'state') await this.onState(topic, parsed.robotId, text);
       else if (parsed.operation === 'presence') await this.onPresence(topic, parsed.robotId, text);
@@ -278,12 +298,14 @@ export class OtaBridge {
     try {
       json = JSON.parse(text);
     } catch {
+      this.o.metrics?.dropped.inc({ reason: 'malformed' });
       this.log.warn({ topic, robotId, reason: 'not JSON', bytes: text.length, sample: text.slice(0, 80) }, 'malformed state message dropped');
       return;
     }
     const parsed = stateMessageSchema.safeParse(json);
     if (!parsed.success) {
       const issues = parsed.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+      this.o.metrics?.dropped.inc({ reason: 'malformed' });
       this.log.warn({ topic, robotId, reason: 'schema', issues }, 'malformed state message dropped');
       return;
     }
@@ -366,10 +388,12 @@ export class OtaBridge {
     }
     const job = await this.jobs.get(jobId);
     if (!job) {
+      this.o.metrics?.dropped.inc({ reason: 'unknown_job' });
       this.log.warn({ robotId, jobId }, 'report for an unknown job dropped');
       return;
     }
     if (job.robot_id !== robotId) {
+      this.o.metrics?.dropped.inc({ reason: 'forged' });
       this.log.warn({ robotId, jobId, owner: job.robot_id }, 'forged report dropped: the job belongs to another robot');
       return;
     }
@@ -403,6 +427,7 @@ export class OtaBridge {
     try {
       await this.o.workflows.getHandle(otaWorkflowId(jobId)).signal(robotReportSignal, report);
       delivered = true;
+      this.o.metrics?.forwarded.inc({ path: 'job' });
     } catch (err) {
       // A closed (or not yet started) workflow is not the bridge's problem: the job's state is already decided.
       if (err instanceof WorkflowNotFoundError) {
@@ -438,6 +463,7 @@ export class OtaBridge {
       return;
     }
     this.rollouts.addReport(meta.rolloutId, { jobId, robotId: meta.robotId, status: report.status, error_msg: report.error_msg ?? null });
+    this.o.metrics?.forwarded.inc({ path: 'rollout' });
   }
 
   /**
@@ -530,7 +556,8 @@ export class OtaBridge {
       try {
         return await fn();
       } catch (err) {
-        const giveUp = this.stopping || Date.now() + delay > deadline;
+        // A refused command (activities/db/timeout.ts) fails the same way every time: no point retrying it.
+        const giveUp = this.stopping || Date.now() + delay > deadline || (err instanceof ApplicationFailure && err.nonRetryable);
         this.log[giveUp ? 'error' : 'warn']({ ...ctx, err, attempt }, giveUp ? `${what} failed; given up` : `${what} failed; retrying`);
         if (giveUp) return undefined;
         await new Promise((r) => setTimeout(r, delay));

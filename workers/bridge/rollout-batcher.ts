@@ -52,6 +52,13 @@ export class RolloutBatcher {
     this.schedule(rolloutId, p);
   }
 
+  /** Reports and returns gathered and not yet signalled, over every rollout (metrics). */
+  pendingEntries(): number {
+    let n = 0;
+    for (const p of this.pending.values()) n += p.reports.length + p.online.size;
+    return n;
+  }
+
   /** Sends everything gathered now (bridge shutdown). */
   async flushAll(): Promise<void> {
     this.stopping = true;
