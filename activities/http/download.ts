@@ -54,8 +54,8 @@ async function detailOf(res: HttpResponse): Promise<string> {
   }
 }
 
-async function hashFile(file: string, hash: crypto.Hash): Promise<void> {
-  await pipeline(fs.createReadStream(file), new Transform({ transform: (c: Buffer, _e, cb) => (hash.update(c), cb()) }));
+async function hashFile(file: string, hash: crypto.Hash, onChunk: () => void = () => undefined): Promise<void> {
+  await pipeline(fs.createReadStream(file), new Transform({ transform: (c: Buffer, _e, cb) => (hash.update(c), onChunk(), cb()) }));
 }
 
 export async function downloadResumable(spec: DownloadSpec, token: string, onProgress: (offset: number) => void): Promise<DownloadOutcome> {
@@ -116,7 +116,8 @@ async function fetchInto(spec: DownloadSpec, headers: Record<string, string>, of
     const newEtag = res.headers.get('etag');
     // Only a strong ETag may validate a later Range request (a weak one could splice two versions).
     fs.writeFileSync(sidecar, JSON.stringify({ etag: newEtag && !newEtag.startsWith('W/') ? newEtag : null, sha256: spec.sha256, url: spec.url }));
-    if (resumedFrom > 0) await hashFile(part, hash);
+    // Hashing the kept prefix counts as progress for the stall guard (the response waits, unread, meanwhile).
+    if (resumedFrom > 0) await hashFile(part, hash, alive);
     let written = resumedFrom;
     let lastReport = Date.now();
     // The file is flushed to disk while it downloads (one flush in flight at a time), so the fsync before the
