@@ -4,10 +4,13 @@
 //    the request (`server_ms` of the answer). Baseline, same run, same server: the raw `mongodb` driver writing
 //    the same documents into empty collections with insertMany in chunks of 50, as many in flight as the server
 //    uses (the FerretDB habit every writer here follows).
-// 2. A second /sync carrying the 1% of those records that changed: its server time.
+// 2. A second /sync carrying the 1% of those records that changed: its server time. Floor, same run: the raw
+//    driver replacing the same 1% in its copy (one deleteMany of their ids, then insertMany in chunks of 50), the
+//    least any writer does to replace documents on this server.
 // 3. The diff of cloud sync (perfect state − inventory − cache) over 100,000 paths: its time.
 // 4. A 1 GiB RF downloaded through the cloud API by the offline app's resumable download (sha256 included),
-//    against curl fetching the same URL to disk. Then the same download SIGKILLed at about 50% and resumed
+//    against curl fetching the same URL to disk, and against the honest floor of the same work with standard
+//    tools (curl to disk, then sha256sum, then sync of the file: our download is durable when it returns). Then the same download SIGKILLed at about 50% and resumed
 //    in a new process: bytes fetched beyond the file's size.
 // It runs on its own stack (own ports, data under .data/bench-cloud-sync) so it never disturbs `npm start` or tests.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -136,7 +139,7 @@ export async function main(args: string[]): Promise<void> {
     if (full.upstream.sessions.inserted !== nSessions || full.upstream.children.inserted !== nChildren) throw new Error(`unexpected upsert counts ${JSON.stringify(full.upstream)}`);
     say('raw driver baseline');
     const rawDb = raw.db('bench_raw');
-    const asDocs = (recs: typeof sessions): Document[] =>
+    const asDocs = (recs: { id: string; updated_at: string; data: object }[]): Document[] =>
       recs.map((r) => ({ _id: `bench-center|${r.id}`, center_id: 'bench-center', updated_at: new Date(r.updated_at), data: r.data, app_version: OFFLINE_APP_VERSION, migrations: [] }));
     const t2 = process.hrtime.bigint();
     for (const [name, recs] of [['sessions', sessions], ['children', children]] as const) {
@@ -158,6 +161,20 @@ export async function main(args: string[]): Promise<void> {
     say(`POST /sync with the 1% changed (${changedS.length + changedC.length} records)`);
     const resync = await postSync({ app_version: OFFLINE_APP_VERSION, sessions: changedS, children: changedC, inventories: [] });
     if (resync.upstream.sessions.updated !== changedS.length) throw new Error(`unexpected resync counts ${JSON.stringify(resync.upstream)}`);
+    fig('resync_1pct_records', changedS.length + changedC.length);
+    fig('resync_1pct_s', resync.server_ms / 1000);
+    fig('resync_vs_full', resync.server_ms / full.server_ms);
+    say('raw driver floor of the resync');
+    const t2b = process.hrtime.bigint();
+    for (const [name, recs] of [['sessions', changedS], ['children', changedC]] as const) {
+      const coll = rawDb.collection(name);
+      const docs = asDocs(recs);
+      await coll.deleteMany({ _id: { $in: docs.map((d) => d._id as string) } } as Document, { maxTimeMS: cfg.mongo.timeoutMs * 3 });
+      for (const part of chunks(docs)) await coll.insertMany(part, { ordered: false });
+    }
+    const resyncFloorS = seconds(t2b);
+    fig('baseline_resync_driver_s', resyncFloorS);
+    fig('resync_vs_driver', resync.server_ms / 1000 / resyncFloorS);
 
     // 3. The diff over 100k paths.
     const perfect = Array.from({ length: 100_000 }, (_, i) => ({ robot_id: `r${i % 10}`, path: `/opt/rf/p${i}`, sha256: crypto.createHash('sha256').update(String(i % 50_000)).digest('hex'), size: 1000, url: `u${i}` }));
@@ -178,6 +195,14 @@ export async function main(args: string[]): Promise<void> {
     const curlS = seconds(t4);
     if (curlCode !== 0) throw new Error(`curl exited ${curlCode}`);
     fs.rmSync(path.join(work, 'curl.bin'));
+    const t4b = process.hrtime.bigint();
+    const floorFile = path.join(work, 'floor.bin');
+    for (const [cmd, a] of [['curl', ['-sS', '--fail', '-o', floorFile, '-H', `Authorization: Bearer ${seed.token}`, url]], ['sha256sum', [floorFile]], ['sync', [floorFile]]] as const) {
+      const code = await spawnWait(cmd, [...a], env);
+      if (code !== 0) throw new Error(`${cmd} exited ${code}`);
+    }
+    const floorS = seconds(t4b);
+    fs.rmSync(floorFile);
     const t5 = process.hrtime.bigint();
     await downloadResumable({ url, sha256: rf.sha256, size: rf.size, target: path.join(work, 'ours.bin') }, seed.token, () => undefined);
     const oursS = seconds(t5);
@@ -199,15 +224,14 @@ export async function main(args: string[]): Promise<void> {
     if (!fs.existsSync(target)) throw new Error('resumed download did not complete');
     fs.rmSync(target);
 
-    fig('resync_1pct_records', changedS.length + changedC.length);
-    fig('resync_1pct_s', resync.server_ms / 1000);
-    fig('resync_vs_full', resync.server_ms / full.server_ms);
     fig('diff_100k_paths_s', diffS);
     fig('diff_missing', diff.missing.length);
     fig('download_mib', rfMib);
     fig('download_s', oursS);
     fig('baseline_curl_s', curlS);
     fig('download_vs_curl', curlS / oursS);
+    fig('baseline_floor_s', floorS);
+    fig('download_vs_floor', floorS / oursS);
     fig('resume_killed_at_pct', (100 * kept) / rf.size);
     fig('resume_extra_bytes_pct', (100 * (kept + fetched - rf.size)) / rf.size);
   } finally {

@@ -3,9 +3,10 @@
 // hashes everything (the kept prefix included), and renames into place only when the sha256 matches.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { Readable, Transform } from 'node:stream';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ApplicationFailure } from '@temporalio/common';
+import { httpGet, type HttpResponse } from '../../daemon/http-get';
 import { commitFile } from '../files/rf-cache';
 
 export interface DownloadSpec {
@@ -22,6 +23,9 @@ export interface DownloadOutcome {
   resumedFrom: number;
 }
 
+/** A connection that delivers nothing for this long is dropped (the activity's retry resumes from the offset). */
+const STALL_MS = 60_000;
+
 /** Bytes written between background flushes of the `.part` file. */
 const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
 
@@ -34,8 +38,14 @@ export function authFailure(status: number, detail: string): ApplicationFailure 
   return ApplicationFailure.nonRetryable(`the cloud refused the center's JWT (HTTP ${status}): ${detail}`, 'CenterAuthFailed');
 }
 
-async function detailOf(res: Response): Promise<string> {
-  const text = await res.text().catch(() => '');
+async function bodyText(res: HttpResponse): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const c of res.body) parts.push(c);
+  return Buffer.concat(parts).toString('utf8');
+}
+
+async function detailOf(res: HttpResponse): Promise<string> {
+  const text = await bodyText(res).catch(() => '');
   try {
     const d = (JSON.parse(text) as { detail?: unknown }).detail;
     return typeof d === 'string' ? d : text.slice(0, 300);
@@ -44,8 +54,8 @@ async function detailOf(res: Response): Promise<string> {
   }
 }
 
-async function hashFile(file: string, hash: crypto.Hash): Promise<void> {
-  await pipeline(fs.createReadStream(file), new Transform({ transform: (c: Buffer, _e, cb) => (hash.update(c), cb()) }));
+async function hashFile(file: string, hash: crypto.Hash, onChunk: () => void = () => undefined): Promise<void> {
+  await pipeline(fs.createReadStream(file), new Transform({ transform: (c: Buffer, _e, cb) => (hash.update(c), onChunk(), cb()) }));
 }
 
 export async function downloadResumable(spec: DownloadSpec, token: string, onProgress: (offset: number) => void): Promise<DownloadOutcome> {
@@ -63,7 +73,25 @@ export async function downloadResumable(spec: DownloadSpec, token: string, onPro
   if (offset > spec.size) offset = 0;
   const headers: Record<string, string> = { authorization: `Bearer ${token}`, 'accept-encoding': 'identity' };
   if (offset > 0 && etag) Object.assign(headers, { range: `bytes=${offset}-`, 'if-range': etag });
-  const res = await fetch(spec.url, { headers });
+  // node:http rather than fetch: fetch hands the body out in small chunks through promise-heavy WHATWG streams,
+  // measured at 30 MB/s for a 512 MiB RF against curl's 100 MB/s from the same API on this machine.
+  const abort = new AbortController();
+  let stall = setTimeout(() => abort.abort(new Error(`download of ${spec.url} stalled for ${STALL_MS} ms`)), STALL_MS);
+  const alive = () => {
+    clearTimeout(stall);
+    stall = setTimeout(() => abort.abort(new Error(`download of ${spec.url} stalled for ${STALL_MS} ms`)), STALL_MS);
+  };
+  try {
+    return await fetchInto(spec, headers, offset, abort.signal, alive, onProgress);
+  } finally {
+    clearTimeout(stall);
+  }
+}
+
+async function fetchInto(spec: DownloadSpec, headers: Record<string, string>, offset: number, signal: AbortSignal, alive: () => void, onProgress: (offset: number) => void): Promise<DownloadOutcome> {
+  const part = `${spec.target}.part`;
+  const sidecar = `${part}.json`;
+  const res = await httpGet(spec.url, headers, signal);
   if (res.status === 401 || res.status === 403) throw authFailure(res.status, await detailOf(res));
   const resumedFrom = res.status === 206 ? offset : 0;
   if (res.status === 416 && offset === spec.size) {
@@ -71,7 +99,7 @@ export async function downloadResumable(spec: DownloadSpec, token: string, onPro
   } else if (res.status === 206) {
     const m = /^bytes (\d+)-\d+\/(\d+)$/.exec(res.headers.get('content-range') ?? '');
     if (!m || Number(m[1]) !== offset || Number(m[2]) !== spec.size) {
-      await res.body?.cancel();
+      res.cancel();
       fs.rmSync(part, { force: true });
       throw new Error(`unexpected Content-Range ${res.headers.get('content-range')} for ${spec.url} (asked from ${offset})`);
     }
@@ -88,7 +116,8 @@ export async function downloadResumable(spec: DownloadSpec, token: string, onPro
     const newEtag = res.headers.get('etag');
     // Only a strong ETag may validate a later Range request (a weak one could splice two versions).
     fs.writeFileSync(sidecar, JSON.stringify({ etag: newEtag && !newEtag.startsWith('W/') ? newEtag : null, sha256: spec.sha256, url: spec.url }));
-    if (resumedFrom > 0) await hashFile(part, hash);
+    // Hashing the kept prefix counts as progress for the stall guard (the response waits, unread, meanwhile).
+    if (resumedFrom > 0) await hashFile(part, hash, alive);
     let written = resumedFrom;
     let lastReport = Date.now();
     // The file is flushed to disk while it downloads (one flush in flight at a time), so the fsync before the
@@ -108,6 +137,7 @@ export async function downloadResumable(spec: DownloadSpec, token: string, onPro
     const counter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         hash.update(chunk);
+        alive();
         fetched += chunk.length;
         written += chunk.length;
         if (Date.now() - lastReport > 500) {
@@ -121,11 +151,11 @@ export async function downloadResumable(spec: DownloadSpec, token: string, onPro
         cb(null, chunk);
       },
     });
-    const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
-    await pipeline(body, counter, fs.createWriteStream(part, { flags: resumedFrom > 0 ? 'a' : 'w', highWaterMark: 1024 * 1024 }));
+    await pipeline(res.body, counter, fs.createWriteStream(part, { flags: resumedFrom > 0 ? 'a' : 'w', highWaterMark: 1024 * 1024 }));
     await (flushing as Promise<void> | null)?.catch(() => undefined);
     onProgress(written);
   } else {
+    res.cancel();
     await hashFile(part, hash);
   }
   const actual = hash.digest('hex');
