@@ -40,7 +40,8 @@ export function authFailure(status: number, detail: string): ApplicationFailure 
 
 async function bodyText(res: HttpResponse): Promise<string> {
   const parts: Buffer[] = [];
-  for await (const c of res.body) parts.push(c);
+  // Chunks are views into the reader's reused buffer: copy them.
+  await res.pipe((c) => void parts.push(Buffer.from(c)));
   return Buffer.concat(parts).toString('utf8');
 }
 
@@ -134,8 +135,11 @@ async function fetchInto(spec: DownloadSpec, headers: Record<string, string>, of
       });
       void flushing.catch(() => undefined).finally(() => (flushing = null));
     };
-    const counter = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
+    const fh = await fs.promises.open(part, resumedFrom > 0 ? 'a' : 'w');
+    try {
+      // Each chunk is a view into the reader's buffer, valid until this sink's promise settles: the write is awaited
+      // (the socket waits meanwhile, so a slow disk slows the download instead of growing memory).
+      await res.pipe(async (chunk) => {
         hash.update(chunk);
         alive();
         fetched += chunk.length;
@@ -148,10 +152,11 @@ async function fetchInto(spec: DownloadSpec, headers: Record<string, string>, of
           flushedAt = written;
           flush();
         }
-        cb(null, chunk);
-      },
-    });
-    await pipeline(res.body, counter, fs.createWriteStream(part, { flags: resumedFrom > 0 ? 'a' : 'w', highWaterMark: 1024 * 1024 }));
+        for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+      });
+    } finally {
+      await fh.close();
+    }
     await (flushing as Promise<void> | null)?.catch(() => undefined);
     onProgress(written);
   } else {
