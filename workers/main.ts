@@ -8,6 +8,7 @@ import { createLogger } from '../common/logger';
 import { portFree } from '../common/metrics';
 import { createStackProbeActivities } from './probe-activities';
 import { installTemporalLogger } from './temporal-logger';
+import { bundleWorkflowsInChild } from './workflow-bundle';
 import { robotDirectoryFromFleet } from '../common/robot-directory';
 import { connectMqtt, uniqueClientId } from '../activities/mqtt/connection';
 import { createOtaMqttActivities } from '../activities/mqtt/ota';
@@ -47,7 +48,7 @@ async function main(): Promise<void> {
     connection,
     namespace: cfg.temporal.namespace,
     taskQueue: cfg.temporal.taskQueue,
-    workflowsPath: require.resolve('../workflows'),
+    workflowBundle: await bundleWorkflowsInChild(require.resolve('../workflows')),
     activities,
     maxConcurrentActivityTaskExecutions: cfg.temporal.maxConcurrentActivities,
     // In-flight activities get time to heartbeat their last offset before the worker exits.

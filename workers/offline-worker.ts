@@ -5,6 +5,7 @@ import { assertOfflineConfig, loadConfig } from '../common/config';
 import { connectOfflineDb } from '../common/db';
 import { createLogger } from '../common/logger';
 import { installTemporalLogger } from './temporal-logger';
+import { bundleWorkflowsInChild } from './workflow-bundle';
 import { Client, Connection } from '@temporalio/client';
 import { createRobotInventoryActivities } from '../activities/ssh/inventory';
 import { createRobotSyncActivities, type ProgressSink } from '../activities/ssh/robot-sync';
@@ -38,7 +39,7 @@ async function main(): Promise<void> {
     connection,
     namespace: cfg.offline.temporal.namespace,
     taskQueue: cfg.offline.temporal.taskQueue,
-    workflowsPath: require.resolve('../workflows/offline'),
+    workflowBundle: await bundleWorkflowsInChild(require.resolve('../workflows/offline')),
     activities,
     maxConcurrentActivityTaskExecutions: cfg.temporal.maxConcurrentActivities,
     // In-flight downloads get time to heartbeat their last offset before the worker exits.
