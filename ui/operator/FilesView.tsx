@@ -1,39 +1,37 @@
 // Files in the OTA bucket: upload one (with progress), then deploy it to a robot. A deploy creates a job and
 // switches to the jobs list filtered to that robot, where it goes PENDING → … → COMPLETED live.
 import { useState, type FormEvent } from 'react';
-import { ApiError } from '../shared/api';
 import { DataTable, Field, Notice, Progress, formatBytes } from '../shared/components';
-import { usePolling } from '../shared/hooks';
+import { useAction, usePolling } from '../shared/hooks';
 import type { ViewProps } from './App';
 import type { FileDeployResult, FileRow, FileUploadResult } from './types';
-
-const errText = (e: unknown) => (e instanceof ApiError ? e.message : String(e));
 
 function UploadForm({ api, onUploaded }: Pick<ViewProps, 'api'> & { onUploaded: (r: FileUploadResult) => void }) {
   const [file, setFile] = useState<File | null>(null);
   const [deployPath, setDeployPath] = useState('');
   const [progress, setProgress] = useState<number | null>(null);
-  const [result, setResult] = useState<{ tone: 'error' | 'success'; text: string } | null>(null);
+  const { message, run } = useAction();
 
   const submit = async (e: FormEvent<HTMLFormElement>) => {
     e.preventDefault();
     if (!file) return;
+    const formEl = e.currentTarget;
     const form = new FormData();
     form.append('file_info_list', JSON.stringify({ file_list: [{ s3_bucket: 'files', ...(deployPath ? { deploy_path: deployPath } : {}) }] }));
     form.append('files', file, file.name);
-    setResult(null);
     setProgress(0);
-    try {
-      const [r] = await api.upload<FileUploadResult[]>('/file/upload', form, setProgress);
-      setResult({ tone: 'success', text: `Uploaded ${r.filename} as ${r.s3_object_name} (${formatBytes(r.size ?? 0)}, sha256 ${r.sha256?.slice(0, 12)}…).` });
-      onUploaded(r);
-      e.currentTarget?.reset();
-      setFile(null);
-    } catch (err) {
-      setResult({ tone: 'error', text: `Upload failed: ${errText(err)}` });
-    } finally {
-      setProgress(null);
-    }
+    await run(
+      true,
+      async () => {
+        const [r] = await api.upload<FileUploadResult[]>('/file/upload', form, setProgress);
+        onUploaded(r);
+        formEl.reset();
+        setFile(null);
+        return `Uploaded ${r.filename} as ${r.s3_object_name} (${formatBytes(r.size ?? 0)}, sha256 ${r.sha256?.slice(0, 12)}…).`;
+      },
+      'Upload failed',
+    );
+    setProgress(null);
   };
 
   return (
@@ -55,7 +53,7 @@ function UploadForm({ api, onUploaded }: Pick<ViewProps, 'api'> & { onUploaded: 
         </div>
       </form>
       {progress !== null ? <Progress label="Upload" value={progress} max={1} /> : null}
-      {result ? <Notice tone={result.tone}>{result.text}</Notice> : null}
+      {message ? <Notice tone={message.tone}>{message.text}</Notice> : null}
     </section>
   );
 }
@@ -64,23 +62,20 @@ function DeployForm({ api, file, go, onClose }: Pick<ViewProps, 'api' | 'go'> & 
   const [robot, setRobot] = useState(file.robot_id);
   const [deployPath, setDeployPath] = useState(file.deploy_path);
   const [timeout, setTimeoutS] = useState('');
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { pending, message, run } = useAction();
 
-  const submit = async (e: FormEvent) => {
+  const submit = (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
     const q = new URLSearchParams({ robot_id: robot, s3_bucket: file.s3_bucket, s3_object_name: file.s3_object_name, deploy_path: deployPath });
     if (timeout) q.set('timeout_s', timeout);
-    try {
-      await api.post<FileDeployResult>(`/file/deploy_from_s3?${q.toString()}`);
-      go('jobs', { robot_id: robot });
-    } catch (err) {
-      setError(`Deploy refused: ${errText(err)}`);
-    } finally {
-      setBusy(false);
-    }
+    return run(
+      true,
+      async () => {
+        await api.post<FileDeployResult>(`/file/deploy_from_s3?${q.toString()}`);
+        go('jobs', { robot_id: robot });
+      },
+      'Deploy refused',
+    );
   };
 
   return (
@@ -100,7 +95,7 @@ function DeployForm({ api, file, go, onClose }: Pick<ViewProps, 'api' | 'go'> & 
             <input type="number" min={1} value={timeout} onChange={(e) => setTimeoutS(e.target.value)} />
           </Field>
           <div className="row">
-            <button type="submit" disabled={busy}>
+            <button type="submit" disabled={pending !== null}>
               Deploy
             </button>
             <button type="button" className="secondary" onClick={onClose}>
@@ -109,7 +104,7 @@ function DeployForm({ api, file, go, onClose }: Pick<ViewProps, 'api' | 'go'> & 
           </div>
         </div>
       </form>
-      {error ? <Notice tone="error">{error}</Notice> : null}
+      {message ? <Notice tone={message.tone}>{message.text}</Notice> : null}
     </section>
   );
 }

@@ -1,9 +1,8 @@
 // Jobs, newest first, refreshed every 1.5 s: status, live download progress, errors, cancel, and each job's
 // workflow in Temporal Web.
 import { useState } from 'react';
-import { ApiError } from '../shared/api';
 import { DataTable, Field, Notice, Progress, StatusBadge, formatBytes } from '../shared/components';
-import { usePolling } from '../shared/hooks';
+import { useAction, usePolling } from '../shared/hooks';
 import type { ViewProps } from './App';
 import { TERMINAL, type JobList, type JobState } from './types';
 
@@ -12,20 +11,20 @@ const STATUSES = ['', 'PENDING', 'RECEIVED', 'DOWNLOADING', 'COMPLETED', 'FAILED
 export function JobsView({ api, config, filter }: ViewProps) {
   const [robot, setRobot] = useState(filter.robot_id ?? '');
   const [status, setStatus] = useState('');
-  const [message, setMessage] = useState<{ tone: 'error' | 'success'; text: string } | null>(null);
+  const { pending, message, run } = useAction<string>();
   const query = new URLSearchParams({ limit: '50', ...(robot ? { robot_id: robot } : {}), ...(status ? { status } : {}) }).toString();
   const jobs = usePolling(() => api.get<JobList>(`/jobs?${query}`), 1500, [query]);
 
-  const cancel = async (job: JobState) => {
-    setMessage(null);
-    try {
-      await api.post(`/job/${encodeURIComponent(job.job_id)}/cancel`, { reason: 'canceled from the operator UI' });
-      setMessage({ tone: 'success', text: `Cancel requested for job ${job.job_id}.` });
-      jobs.refresh();
-    } catch (e) {
-      setMessage({ tone: 'error', text: `Cancel of ${job.job_id} failed: ${e instanceof ApiError ? e.message : String(e)}` });
-    }
-  };
+  const cancel = (job: JobState) =>
+    run(
+      job.job_id,
+      async () => {
+        await api.post(`/job/${encodeURIComponent(job.job_id)}/cancel`, { reason: 'canceled from the operator UI' });
+        jobs.refresh();
+        return `Cancel requested for job ${job.job_id}.`;
+      },
+      `Cancel of ${job.job_id} failed`,
+    );
 
   return (
     <>
@@ -80,7 +79,7 @@ export function JobsView({ api, config, filter }: ViewProps) {
               cell: (j) => (
                 <div className="row">
                   {!TERMINAL.has(j.status) ? (
-                    <button type="button" className="danger" onClick={() => void cancel(j)} aria-label={`Cancel job ${j.job_id}`}>
+                    <button type="button" className="danger" onClick={() => void cancel(j)} disabled={pending === j.job_id} aria-label={`Cancel job ${j.job_id}`}>
                       Cancel
                     </button>
                   ) : null}

@@ -1,28 +1,27 @@
 // Sign-in: the operator pastes an API bearer token (`npm run token` locally, the identity provider in production).
 // It is checked against the API before it is kept, in this tab's session storage only.
 import { useState, type FormEvent } from 'react';
-import { ApiError, createApiClient } from '../shared/api';
+import { createApiClient } from '../shared/api';
 import { Field, Notice } from '../shared/components';
+import { useAction } from '../shared/hooks';
 
 export function Login({ apiBase, expired, onSignedIn }: { apiBase: string; expired: boolean; onSignedIn: (token: string) => void }) {
   const [token, setToken] = useState('');
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
+  const { pending, message, run } = useAction();
+  const busy = pending !== null;
 
-  const submit = async (e: FormEvent) => {
+  const submit = (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
     const candidate = token.trim();
-    try {
-      const probe = createApiClient(apiBase, () => candidate, () => undefined);
-      await probe.get('/jobs?limit=1');
-      onSignedIn(candidate);
-    } catch (err) {
-      setError(err instanceof ApiError ? `Sign-in refused: ${err.message}` : String(err));
-    } finally {
-      setBusy(false);
-    }
+    return run(
+      true,
+      async () => {
+        const probe = createApiClient(apiBase, () => candidate, () => undefined);
+        await probe.get('/jobs?limit=1');
+        onSignedIn(candidate);
+      },
+      'Sign-in refused',
+    );
   };
 
   return (
@@ -30,7 +29,7 @@ export function Login({ apiBase, expired, onSignedIn }: { apiBase: string; expir
       <section className="panel">
         <h2>Fleetsync OTA operator</h2>
         {expired ? <Notice tone="warning">Your token was refused (expired or revoked). Sign in again.</Notice> : null}
-        <form onSubmit={submit}>
+        <form onSubmit={(e) => void submit(e)}>
           <Field label="API token" hint="A bearer token for this API. Locally: npm run token">
             <input name="token" type="password" autoComplete="off" value={token} onChange={(e) => setToken(e.target.value)} required />
           </Field>
@@ -40,7 +39,7 @@ export function Login({ apiBase, expired, onSignedIn }: { apiBase: string; expir
             </button>
           </div>
         </form>
-        {error ? <Notice tone="error">{error}</Notice> : null}
+        {message ? <Notice tone={message.tone}>{message.text}</Notice> : null}
       </section>
     </main>
   );

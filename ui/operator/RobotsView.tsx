@@ -1,9 +1,8 @@
 // The robot registry (admin): provision a robot (its MQTT credential, deploy roots, and its daemon's config,
 // offered once as a download: it holds the robot's password), list the provisioned robots, remove one.
 import { useState, type FormEvent } from 'react';
-import { ApiError } from '../shared/api';
 import { DataTable, Field, Notice } from '../shared/components';
-import { usePolling } from '../shared/hooks';
+import { useAction, usePolling } from '../shared/hooks';
 import type { ViewProps } from './App';
 
 interface RobotRow {
@@ -17,8 +16,6 @@ interface AddedRobot {
   deploy_roots: string[];
   daemon_config: string;
 }
-
-const errText = (e: unknown) => (e instanceof ApiError ? e.message : String(e));
 
 /** Offers `text` as a file download named `name` (nothing leaves the browser). */
 function download(name: string, text: string): void {
@@ -35,35 +32,36 @@ export function RobotsView({ api, go }: ViewProps) {
   const [id, setId] = useState('');
   const [roots, setRoots] = useState('');
   const [added, setAdded] = useState<AddedRobot | null>(null);
-  const [message, setMessage] = useState<{ tone: 'error' | 'success'; text: string } | null>(null);
+  const { pending, message, run } = useAction<string>();
 
-  const add = async (e: FormEvent) => {
+  const add = (e: FormEvent) => {
     e.preventDefault();
-    setMessage(null);
     setAdded(null);
-    try {
-      const body = { robot_id: id.trim(), deploy_roots: roots.split(',').map((r) => r.trim()).filter(Boolean) };
-      const r = await api.post<AddedRobot>('/robots', body);
-      setAdded(r);
-      setMessage({ tone: 'success', text: `Provisioned ${r.robot_id}. Download its daemon config now: it holds the robot's password and is shown once.` });
-      setId('');
-      setRoots('');
-      robots.refresh();
-    } catch (err) {
-      setMessage({ tone: 'error', text: `Provisioning refused: ${errText(err)}` });
-    }
+    return run(
+      '',
+      async () => {
+        const body = { robot_id: id.trim(), deploy_roots: roots.split(',').map((r) => r.trim()).filter(Boolean) };
+        const r = await api.post<AddedRobot>('/robots', body);
+        setAdded(r);
+        setId('');
+        setRoots('');
+        robots.refresh();
+        return `Provisioned ${r.robot_id}. Download its daemon config now: it holds the robot's password and is shown once.`;
+      },
+      'Provisioning refused',
+    );
   };
 
-  const remove = async (robotId: string) => {
-    setMessage(null);
-    try {
-      await api.delete(`/robots/${encodeURIComponent(robotId)}`);
-      setMessage({ tone: 'success', text: `Removed ${robotId}: its credential is revoked.` });
-      robots.refresh();
-    } catch (err) {
-      setMessage({ tone: 'error', text: `Removal of ${robotId} failed: ${errText(err)}` });
-    }
-  };
+  const remove = (robotId: string) =>
+    run(
+      robotId,
+      async () => {
+        await api.delete(`/robots/${encodeURIComponent(robotId)}`);
+        robots.refresh();
+        return `Removed ${robotId}: its credential is revoked.`;
+      },
+      `Removal of ${robotId} failed`,
+    );
 
   return (
     <>
@@ -78,7 +76,9 @@ export function RobotsView({ api, go }: ViewProps) {
             <input value={roots} onChange={(e) => setRoots(e.target.value)} placeholder="/opt/robot/files" required />
           </Field>
           <div>
-            <button type="submit">Provision</button>
+            <button type="submit" disabled={pending !== null}>
+              Provision
+            </button>
           </div>
         </form>
         {added ? (
@@ -111,7 +111,7 @@ export function RobotsView({ api, go }: ViewProps) {
                   <button type="button" className="secondary" onClick={() => go('robots', { robot_id: r.robot_id })} aria-label={`Files of ${r.robot_id}`}>
                     Files
                   </button>
-                  <button type="button" className="danger" onClick={() => void remove(r.robot_id)} aria-label={`Remove ${r.robot_id}`}>
+                  <button type="button" className="danger" onClick={() => void remove(r.robot_id)} disabled={pending === r.robot_id} aria-label={`Remove ${r.robot_id}`}>
                     Remove
                   </button>
                 </div>

@@ -1,9 +1,8 @@
 // Rollouts: one file to many robots in waves, with a success threshold to advance, a concurrency cap and an
 // abort threshold. The list and the selected rollout's per-wave progress refresh live; pause, resume, cancel.
 import { useState, type FormEvent } from 'react';
-import { ApiError } from '../shared/api';
 import { DataTable, Field, Notice, Progress, StatusBadge } from '../shared/components';
-import { usePolling } from '../shared/hooks';
+import { useAction, usePolling } from '../shared/hooks';
 import type { ViewProps } from './App';
 import type { FileRow } from './types';
 
@@ -25,7 +24,6 @@ interface RolloutRow {
   waves?: Array<{ wave: number; size: number; counts: Counts; queued: number; awaiting_robot: number; in_flight: number }>;
 }
 
-const errText = (e: unknown) => (e instanceof ApiError ? e.message : String(e));
 const FINISHED = (s: string) => s !== 'RUNNING' && s !== 'PAUSED';
 const numbers = (s: string) => s.split(',').map((x) => Number(x.trim())).filter((n) => Number.isFinite(n) && n > 0);
 
@@ -39,11 +37,10 @@ function CreateRollout({ api, onCreated }: Pick<ViewProps, 'api'> & { onCreated:
   const [threshold, setThreshold] = useState('90');
   const [concurrency, setConcurrency] = useState('50');
   const [abortPct, setAbortPct] = useState('20');
-  const [error, setError] = useState<string | null>(null);
+  const { pending, message, run } = useAction();
 
-  const submit = async (e: FormEvent) => {
+  const submit = (e: FormEvent) => {
     e.preventDefault();
-    setError(null);
     const ids = robots.split(',').map((r) => r.trim()).filter(Boolean);
     const body = {
       s3_bucket: 'files',
@@ -55,12 +52,14 @@ function CreateRollout({ api, onCreated }: Pick<ViewProps, 'api'> & { onCreated:
       max_concurrency: Number(concurrency),
       ...(abortPct ? { abort_after_failure_pct: Number(abortPct) } : {}),
     };
-    try {
-      const r = await api.post<RolloutRow>('/rollouts', body);
-      onCreated(r.rollout_id);
-    } catch (err) {
-      setError(`Rollout refused: ${errText(err)}`);
-    }
+    return run(
+      true,
+      async () => {
+        const r = await api.post<RolloutRow>('/rollouts', body);
+        onCreated(r.rollout_id);
+      },
+      'Rollout refused',
+    );
   };
 
   return (
@@ -100,28 +99,30 @@ function CreateRollout({ api, onCreated }: Pick<ViewProps, 'api'> & { onCreated:
             <input type="number" min={0} max={100} value={abortPct} onChange={(e) => setAbortPct(e.target.value)} />
           </Field>
           <div>
-            <button type="submit">Start rollout</button>
+            <button type="submit" disabled={pending !== null}>
+              Start rollout
+            </button>
           </div>
         </div>
       </form>
-      {error ? <Notice tone="error">{error}</Notice> : null}
+      {message ? <Notice tone={message.tone}>{message.text}</Notice> : null}
     </section>
   );
 }
 
 function RolloutDetail({ api, config, id }: Pick<ViewProps, 'api' | 'config'> & { id: string }) {
   const r = usePolling(() => api.get<RolloutRow>(`/rollouts/${encodeURIComponent(id)}`), 1500, [id]);
-  const [message, setMessage] = useState<{ tone: 'error' | 'success'; text: string } | null>(null);
-  const control = async (action: 'pause' | 'resume' | 'cancel') => {
-    setMessage(null);
-    try {
-      await api.post(`/rollouts/${encodeURIComponent(id)}/${action}`, {});
-      setMessage({ tone: 'success', text: `${action[0].toUpperCase()}${action.slice(1)} requested.` });
-      r.refresh();
-    } catch (e) {
-      setMessage({ tone: 'error', text: `${action} failed: ${errText(e)}` });
-    }
-  };
+  const { pending, message, run } = useAction<'pause' | 'resume' | 'cancel'>();
+  const control = (action: 'pause' | 'resume' | 'cancel') =>
+    run(
+      action,
+      async () => {
+        await api.post(`/rollouts/${encodeURIComponent(id)}/${action}`, {});
+        r.refresh();
+        return `${action[0].toUpperCase()}${action.slice(1)} requested.`;
+      },
+      `${action[0].toUpperCase()}${action.slice(1)} failed`,
+    );
   const v = r.data;
   return (
     <section className="panel" aria-label={`Rollout ${id}`} data-rollout-id={id} data-status={v?.status ?? ''}>
@@ -147,17 +148,17 @@ function RolloutDetail({ api, config, id }: Pick<ViewProps, 'api' | 'config'> & 
           ))}
           <div className="row">
             {!FINISHED(v.status) && !v.paused ? (
-              <button type="button" className="secondary" onClick={() => void control('pause')}>
+              <button type="button" className="secondary" onClick={() => void control('pause')} disabled={pending !== null}>
                 Pause
               </button>
             ) : null}
             {!FINISHED(v.status) && v.paused ? (
-              <button type="button" onClick={() => void control('resume')}>
+              <button type="button" onClick={() => void control('resume')} disabled={pending !== null}>
                 Resume
               </button>
             ) : null}
             {!FINISHED(v.status) ? (
-              <button type="button" className="danger" onClick={() => void control('cancel')}>
+              <button type="button" className="danger" onClick={() => void control('cancel')} disabled={pending !== null}>
                 Cancel rollout
               </button>
             ) : null}

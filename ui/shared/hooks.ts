@@ -37,3 +37,51 @@ export function usePolling<T>(load: () => Promise<T>, intervalMs: number, deps: 
 
   return { data, error, refresh };
 }
+
+/** What a button or form reports once its request is answered. */
+export interface ActionMessage {
+  tone: 'error' | 'success';
+  text: string;
+}
+
+/** The text of a failed request: the API's own message (it names the field) rather than "HTTP 400". */
+export const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+export interface Action<K> {
+  /** The key of the request in flight (a robot id, an action name, or `true`), so only its button is disabled. */
+  pending: K | null;
+  message: ActionMessage | null;
+  /** Runs `work` unless another request of this action is in flight. A string it returns is shown as success;
+   *  a throw is shown as `${failure}: <the API's message>`. Resolves to whether it succeeded. */
+  run: (key: K, work: () => Promise<string | void>, failure: string) => Promise<boolean>;
+  clear: () => void;
+}
+
+// Every form and button of both UIs had its own busy flag, message state and try/catch/finally: one place keeps
+// them consistent (no double submit, the previous message cleared, errors worded the same way).
+export function useAction<K = true>(): Action<K> {
+  const [pending, setPending] = useState<K | null>(null);
+  const [message, setMessage] = useState<ActionMessage | null>(null);
+  const inFlight = useRef(false);
+
+  const run = useCallback(async (key: K, work: () => Promise<string | void>, failure: string) => {
+    if (inFlight.current) return false;
+    inFlight.current = true;
+    setPending(key);
+    setMessage(null);
+    try {
+      const done = await work();
+      if (typeof done === 'string') setMessage({ tone: 'success', text: done });
+      return true;
+    } catch (e) {
+      setMessage({ tone: 'error', text: `${failure}: ${errorText(e)}` });
+      return false;
+    } finally {
+      inFlight.current = false;
+      setPending(null);
+    }
+  }, []);
+  const clear = useCallback(() => setMessage(null), []);
+
+  return { pending, message, run, clear };
+}

@@ -3,6 +3,7 @@
 import { useEffect, useMemo, useState } from 'react';
 import { ApiError, createApiClient } from '../shared/api';
 import { Notice } from '../shared/components';
+import { useAction } from '../shared/hooks';
 import { CloudSyncPanel } from './CloudSyncPanel';
 import { RobotSyncPanel } from './RobotSyncPanel';
 import { RobotsPanel } from './RobotsPanel';
@@ -15,8 +16,7 @@ export function App() {
   const [config, setConfig] = useState<UiConfig | null>(null);
   const [configError, setConfigError] = useState<string | null>(null);
   const [view, setView] = useState<View>('robots');
-  const [notice, setNotice] = useState<{ tone: 'error' | 'info'; text: string } | null>(null);
-  const [busy, setBusy] = useState<'cloud' | 'robotSync' | null>(null);
+  const { pending: busy, message: notice, run } = useAction<'cloud' | 'robotSync'>();
 
   useEffect(() => {
     fetch('config.json')
@@ -30,17 +30,19 @@ export function App() {
   if (!config || !api) return <p className="muted">Loading…</p>;
 
   const start = async (which: 'cloud' | 'robotSync') => {
-    setBusy(which);
-    setNotice(null);
-    try {
-      await api.post(which === 'cloud' ? '/sync' : '/robots/sync', {});
-    } catch (e) {
-      // A run already in progress is joined: its progress shows below.
-      if (!(e instanceof ApiError && e.status === 409)) setNotice({ tone: 'error', text: `Could not start: ${e instanceof Error ? e.message : String(e)}` });
-    } finally {
-      setBusy(null);
-      setView(which);
-    }
+    await run(
+      which,
+      async () => {
+        try {
+          await api.post(which === 'cloud' ? '/sync' : '/robots/sync', {});
+        } catch (e) {
+          // A run already in progress is joined: its progress shows below.
+          if (!(e instanceof ApiError && e.status === 409)) throw e;
+        }
+      },
+      'Could not start',
+    );
+    setView(which);
   };
 
   return (

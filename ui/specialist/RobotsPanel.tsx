@@ -1,31 +1,27 @@
 // The center's robots: connected or not, the pinned host key, the last inventory and the last robot sync. Robot
 // sync only visits connected robots; connecting makes the SSH handshake (the first contact pins the host key).
-import { useState } from 'react';
-import { ApiError, type ApiClient } from '../shared/api';
+import type { ApiClient } from '../shared/api';
 import { DataTable, Notice, StatusBadge } from '../shared/components';
-import { usePolling } from '../shared/hooks';
+import { useAction, usePolling } from '../shared/hooks';
 import type { RobotView } from './types';
 
 const when = (iso: string | null | undefined) => (iso ? new Date(iso).toLocaleString() : 'never');
 
 export function RobotsPanel({ api }: { api: ApiClient }) {
   const robots = usePolling(() => api.get<{ robots: RobotView[] }>('/robots'), 3000);
-  const [pending, setPending] = useState<string | null>(null);
-  const [message, setMessage] = useState<{ tone: 'error' | 'success'; text: string } | null>(null);
+  const { pending, message, run } = useAction<string>();
 
-  const toggle = async (r: RobotView) => {
-    setPending(r.robot_id);
-    setMessage(null);
+  const toggle = (r: RobotView) => {
     const action = r.connected ? 'disconnect' : 'connect';
-    try {
-      await api.post(`/robots/${encodeURIComponent(r.robot_id)}/${action}`);
-      setMessage({ tone: 'success', text: `${r.robot_id} ${r.connected ? 'disconnected' : 'connected'}.` });
-      robots.refresh();
-    } catch (e) {
-      setMessage({ tone: 'error', text: `Could not ${action} ${r.robot_id}: ${e instanceof ApiError ? e.message : String(e)}` });
-    } finally {
-      setPending(null);
-    }
+    return run(
+      r.robot_id,
+      async () => {
+        await api.post(`/robots/${encodeURIComponent(r.robot_id)}/${action}`);
+        robots.refresh();
+        return `${r.robot_id} ${r.connected ? 'disconnected' : 'connected'}.`;
+      },
+      `Could not ${action} ${r.robot_id}`,
+    );
   };
 
   return (
