@@ -229,7 +229,7 @@ export function rolloutsRouter(ctx: OtaContext, guards: { read?: RequestHandler;
   r.get('/rollouts/:rollout_id', read, async (req, res) => {
     const { rollout_id } = parseParams(rolloutIdParamSchema, req.params);
     const doc = await load(rollout_id);
-    res.json(rolloutView(doc, await rolloutCounts(ctx.models, rollout_id, doc.wave_sizes, ctx.cfg.mongo.timeoutMs)));
+    res.json(rolloutView(doc, await rolloutCounts(ctx.models, rollout_id, doc.wave_sizes, ctx.cfg.mongo.timeoutMs, doc.dispatch_cursor ?? -1)));
   });
 
   const control = (action: 'pause' | 'resume' | 'cancel') =>
