@@ -333,6 +333,22 @@ export function createOtaRolloutActivities({
       return counts(rolloutId);
     },
 
+    /**
+     * Liveness: sends every job in flight again (robots online, no terminal report yet) with a fresh presigned URL.
+     * A daemon that has the job keeps it and takes the new URL; one whose message was lost starts it.
+     */
+    async resendInFlight(rolloutId: string): Promise<WaveCounts[]> {
+      const { dispatch_cursor: cursor, wave_sizes } = await loadRollout(rolloutId);
+      const open = await withDbTimeout(
+        'load jobs in flight',
+        t,
+        OtaJob.find({ deployment_id: rolloutId, status: { $in: NON_TERMINAL }, dispatch_state: { $ne: 'awaiting_robot' } }, dispatchFields).lean(),
+      );
+      const published = await publishDeploys(open.filter((j) => wasDispatched(j, cursor)));
+      log.info('rollout jobs in flight sent again (no report in time)', { rolloutId, jobs: published.length });
+      return rolloutCounts(models, rolloutId, wave_sizes, t, cursor);
+    },
+
     /** Stores where the rollout stands (status, pause, current wave, reason) on its document. */
     async setRolloutState(rolloutId: string, state: { status: RolloutStatus; paused: boolean; currentWave: number; reason: string | null }): Promise<void> {
       const now = new Date();
