@@ -43,7 +43,9 @@ const APPLY_BATCH = 1000;
 const REDISPATCH_AFTER_MS = 60_000;
 const REDISPATCH_BACKOFF_MAX = 16;
 
-const rollout = proxyActivities<OtaRolloutActivities>({ startToCloseTimeout: '2 minutes', retry: RETRY_UNTIL_INFRA_RECOVERS });
+// The activities heartbeat per chunk of work: a worker killed mid-batch has its batch retried after the heartbeat
+// timeout, not after the whole start-to-close bound.
+const rollout = proxyActivities<OtaRolloutActivities>({ startToCloseTimeout: '5 minutes', heartbeatTimeout: '20 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
 
 export interface OtaRolloutCarry {
   status: RolloutStatus;

@@ -9,7 +9,7 @@
 // daemon (job id). Publishing happens before the job is marked dispatched: a crash in between re-publishes.
 import { forEachLimited } from '../../common/limit';
 import crypto from 'node:crypto';
-import { log } from '@temporalio/activity';
+import { heartbeat, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { MqttClient } from 'mqtt';
@@ -101,6 +101,7 @@ export function createOtaRolloutActivities({
 
   async function setDispatchState(ids: readonly string[], state: DispatchState, from: DispatchState[]): Promise<void> {
     for (const part of chunks(ids, WRITE_CHUNK)) {
+      heartbeat();
       await withDbTimeout(
         'mark dispatch state',
         t,
@@ -115,6 +116,7 @@ export function createOtaRolloutActivities({
     const urls = new Map<string, Promise<string>>();
     const published: string[] = [];
     await forEachLimited(jobs, PUBLISH_CONCURRENCY, async (job) => {
+      heartbeat();
       const object = `${job.s3_bucket}/${job.s3_object_name}`;
       if (!urls.has(object)) urls.set(object, presignDownload(s3, job, urlTtlSeconds));
       const message = signedDeployMessage(job, job.robot_id, await urls.get(object)!, key, urlTtlSeconds);
@@ -151,6 +153,7 @@ export function createOtaRolloutActivities({
       }));
       let created = 0;
       for (const part of chunks(docs)) {
+        heartbeat();
         try {
           const res = await withDbTimeout('insert rollout jobs', t, OtaJob.insertMany(part, { ordered: false, rawResult: true }));
           created += res.insertedCount;
@@ -261,6 +264,7 @@ export function createOtaRolloutActivities({
       for (const g of groups.values()) {
         const to = g.path[g.path.length - 1];
         for (const part of chunks(g.ids, WRITE_CHUNK)) {
+          heartbeat();
           // Stamped per chunk: finished_at is when this job's terminal status was stored, not when the batch began.
           const now = new Date();
           await withDbTimeout(
@@ -315,6 +319,7 @@ export function createOtaRolloutActivities({
       // Jobs the cursor covers get their dispatch_state written now, with their end (no extra document write).
       for (const [ids, sent] of [[open.filter((j) => !told.includes(j)), false], [told, true]] as const) {
         for (const part of chunks(ids, WRITE_CHUNK)) {
+          heartbeat();
           await withDbTimeout(
             'end rollout jobs',
             t,

@@ -1,7 +1,8 @@
 // Rollouts end to end with real processes (worker, bridge, API, one daemon per robot): waves advance only past
 // their success threshold, an offline robot completes once it reconnects, failures at the abort threshold cancel
 // the rest (nothing is installed after the abort is stored), pause stops new dispatches until resume, and the
-// worker and the bridge can be SIGKILLed while the rollout's robots are downloading.
+// worker, the bridge, the broker and the API can be SIGKILLed while the rollout's robots are downloading, the
+// worker inside a dispatch activity and the bridge with a report batch on its way.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -211,6 +212,37 @@ test('the worker and the bridge are SIGKILLed while the rollout is in flight: a 
   const done = await waitRollout(id, ['COMPLETED', 'FAILED', 'ABORTED'], 90000);
   expect(done.counts).toEqual({ COMPLETED: 3 });
   for (const r of slow) expect(sha256File(targetOf('kill.bin', r.id))).toBe(sha);
+});
+
+/** A log line of `proc` naming `message` and this rollout (pino: one JSON object per line, fields in any order). */
+const lineOf = (message: string, rolloutId: string) => new RegExp(`^(?=.*${message})(?=.*${rolloutId}).*$`, 'm');
+
+test('the worker is SIGKILLed inside a dispatch activity and the bridge with a report batch in flight: the rollout completes', async () => {
+  const bytes = crypto.randomBytes(1_500_000);
+  const sha = crypto.createHash('sha256').update(bytes).digest('hex');
+  const object = await uploadFile(sys, 'inflight.bin', bytes);
+  const slow = robots.slice(1);
+  const id = await createRollout({ s3_object_name: object, deploy_path: template('inflight.bin'), target: { robot_ids: slow.map((r) => r.id) }, max_concurrency: 1 });
+  // The dispatch activity logged its first step for this rollout: it is running. Killed there, it is still pending
+  // on the server (the proof it was in flight), and its retry on the new worker sends the batch.
+  await sys.worker.waitForOutput(lineOf('rollout batch publishing', id), 30000);
+  await sys.worker.kill('SIGKILL');
+  const t = await temporalClient();
+  try {
+    const { raw } = await t.client.workflow.getHandle(`ota-rollout-${id}`).describe();
+    expect((raw.pendingActivities ?? []).map((a) => a.activityType?.name)).toContain('dispatchRolloutBatch');
+  } finally {
+    await t.close();
+  }
+  await sys.startWorker();
+  // The bridge is about to signal a batch of this rollout's reports (already acked to the broker): killed there,
+  // the daemons' state heartbeats bring the reports to the next bridge until the rollout acks them.
+  await sys.bridge.waitForOutput(lineOf('rollout events batch sending', id), 90000);
+  await sys.bridge.kill('SIGKILL');
+  await sys.startBridge();
+  const done = await waitRollout(id, ['COMPLETED', 'FAILED', 'ABORTED'], 120000);
+  expect(done.counts).toEqual({ COMPLETED: 3 });
+  for (const r of slow) expect(sha256File(targetOf('inflight.bin', r.id))).toBe(sha);
 });
 
 test('the broker and the API are SIGKILLed while the rollout is in flight: it still completes', async () => {
