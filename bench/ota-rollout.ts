@@ -91,7 +91,7 @@ export async function main(args: string[]): Promise<void> {
       'all robots online',
       // One count over the (fresh) data directory's presence documents: a `$in` of 10,000 ids per poll was heavy.
       async () => (await db.conn.models.RobotPresence.countDocuments({ online: true })) >= robots,
-      300000,
+      Math.max(300000, robots * 60),
       500,
     );
 
