@@ -21,6 +21,7 @@ import { rolloutWorkflowId } from '../workflows/ota-rollout-contract';
 import { Client, Connection } from '@temporalio/client';
 import { fig, flag, peakRssMb, percentile, token, until } from './common';
 import { startBenchSystem, stopChildren } from './harness';
+import { formatTimeline, rolloutTimeline } from './rollout-timeline';
 
 /** Deploy → state reply for every robot over bare MQTT; seconds from the first publish to the last reply. */
 async function mosquittoFloor(cfg: Config, robots: readonly RobotManifest[]): Promise<number> {
@@ -56,11 +57,20 @@ export async function main(args: string[]): Promise<void> {
   const fileKib = flag(args, '--file-kib', 1024);
   const concurrency = flag(args, '--concurrency', robots);
   const hosts = flag(args, '--daemon-hosts', 8);
+  // The bridge's state lanes at their maximum (production variable, README): a rollout's first report of each job
+  // waits for a job read, batched across the lanes waiting at that moment, so more lanes mean fewer scans.
+  process.env.MQTT_BRIDGE_LANES ??= '32';
   // Fresh data directory per run unless --reuse-data (see startBenchSystem).
   const { cfg, say, children, db } = await startBenchSystem(args, robots, hosts, !args.includes('--reuse-data'));
   const api = `${cfg.api.publicUrl}/api/v1`;
   const auth = { authorization: `Bearer ${await token(cfg)}` };
-  const [worker] = children;
+  const [worker, bridge] = children;
+  // The worker's and the bridge's logs (per-activity timings: loadMs, publishMs, writeMs…) kept for reading after.
+  for (const [c, name] of [[worker, 'worker'], [bridge, 'bridge']] as const) {
+    const out = fs.createWriteStream(path.join(cfg.dataDir, 'logs', `${name}.log`));
+    c.proc.stdout!.pipe(out);
+    c.proc.stderr!.pipe(out);
+  }
   let workerPeak = 0;
   const sampler = setInterval(() => (workerPeak = Math.max(workerPeak, peakRssMb(worker.proc.pid!))), 200);
   const connection = await Connection.connect({ address: cfg.temporal.address });
@@ -79,8 +89,9 @@ export async function main(args: string[]): Promise<void> {
     const template = path.join(fleetDir, '{robot_id}', 'root', 'bench', `rollout-${run}.bin`);
     await until(
       'all robots online',
-      async () => (await db.conn.models.RobotPresence.countDocuments({ online: true, _id: { $in: ids } })) === robots,
-      300000,
+      // One count over the (fresh) data directory's presence documents: a `$in` of 10,000 ids per poll was heavy.
+      async () => (await db.conn.models.RobotPresence.countDocuments({ online: true })) >= robots,
+      Math.max(300000, robots * 60),
       500,
     );
 
@@ -104,6 +115,7 @@ export async function main(args: string[]): Promise<void> {
     const rows = await db.conn.models.OtaJob.find({ deployment_id: rolloutId }, { status: 1, timestamp: 1, finished_at: 1 }).lean<Row[]>();
     const completed = rows.filter((r) => r.status === 'COMPLETED');
     const lastDone = Math.max(...rows.map((r) => (r.finished_at ?? new Date(0)).getTime()));
+    // Per robot: rollout created → that robot's terminal status stored (stamped per write chunk of 50).
     const latencies = completed.map((r) => r.finished_at!.getTime() - t0).sort((a, b) => a - b);
     const verified = ids.filter((id) => {
       const f = template.split('{robot_id}').join(id);
@@ -113,11 +125,14 @@ export async function main(args: string[]): Promise<void> {
 
     // Every run of the rollout's workflow (continue-as-new starts new ones under the same id).
     let events = 0;
-    let runs = 0;
+    const runIds: string[] = [];
     for await (const wf of temporal.workflow.list({ query: `WorkflowId = "${rolloutWorkflowId(rolloutId)}"` })) {
       events += (await temporal.workflow.getHandle(wf.workflowId, wf.runId).describe()).historyLength;
-      runs++;
+      runIds.push(wf.runId);
     }
+    const runs = runIds.length;
+    const timeline = await rolloutTimeline(temporal, rolloutWorkflowId(rolloutId), runIds, t0);
+    say(`timeline (s from the POST; activities scheduled → completed, signals with their entries):\n${formatTimeline(timeline)}`);
 
     // The floor: the daemons make way (same MQTT identities), then bare clients answer at once.
     await stopChildren(children.splice(3));
@@ -136,6 +151,11 @@ export async function main(args: string[]): Promise<void> {
     fig('temporal_workflow_runs', runs);
     fig('temporal_history_events', events);
     fig('temporal_history_events_per_robot', events / robots);
+    for (const [kind, { count, seconds }] of timeline.totals) {
+      const key = kind.replace(/^signal:/, 'signal_').replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+      fig(`stage_${key}_count`, count);
+      if (!kind.startsWith('signal:')) fig(`stage_${key}_s`, seconds);
+    }
     fig('baseline_mosquitto_floor_s', floorS);
     fig('ratio_all_completed_vs_floor', allCompletedS / floorS);
     if (completed.length !== robots || verified !== robots) throw new Error('benchmark run had unfinished or failed jobs');

@@ -29,6 +29,12 @@ export interface RolloutOptions {
   abortAfterFailurePct: number | null;
   /** Epoch ms after which unfinished jobs end TIMED_OUT and the rollout ends TIMED_OUT (null: none). */
   deadlineMs: number | null;
+  /**
+   * Liveness: jobs in flight with no report for this long are sent again (fresh presigned URL), the wait doubling
+   * after each resend that brought nothing, up to 16×; any report resets it. Absent in rollouts started before
+   * it existed: 60 s.
+   */
+  redispatchAfterMs?: number;
 }
 
 export interface OtaRolloutInput {

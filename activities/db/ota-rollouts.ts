@@ -4,28 +4,34 @@ import { isTerminal, type JobStatus } from '../../common/protocol';
 import type { DispatchState, WaveCounts } from '../../workflows/ota-rollout-contract';
 import { withDbTimeout } from './timeout';
 
-type CountRow = { _id: { w: number; s: JobStatus; d: DispatchState }; n: number };
+type CountRow = { wave?: number | null; status: JobStatus; dispatch_state?: DispatchState | null; seq?: number | null };
 
-/** Per-wave counts of a rollout's jobs, from one aggregation over its jobs (one scan on FerretDB). */
-export async function rolloutCounts(models: Pick<OtaModels, 'OtaJob'>, rolloutId: string, waveSizes: readonly number[], timeoutMs: number): Promise<WaveCounts[]> {
+/**
+ * Per-wave counts of a rollout's jobs, from one read of their small fields (one scan on FerretDB; an aggregation
+ * costs the same scan, and the dispatch cursor would need a second one). Jobs at or below the rollout's dispatch
+ * cursor still 'queued' were dispatched (see `dispatch_cursor` in common/models/ota.ts).
+ */
+export async function rolloutCounts(
+  models: Pick<OtaModels, 'OtaJob'>,
+  rolloutId: string,
+  waveSizes: readonly number[],
+  timeoutMs: number,
+  dispatchCursor: number,
+): Promise<WaveCounts[]> {
   const rows = await withDbTimeout(
     'rollout counts',
     timeoutMs,
-    models.OtaJob.aggregate<CountRow>([
-      { $match: { deployment_id: rolloutId } },
-      { $group: { _id: { w: '$wave', s: '$status', d: '$dispatch_state' }, n: { $sum: 1 } } },
-    ]).option({ maxTimeMS: timeoutMs }),
+    models.OtaJob.find({ deployment_id: rolloutId }, { _id: 0, wave: 1, status: 1, dispatch_state: 1, seq: 1 }).maxTimeMS(timeoutMs).lean<CountRow[]>(),
   );
   const waves: WaveCounts[] = waveSizes.map((size) => ({ size, status: {}, queued: 0, awaitingRobot: 0, inFlight: 0 }));
-  for (const { _id, n } of rows) {
-    const w = waves[_id.w];
+  for (const j of rows) {
+    const w = waves[j.wave ?? -1];
     if (!w) continue;
-    w.status[_id.s] = (w.status[_id.s] ?? 0) + n;
-    if (isTerminal(_id.s)) continue;
-    if (_id.d === 'queued') w.queued += n;
-    else if (_id.d === 'awaiting_robot') w.awaitingRobot += n;
-    else w.inFlight += n;
+    w.status[j.status] = (w.status[j.status] ?? 0) + 1;
+    if (isTerminal(j.status)) continue;
+    if (j.dispatch_state === 'queued' && (j.seq ?? Infinity) > dispatchCursor) w.queued++;
+    else if (j.dispatch_state === 'awaiting_robot') w.awaitingRobot++;
+    else w.inFlight++;
   }
   return waves;
 }
-

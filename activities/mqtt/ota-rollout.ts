@@ -9,7 +9,7 @@
 // daemon (job id). Publishing happens before the job is marked dispatched: a crash in between re-publishes.
 import { forEachLimited } from '../../common/limit';
 import crypto from 'node:crypto';
-import { log } from '@temporalio/activity';
+import { heartbeat, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { MqttClient } from 'mqtt';
@@ -31,9 +31,24 @@ import { DEFAULT_URL_TTL_SECONDS, presignDownload, signedDeployMessage, type Dis
 
 export const OTA_ROLLOUT_NOT_FOUND = 'OtaRolloutNotFound';
 
+/** What a completed job's deploy target is built from (read with the job's status, no second read). */
+type CompletedJob = Pick<OtaJob, 'robot_id' | 'deploy_path' | 's3_bucket' | 's3_object_name' | 'sha256'> & { _id: string };
+
+/** Milliseconds since the last call (the first: since creation): where an activity's time goes, in its log line. */
+function stopwatch(): () => number {
+  let at = performance.now();
+  return () => {
+    const now = performance.now();
+    const ms = Math.round(now - at);
+    at = now;
+    return ms;
+  };
+}
+
 const NON_TERMINAL: JobStatus[] = JOB_STATUSES.filter((s) => !isTerminal(s));
-/** Ids per `$in` read: one statement is one collection scan on FerretDB, however many ids it names. */
-const READ_CHUNK = 200;
+/** Ids per `$in` read: one statement is one collection scan on FerretDB, however many ids it names (an apply
+ * carries up to 1,000 reports: one scan, not five). */
+const READ_CHUNK = 1000;
 /** Ids per `$in` write: FerretDB updates document by document (about 10 ms each on a busy 2-core box), so a
  * write of more than 50 can pass the database timeout. */
 const WRITE_CHUNK = 50;
@@ -70,16 +85,24 @@ export function createOtaRolloutActivities({
   const { OtaJob, OtaRollout, RobotPresence, DeployTarget } = models;
   const t = cfg.mongo.timeoutMs;
 
-  async function loadRollout(rolloutId: string) {
-    const r = await withDbTimeout('load rollout', t, OtaRollout.findById(rolloutId).lean());
+  /** The rollout document; its robot list (up to MAX_ROLLOUT_ROBOTS ids) only when creating the jobs. */
+  async function loadRollout(rolloutId: string, withRobots = false) {
+    const r = await withDbTimeout('load rollout', t, OtaRollout.findById(rolloutId, withRobots ? {} : { robot_ids: 0 }).lean());
     if (!r) throw ApplicationFailure.nonRetryable(`rollout ${rolloutId} does not exist`, OTA_ROLLOUT_NOT_FOUND);
-    return r;
+    return { ...r, dispatch_cursor: r.dispatch_cursor ?? -1 };
   }
 
-  const counts = async (rolloutId: string): Promise<WaveCounts[]> => rolloutCounts(models, rolloutId, (await loadRollout(rolloutId)).wave_sizes, t);
+  const counts = async (rolloutId: string): Promise<WaveCounts[]> => {
+    const r = await loadRollout(rolloutId);
+    return rolloutCounts(models, rolloutId, r.wave_sizes, t, r.dispatch_cursor);
+  };
+
+  /** Jobs a dispatch batch handed out: marked in their dispatch_state, or still 'queued' at or below the cursor. */
+  const wasDispatched = (j: { dispatch_state?: string | null; seq?: number | null }, cursor: number) => j.dispatch_state !== 'queued' || (j.seq ?? Infinity) <= cursor;
 
   async function setDispatchState(ids: readonly string[], state: DispatchState, from: DispatchState[]): Promise<void> {
     for (const part of chunks(ids, WRITE_CHUNK)) {
+      heartbeat();
       await withDbTimeout(
         'mark dispatch state',
         t,
@@ -94,6 +117,7 @@ export function createOtaRolloutActivities({
     const urls = new Map<string, Promise<string>>();
     const published: string[] = [];
     await forEachLimited(jobs, PUBLISH_CONCURRENCY, async (job) => {
+      heartbeat();
       const object = `${job.s3_bucket}/${job.s3_object_name}`;
       if (!urls.has(object)) urls.set(object, presignDownload(s3, job, urlTtlSeconds));
       const message = signedDeployMessage(job, job.robot_id, await urls.get(object)!, key, urlTtlSeconds);
@@ -103,12 +127,12 @@ export function createOtaRolloutActivities({
     return published;
   }
 
-  const dispatchFields = { _id: 1, robot_id: 1, s3_bucket: 1, s3_object_name: 1, deploy_path: 1, sha256: 1, size: 1, mode: 1 } as const;
+  const dispatchFields = { _id: 1, robot_id: 1, s3_bucket: 1, s3_object_name: 1, deploy_path: 1, sha256: 1, size: 1, mode: 1, seq: 1, dispatch_state: 1 } as const;
 
   return {
     /** Creates every job of the rollout (PENDING, queued), in chunks of 50; repeating it creates nothing new. */
     async createRolloutJobs(rolloutId: string): Promise<{ jobs: number; created: number }> {
-      const r = await loadRollout(rolloutId);
+      const r = await loadRollout(rolloutId, true);
       const now = new Date();
       const waveOf: number[] = r.wave_sizes.flatMap((size, w) => Array.from({ length: size }, () => w));
       const docs: OtaJob[] = r.robot_ids.map((robotId, seq) => ({
@@ -130,6 +154,7 @@ export function createOtaRolloutActivities({
       }));
       let created = 0;
       for (const part of chunks(docs)) {
+        heartbeat();
         try {
           const res = await withDbTimeout('insert rollout jobs', t, OtaJob.insertMany(part, { ordered: false, rawResult: true }));
           created += res.insertedCount;
@@ -151,10 +176,12 @@ export function createOtaRolloutActivities({
      */
     async dispatchRolloutBatch(rolloutId: string, maxWave: number, limit: number): Promise<{ dispatched: number; awaitingRobot: number; counts: WaveCounts[] }> {
       if (limit <= 0) return { dispatched: 0, awaitingRobot: 0, counts: await counts(rolloutId) };
+      const lap = stopwatch();
+      const { dispatch_cursor: cursor, wave_sizes } = await loadRollout(rolloutId);
       const jobs = await withDbTimeout(
         'load queued jobs',
         t,
-        OtaJob.find({ deployment_id: rolloutId, dispatch_state: 'queued', status: 'PENDING', wave: { $lte: maxWave } }, dispatchFields)
+        OtaJob.find({ deployment_id: rolloutId, dispatch_state: 'queued', status: 'PENDING', seq: { $gt: cursor }, wave: { $lte: maxWave } }, dispatchFields)
           .sort({ seq: 1 })
           .limit(limit)
           .lean(),
@@ -167,12 +194,21 @@ export function createOtaRolloutActivities({
       }
       const ready = jobs.filter((j) => online.has(j.robot_id));
       const away = jobs.filter((j) => !online.has(j.robot_id)).map((j) => j._id);
+      const loadMs = lap();
       log.info('rollout batch publishing', { rolloutId, jobs: ready.length, awaitingRobot: away.length });
       const published = await publishDeploys(ready);
-      await setDispatchState(published, 'dispatched', ['queued', 'awaiting_robot']);
+      const publishMs = lap();
+      // Offline robots' jobs are marked one by one (few); the published ones are covered by the cursor, written
+      // once all of them are out (a crash before it publishes them again: the daemon dedupes by job id).
       await setDispatchState(away, 'awaiting_robot', ['queued']);
-      log.info('rollout batch dispatched', { rolloutId, dispatched: published.length, awaitingRobot: away.length });
-      return { dispatched: published.length, awaitingRobot: away.length, counts: await counts(rolloutId) };
+      const last = jobs.reduce((m, j) => Math.max(m, j.seq ?? -1), cursor);
+      if (last > cursor) {
+        await withDbTimeout('advance dispatch cursor', t, OtaRollout.updateOne({ _id: rolloutId, dispatch_cursor: { $lt: last } }, { $set: { dispatch_cursor: last } }));
+      }
+      const markMs = lap();
+      const after = await rolloutCounts(models, rolloutId, wave_sizes, t, Math.max(last, cursor));
+      log.info('rollout batch dispatched', { rolloutId, dispatched: published.length, awaitingRobot: away.length, loadMs, publishMs, markMs, countsMs: lap() });
+      return { dispatched: published.length, awaitingRobot: away.length, counts: after };
     },
 
     /**
@@ -181,6 +217,7 @@ export function createOtaRolloutActivities({
      * jobs whose robot came back online (admitted ones only) are sent again.
      */
     async applyRolloutEvents(rolloutId: string, events: RolloutEvents, mayDispatch: boolean): Promise<WaveCounts[]> {
+      const lap = stopwatch();
       const byJob = new Map<string, { robotId: string; statuses: JobStatus[]; error_msg: string | null }>();
       for (const r of events.reports) {
         const e = byJob.get(r.jobId) ?? { robotId: r.robotId, statuses: [], error_msg: null };
@@ -191,7 +228,7 @@ export function createOtaRolloutActivities({
       }
       const ids = [...byJob.keys()];
       const acks: Array<{ robotId: string; jobId: string }> = [];
-      const completed: string[] = [];
+      const completed: CompletedJob[] = [];
       // Jobs that make the same move (same stored status, same path, same error) are written by one updateMany:
       // FerretDB scans the collection once per statement, so a statement per job would cost a scan per robot.
       const groups = new Map<string, { from: JobStatus; path: JobStatus[]; error_msg: string | null; ids: string[] }>();
@@ -199,7 +236,7 @@ export function createOtaRolloutActivities({
         const current = await withDbTimeout(
           'load reported jobs',
           t,
-          OtaJob.find({ _id: { $in: part }, deployment_id: rolloutId }, { _id: 1, robot_id: 1, status: 1 }).lean(),
+          OtaJob.find({ _id: { $in: part }, deployment_id: rolloutId }, { _id: 1, robot_id: 1, status: 1, deploy_path: 1, s3_bucket: 1, s3_object_name: 1, sha256: 1 }).lean(),
         );
         for (const job of current) {
           const e = byJob.get(job._id)!;
@@ -216,7 +253,7 @@ export function createOtaRolloutActivities({
           }
           if (isTerminal(at)) acks.push({ robotId: job.robot_id, jobId: job._id });
           if (path.length === 0) continue;
-          if (at === 'COMPLETED') completed.push(job._id);
+          if (at === 'COMPLETED') completed.push(job);
           const error_msg = at === 'FAILED' ? e.error_msg : null;
           const key = JSON.stringify([from, path, error_msg]);
           const g = groups.get(key) ?? { from, path, error_msg, ids: [] };
@@ -224,10 +261,13 @@ export function createOtaRolloutActivities({
           groups.set(key, g);
         }
       }
-      const now = new Date();
+      const readMs = lap();
       for (const g of groups.values()) {
         const to = g.path[g.path.length - 1];
         for (const part of chunks(g.ids, WRITE_CHUNK)) {
+          heartbeat();
+          // Stamped per chunk: finished_at is when this job's terminal status was stored, not when the batch began.
+          const now = new Date();
           await withDbTimeout(
             'record rollout reports',
             t,
@@ -242,24 +282,28 @@ export function createOtaRolloutActivities({
           );
         }
       }
+      const writeMs = lap();
       if (completed.length > 0) await upsertDeployTargets(completed);
+      const targetsMs = lap();
       // Acks only after the terminal status is stored (a job that was already terminal gets its ack again).
       await forEachLimited(acks, PUBLISH_CONCURRENCY, ({ robotId, jobId }) => publishQos1(mqtt, topics.ack(robotId), jobId));
+      const acksMs = lap();
 
+      const { dispatch_cursor: cursor, wave_sizes } = await loadRollout(rolloutId);
       if (mayDispatch && events.online.length > 0) {
-        const back = await withDbTimeout(
+        const open = await withDbTimeout(
           'load jobs of robots back online',
           t,
-          OtaJob.find(
-            { _id: { $in: events.online }, deployment_id: rolloutId, status: { $in: NON_TERMINAL }, dispatch_state: { $in: ['awaiting_robot', 'dispatched'] } },
-            dispatchFields,
-          ).lean(),
+          OtaJob.find({ _id: { $in: events.online }, deployment_id: rolloutId, status: { $in: NON_TERMINAL } }, dispatchFields).lean(),
         );
-        const published = await publishDeploys(back);
+        // Admitted ones only: a job still queued behind the cursor waits for its batch.
+        const published = await publishDeploys(open.filter((j) => wasDispatched(j, cursor)));
         await setDispatchState(published, 'dispatched', ['awaiting_robot']);
         if (published.length > 0) log.info('rollout jobs sent again to robots back online', { rolloutId, jobs: published.length });
       }
-      return counts(rolloutId);
+      const after = await rolloutCounts(models, rolloutId, wave_sizes, t, cursor);
+      log.info('rollout events applied', { rolloutId, reports: events.reports.length, online: events.online.length, stored: ids.length, readMs, writeMs, targetsMs, acksMs, restMs: lap() });
+      return after;
     },
 
     /**
@@ -268,23 +312,47 @@ export function createOtaRolloutActivities({
      */
     async endRolloutJobs(rolloutId: string, status: 'CANCELED' | 'TIMED_OUT', reason: string, jobIds: string[] | null): Promise<WaveCounts[]> {
       const filter = { deployment_id: rolloutId, status: { $in: NON_TERMINAL }, ...(jobIds ? { _id: { $in: jobIds } } : {}) };
-      const open = await withDbTimeout('load unfinished rollout jobs', t, OtaJob.find(filter, { _id: 1, robot_id: 1, dispatch_state: 1 }).lean());
-      const now = new Date();
-      for (const part of chunks(open, WRITE_CHUNK)) {
-        await withDbTimeout(
-          'end rollout jobs',
-          t,
-          OtaJob.updateMany(
-            { _id: { $in: part.map((j) => j._id) }, status: { $in: NON_TERMINAL } },
-            { $set: { status, error_msg: reason, updated_at: now, finished_at: now }, $push: { transitions: { status, error_msg: reason, at: now } } },
-          ),
-        );
-      }
+      const { dispatch_cursor: cursor } = await loadRollout(rolloutId);
+      const open = await withDbTimeout('load unfinished rollout jobs', t, OtaJob.find(filter, { _id: 1, robot_id: 1, dispatch_state: 1, seq: 1 }).lean());
       // Queued jobs never reached a robot: nothing to tell. The others may sit at the broker or on the robot.
-      const told = open.filter((j) => j.dispatch_state !== 'queued');
+      const told = open.filter((j) => wasDispatched(j, cursor));
+      const now = new Date();
+      // Jobs the cursor covers get their dispatch_state written now, with their end (no extra document write).
+      for (const [ids, sent] of [[open.filter((j) => !told.includes(j)), false], [told, true]] as const) {
+        for (const part of chunks(ids, WRITE_CHUNK)) {
+          heartbeat();
+          await withDbTimeout(
+            'end rollout jobs',
+            t,
+            OtaJob.updateMany(
+              { _id: { $in: part.map((j) => j._id) }, status: { $in: NON_TERMINAL } },
+              {
+                $set: { status, error_msg: reason, updated_at: now, finished_at: now, ...(sent ? { dispatch_state: 'dispatched' } : {}) },
+                $push: { transitions: { status, error_msg: reason, at: now } },
+              },
+            ),
+          );
+        }
+      }
       await forEachLimited(told, PUBLISH_CONCURRENCY, (j) => publishQos1(mqtt, topics.cancel(j.robot_id), j._id));
       log.info('rollout jobs ended', { rolloutId, status, jobs: open.length, toldRobots: told.length });
       return counts(rolloutId);
+    },
+
+    /**
+     * Liveness: sends every job in flight again (robots online, no terminal report yet) with a fresh presigned URL.
+     * A daemon that has the job keeps it and takes the new URL; one whose message was lost starts it.
+     */
+    async resendInFlight(rolloutId: string): Promise<WaveCounts[]> {
+      const { dispatch_cursor: cursor, wave_sizes } = await loadRollout(rolloutId);
+      const open = await withDbTimeout(
+        'load jobs in flight',
+        t,
+        OtaJob.find({ deployment_id: rolloutId, status: { $in: NON_TERMINAL }, dispatch_state: { $ne: 'awaiting_robot' } }, dispatchFields).lean(),
+      );
+      const published = await publishDeploys(open.filter((j) => wasDispatched(j, cursor)));
+      log.info('rollout jobs in flight sent again (no report in time)', { rolloutId, jobs: published.length });
+      return rolloutCounts(models, rolloutId, wave_sizes, t, cursor);
     },
 
     /** Stores where the rollout stands (status, pause, current wave, reason) on its document. */
@@ -307,9 +375,8 @@ export function createOtaRolloutActivities({
    * Records what now sits at each completed job's path (deploy_state). Most paths are new: inserted in bulk
    * (no scan); the ones that exist already (a path deployed before) are updated one statement each.
    */
-  async function upsertDeployTargets(jobIds: readonly string[]): Promise<void> {
-    for (const part of chunks(jobIds, READ_CHUNK)) {
-      const jobs = await withDbTimeout('load completed jobs', t, OtaJob.find({ _id: { $in: part } }).lean());
+  async function upsertDeployTargets(completed: readonly CompletedJob[]): Promise<void> {
+    for (const jobs of chunks(completed, READ_CHUNK)) {
       const now = new Date();
       const docs = jobs.map((job) => ({
         _id: deployTargetId(job.robot_id, job.deploy_path),

@@ -83,6 +83,12 @@ const otaRolloutSchema = new Schema(
     status: { type: String, required: true },
     paused: { type: Boolean, default: false },
     current_wave: { type: Number, default: 0 },
+    /**
+     * Rollout jobs with seq ≤ this were handed out by a dispatch batch. The online robots' jobs among them keep
+     * dispatch_state 'queued' and count as dispatched: a per-job write per robot at dispatch was half of a
+     * rollout's database time (FerretDB updates document by document). Offline ones are marked awaiting_robot.
+     */
+    dispatch_cursor: { type: Number, default: -1 },
     reason: { type: String, default: null },
     created_by: { type: String, default: null },
     timestamp: { type: Date, required: true },

@@ -1,12 +1,13 @@
 // Rollouts end to end with real processes (worker, bridge, API, one daemon per robot): waves advance only past
 // their success threshold, an offline robot completes once it reconnects, failures at the abort threshold cancel
 // the rest (nothing is installed after the abort is stored), pause stops new dispatches until resume, and the
-// worker and the bridge can be SIGKILLed while the rollout's robots are downloading.
+// worker, the bridge, the broker and the API can be SIGKILLed while the rollout's robots are downloading, the
+// worker inside a dispatch activity and the bridge with a report batch on its way.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { restartServer } from '../../infra/stack';
-import { cfg, eventually, sha256File, temporalClient, testRobots } from '../helpers';
+import { cfg, eventually, sha256File, temporalClient, testRobots, type ChildHandle } from '../helpers';
 import { startOtaSystem, uploadFile, type OtaSystem } from './system';
 
 let sys: OtaSystem;
@@ -211,6 +212,58 @@ test('the worker and the bridge are SIGKILLed while the rollout is in flight: a 
   const done = await waitRollout(id, ['COMPLETED', 'FAILED', 'ABORTED'], 90000);
   expect(done.counts).toEqual({ COMPLETED: 3 });
   for (const r of slow) expect(sha256File(targetOf('kill.bin', r.id))).toBe(sha);
+});
+
+/** A log line naming `message` and this rollout (pino: one JSON object per line, fields in any order). */
+const lineOf = (message: string, rolloutId: string) => new RegExp(`^(?=.*${message})(?=.*${rolloutId}).*$`, 'm');
+
+/**
+ * SIGKILLs the process the moment its output shows `line` (from the output's own data event: polling it would
+ * leave the work that line announces time to finish first); resolves once it has exited.
+ */
+function killAtLine(child: ChildHandle, line: RegExp, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const timer = setTimeout(() => reject(new Error(`no line ${line} within ${timeoutMs} ms`)), timeoutMs);
+    const onData = (d: Buffer) => {
+      seen = (seen + d.toString()).slice(-20000);
+      if (!line.test(seen)) return;
+      child.proc.kill('SIGKILL');
+      clearTimeout(timer);
+      for (const s of [child.proc.stdout!, child.proc.stderr!]) s.off('data', onData);
+      void child.kill('SIGKILL').then(resolve);
+    };
+    for (const s of [child.proc.stdout!, child.proc.stderr!]) s.on('data', onData);
+  });
+}
+
+test('the worker is SIGKILLed inside a dispatch activity and the bridge with a report batch in flight: the rollout completes', async () => {
+  const bytes = crypto.randomBytes(1_500_000);
+  const sha = crypto.createHash('sha256').update(bytes).digest('hex');
+  const object = await uploadFile(sys, 'inflight.bin', bytes);
+  const slow = robots.slice(1);
+  // The dispatch activity logged its first step for this rollout: it is running. Killed there, it is still pending
+  // on the server (the proof it was in flight), and its retry on the new worker sends the batch.
+  const workerKilled = killAtLine(sys.worker, new RegExp(lineOf('rollout batch publishing', '[0-9a-f-]{36}').source, 'm'), 30000);
+  const id = await createRollout({ s3_object_name: object, deploy_path: template('inflight.bin'), target: { robot_ids: slow.map((r) => r.id) }, max_concurrency: 1 });
+  await workerKilled;
+  expect(lineOf('rollout batch publishing', id).test(sys.worker.output())).toBe(true);
+  const t = await temporalClient();
+  try {
+    const { raw } = await t.client.workflow.getHandle(`ota-rollout-${id}`).describe();
+    expect((raw.pendingActivities ?? []).map((a) => a.activityType?.name)).toContain('dispatchRolloutBatch');
+  } finally {
+    await t.close();
+  }
+  // The bridge is about to signal a batch of this rollout's reports (already acked to the broker): killed there,
+  // the daemons' state heartbeats bring the reports to the next bridge until the rollout acks them.
+  const bridgeKilled = killAtLine(sys.bridge, lineOf('rollout events batch sending', id), 90000);
+  await sys.startWorker();
+  await bridgeKilled;
+  await sys.startBridge();
+  const done = await waitRollout(id, ['COMPLETED', 'FAILED', 'ABORTED'], 120000);
+  expect(done.counts).toEqual({ COMPLETED: 3 });
+  for (const r of slow) expect(sha256File(targetOf('inflight.bin', r.id))).toBe(sha);
 });
 
 test('the broker and the API are SIGKILLed while the rollout is in flight: it still completes', async () => {

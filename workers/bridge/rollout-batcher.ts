@@ -96,6 +96,8 @@ export class RolloutBatcher {
       this.pending.delete(rolloutId);
       return;
     }
+    // Info, once per batch: what a crash test waits for before it kills the bridge with a batch in flight.
+    this.o.log.info({ rolloutId, reports: reports.length, online: online.length }, 'rollout events batch sending');
     p.sending = (async () => {
       let delay = 250;
       for (;;) {

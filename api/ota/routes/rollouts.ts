@@ -62,6 +62,8 @@ export const rolloutBodySchema = z
     abort_after_failures: z.number().int().min(1).optional(),
     abort_after_failure_pct: z.number().gt(0).max(100).optional(),
     deadline_s: z.number().int().min(1).max(30 * 24 * 3600).optional(),
+    /** A dispatched job with no report for this long is sent again with a fresh URL (then with backoff). */
+    redispatch_after_s: z.number().min(1).max(24 * 3600).default(60),
   })
   .strict();
 
@@ -166,6 +168,7 @@ export function rolloutsRouter(ctx: OtaContext, guards: { read?: RequestHandler;
       abortAfterFailures: b.abort_after_failures ?? null,
       abortAfterFailurePct: b.abort_after_failure_pct ?? null,
       deadlineMs: b.deadline_s ? now.getTime() + b.deadline_s * 1000 : null,
+      redispatchAfterMs: Math.round(b.redispatch_after_s * 1000),
     };
     const sizes = waveSizes(order.length, options.wavePercents);
     const doc = {
@@ -229,7 +232,7 @@ export function rolloutsRouter(ctx: OtaContext, guards: { read?: RequestHandler;
   r.get('/rollouts/:rollout_id', read, async (req, res) => {
     const { rollout_id } = parseParams(rolloutIdParamSchema, req.params);
     const doc = await load(rollout_id);
-    res.json(rolloutView(doc, await rolloutCounts(ctx.models, rollout_id, doc.wave_sizes, ctx.cfg.mongo.timeoutMs)));
+    res.json(rolloutView(doc, await rolloutCounts(ctx.models, rollout_id, doc.wave_sizes, ctx.cfg.mongo.timeoutMs, doc.dispatch_cursor ?? -1)));
   });
 
   const control = (action: 'pause' | 'resume' | 'cancel') =>
