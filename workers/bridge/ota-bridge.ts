@@ -83,7 +83,7 @@ export interface OtaBridgeOptions {
   stateLanes: readonly MqttClient[];
   /** Shared-subscription group of the lanes: one per bridge deployment (see shareGroupFor in lanes.ts). */
   shareGroup: string;
-  models: Pick<OtaModels, 'OtaJob' | 'RobotPresence' | 'DeployTarget'>;
+  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'RobotPresence' | 'DeployTarget'>;
   workflows: Pick<WorkflowClient, 'getHandle'>;
   log: Logger;
   dbTimeoutMs?: number;
@@ -156,7 +156,7 @@ export class OtaBridge {
     this.signalConcurrency = o.signalConcurrency ?? 8;
     if (o.stateLanes.length === 0) throw new Error('OtaBridge needs at least one state lane');
     this.stateFilter = sharedStateFilter(o.shareGroup);
-    this.jobs = new JobLookup(o.models.OtaJob, this.dbTimeoutMs);
+    this.jobs = new JobLookup(o.models.OtaJob, this.dbTimeoutMs, undefined, undefined, o.models.OtaJobArchive);
     this.rollouts = new RolloutBatcher({
       workflows: o.workflows,
       log: o.log,
@@ -538,11 +538,13 @@ export class OtaBridge {
   private async recordInstalledAfterEnd(robotId: string, jobId: string, status: JobStatus): Promise<void> {
     const note = `${status.toLowerCase().replace('_', ' ')}, but the robot had already installed the file`;
     await this.retrying('installed-after-end record', { robotId, jobId }, async () => {
-      await withDbTimeout(
-        'note installed after end',
-        this.dbTimeoutMs,
-        this.o.models.OtaJob.updateOne({ _id: jobId, error_msg: { $ne: note } }, { $set: { error_msg: note, updated_at: new Date() } }),
-      );
+      // The job may have been archived already (api/ota/archiver.ts): the note goes on whichever copy exists.
+      const set = { $set: { error_msg: note, updated_at: new Date() } };
+      const live = await withDbTimeout('note installed after end', this.dbTimeoutMs, this.o.models.OtaJob.updateOne({ _id: jobId, error_msg: { $ne: note } }, set));
+      // Nothing matched live: already noted there, or archived (then the archive copy gets it, once).
+      if (live.matchedCount === 0) {
+        await withDbTimeout('note installed after end (archive)', this.dbTimeoutMs, this.o.models.OtaJobArchive.updateOne({ _id: jobId, error_msg: { $ne: note } }, set));
+      }
       await upsertDeployTarget(this.o.models, jobId, this.dbTimeoutMs);
     });
     this.log.warn({ robotId, jobId, status }, 'robot installed the file of a job the cloud had already ended; deploy target recorded');
