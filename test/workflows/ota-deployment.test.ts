@@ -176,7 +176,7 @@ test('out-of-order and after-terminal reports are ignored; FAILED keeps the robo
   });
 });
 
-test('a job costs two activities and one JobState upsert: dispatch, then one finishJob that stores, then acks', async () => {
+test('a job costs two local activities and one JobState upsert: dispatch, then one finishJob that stores, then acks', async () => {
   const fake = fakeActivities();
   await withWorker(fake.activities, async (tq) => {
     const h = await start(tq, { robotId: 'robot-batch' });
@@ -196,7 +196,9 @@ test('a job costs two activities and one JobState upsert: dispatch, then one fin
     // JobState upserts only (the SDK records workflow-versioning markers as a search attribute too).
     const upserts = events.filter((e) => e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields?.[JOB_STATE_SA.name]).length;
     const activities = events.map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name).filter(Boolean);
-    expect({ upserts, activities }).toEqual({ upserts: 1, activities: ['dispatchDeploy', 'finishJob'] });
+    // dispatchDeploy and finishJob run as local activities: a marker each, no activity task (no extra workflow task).
+    const localActivities = events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity').length;
+    expect({ upserts, activities, localActivities }).toEqual({ upserts: 1, activities: [], localActivities: 2 });
     expect(await jobState(h)).toBe('COMPLETED');
   });
 });
