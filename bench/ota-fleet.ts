@@ -57,6 +57,7 @@ interface Stages {
   end?: number;
   events: number;
   activities: number;
+  localActivities: number;
   signals: number;
   tasks: number;
 }
@@ -68,7 +69,7 @@ const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined):
 async function jobStages(client: Client, jobId: string, createdMs: number): Promise<Stages> {
   const events = (await client.workflow.getHandle(otaWorkflowId(jobId)).fetchHistory()).events ?? [];
   const at = (i: number) => ms(events[i]?.eventTime) - createdMs;
-  const s: Stages = { wfStart: at(0), events: events.length, activities: 0, signals: 0, tasks: 0 };
+  const s: Stages = { wfStart: at(0), events: events.length, activities: 0, localActivities: 0, signals: 0, tasks: 0 };
   const names = new Map<number, string>();
   events.forEach((e, i) => {
     const sched = e.activityTaskScheduledEventAttributes;
@@ -89,6 +90,13 @@ async function jobStages(client: Client, jobId: string, createdMs: number): Prom
       }
     }
     if (e.workflowTaskCompletedEventAttributes) s.tasks++;
+    // Local activities (lean runs): a marker each, recorded when the workflow task that ran it completed; the
+    // first is dispatchDeploy, a later one finishJob.
+    if (e.markerRecordedEventAttributes?.markerName === 'core_local_activity') {
+      s.localActivities++;
+      if (s.localActivities === 1) s.dispatchDone = at(i);
+      else s.finishDone = at(i);
+    }
     if (e.workflowExecutionCompletedEventAttributes) s.end = at(i);
   });
   return s;
@@ -163,6 +171,7 @@ async function burst(sys: BenchSystem, opts: { robots: number; concurrency: numb
   fig(k('temporal_history_events_per_job'), avg((s) => s.events));
   fig(k('workflow_tasks_per_job'), avg((s) => s.tasks));
   fig(k('activities_per_job'), avg((s) => s.activities));
+  fig(k('local_activities_per_job'), avg((s) => s.localActivities));
   fig(k('signals_per_job'), avg((s) => s.signals));
   // p50 of each stage, in ms from the job's creation (the API's insert): where a job waits.
   fig(k('stage_p50_ms_workflow_started'), p50((s) => s.wfStart));

@@ -54,7 +54,11 @@ export async function archiveFinishedJobs(ctx: Pick<OtaContext, 'models' | 'opti
     await OtaJobArchive.bulkWrite(
       part.map((j) => ({ replaceOne: { filter: { _id: j._id }, replacement: j, upsert: true } })),
       { ordered: false },
-    );
+    ).catch((err: unknown) => {
+      // Two archivers (API processes) upserting the same job at once: one insert loses with E11000, and the
+      // copy is there anyway. Anything else is a real failure (nothing is deleted then).
+      if (!onlyDuplicateKeys(err)) throw err;
+    });
     // One delete for the chunk; each job goes only if it was not written since the read (its updated_at).
     const res = await OtaJob.deleteMany({
       status: { $in: TERMINAL },
@@ -63,4 +67,12 @@ export async function archiveFinishedJobs(ctx: Pick<OtaContext, 'models' | 'opti
     moved += res.deletedCount ?? 0;
   }
   return { moved, complete: due.length < max };
+}
+
+/** True when a bulk write failed only because some documents were inserted meanwhile by someone else. */
+function onlyDuplicateKeys(err: unknown): boolean {
+  const e = err as { code?: number; writeErrors?: Array<{ code?: number }> | { code?: number } };
+  if (e.code === 11000 && !e.writeErrors) return true;
+  const list = Array.isArray(e.writeErrors) ? e.writeErrors : e.writeErrors ? [e.writeErrors] : [];
+  return list.length > 0 && list.every((w) => w.code === 11000);
 }
