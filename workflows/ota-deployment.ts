@@ -250,11 +250,15 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
     const offlineBefore = offlineSignals;
     let outcome: DispatchOutcome | undefined;
     try {
-      outcome = await unlessDecided(() => link.dispatchDeploy(jobId));
+      outcome = await unlessDecided(() => (input.job ? link.dispatchDeploy(jobId, robotId, input.job) : link.dispatchDeploy(jobId)));
     } catch (err) {
-      // Infrastructure errors retry forever, so an ActivityFailure that is not a cancellation is final.
-      if (isCancellation(err) || !(err instanceof ActivityFailure)) throw err;
-      decide('FAILED', err.cause?.message ?? err.message);
+      // Infrastructure errors retry forever, so an activity failure that is not a cancellation is final. A
+      // remote activity's failure arrives as an ActivityFailure around its cause; a local activity's as the
+      // ApplicationFailure it threw.
+      if (isCancellation(err)) throw err;
+      if (err instanceof ActivityFailure) decide('FAILED', err.cause?.message ?? err.message);
+      else if (err instanceof ApplicationFailure) decide('FAILED', err.message);
+      else throw err;
       return;
     }
     if (outcome === undefined) return; // canceled or timed out while dispatching

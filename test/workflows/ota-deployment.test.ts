@@ -2,6 +2,7 @@
 // with the activities replaced by recording fakes: what the workflow decides, stores and publishes, per scenario.
 import { CancelledFailure, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { ApplicationFailure } from '@temporalio/common';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { OtaJobActivities } from '../../activities/db/ota-jobs';
 import type { DispatchOutcome, OtaMqttActivities } from '../../activities/mqtt/ota';
@@ -45,9 +46,9 @@ function fakeActivities(opts: FakeOptions = {}) {
   const passed: JobStatus[][] = [];
   let dispatches = 0;
   const activities: OtaMqttActivities & OtaJobActivities = {
-    async dispatchDeploy(_jobId) {
+    async dispatchDeploy(_jobId, robotId, fields) {
       dispatches++;
-      calls.push('dispatch');
+      calls.push(fields ? `dispatch ${robotId} ${fields.s3_object_name}` : 'dispatch');
       return opts.dispatch ? opts.dispatch(dispatches) : 'dispatched';
     },
     async publishAck(robotId, jobId) {
@@ -413,3 +414,19 @@ test('liveness: a job the robot stays silent on is dispatched again, waiting twi
     expect(fake.records.map((r) => r.status)).toEqual(['COMPLETED']);
   });
 }, 60_000);
+
+test('a dispatch that fails for good (job missing) ends the job FAILED with the reason; the fields it carries reach the dispatch', async () => {
+  const fake = fakeActivities({
+    dispatch: async () => {
+      throw ApplicationFailure.nonRetryable('OTA job x does not exist', 'OtaJobNotFound');
+    },
+  });
+  await withWorker(fake.activities, async (tq) => {
+    const job = { s3_bucket: 'files', s3_object_name: 'carried.bin', deploy_path: '/opt/x.bin', sha256: 'a'.repeat(64), size: 3 };
+    const h = await start(tq, { robotId: 'robot-gone', job });
+    const result = await h.result();
+    expect(result).toMatchObject({ status: 'FAILED', error_msg: 'OTA job x does not exist', dispatches: 0 });
+    expect(fake.calls[0]).toBe('dispatch robot-gone carried.bin');
+    expect(fake.records).toEqual([{ status: 'FAILED', error_msg: 'OTA job x does not exist' }]);
+  });
+});
