@@ -14,7 +14,7 @@ export interface ApiMetrics {
   middleware: RequestHandler;
 }
 
-export function createApiMetrics(models: Pick<OtaModels, 'OtaJob' | 'OtaRollout'>, dbTimeoutMs: number): ApiMetrics {
+export function createApiMetrics(models: Pick<OtaModels, 'OtaJob' | 'OtaRollout'> & Partial<Pick<OtaModels, 'OtaJobArchive'>>, dbTimeoutMs: number): ApiMetrics {
   const registry = createRegistry('api');
   const latency = new Histogram({
     name: 'fleetsync_http_request_duration_seconds',
@@ -32,7 +32,12 @@ export function createApiMetrics(models: Pick<OtaModels, 'OtaJob' | 'OtaRollout'
         const rows = await (model as typeof models.OtaJob).aggregate<{ _id: string; n: number }>([{ $group: { _id: '$status', n: { $sum: 1 } } }]).option({ maxTimeMS: dbTimeoutMs });
         return new Map(rows.map((r) => [String(r._id), r.n]));
       };
-      counts = Promise.all([group(models.OtaJob), group(models.OtaRollout)]).then(([jobs, rollouts]) => ({ jobs, rollouts }));
+      // Finished jobs are moved to the archive (api/ota/archiver.ts): counted there too, so totals never drop.
+      const archive = models.OtaJobArchive;
+      counts = Promise.all([group(models.OtaJob), group(models.OtaRollout), archive ? group(archive) : new Map<string, number>()]).then(([jobs, rollouts, archived]) => {
+        for (const [status, n] of archived) jobs.set(status, (jobs.get(status) ?? 0) + n);
+        return { jobs, rollouts };
+      });
       counts.catch(() => (counts = null));
     }
     return counts;

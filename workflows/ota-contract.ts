@@ -18,6 +18,21 @@ export interface OtaDeploymentInput {
    * URL), the wait doubling each time up to 10 minutes. Default 60 s (under load the bridge itself can lag tens of seconds: a shorter wait re-sends jobs that are fine); tests shorten it.
    */
   noReportRedispatchSeconds?: number;
+  /**
+   * What the deploy message is built from, as the API stored it (no secret: the URL is presigned at each dispatch),
+   * so a dispatch needs no read of the job. Absent (older runs, the reconciler): the dispatch reads the job.
+   */
+  job?: OtaDispatchFields;
+}
+
+/** The job fields a deploy message needs (see OtaDeploymentInput.job). */
+export interface OtaDispatchFields {
+  s3_bucket: string;
+  s3_object_name: string;
+  deploy_path: string;
+  sha256: string;
+  size: number;
+  mode?: number | null;
 }
 
 export interface OtaDeploymentResult {

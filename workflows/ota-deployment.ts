@@ -25,6 +25,7 @@ import {
   log,
   patched,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
@@ -72,7 +73,24 @@ const REDISPATCH_ON_ONLINE = 'ota-redispatch-on-online';
  */
 const LEAN = 'ota-lean-single-job';
 
+/**
+ * Versioning marker: dispatchDeploy and finishJob run as local activities. Measured on the 200-robot burst: an
+ * activity task costs the job two extra workflow tasks and a matching round trip through the Temporal server
+ * (schedule, start, complete, then a workflow task to see the result), the operations that bound how many jobs a
+ * second the dev server serves; a local activity runs inside the workflow task that needs it and leaves one
+ * marker. Same guarantees: at least once (a worker that dies mid-call fails the workflow task, which runs the
+ * call again), both activities idempotent, the same infrastructure retries (backed off with durable timers past
+ * localRetryThreshold), results that carry no secret.
+ */
+const LOCAL = 'ota-local-activities';
+
 const robotLink = proxyActivities<OtaMqttActivities>({ startToCloseTimeout: '30 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
+const robotLinkLocal = proxyLocalActivities<OtaMqttActivities>({
+  startToCloseTimeout: '30 seconds',
+  retry: RETRY_UNTIL_INFRA_RECOVERS,
+  // Past this, retries wait on a timer in history instead of inside one workflow task.
+  localRetryThreshold: '10 seconds',
+});
 const jobStore = proxyActivities<OtaJobActivities>({ startToCloseTimeout: '30 seconds', retry: RETRY_UNTIL_INFRA_RECOVERS });
 
 /** dispatch: publish the job; awaitOnline: robot offline, wait for its presence; follow: job is on the robot. */
@@ -138,6 +156,8 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
 
   // Decided once per run: a run started before the lean version replays the way it was written.
   const lean = patched(LEAN);
+  // Local activities only in lean runs (they are the ones with one dispatch and one finish activity per job).
+  const link = lean && patched(LOCAL) ? robotLinkLocal : robotLink;
 
   // Handlers first: signals sent before the first activation (e.g. an early presence) are buffered until now.
   setHandler(robotReportSignal, (report) => {
@@ -230,11 +250,15 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
     const offlineBefore = offlineSignals;
     let outcome: DispatchOutcome | undefined;
     try {
-      outcome = await unlessDecided(() => robotLink.dispatchDeploy(jobId));
+      outcome = await unlessDecided(() => (input.job ? link.dispatchDeploy(jobId, robotId, input.job) : link.dispatchDeploy(jobId)));
     } catch (err) {
-      // Infrastructure errors retry forever, so an ActivityFailure that is not a cancellation is final.
-      if (isCancellation(err) || !(err instanceof ActivityFailure)) throw err;
-      decide('FAILED', err.cause?.message ?? err.message);
+      // Infrastructure errors retry forever, so an activity failure that is not a cancellation is final. A
+      // remote activity's failure arrives as an ActivityFailure around its cause; a local activity's as the
+      // ApplicationFailure it threw.
+      if (isCancellation(err)) throw err;
+      if (err instanceof ActivityFailure) decide('FAILED', err.cause?.message ?? err.message);
+      else if (err instanceof ApplicationFailure) decide('FAILED', err.message);
+      else throw err;
       return;
     }
     if (outcome === undefined) return; // canceled or timed out while dispatching
@@ -311,7 +335,7 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
     if (lean) {
       const t = s.unrecorded[s.unrecorded.length - 1] ?? { status: s.status, error_msg: s.error_msg };
       const passedThrough = s.unrecorded.slice(0, -1).map((u) => u.status);
-      const stored = await robotLink.finishJob(jobId, robotId, t.status, t.error_msg, passedThrough);
+      const stored = await link.finishJob(jobId, robotId, t.status, t.error_msg, passedThrough);
       if (!stored.applied) log.warn('status not applied by the database guard', { jobId, status: t.status, current: stored.current });
       upsertSearchAttributes([{ key: JOB_STATE_SA, value: stored.applied ? t.status : (stored.current ?? t.status) }]);
       s.unrecorded = [];

@@ -9,7 +9,7 @@ import { isTerminalStatus, statusesBefore } from '../../workflows/ota-status';
 import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from './timeout';
 
 export interface OtaJobActivityDeps {
-  models: Pick<OtaModels, 'OtaJob' | 'DeployTarget'>;
+  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'DeployTarget'>;
   /** Client-side deadline per database operation (the models also send maxTimeMS). */
   dbTimeoutMs?: number;
 }
@@ -21,11 +21,25 @@ export interface RecordJobStatusResult {
   current: JobStatus | null;
 }
 
+/**
+ * Job `jobId` wherever it is stored: the live collection first, then the archive, where the API's archiver moves
+ * jobs some time after they ended (api/ota/archiver.ts). Live first: while a job is being moved it is in both for
+ * a moment, and the live copy is the newer one.
+ */
+export async function findJob(
+  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive'>,
+  jobId: string,
+  dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS,
+): Promise<OtaJob | null> {
+  const live = await withDbTimeout('load job', dbTimeoutMs, models.OtaJob.findById(jobId).lean<OtaJob>());
+  return live ?? withDbTimeout('load archived job', dbTimeoutMs, models.OtaJobArchive.findById(jobId).lean<OtaJob>());
+}
+
 export const deployTargetId = (robotId: string, deployPath: string): string => `${robotId}:${deployPath}`;
 
 /** Records that job `jobId`'s file now sits at its robot's path (the cloud's view of the robot, `deploy_state`). */
 export async function upsertDeployTarget(models: OtaJobActivityDeps['models'], jobId: string, dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS): Promise<void> {
-  const job = await withDbTimeout('load completed job', dbTimeoutMs, models.OtaJob.findById(jobId).lean());
+  const job = await findJob(models, jobId, dbTimeoutMs);
   if (job) await upsertDeployTargetOf(models, job, dbTimeoutMs);
 }
 
@@ -93,7 +107,8 @@ export async function recordStatus(
   );
   let current: JobStatus | null = status;
   if (!updated) {
-    const job = await withDbTimeout('read job status', dbTimeoutMs, OtaJob.findById(jobId, { status: 1 }).lean());
+    // Not moved: already there (a retried write, maybe after the job was archived) or not a forward move.
+    const job = await findJob(models, jobId, dbTimeoutMs);
     current = job ? (job.status as JobStatus) : null;
   }
   const applied = current === status;

@@ -12,17 +12,21 @@ type CountRow = { wave?: number | null; status: JobStatus; dispatch_state?: Disp
  * cursor still 'queued' were dispatched (see `dispatch_cursor` in common/models/ota.ts).
  */
 export async function rolloutCounts(
-  models: Pick<OtaModels, 'OtaJob'>,
+  models: Pick<OtaModels, 'OtaJob'> & Partial<Pick<OtaModels, 'OtaJobArchive'>>,
   rolloutId: string,
   waveSizes: readonly number[],
   timeoutMs: number,
   dispatchCursor: number,
 ): Promise<WaveCounts[]> {
-  const rows = await withDbTimeout(
-    'rollout counts',
-    timeoutMs,
-    models.OtaJob.find({ deployment_id: rolloutId }, { _id: 0, wave: 1, status: 1, dispatch_state: 1, seq: 1 }).maxTimeMS(timeoutMs).lean<CountRow[]>(),
-  );
+  const read = (model: OtaModels['OtaJob']) =>
+    withDbTimeout(
+      'rollout counts',
+      timeoutMs,
+      model.find({ deployment_id: rolloutId }, { _id: 0, wave: 1, status: 1, dispatch_state: 1, seq: 1 }).maxTimeMS(timeoutMs).lean<CountRow[]>(),
+    );
+  // A finished rollout's jobs move to the archive (api/ota/archiver.ts); a running rollout's are all live. A job
+  // caught in both for a moment while it moves could be counted twice in that moment only.
+  const rows = (await Promise.all([read(models.OtaJob), ...(models.OtaJobArchive ? [read(models.OtaJobArchive)] : [])])).flat();
   const waves: WaveCounts[] = waveSizes.map((size) => ({ size, status: {}, queued: 0, awaitingRobot: 0, inFlight: 0 }));
   for (const j of rows) {
     const w = waves[j.wave ?? -1];

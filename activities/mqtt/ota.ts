@@ -16,6 +16,7 @@ import { withDbTimeout } from '../db/timeout';
 import { recordStatus, type RecordJobStatusResult } from '../db/ota-jobs';
 import type { JobStatus } from '../../common/protocol';
 import { publishQos1 } from './connection';
+import type { OtaDispatchFields } from '../../workflows/ota-contract';
 
 export type DispatchOutcome = 'dispatched' | 'robot_offline';
 
@@ -25,7 +26,7 @@ export const OTA_JOB_INVALID = 'OtaJobInvalid';
 
 export interface OtaMqttActivityDeps {
   mqtt: MqttClient;
-  models: Pick<OtaModels, 'OtaJob' | 'RobotPresence' | 'DeployTarget'>;
+  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'RobotPresence' | 'DeployTarget'>;
   s3: S3Client;
   cfg: Pick<Config, 'mongo' | 'dataDir' | 'env' | 'ota'>;
   /** The cloud's signing keys, oldest first (the newest signs); read per dispatch so a rotation needs no restart. */
@@ -111,8 +112,9 @@ export function createOtaMqttActivities({
      * 'robot_offline' without publishing, and the workflow waits for the robot's presence signal.
      * Re-dispatching a job is safe: the daemon dedupes by job id.
      */
-    async dispatchDeploy(jobId: string): Promise<DispatchOutcome> {
-      const job = await withDbTimeout('load job', dbTimeoutMs, OtaJob.findById(jobId).lean());
+    async dispatchDeploy(jobId: string, jobRobotId?: string, fields?: OtaDispatchFields): Promise<DispatchOutcome> {
+      // The workflow carries the job's fields (one database read less per dispatch); older runs read the job.
+      const job = fields && jobRobotId ? { ...fields, _id: jobId, robot_id: jobRobotId, mode: fields.mode ?? undefined } : await withDbTimeout('load job', dbTimeoutMs, OtaJob.findById(jobId).lean());
       if (!job) throw ApplicationFailure.nonRetryable(`OTA job ${jobId} does not exist`, OTA_JOB_NOT_FOUND);
       const robot = robotIdSchema.safeParse(job.robot_id);
       if (!robot.success) throw ApplicationFailure.nonRetryable(`OTA job ${jobId}: invalid robot_id`, OTA_JOB_INVALID);

@@ -49,7 +49,14 @@ export async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (
 export async function startJobs(ctx: OtaContext, jobs: readonly OtaJob[]): Promise<StartOutcome[]> {
   return mapLimited(jobs, 8, async (job): Promise<StartOutcome> => {
     try {
-      await startDeploymentWorkflow(ctx, { jobId: job._id, robotId: job.robot_id, timeoutSeconds: job.timeout_s ?? null });
+      const { s3_bucket, s3_object_name, deploy_path, sha256, size, mode } = job;
+      await startDeploymentWorkflow(ctx, {
+        jobId: job._id,
+        robotId: job.robot_id,
+        timeoutSeconds: job.timeout_s ?? null,
+        // The dispatch builds the deploy message from these without reading the job again.
+        job: { s3_bucket, s3_object_name, deploy_path, sha256, size, ...(typeof mode === 'number' ? { mode } : {}) },
+      });
       return { jobId: job._id, error: null, unavailable: false };
     } catch (err) {
       const unavailable = isTemporalUnavailable(err);

@@ -13,6 +13,8 @@ import { isTerminal, JOB_STATUSES } from '../../common/protocol';
 import { chunks } from '../../common/db';
 import { otaWorkflowId } from '../../workflows/ota-contract';
 import { mapLimited } from './jobs-service';
+import { archiveFinishedJobs, type ArchivePass } from './archiver';
+import { findJob } from '../../activities/db/ota-jobs';
 import { existingWorkflowIds, isTemporalUnavailable, signalCancel, startDeploymentWorkflow, type StartResult } from './temporal';
 import { resolveContext, type OtaAppDeps, type OtaContext } from './types';
 
@@ -125,7 +127,7 @@ export async function startOrphanWorkflow(ctx: OtaContext, job: OrphanCandidate,
   const result = await startDeploymentWorkflow(ctx, { jobId: job._id, robotId: job.robot_id, timeoutSeconds: secondsLeft(job, nowMs) });
   if (result !== 'started') return result;
   ctx.log.warn({ jobId: job._id, createdAt: job.timestamp }, 'PENDING job had no workflow; started it');
-  const current = await ctx.models.OtaJob.findById(job._id, { status: 1 }).lean<Pick<OtaJob, 'status'>>();
+  const current = await findJob(ctx.models, job._id);
   if (!current || isTerminal(current.status)) {
     ctx.log.warn({ jobId: job._id, status: current?.status ?? null }, 'job ended while its workflow was being started; canceling the run');
     await signalCancel(ctx, otaWorkflowId(job._id), 'the job ended before its workflow started');
@@ -137,6 +139,7 @@ export class JobReconciler {
   private readonly ctx: OtaContext;
   private cursor: Cursor | null = null;
   private timer: NodeJS.Timeout | null = null;
+  private archiveTimer: NodeJS.Timeout | null = null;
   /** Passes run one after the other: the last one queued (settled or not). */
   private queue: Promise<unknown> = Promise.resolve();
   private stopped = false;
@@ -160,9 +163,35 @@ export class JobReconciler {
     return p;
   }
 
-  /** A pass right away, then one every reconcileIntervalMs (counted from the end of the previous one). */
+  /** One archive pass now (archiveFinishedJobs), after the pass in flight. */
+  archiveOnce(): Promise<ArchivePass> {
+    const p = this.queue.then(() => archiveFinishedJobs(this.ctx));
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  /**
+   * A pass right away, then one every reconcileIntervalMs (counted from the end of the previous one); archive
+   * passes on their own, shorter period (archiveIntervalMs), so the live job collection stays small.
+   */
   start(): void {
     if (this.timer || this.stopped) return;
+    if (this.ctx.options.archiveIntervalMs > 0) {
+      const archive = async () => {
+        try {
+          const r = await this.archiveOnce();
+          if (r.moved > 0) this.ctx.log.info(r, 'job archiver pass');
+        } catch (err) {
+          this.ctx.log.error({ err }, 'job archiver pass failed');
+        }
+        if (!this.stopped) {
+          this.archiveTimer = setTimeout(() => void archive(), this.ctx.options.archiveIntervalMs);
+          this.archiveTimer.unref();
+        }
+      };
+      this.archiveTimer = setTimeout(() => void archive(), this.ctx.options.archiveIntervalMs);
+      this.archiveTimer.unref();
+    }
     const tick = async () => {
       try {
         const r = await this.runOnce();
@@ -185,7 +214,9 @@ export class JobReconciler {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
+    if (this.archiveTimer) clearTimeout(this.archiveTimer);
     this.timer = null;
+    this.archiveTimer = null;
     await this.queue;
   }
 

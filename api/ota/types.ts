@@ -28,6 +28,12 @@ export interface OtaAppOptions {
   reconcileMaxJobsPerPass: number;
   /** A caller-chosen object name is held for an upload this long, renewed while the upload runs. */
   uploadLockTtlMs: number;
+  /** Job archiver (archiver.ts, run by the reconciler): time between passes (0: no archiving). */
+  archiveIntervalMs: number;
+  /** A job terminal for this long moves to the archive (rollout jobs: once their rollout is finished that long). */
+  archiveAfterMs: number;
+  /** Most jobs one archive pass moves (in chunks of 50); the next pass takes the rest. */
+  archiveMaxJobsPerPass: number;
 }
 
 export interface OtaAppDeps {
@@ -63,6 +69,9 @@ export const DEFAULT_OPTIONS: OtaAppOptions = {
   reconcileGraceMs: 30_000,
   reconcileMaxJobsPerPass: 500,
   uploadLockTtlMs: 5 * 60_000,
+  archiveIntervalMs: 5_000,
+  archiveAfterMs: 10_000,
+  archiveMaxJobsPerPass: 1000,
 };
 
 /** The reference's default bucket for every endpoint that has one. */

@@ -63,6 +63,14 @@ otaJobSchema.index({ status: 1, timestamp: -1 });
 otaJobSchema.index({ deployment_id: 1, wave: 1, seq: 1 });
 
 /**
+ * Finished jobs, moved out of `ota_jobs` by the API's archiver (api/ota/archiver.ts) once they have been terminal
+ * for a while: FerretDB scans the whole collection on every filter, so the live collection is kept to the jobs
+ * that still move. Same documents, same shape; every reader of a job by id or by list looks here too.
+ */
+const otaJobArchiveSchema = otaJobSchema.clone();
+otaJobArchiveSchema.set('collection', 'ota_jobs_archive');
+
+/**
  * A rollout (POST /rollouts): one file to many robots, driven by one otaRollout workflow. The robots and their
  * waves are fixed at creation; per-robot state lives in the rollout's jobs (deployment_id = rollout id).
  */
@@ -134,16 +142,19 @@ export type RobotPresence = InferSchemaType<typeof robotPresenceSchema>;
 export interface OtaModels {
   OtaFile: Model<OtaFile>;
   OtaJob: Model<OtaJob>;
+  /** Terminal jobs moved out of OtaJob (see otaJobArchiveSchema). */
+  OtaJobArchive: Model<OtaJob>;
   OtaRollout: Model<OtaRollout>;
   DeployTarget: Model<DeployTarget>;
   RobotPresence: Model<RobotPresence>;
 }
 
 export function registerOtaModels(conn: Connection, timeoutMs: number): OtaModels {
-  withQueryTimeout([otaFileSchema, otaJobSchema, otaRolloutSchema, deployTargetSchema, robotPresenceSchema], timeoutMs);
+  withQueryTimeout([otaFileSchema, otaJobSchema, otaJobArchiveSchema, otaRolloutSchema, deployTargetSchema, robotPresenceSchema], timeoutMs);
   return {
     OtaFile: conn.model<OtaFile>('OtaFile', otaFileSchema),
     OtaJob: conn.model<OtaJob>('OtaJob', otaJobSchema),
+    OtaJobArchive: conn.model<OtaJob>('OtaJobArchive', otaJobArchiveSchema),
     OtaRollout: conn.model<OtaRollout>('OtaRollout', otaRolloutSchema),
     DeployTarget: conn.model<DeployTarget>('DeployTarget', deployTargetSchema),
     RobotPresence: conn.model<RobotPresence>('RobotPresence', robotPresenceSchema),

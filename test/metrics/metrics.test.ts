@@ -11,6 +11,7 @@ import { topics } from '../../common/protocol';
 import { cfg, eventually, runTs, temporalClient, uniqueId, type ChildHandle } from '../helpers';
 import { otaDeployment } from '../../workflows/ota-deployment';
 import { otaWorkflowId } from '../../workflows/ota-contract';
+import { stackProbe } from '../../workflows/stack-probe';
 import { apiToken, freePort } from '../ota/system';
 
 const TEST_DB = uniqueId('fleet_test_metrics').replace(/-/g, '_');
@@ -74,21 +75,32 @@ test('API: request latency histogram by route, jobs and rollouts by status', asy
 
 test('worker: the Temporal SDK runtime metrics (task polls, slots, latencies)', async () => {
   // Some work for the worker: a job whose document does not exist ends FAILED after a workflow task or two and
-  // two activities, so the task latency histograms have observations.
+  // two local activities, so the workflow task latency histograms have observations.
   const { client, close } = await temporalClient();
   try {
     const jobId = uniqueId('job-metrics');
     const result = await client.workflow.execute(otaDeployment, { taskQueue: env.TEMPORAL_TASK_QUEUE, workflowId: otaWorkflowId(jobId), args: [{ jobId, robotId: 'robot-metrics' }] });
     expect(result.status).toBe('FAILED');
+    // otaDeployment runs its activities as local activities; the activity-task series need a remote one: the
+    // stack probe's first activity (the probe is ended once the series are there).
+    const probe = await client.workflow.start(stackProbe, {
+      taskQueue: env.TEMPORAL_TASK_QUEUE,
+      workflowId: uniqueId('probe-metrics'),
+      args: [{ probeId: uniqueId('probe'), robotId: 'robot-metrics', uploadBytes: 1 }],
+    });
+    try {
+      const text = await eventually('worker series', async () => {
+        const t = await scrape(ports.worker);
+        return /temporal_workflow_task_schedule_to_start_latency/.test(t) && /temporal_activity_schedule_to_start_latency/.test(t) ? t : undefined;
+      }, 30_000);
+      expect(text).toMatch(/temporal_\w+/);
+      expect(text).toMatch(/task_queue="metrics-/);
+    } finally {
+      await probe.terminate('metrics test done').catch(() => undefined);
+    }
   } finally {
     await close();
   }
-  const text = await eventually('worker series', async () => {
-    const t = await scrape(ports.worker);
-    return /temporal_workflow_task_schedule_to_start_latency/.test(t) && /temporal_activity_schedule_to_start_latency/.test(t) ? t : undefined;
-  }, 30_000);
-  expect(text).toMatch(/temporal_\w+/);
-  expect(text).toMatch(/task_queue="metrics-/);
 });
 
 test('bridge: messages, forwarded reports, drops, backlog in hand and rollout batches', async () => {

@@ -10,6 +10,7 @@ import { SignJWT } from 'jose';
 import { connectDb, type Db } from '../../common/db';
 import type { RobotManifest } from '../../infra/fleet';
 import { recordRobots } from '../../infra/robots';
+import { findJob } from '../../activities/db/ota-jobs';
 import { bridgeSessionIds, cfg, endMqttSessions, fleet, robotEnv, runTs, uniqueId, type ChildHandle } from '../helpers';
 
 export function freePort(): Promise<number> {
@@ -77,7 +78,8 @@ export async function startOtaSystem(opts: { daemonsFor: RobotManifest[] }): Pro
   await recordRobots(db.models, fleet().robots.map((r) => ({ id: r.id, roots: [r.root] })));
   const sys: OtaSystem = {
     db,
-    storedStatus: async (jobId) => (await db.models.OtaJob.findById(jobId).lean())?.status,
+    // Live or archived (the API moves finished jobs to the archive after a while).
+    storedStatus: async (jobId) => (await findJob(db.models, jobId))?.status,
     baseUrl: `http://127.0.0.1:${port}/api/v1`,
     token,
     env,

@@ -121,6 +121,22 @@ test('dispatchDeploy: online robot receives a valid deploy message whose short-l
   expect(sha256(Buffer.from(await res.arrayBuffer()))).toBe(deploy.sha256);
 });
 
+test('dispatchDeploy with the fields the workflow carries publishes the same message without reading the job', async () => {
+  const robotId = uniqueId('rb-fields');
+  const { jobId, key, body } = await createJob(robotId, { mode: 0o600 });
+  await setPresence(robotId, true);
+  const fields = { s3_bucket: bucket, s3_object_name: key, deploy_path: '/opt/app/model.bin', sha256: sha256(body), size: body.length, mode: 0o600 };
+  // The document is gone: a dispatch that still read it would fail (OtaJobNotFound).
+  await db.models.OtaJob.deleteOne({ _id: jobId });
+  expect(await activityEnv().run(mqttActivities().dispatchDeploy, jobId, robotId, fields)).toBe('dispatched');
+  const msg = await eventually('deploy message', async () => received.find((m) => m.topic === topics.deploy(robotId)));
+  const deploy = deployMessageSchema.parse(JSON.parse(msg.payload));
+  expect(deploy).toMatchObject({ job_id: jobId, ...fields });
+  expect(verifyDeploy(parsePublicKeys(publicKeyEntries(loadSigningKeys(cfg))), robotId, deploy)).toBeNull();
+  const res = await fetch(new URL(deploy.url!));
+  expect(sha256(Buffer.from(await res.arrayBuffer()))).toBe(deploy.sha256);
+});
+
 test('dispatchDeploy: an unknown job fails non-retryably', async () => {
   const err = await activityEnv()
     .run(mqttActivities().dispatchDeploy, uniqueId('missing'))

@@ -13,7 +13,7 @@ import { createOtaJobActivities, recordStatus } from '../../activities/db/ota-jo
 import { connectMqtt, createMqttClient, uniqueClientId, waitForConnect } from '../../activities/mqtt/connection';
 import type { DispatchOutcome, OtaMqttActivities } from '../../activities/mqtt/ota';
 import { connectDb, type Db } from '../../common/db';
-import { topics, type JobReport, type JobStatus } from '../../common/protocol';
+import { PRESENCE_ONLINE, topics, type JobReport, type JobStatus } from '../../common/protocol';
 import { drainStaleLane, laneClientId, shareGroupFor, sharedStateFilter } from '../../workers/bridge/lanes';
 import { OtaBridge } from '../../workers/bridge/ota-bridge';
 import { otaDeployment } from '../../workflows/ota-deployment';
@@ -83,6 +83,8 @@ interface BridgeOptions {
   lanes?: number;
   /** Defaults to the test environment's client; tests wrap it to hold or count signals. */
   workflows?: Pick<WorkflowClient, 'getHandle'>;
+  /** Defaults to the test database's models; tests wrap them to count reads. */
+  models?: Db['models'];
 }
 
 /** A bridge as workers/mqtt-bridge.ts wires it (main connection + state lanes), with its structured logs captured. */
@@ -98,7 +100,7 @@ async function startBridge(o: BridgeOptions = {}) {
     mqtt,
     stateLanes: lanes,
     shareGroup: shareGroupFor(clientId),
-    models: db.models,
+    models: o.models ?? db.models,
     workflows: o.workflows ?? env.client.workflow,
     log,
     retryForMs: 2000,
@@ -213,6 +215,7 @@ test('malformed payloads are logged and dropped, and the next valid message is p
   const bridge = await startBridge();
   try {
     const robot = uniqueId('rm');
+    await db.models.RobotPresence.create({ _id: robot, online: true, changed_at: new Date() });
     const { jobId, handle } = await startJob(robot);
     const bad = [
       'not json {',
@@ -571,6 +574,53 @@ test('a lane left over from a larger MQTT_BRIDGE_LANES is drained: its queued sh
     // No session to retire: nothing to do, and none is left behind.
     const fresh = createMqttClient(cfg, { clientId: laneClientId(clientId, 3), clean: false, sessionExpirySeconds: 120 });
     expect(await drainStaleLane({ client: fresh, group, handle: async () => {}, log: pino({ level: 'silent' }) })).toBe('no-session');
+  } finally {
+    await bridge.stop();
+  }
+});
+
+test('a job seen open costs one database read: its later reports are checked from memory; a repeat after it closed is read and re-acked', async () => {
+  let reads = 0;
+  const OtaJob = new Proxy(db.models.OtaJob, {
+    get(target, prop, receiver) {
+      if (prop === 'find' || prop === 'findById' || prop === 'findOne') {
+        return (...args: unknown[]) => {
+          reads++;
+          return (Reflect.get(target, prop, receiver) as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      }
+      return Reflect.get(target, prop, receiver) as unknown;
+    },
+  });
+  const bridge = await startBridge({ models: { ...db.models, OtaJob } });
+  try {
+    const robot = uniqueId('rm');
+    await db.models.RobotPresence.create({ _id: robot, online: true, changed_at: new Date() });
+    const { jobId, handle } = await startJob(robot);
+    await eventually('dispatched', async () => (await handle.query(jobProgressQuery)).dispatches === 1);
+    const report = (r: JobReport) => bridge.bridge.handle(topics.state(robot), JSON.stringify({ [jobId]: r }));
+    // The robot announced itself (a robot without presence costs a check of its open jobs now and then).
+    await bridge.bridge.handle(topics.presence(robot), PRESENCE_ONLINE);
+    reads = 0;
+    await report({ status: 'RECEIVED' });
+    expect(reads).toBe(1);
+    await report({ status: 'DOWNLOADING', progress: 10 });
+    await report({ status: 'DOWNLOADING', progress: 10 }); // a heartbeat: not signalled again either
+    await report({ status: 'DOWNLOADING', progress: 60 });
+    await eventually('progress delivered', async () => (await handle.query(jobProgressQuery)).progress === 60);
+    await report({ status: 'COMPLETED' });
+    expect(await handle.result()).toMatchObject({ status: 'COMPLETED' });
+    expect(reads).toBe(1);
+    // Another robot claiming the job is still refused (from memory; that robot's own presence check aside).
+    await bridge.bridge.handle(topics.state(uniqueId('rm-other')), JSON.stringify({ [jobId]: { status: 'FAILED', error_msg: 'forged' } }));
+    expect(bridge.logs.some((l) => l.msg === 'forged report dropped: the job belongs to another robot' && l.jobId === jobId)).toBe(true);
+    expect(await jobStatus(jobId)).toBe('COMPLETED');
+    // The daemon missed its ack and reports COMPLETED again: read from the database, ack re-sent.
+    acks = [];
+    reads = 0;
+    await report({ status: 'COMPLETED' });
+    await eventually('ack re-sent', async () => acks.includes(`${topics.ack(robot)} ${jobId}`));
+    expect(reads).toBe(1);
   } finally {
     await bridge.stop();
   }

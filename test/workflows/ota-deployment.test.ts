@@ -2,6 +2,7 @@
 // with the activities replaced by recording fakes: what the workflow decides, stores and publishes, per scenario.
 import { CancelledFailure, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { ApplicationFailure } from '@temporalio/common';
 import { bundleWorkflowCode, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import type { OtaJobActivities } from '../../activities/db/ota-jobs';
 import type { DispatchOutcome, OtaMqttActivities } from '../../activities/mqtt/ota';
@@ -45,9 +46,9 @@ function fakeActivities(opts: FakeOptions = {}) {
   const passed: JobStatus[][] = [];
   let dispatches = 0;
   const activities: OtaMqttActivities & OtaJobActivities = {
-    async dispatchDeploy(_jobId) {
+    async dispatchDeploy(_jobId, robotId, fields) {
       dispatches++;
-      calls.push('dispatch');
+      calls.push(fields ? `dispatch ${robotId} ${fields.s3_object_name}` : 'dispatch');
       return opts.dispatch ? opts.dispatch(dispatches) : 'dispatched';
     },
     async publishAck(robotId, jobId) {
@@ -176,7 +177,7 @@ test('out-of-order and after-terminal reports are ignored; FAILED keeps the robo
   });
 });
 
-test('a job costs two activities and one JobState upsert: dispatch, then one finishJob that stores, then acks', async () => {
+test('a job costs two local activities and one JobState upsert: dispatch, then one finishJob that stores, then acks', async () => {
   const fake = fakeActivities();
   await withWorker(fake.activities, async (tq) => {
     const h = await start(tq, { robotId: 'robot-batch' });
@@ -196,7 +197,9 @@ test('a job costs two activities and one JobState upsert: dispatch, then one fin
     // JobState upserts only (the SDK records workflow-versioning markers as a search attribute too).
     const upserts = events.filter((e) => e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields?.[JOB_STATE_SA.name]).length;
     const activities = events.map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name).filter(Boolean);
-    expect({ upserts, activities }).toEqual({ upserts: 1, activities: ['dispatchDeploy', 'finishJob'] });
+    // dispatchDeploy and finishJob run as local activities: a marker each, no activity task (no extra workflow task).
+    const localActivities = events.filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity').length;
+    expect({ upserts, activities, localActivities }).toEqual({ upserts: 1, activities: [], localActivities: 2 });
     expect(await jobState(h)).toBe('COMPLETED');
   });
 });
@@ -411,3 +414,19 @@ test('liveness: a job the robot stays silent on is dispatched again, waiting twi
     expect(fake.records.map((r) => r.status)).toEqual(['COMPLETED']);
   });
 }, 60_000);
+
+test('a dispatch that fails for good (job missing) ends the job FAILED with the reason; the fields it carries reach the dispatch', async () => {
+  const fake = fakeActivities({
+    dispatch: async () => {
+      throw ApplicationFailure.nonRetryable('OTA job x does not exist', 'OtaJobNotFound');
+    },
+  });
+  await withWorker(fake.activities, async (tq) => {
+    const job = { s3_bucket: 'files', s3_object_name: 'carried.bin', deploy_path: '/opt/x.bin', sha256: 'a'.repeat(64), size: 3 };
+    const h = await start(tq, { robotId: 'robot-gone', job });
+    const result = await h.result();
+    expect(result).toMatchObject({ status: 'FAILED', error_msg: 'OTA job x does not exist', dispatches: 0 });
+    expect(fake.calls[0]).toBe('dispatch robot-gone carried.bin');
+    expect(fake.records).toEqual([{ status: 'FAILED', error_msg: 'OTA job x does not exist' }]);
+  });
+});

@@ -17,6 +17,8 @@ export class JobLookup {
     /** How long reads are gathered (default 5 ms) and how many ids one query takes at most (default 200). */
     private readonly windowMs = 5,
     private readonly maxIds = 200,
+    /** Finished jobs moved out of OtaJob (api/ota/archiver.ts): ids not found live are looked up here. */
+    private readonly archive?: Model<OtaJob>,
   ) {}
 
   get(jobId: string): Promise<JobOwner | null> {
@@ -42,6 +44,15 @@ export class JobLookup {
         this.OtaJob.find({ _id: { $in: [...batch.keys()] } }, { robot_id: 1, status: 1, deployment_id: 1 }).lean<JobOwner[]>(),
       );
       const byId = new Map(rows.map((r) => [String(r._id), r]));
+      const missing = [...batch.keys()].filter((id) => !byId.has(id));
+      if (this.archive && missing.length > 0) {
+        const archived = await withDbTimeout(
+          'load archived jobs',
+          this.dbTimeoutMs,
+          this.archive.find({ _id: { $in: missing } }, { robot_id: 1, status: 1, deployment_id: 1 }).lean<JobOwner[]>(),
+        );
+        for (const r of archived) byId.set(String(r._id), r);
+      }
       for (const [id, waiters] of batch) for (const w of waiters) w.resolve(byId.get(id) ?? null);
     } catch (err) {
       for (const waiters of batch.values()) for (const w of waiters) w.reject(err);

@@ -83,7 +83,7 @@ export interface OtaBridgeOptions {
   stateLanes: readonly MqttClient[];
   /** Shared-subscription group of the lanes: one per bridge deployment (see shareGroupFor in lanes.ts). */
   shareGroup: string;
-  models: Pick<OtaModels, 'OtaJob' | 'RobotPresence' | 'DeployTarget'>;
+  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'RobotPresence' | 'DeployTarget'>;
   workflows: Pick<WorkflowClient, 'getHandle'>;
   log: Logger;
   dbTimeoutMs?: number;
@@ -136,6 +136,11 @@ export class OtaBridge {
   private readonly lastResend = new Map<string, number>();
   /** Rollout jobs seen (owner and rollout): a robot's repeated heartbeats cost no database read. */
   private readonly rolloutJobs = new Map<string, RolloutJobMeta>();
+  /**
+   * Single jobs seen open, with their robot: their later reports (heartbeats, progress, the terminal one) need no
+   * database read before they are signalled. A job whose workflow has closed is read again (re-ack, see below).
+   */
+  private readonly singleJobs = new Map<string, string>();
   /** Rollout job → the last status its rollout got; a repeat is skipped before any database read. */
   private readonly rolloutForwarded = new Map<string, string>();
   /** Rollout job → when its ack was last re-published for a repeated terminal report. */
@@ -156,7 +161,7 @@ export class OtaBridge {
     this.signalConcurrency = o.signalConcurrency ?? 8;
     if (o.stateLanes.length === 0) throw new Error('OtaBridge needs at least one state lane');
     this.stateFilter = sharedStateFilter(o.shareGroup);
-    this.jobs = new JobLookup(o.models.OtaJob, this.dbTimeoutMs);
+    this.jobs = new JobLookup(o.models.OtaJob, this.dbTimeoutMs, undefined, undefined, o.models.OtaJobArchive);
     this.rollouts = new RolloutBatcher({
       workflows: o.workflows,
       log: o.log,
@@ -375,7 +380,7 @@ export class OtaBridge {
     this.log.info({ robotId, jobs: missing }, "open jobs missing from the robot's state map: sent again");
   }
 
-  private async forwardReport(robotId: string, jobId: string, report: JobReport): Promise<void> {
+  private async forwardReport(robotId: string, jobId: string, report: JobReport, reread = false): Promise<void> {
     // Rollout jobs already seen: decided from memory, before any database read.
     const known = this.rolloutJobs.get(jobId);
     if (known) {
@@ -386,33 +391,47 @@ export class OtaBridge {
       this.forwardRolloutReport(known, jobId, report);
       return;
     }
-    const job = await this.jobs.get(jobId);
-    if (!job) {
-      this.o.metrics?.dropped.inc({ reason: 'unknown_job' });
-      this.log.warn({ robotId, jobId }, 'report for an unknown job dropped');
-      return;
-    }
-    if (job.robot_id !== robotId) {
-      this.o.metrics?.dropped.inc({ reason: 'forged' });
-      this.log.warn({ robotId, jobId, owner: job.robot_id }, 'forged report dropped: the job belongs to another robot');
-      return;
-    }
-    if (isTerminal(job.status as JobStatus)) {
-      if (report.status === 'COMPLETED' && (job.status === 'CANCELED' || job.status === 'TIMED_OUT')) {
-        await this.recordInstalledAfterEnd(robotId, jobId, job.status);
-      }
-      // The daemon still reports a finished job: it missed the ack. Not awaited (see republishAck).
-      this.lastForwarded.delete(jobId);
-      this.republishAck(robotId, jobId);
-      return;
-    }
-    if (job.deployment_id) {
-      const meta = { robotId, rolloutId: job.deployment_id };
-      boundedSet(this.rolloutJobs, jobId, meta);
-      this.forwardRolloutReport(meta, jobId, report);
-      return;
-    }
     const key = `${report.status}|${report.progress ?? ''}|${report.error_msg ?? ''}`;
+    // Single jobs already seen open: the owner check and the heartbeat dedupe from memory. A repeated terminal
+    // report means the daemon missed its ack: that one goes through the database (which re-sends the ack).
+    const owner = reread ? undefined : this.singleJobs.get(jobId);
+    if (owner !== undefined && owner !== robotId) {
+      this.o.metrics?.dropped.inc({ reason: 'forged' });
+      this.log.warn({ robotId, jobId, owner }, 'forged report dropped: the job belongs to another robot');
+      return;
+    }
+    const repeat = this.lastForwarded.get(jobId) === key;
+    if (owner !== undefined && repeat && !isTerminal(report.status)) return;
+    if (owner === undefined || repeat) {
+      const job = await this.jobs.get(jobId);
+      if (!job) {
+        this.o.metrics?.dropped.inc({ reason: 'unknown_job' });
+        this.log.warn({ robotId, jobId }, 'report for an unknown job dropped');
+        return;
+      }
+      if (job.robot_id !== robotId) {
+        this.o.metrics?.dropped.inc({ reason: 'forged' });
+        this.log.warn({ robotId, jobId, owner: job.robot_id }, 'forged report dropped: the job belongs to another robot');
+        return;
+      }
+      if (isTerminal(job.status as JobStatus)) {
+        this.singleJobs.delete(jobId);
+        if (report.status === 'COMPLETED' && (job.status === 'CANCELED' || job.status === 'TIMED_OUT')) {
+          await this.recordInstalledAfterEnd(robotId, jobId, job.status);
+        }
+        // The daemon still reports a finished job: it missed the ack. Not awaited (see republishAck).
+        this.lastForwarded.delete(jobId);
+        this.republishAck(robotId, jobId);
+        return;
+      }
+      if (job.deployment_id) {
+        const meta = { robotId, rolloutId: job.deployment_id };
+        boundedSet(this.rolloutJobs, jobId, meta);
+        this.forwardRolloutReport(meta, jobId, report);
+        return;
+      }
+      boundedSet(this.singleJobs, jobId, robotId);
+    }
     if (this.lastForwarded.get(jobId) === key) return;
     // Lanes can signal one job concurrently, and concurrent signals may reach the workflow in any order, so the
     // one that returns last is not necessarily the one the workflow got last. lastForwarded must only ever hold
@@ -431,6 +450,11 @@ export class OtaBridge {
     } catch (err) {
       // A closed (or not yet started) workflow is not the bridge's problem: the job's state is already decided.
       if (err instanceof WorkflowNotFoundError) {
+        if (owner !== undefined) {
+          // Known from memory only: read it now (a terminal job gets its ack re-sent).
+          this.singleJobs.delete(jobId);
+          return await this.forwardReport(robotId, jobId, report, true);
+        }
         this.log.warn({ robotId, jobId, status: report.status }, 'report for a job without a running workflow dropped');
         return;
       }
@@ -538,11 +562,13 @@ export class OtaBridge {
   private async recordInstalledAfterEnd(robotId: string, jobId: string, status: JobStatus): Promise<void> {
     const note = `${status.toLowerCase().replace('_', ' ')}, but the robot had already installed the file`;
     await this.retrying('installed-after-end record', { robotId, jobId }, async () => {
-      await withDbTimeout(
-        'note installed after end',
-        this.dbTimeoutMs,
-        this.o.models.OtaJob.updateOne({ _id: jobId, error_msg: { $ne: note } }, { $set: { error_msg: note, updated_at: new Date() } }),
-      );
+      // The job may have been archived already (api/ota/archiver.ts): the note goes on whichever copy exists.
+      const set = { $set: { error_msg: note, updated_at: new Date() } };
+      const live = await withDbTimeout('note installed after end', this.dbTimeoutMs, this.o.models.OtaJob.updateOne({ _id: jobId, error_msg: { $ne: note } }, set));
+      // Nothing matched live: already noted there, or archived (then the archive copy gets it, once).
+      if (live.matchedCount === 0) {
+        await withDbTimeout('note installed after end (archive)', this.dbTimeoutMs, this.o.models.OtaJobArchive.updateOne({ _id: jobId, error_msg: { $ne: note } }, set));
+      }
       await upsertDeployTarget(this.o.models, jobId, this.dbTimeoutMs);
     });
     this.log.warn({ robotId, jobId, status }, 'robot installed the file of a job the cloud had already ended; deploy target recorded');

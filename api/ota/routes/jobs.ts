@@ -12,6 +12,7 @@ import { cancelOrphanJob } from '../jobs-service';
 import { isTemporalUnavailable, queryJobProgress, signalCancel, signalWorkflow, type CancelOutcome } from '../temporal';
 import { cancelRolloutJobsSignal } from '../../../workflows/ota-rollout-contract';
 import type { OtaContext } from '../types';
+import { findJob } from '../../../activities/db/ota-jobs';
 import { deployTargetRow, jobState } from '../views';
 
 const JOB_NOT_FOUND = 'Job not found';
@@ -39,7 +40,7 @@ export function jobsRouter(ctx: OtaContext): Router {
 
   r.get('/job_state/:job_id', requireRole('viewer'), async (req, res) => {
     const { job_id } = parseParams(jobIdParamSchema, req.params);
-    const job = await ctx.models.OtaJob.findById(job_id).lean<OtaJob>();
+    const job = await findJob(ctx.models, job_id);
     if (!job) throw new HttpError(404, JOB_NOT_FOUND);
     // A rollout job's workflow is its rollout's: the database is its record (no per-job progress query).
     const live = isTerminal(job.status) || job.deployment_id ? null : await queryJobProgress(ctx, job.workflow_id);
@@ -57,11 +58,15 @@ export function jobsRouter(ctx: OtaContext): Router {
       const t = new Date(c.t);
       filter.$or = [{ timestamp: { $lt: t } }, { timestamp: t, _id: { $lt: c.id } }];
     }
-    // One extra row tells whether another page exists without a count query.
-    const rows = await ctx.models.OtaJob.find(filter)
-      .sort({ timestamp: -1, _id: -1 })
-      .limit(q.limit + 1)
-      .lean<OtaJob[]>();
+    // One extra row tells whether another page exists without a count query. Live and archived jobs are one
+    // list: each collection gives its first limit+1 rows in the same order, and the merge keeps the first limit+1
+    // (a job caught in both while it is being archived is listed once, from its live copy).
+    const page1 = (model: typeof ctx.models.OtaJob) => model.find(filter).sort({ timestamp: -1, _id: -1 }).limit(q.limit + 1).lean<OtaJob[]>();
+    const [live, archived] = await Promise.all([page1(ctx.models.OtaJob), page1(ctx.models.OtaJobArchive)]);
+    const seen = new Set(live.map((j) => j._id));
+    const rows = [...live, ...archived.filter((j) => !seen.has(j._id))]
+      .sort((a, b) => new Date(b.timestamp).getTime() - new Date(a.timestamp).getTime() || (a._id < b._id ? 1 : a._id > b._id ? -1 : 0))
+      .slice(0, q.limit + 1);
     const page = rows.slice(0, q.limit);
     const last = page[page.length - 1];
     const next_cursor = rows.length > q.limit && last ? encodeCursor({ t: new Date(last.timestamp).getTime(), id: last._id }) : null;
@@ -72,7 +77,7 @@ export function jobsRouter(ctx: OtaContext): Router {
     const { job_id } = parseParams(jobIdParamSchema, req.params);
     // No body (or not JSON) means no reason; a JSON body must be valid: 422 naming the field, like parameters.
     const { reason } = parseParams(cancelBodySchema, req.body ?? {});
-    const job = await ctx.models.OtaJob.findById(job_id).lean<OtaJob>();
+    const job = await findJob(ctx.models, job_id);
     if (!job) throw new HttpError(404, JOB_NOT_FOUND);
     const scope = robotScopeProblem(authContext(res), job.robot_id, 'job_id');
     if (scope) throw new HttpError(403, scope);
@@ -115,7 +120,7 @@ export function jobsRouter(ctx: OtaContext): Router {
         return;
       }
       // Moved meanwhile (its workflow started and recorded progress, or it ended): answer for where it is now.
-      const now = await ctx.models.OtaJob.findById(job_id).lean<OtaJob>();
+      const now = await findJob(ctx.models, job_id);
       if (!now) throw new HttpError(404, JOB_NOT_FOUND);
       if (isTerminal(now.status)) throw new HttpError(409, `Job is already ${now.status}.`);
       if ((await signal()) === 'signalled') {
