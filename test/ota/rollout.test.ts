@@ -58,6 +58,15 @@ const waitRollout = (id: string, statuses: string[], timeoutMs = 60000) =>
     return statuses.includes(r.status) ? r : null;
   }, timeoutMs);
 
+/** A rollout's job documents, live or already archived (api/ota/archiver.ts moves them once it has finished). */
+async function storedJobs(id: string) {
+  const [live, archived] = await Promise.all([
+    sys.db.models.OtaJob.find({ deployment_id: id }).lean(),
+    sys.db.models.OtaJobArchive.find({ deployment_id: id }).lean(),
+  ]);
+  return [...live, ...archived];
+}
+
 async function jobsOf(id: string): Promise<Array<{ job_id: string; robot_id: string; status: string }>> {
   const res = await sys.call(`/jobs?deployment_id=${id}&limit=100`);
   return ((await res.json()) as { jobs: Array<{ job_id: string; robot_id: string; status: string }> }).jobs;
@@ -111,7 +120,7 @@ test('waves: the second wave waits for the first to pass its threshold; an offli
   expect(done.counts).toEqual({ COMPLETED: 4 });
   for (const r of robots) expect(fs.readFileSync(targetOf('waves.bin', r.id)).equals(bytes)).toBe(true);
   // The wave-1 robots finished after the wave-0 robot: their jobs were dispatched only once it had completed.
-  const jobs = await sys.db.models.OtaJob.find({ deployment_id: id }).lean();
+  const jobs = await storedJobs(id);
   const first = jobs.find((j) => j.robot_id === offline.id)!;
   for (const j of jobs.filter((x) => x.wave === 1)) expect(j.finished_at!.getTime()).toBeGreaterThanOrEqual(first.finished_at!.getTime());
   // Every job is an ordinary job: job_state, /jobs and deploy_state show it.
@@ -162,7 +171,8 @@ test('abort: failures at the threshold cancel the rest, and nothing is installed
     expect(fs.existsSync(targetOf('abort.bin', r.id))).toBe(false);
     expect(fs.existsSync(`${targetOf('abort.bin', r.id)}.part`)).toBe(false);
   }
-  const jobs = await sys.db.models.OtaJob.find({ deployment_id: id }).lean();
+  const jobs = await storedJobs(id);
+  expect(jobs).toHaveLength(robots.length);
   expect(jobs.filter((j) => j.status === 'COMPLETED')).toHaveLength(0);
   for (const j of jobs) expect(j.finished_at!.getTime()).toBeLessThanOrEqual(abortedAt + 1000);
   // The cancelled ones never left the cloud (concurrency 1: the failure came first).
