@@ -13,7 +13,7 @@ import type { OfflineModels, OfflineRobot, PerfectStateEntry } from '../../commo
 import { sftp } from './connect';
 import { inventoryFromListing, listingDigest, listRemote, remoteListingDigest, storedInventory, writeInventory, type Holdings, type InventoryResult, type RemoteFile, type RemoteStat } from './inventory';
 import { keepAlive, loadRobot, withConnection, type Beat } from './robot-session';
-import { ensureRemoteDirs, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
+import { coalescedFlush, ensureRemoteDirs, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
 
 export interface Counts {
   files: number;
@@ -220,18 +220,20 @@ async function upload(
   let resume: ResumePoint | null = null;
   try {
     // Each group writes its parts, flushes the robot's filesystem (syncfs: its parts are on disk once it
-    // returns, whatever the other groups do) and only then renames its parts.
+    // returns, whatever the other groups do) and only then renames its parts. Groups that finish writing about
+    // together share a flush.
+    const flush = coalescedFlush(async () => {
+      const t0 = Date.now();
+      await flushRemoteFs(client, robot.rf_root);
+      flushMs += Date.now() - t0;
+    });
     const rs = await Promise.all(
       groups.map((items, g) =>
         uploadFiles(sessions[g], items, {
           resumableFrom: LARGE_RF,
           flushSession: g === 0 ? flushSession : undefined,
           resume: g === 0 ? prior : null,
-          flush: async () => {
-            const t0 = Date.now();
-            await flushRemoteFs(client, robot.rf_root);
-            flushMs = Math.max(flushMs, Date.now() - t0);
-          },
+          flush,
           throttleBytesPerSec: input.throttleBytesPerSec,
           onFileDone: (item) => installed.push(item),
           onProgress: (pr) => {
