@@ -16,6 +16,8 @@ import { uploadPartPath, type ResumePoint, type UploadItem, type UploadResult } 
 
 /** The ssh askpass helper: prints FLEETSYNC_ROBOT_SSH_PASSWORD from its own environment. */
 export const ASKPASS = path.join(__dirname, 'askpass.sh');
+/** The ssh sftp runs: under its own pdeathsig (the parent-death signal is not inherited across fork). */
+export const SSH_PROGRAM = path.join(__dirname, 'ssh-pdeathsig.sh');
 const PASSWORD_ENV = 'FLEETSYNC_ROBOT_SSH_PASSWORD';
 /** aes128-gcm first (AES-NI: cheapest for both ends), chacha20 if the robot refuses it. */
 const CIPHERS = 'aes128-gcm@openssh.com,chacha20-poly1305@openssh.com';
@@ -31,9 +33,9 @@ export function opensshUnavailable(): string | null {
   availability = null;
   for (const [bin, args] of [['sftp', ['-h']], ['setpriv', ['--help']]] as const) {
     const r = spawnSync(bin, args, { stdio: 'ignore' });
-    if (r.error) availability = `${bin} not found (${(r.error as NodeJS.ErrnoException).code}): large RFs go over ssh2`;
+    if (r.error) availability = `${bin} not found (${(r.error as NodeJS.ErrnoException).code})`;
   }
-  if (availability === null && !fs.existsSync(ASKPASS)) availability = `${ASKPASS} is missing: large RFs go over ssh2`;
+  for (const f of [ASKPASS, SSH_PROGRAM]) if (availability === null && !fs.existsSync(f)) availability = `${f} is missing`;
   return availability;
 }
 
@@ -83,10 +85,10 @@ export async function opensshPut(o: OpensshPutOptions): Promise<void> {
   const host = o.target.host.includes(':') ? `[${o.target.host}]` : o.target.host;
   const args = [
     '--pdeathsig', 'SIGKILL', '--',
-    'sftp', '-F', '/dev/null',
+    'sftp', '-F', '/dev/null', '-S', SSH_PROGRAM,
     // Before `-b`: ssh keeps an option's first value, and `-b` would add BatchMode=yes (no askpass).
     '-o', `BatchMode=${o.target.passwordEnv && !o.target.privateKeyFile ? 'no' : 'yes'}`,
-    '-b', '-', '-q',
+    '-b', '-',
     '-P', String(o.target.port), '-c', CIPHERS, '-B', String(BUFFER), '-R', String(REQUESTS),
     ...(o.limitKbitPerSec ? ['-l', String(o.limitKbitPerSec)] : []),
     '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null',
