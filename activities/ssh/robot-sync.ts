@@ -274,6 +274,7 @@ async function upload(
     const target = bulk.length ? offlineRobotTarget(robot) : null;
     const done = { files: 0, bytes: 0 };
     for (const item of bulk) {
+      log.info('large RF through OpenSSH sftp', { robotId: robot._id, path: item.remotePath, bytes: item.size });
       const b = await uploadLargeWithOpenssh(sessions[0], item, {
         target: target!,
         hostKey: verifiedHostKey(client)!,
