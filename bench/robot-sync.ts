@@ -19,7 +19,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Connection, WorkflowClient } from '@temporalio/client';
-import { connectRobot, sftp } from '../activities/ssh/connect';
+import { connectRobot, sftp, verifiedHostKey } from '../activities/ssh/connect';
+import { opensshUnavailable, uploadLargeWithOpenssh } from '../activities/ssh/openssh-put';
 import { ensureRemoteDirs, uploadFiles } from '../activities/ssh/sftp-upload';
 import { loadConfig, repoRoot } from '../common/config';
 import { chunks, connectOfflineDb } from '../common/db';
@@ -148,40 +149,57 @@ export async function main(args: string[]): Promise<void> {
       });
     let largeSent = 0;
     // Its own connection per run, as the robot-sync activity has (and so the robot's session ends with the run).
-    const engine = async () => {
+    // Two transports: the ssh2 engine, and OpenSSH's sftp client as a child (ROBOT_SYNC_OPENSSH, openssh-put.ts).
+    const engine = (transport: 'ssh2' | 'openssh') => async () => {
       const client = await connectRobot(target);
       const item = { localPath: bigCached, remotePath: path.join(rfRoot, 'large', 'big.rf'), size: largeMib * 1024 * 1024, sha256: bigSha };
       await ensureRemoteDirs(client, [item.remotePath]);
-      const [s, flushSession] = [await sftp(client), await sftp(client)];
-      const r = await uploadFiles(s, [item], { flushSession });
-      largeSent = r.bytesSent;
+      const s = await sftp(client);
+      if (transport === 'openssh') {
+        largeSent = (await uploadLargeWithOpenssh(s, item, { target, hostKey: verifiedHostKey(client)! })).bytesSent;
+      } else {
+        const flushSession = await sftp(client);
+        largeSent = (await uploadFiles(s, [item], { flushSession })).bytesSent;
+        flushSession.end();
+      }
       s.end();
-      flushSession.end();
       client.end();
     };
     // Per run: wall time, and CPU on each side — the robot's sshd sessions (reaped by its master once they
-    // end) and the client (this process for the engine, the reaped `sftp` child for the baseline). CPU per
-    // byte is what decides on 2 shared cores, and it varies far less than wall time on a busy machine.
+    // end) and the client: this process for the ssh2 engine, the reaped `sftp` child (with its ssh) for the
+    // baseline, both for the OpenSSH transport. CPU per byte is what decides on 2 shared cores, and it varies far
+    // less than wall time on a busy machine.
     const sshdPid = Number(fs.readFileSync(path.join(robot.dir, 'sshd.pid'), 'utf8'));
-    const measured = async (fn: () => Promise<unknown>, inProcess: boolean): Promise<Run> => {
+    const clientCpu = (own: boolean, reaped: boolean) => (own ? ownCpuSeconds() : 0) + (reaped ? reapedCpuSeconds(process.pid) : 0);
+    const measured = async (fn: () => Promise<unknown>, own: boolean, reaped: boolean): Promise<Run> => {
       await run('sync'); // nothing left to write back from the run before
       const robot0 = reapedCpuSeconds(sshdPid);
-      const self0 = inProcess ? ownCpuSeconds() : reapedCpuSeconds(process.pid);
+      const self0 = clientCpu(own, reaped);
       const s = await seconds(fn);
       await until('robot sessions reaped', () => reapedCpuSeconds(sshdPid) > robot0, 2000, 20).catch(() => undefined);
-      return { s, robotCpu: reapedCpuSeconds(sshdPid) - robot0, clientCpu: (inProcess ? ownCpuSeconds() : reapedCpuSeconds(process.pid)) - self0 };
+      return { s, robotCpu: reapedCpuSeconds(sshdPid) - robot0, clientCpu: clientCpu(own, reaped) - self0 };
     };
-    // A warm-up run of each (page cache, JIT, sshd), then alternating rounds, the order flipped every round.
-    say('large RF: warm-up, then alternating rounds');
-    await measured(sftpPut, false);
-    await measured(engine, true);
-    const sftpRuns: Run[] = [];
-    const engineRuns: Run[] = [];
+    const opensshWhy = opensshUnavailable();
+    if (opensshWhy) say(`OpenSSH transport not measured: ${opensshWhy}`);
+    const sides: Array<{ name: 'sftp' | 'ssh2' | 'openssh'; fn: () => Promise<unknown>; own: boolean; reaped: boolean }> = [
+      { name: 'sftp', fn: sftpPut, own: false, reaped: true },
+      { name: 'ssh2', fn: engine('ssh2'), own: true, reaped: false },
+      ...(opensshWhy ? [] : [{ name: 'openssh' as const, fn: engine('openssh'), own: true, reaped: true }]),
+    ];
+    // A warm-up run of each (page cache, JIT, sshd), then rounds, the order rotated every round.
+    say('large RF: warm-up, then rounds in rotated order');
+    const runsOf: Record<string, Run[]> = { sftp: [], ssh2: [], openssh: [] };
+    for (const side of sides) await measured(side.fn, side.own, side.reaped);
     for (let i = 0; i < rounds; i++) {
-      if (i % 2 === 0) sftpRuns.push(await measured(sftpPut, false));
-      engineRuns.push(await measured(engine, true));
-      if (i % 2 === 1) sftpRuns.push(await measured(sftpPut, false));
+      for (let k = 0; k < sides.length; k++) {
+        const side = sides[(i + k) % sides.length];
+        runsOf[side.name].push(await measured(side.fn, side.own, side.reaped));
+      }
     }
+    // The transport robot sync uses for this size (ROBOT_SYNC_OPENSSH) is the one `large_*` reports.
+    const opensshOn = !opensshWhy && cfg.offline.robotSyncOpenssh.enabled && largeMib * 1024 * 1024 >= cfg.offline.robotSyncOpenssh.fromBytes;
+    const engineRuns = runsOf[opensshOn ? 'openssh' : 'ssh2'];
+    const sftpRuns = runsOf.sftp;
     const largeOk = crypto.createHash('sha256').update(fs.readFileSync(path.join(rfRoot, 'large', 'big.rf'))).digest('hex') === bigSha;
     for (const f of [path.join(robot.root, 'sftp-big.bin'), path.join(rfRoot, 'large', 'big.rf'), bigCached]) fs.rmSync(f, { force: true });
 
@@ -295,6 +313,21 @@ export async function main(args: string[]): Promise<void> {
     fig('baseline_sftp_robot_cpu_s', median(sftpRuns.map((r) => r.robotCpu)));
     fig('large_vs_sftp', sftpS / engineS);
     fig('large_vs_sftp_best', Math.min(...sftpRuns.map((r) => r.s)) / Math.min(...engineRuns.map((r) => r.s)));
+    fig('large_transport', opensshOn ? 'openssh' : 'ssh2');
+    // Both transports side by side: time, CPU on each end, and total CPU per GiB (what decides on 2 cores).
+    for (const name of ['ssh2', 'openssh'] as const) {
+      const rs = runsOf[name];
+      if (rs.length === 0) continue;
+      const cpu = (r: Run) => r.clientCpu + r.robotCpu;
+      fig(`large_${name}_rounds_s`, list(rs.map((r) => r.s)));
+      fig(`large_${name}_client_cpu_rounds_s`, list(rs.map((r) => r.clientCpu)));
+      fig(`large_${name}_robot_cpu_rounds_s`, list(rs.map((r) => r.robotCpu)));
+      fig(`large_${name}_total_cpu_s_per_gib`, (median(rs.map(cpu)) * 1024) / mib);
+      fig(`large_${name}_vs_sftp`, sftpS / median(rs.map((r) => r.s)));
+    }
+    fig('baseline_sftp_client_cpu_rounds_s', list(sftpRuns.map((r) => r.clientCpu)));
+    fig('baseline_sftp_robot_cpu_rounds_s', list(sftpRuns.map((r) => r.robotCpu)));
+    fig('baseline_sftp_total_cpu_s_per_gib', (median(sftpRuns.map((r) => r.clientCpu + r.robotCpu)) * 1024) / mib);
     const initialS = median(ours.map((r) => r.initial));
     const noopS = median(ours.map((r) => r.noop));
     const last = ours[ours.length - 1];
