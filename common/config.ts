@@ -140,8 +140,8 @@ const envSchema = z.object({
   CENTER_JWT: z.string().min(1).optional(),
   RF_CACHE_DIR: z.string().optional(),
   // Robot sync: RFs of at least ROBOT_SYNC_OPENSSH_FROM_BYTES go through the system's OpenSSH `sftp` client (a
-  // child process, aes128-gcm) instead of ssh2: less CPU per byte on a CPU-bound center computer. Off by default.
-  ROBOT_SYNC_OPENSSH: bool.default(false),
+  // child process, aes128-gcm) instead of ssh2: about half the CPU per byte (client + robot, bench robot-sync).
+  ROBOT_SYNC_OPENSSH: bool.default(true),
   ROBOT_SYNC_OPENSSH_FROM_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
 });
 
