@@ -13,7 +13,7 @@ import type { OfflineModels, OfflineRobot, PerfectStateEntry } from '../../commo
 import { sftp, verifiedHostKey } from './connect';
 import { opensshUnavailable, uploadLargeWithOpenssh } from './openssh-put';
 import { inventoryFromListing, listingDigest, listRemote, remoteListingDigest, storedInventory, writeInventory, type Holdings, type InventoryResult, type RemoteFile, type RemoteStat } from './inventory';
-import { keepAlive, loadRobot, offlineRobotTarget, withConnection, type Beat } from './robot-session';
+import { keepAlive, loadRobot, offlineRobotTarget, robotFailure, withConnection, type Beat } from './robot-session';
 import { coalescedFlush, ensureRemoteDirs, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
 
 export interface Counts {
@@ -282,6 +282,9 @@ async function upload(
         signal: Context.current().cancellationSignal,
         limitKbitPerSec: input.throttleBytesPerSec ? Math.max(1, Math.floor((input.throttleBytesPerSec * 8) / 1000)) : undefined,
         onProgress: (pr) => onProgress(groups.length, { files: done.files, bytes: done.bytes + pr.bytes, resume: pr.resume }, true),
+      }).catch((e: unknown) => {
+        // The child's own host key check or login failing is a robot-level failure, as at connect time.
+        throw robotFailure(e);
       });
       done.files++;
       done.bytes += b.bytesSent;
