@@ -1,14 +1,17 @@
 // `npm run bench -- robot-sync [--large-mib 512] [--files 5000] [--file-kib 8] [--rounds 3] [--port-offset 0]`
 //
 // Robot sync against one simulated robot (a real OpenSSH sshd), each figure next to its baseline from the same
-// run, against the same robot:
-// 1. One large RF (512 MiB) sent by the upload engine the robot-sync activity runs (.part, many writes in
-//    flight, fsync, rename) vs OpenSSH `sftp` put of the same file: throughput ratio `large_vs_sftp` (best of
-//    `--rounds` alternating runs each; sftp does not fsync, the engine does).
+// run, against the same robot. Every comparison has a warm-up run of each side first (not counted), then
+// `--rounds` alternating rounds (the order flipped every round, `sync` before every timed run); each side's
+// per-round times are printed, and the ratios are of the medians (`*_best`: of the best rounds).
+// 1. One large RF (512 MiB) sent by the upload engine the robot-sync activity runs (own connection, .part, many
+//    writes in flight, fsync, rename) vs OpenSSH `sftp` put of the same file: throughput ratio `large_vs_sftp`
+//    (sftp does not fsync, the engine does). CPU seconds of each side (client; robot's sshd sessions) too.
 // 2. Initial sync of 5,000 RFs of 8 KiB, end to end through the offline app: POST /api/robots/sync → robotSync
 //    workflow → child workflow → inventory, upload, record → result; vs `rsync -a` over ssh of the same tree
-//    (into another directory of the same robot): time ratio `initial_vs_rsync`.
-// 3. The same sync again (nothing to do) vs rsync's no-op: `noop_vs_rsync`.
+//    (into a fresh directory of the same robot per round): time ratio `initial_vs_rsync`. The robot is reset
+//    (synced tree, inventory and sync state removed) before each of our rounds.
+// 3. The same sync again (nothing to do) vs rsync's no-op, in the same rounds: `noop_vs_rsync`.
 // It runs on its own stack (own ports, data under .data/bench-robot-sync) so it never disturbs `npm start` or tests.
 import { execFile, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -16,14 +19,15 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { Connection, WorkflowClient } from '@temporalio/client';
-import { connectRobot, sftp } from '../activities/ssh/connect';
+import { connectRobot, sftp, verifiedHostKey } from '../activities/ssh/connect';
+import { opensshUnavailable, uploadLargeWithOpenssh } from '../activities/ssh/openssh-put';
 import { ensureRemoteDirs, uploadFiles } from '../activities/ssh/sftp-upload';
 import { loadConfig, repoRoot } from '../common/config';
 import { chunks, connectOfflineDb } from '../common/db';
 import { markPerfectStateChanged } from '../common/models/offline';
 import { robotDirectoryFromFleet } from '../common/robot-directory';
 import { stackDown, stackUp } from '../infra/stack';
-import { flag, spawnTs, waitOutput, type Child } from './common';
+import { fig, flag, spawnTs, until, waitOutput, type Child } from './common';
 import type { RobotSyncResult } from '../workflows/offline/robot-sync';
 
 const run = promisify(execFile);
@@ -54,6 +58,29 @@ function randomFile(file: string, bytes: number): string {
   fs.closeSync(fd);
   return h.digest('hex');
 }
+
+interface Run {
+  s: number;
+  robotCpu: number;
+  clientCpu: number;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** CPU (user + system, seconds) of a process's children that have ended and been reaped (cutime + cstime). */
+function reapedCpuSeconds(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[13]) + Number(f[14])) / 100;
+}
+
+const ownCpuSeconds = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
 
 const seconds = async (fn: () => Promise<unknown>) => {
   const t0 = performance.now();
@@ -120,27 +147,59 @@ export async function main(args: string[]): Promise<void> {
         p.stdin.end(`put ${bigCached} ${path.join(robot.root, 'sftp-big.bin')}\n`);
         p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`sftp exited ${code}`))));
       });
-    const client = await connectRobot(target);
     let largeSent = 0;
-    const engine = async () => {
+    // Its own connection per run, as the robot-sync activity has (and so the robot's session ends with the run).
+    // Two transports: the ssh2 engine, and OpenSSH's sftp client as a child (ROBOT_SYNC_OPENSSH, openssh-put.ts).
+    const engine = (transport: 'ssh2' | 'openssh') => async () => {
+      const client = await connectRobot(target);
       const item = { localPath: bigCached, remotePath: path.join(rfRoot, 'large', 'big.rf'), size: largeMib * 1024 * 1024, sha256: bigSha };
       await ensureRemoteDirs(client, [item.remotePath]);
-      const [s, flushSession] = [await sftp(client), await sftp(client)];
-      const r = await uploadFiles(s, [item], { flushSession });
-      largeSent = r.bytesSent;
+      const s = await sftp(client);
+      if (transport === 'openssh') {
+        largeSent = (await uploadLargeWithOpenssh(s, item, { target, hostKey: verifiedHostKey(client)! })).bytesSent;
+      } else {
+        const flushSession = await sftp(client);
+        largeSent = (await uploadFiles(s, [item], { flushSession })).bytesSent;
+        flushSession.end();
+      }
       s.end();
-      flushSession.end();
+      client.end();
     };
-    // Alternating runs, best of each; every run starts with nothing left to write back from the one before.
-    let sftpS = Infinity;
-    let engineS = Infinity;
+    // Per run: wall time, and CPU on each side — the robot's sshd sessions (reaped by its master once they
+    // end) and the client: this process for the ssh2 engine, the reaped `sftp` child (with its ssh) for the
+    // baseline, both for the OpenSSH transport. CPU per byte is what decides on 2 shared cores, and it varies far
+    // less than wall time on a busy machine.
+    const sshdPid = Number(fs.readFileSync(path.join(robot.dir, 'sshd.pid'), 'utf8'));
+    const clientCpu = (own: boolean, reaped: boolean) => (own ? ownCpuSeconds() : 0) + (reaped ? reapedCpuSeconds(process.pid) : 0);
+    const measured = async (fn: () => Promise<unknown>, own: boolean, reaped: boolean): Promise<Run> => {
+      await run('sync'); // nothing left to write back from the run before
+      const robot0 = reapedCpuSeconds(sshdPid);
+      const self0 = clientCpu(own, reaped);
+      const s = await seconds(fn);
+      await until('robot sessions reaped', () => reapedCpuSeconds(sshdPid) > robot0, 2000, 20).catch(() => undefined);
+      return { s, robotCpu: reapedCpuSeconds(sshdPid) - robot0, clientCpu: clientCpu(own, reaped) - self0 };
+    };
+    const opensshWhy = opensshUnavailable();
+    if (opensshWhy) say(`OpenSSH transport not measured: ${opensshWhy}`);
+    const sides: Array<{ name: 'sftp' | 'ssh2' | 'openssh'; fn: () => Promise<unknown>; own: boolean; reaped: boolean }> = [
+      { name: 'sftp', fn: sftpPut, own: false, reaped: true },
+      { name: 'ssh2', fn: engine('ssh2'), own: true, reaped: false },
+      ...(opensshWhy ? [] : [{ name: 'openssh' as const, fn: engine('openssh'), own: true, reaped: true }]),
+    ];
+    // A warm-up run of each (page cache, JIT, sshd), then rounds, the order rotated every round.
+    say('large RF: warm-up, then rounds in rotated order');
+    const runsOf: Record<string, Run[]> = { sftp: [], ssh2: [], openssh: [] };
+    for (const side of sides) await measured(side.fn, side.own, side.reaped);
     for (let i = 0; i < rounds; i++) {
-      await run('sync');
-      sftpS = Math.min(sftpS, await seconds(sftpPut));
-      await run('sync');
-      engineS = Math.min(engineS, await seconds(engine));
+      for (let k = 0; k < sides.length; k++) {
+        const side = sides[(i + k) % sides.length];
+        runsOf[side.name].push(await measured(side.fn, side.own, side.reaped));
+      }
     }
-    client.end();
+    // The transport robot sync uses for this size (ROBOT_SYNC_OPENSSH) is the one `large_*` reports.
+    const opensshOn = !opensshWhy && cfg.offline.robotSyncOpenssh.enabled && largeMib * 1024 * 1024 >= cfg.offline.robotSyncOpenssh.fromBytes;
+    const engineRuns = runsOf[opensshOn ? 'openssh' : 'ssh2'];
+    const sftpRuns = runsOf.sftp;
     const largeOk = crypto.createHash('sha256').update(fs.readFileSync(path.join(rfRoot, 'large', 'big.rf'))).digest('hex') === bigSha;
     for (const f of [path.join(robot.root, 'sftp-big.bin'), path.join(rfRoot, 'large', 'big.rf'), bigCached]) fs.rmSync(f, { force: true });
 
@@ -183,8 +242,8 @@ export async function main(args: string[]): Promise<void> {
     // As cloud sync does after writing a perfect state (common/models/offline.ts).
     await markPerfectStateChanged(db.models, [robot.id]);
 
-    const rsyncTo = `${login}:${path.join(robot.root, `rsync-${runTag}`)}/`;
-    const rsync = () => run('rsync', ['-a', '-e', `ssh ${sshOpts.join(' ')}`, `${tree}/`, rsyncTo], { maxBuffer: 1 << 20 });
+    const rsyncRun = (dir: string) => () =>
+      run('rsync', ['-a', '-e', `ssh ${sshOpts.join(' ')}`, `${tree}/`, `${login}:${path.join(robot.root, dir)}/`], { maxBuffer: 1 << 20 });
     const api = `http://127.0.0.1:${cfg.offline.api.port}/api`;
     const sync = async (): Promise<RobotSyncResult> => {
       const res = await fetch(`${api}/robots/sync`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
@@ -192,49 +251,105 @@ export async function main(args: string[]): Promise<void> {
       const { workflow_id } = (await res.json()) as { workflow_id: string };
       return (await temporal.getHandle(workflow_id).result()) as RobotSyncResult;
     };
+    /** The robot as before its first sync: no synced tree, no inventory, no sync state (the perfect state stays). */
+    const resetRobot = async () => {
+      fs.rmSync(path.join(rfRoot, 'sync'), { recursive: true, force: true });
+      await db.models.InventoryEntry.deleteMany({ robot_id: robot.id });
+      await db.models.Robot.updateOne({ _id: robot.id }, { $set: { robot_sync_state: null } });
+    };
+    const timed = async (fn: () => Promise<unknown>) => {
+      await run('sync');
+      return seconds(fn);
+    };
 
-    say('initial sync: rsync, then the workflow');
-    await run('sync');
-    const rsyncInitialS = await seconds(rsync);
-    await run('sync');
-    let initial: RobotSyncResult | undefined;
-    const initialS = await seconds(async () => (initial = await sync()));
-    say('no-op sync: rsync, then the workflow');
-    await run('sync');
-    const rsyncNoopS = await seconds(rsync);
-    let noop: RobotSyncResult | undefined;
-    const noopS = await seconds(async () => (noop = await sync()));
+    // A warm-up round of each side, then alternating rounds (order flipped every round): initial sync, then the
+    // no-op sync of the same tree. rsync writes a fresh directory per round; the robot is reset per round.
+    const rsyncInitial: number[] = [];
+    const rsyncNoop: number[] = [];
+    const ours: Array<{ initial: number; noop: number; initialResult: RobotSyncResult; noopResult: RobotSyncResult }> = [];
+    const rsyncRound = async (i: number, keep: boolean) => {
+      const r = rsyncRun(`rsync-${runTag}-${i}`);
+      const initialS = await timed(r);
+      const noopS = await timed(r);
+      fs.rmSync(path.join(robot.root, `rsync-${runTag}-${i}`), { recursive: true, force: true });
+      if (keep) rsyncInitial.push(initialS), rsyncNoop.push(noopS);
+    };
+    const ourRound = async (keep: boolean) => {
+      await resetRobot();
+      let initialResult: RobotSyncResult | undefined;
+      let noopResult: RobotSyncResult | undefined;
+      const initialS = await timed(async () => (initialResult = await sync()));
+      const noopS = await timed(async () => (noopResult = await sync()));
+      if (keep) ours.push({ initial: initialS, noop: noopS, initialResult: initialResult!, noopResult: noopResult! });
+    };
+    say('small RFs: warm-up, then alternating rounds of initial + no-op sync');
+    await rsyncRound(-1, false);
+    await ourRound(false);
+    for (let i = 0; i < rounds; i++) {
+      if (i % 2 === 0) await rsyncRound(i, true);
+      await ourRound(true);
+      if (i % 2 === 1) await rsyncRound(i, true);
+    }
     // Context for the no-op figure: one read of the robot's perfect state with the raw driver (FerretDB scans).
     const dbReadS = await seconds(() => db.connection.db!.collection('perfect_state_entries').find({ robot_id: robot.id }).toArray());
-    const initialUploaded = initial!.totals.uploaded.files;
-    const noopSent = noop!.totals.sentBytes;
 
-    const fig = (k: string, v: number | string) => console.log(`${k}=${typeof v === 'number' ? Number(v.toFixed(3)) : v}`);
     const mib = largeMib;
+    const engineS = median(engineRuns.map((r) => r.s));
+    const sftpS = median(sftpRuns.map((r) => r.s));
+    const list = (xs: number[]) => `[${xs.map((x) => x.toFixed(3)).join(',')}]`;
+    fig('rounds', rounds);
     fig('large_mib', mib);
+    fig('large_rounds_s', list(engineRuns.map((r) => r.s)));
     fig('large_s', engineS);
     fig('large_mib_per_s', mib / engineS);
+    fig('large_client_cpu_s', median(engineRuns.map((r) => r.clientCpu)));
+    fig('large_robot_cpu_s', median(engineRuns.map((r) => r.robotCpu)));
     fig('large_sent_bytes', largeSent);
     fig('large_sha256_ok', largeOk ? 'true' : 'false');
+    fig('baseline_sftp_rounds_s', list(sftpRuns.map((r) => r.s)));
     fig('baseline_sftp_put_s', sftpS);
     fig('baseline_sftp_mib_per_s', mib / sftpS);
-    fig('large_vs_sftp', mib / engineS / (mib / sftpS));
+    fig('baseline_sftp_client_cpu_s', median(sftpRuns.map((r) => r.clientCpu)));
+    fig('baseline_sftp_robot_cpu_s', median(sftpRuns.map((r) => r.robotCpu)));
+    fig('large_vs_sftp', sftpS / engineS);
+    fig('large_vs_sftp_best', Math.min(...sftpRuns.map((r) => r.s)) / Math.min(...engineRuns.map((r) => r.s)));
+    fig('large_transport', opensshOn ? 'openssh' : 'ssh2');
+    // Both transports side by side: time, CPU on each end, and total CPU per GiB (what decides on 2 cores).
+    for (const name of ['ssh2', 'openssh'] as const) {
+      const rs = runsOf[name];
+      if (rs.length === 0) continue;
+      const cpu = (r: Run) => r.clientCpu + r.robotCpu;
+      fig(`large_${name}_rounds_s`, list(rs.map((r) => r.s)));
+      fig(`large_${name}_client_cpu_rounds_s`, list(rs.map((r) => r.clientCpu)));
+      fig(`large_${name}_robot_cpu_rounds_s`, list(rs.map((r) => r.robotCpu)));
+      fig(`large_${name}_total_cpu_s_per_gib`, (median(rs.map(cpu)) * 1024) / mib);
+      fig(`large_${name}_vs_sftp`, sftpS / median(rs.map((r) => r.s)));
+    }
+    fig('baseline_sftp_client_cpu_rounds_s', list(sftpRuns.map((r) => r.clientCpu)));
+    fig('baseline_sftp_robot_cpu_rounds_s', list(sftpRuns.map((r) => r.robotCpu)));
+    fig('baseline_sftp_total_cpu_s_per_gib', (median(sftpRuns.map((r) => r.clientCpu + r.robotCpu)) * 1024) / mib);
+    const initialS = median(ours.map((r) => r.initial));
+    const noopS = median(ours.map((r) => r.noop));
+    const last = ours[ours.length - 1];
     fig('files', files);
     fig('file_kib', fileKib);
+    fig('initial_rounds_s', list(ours.map((r) => r.initial)));
     fig('initial_s', initialS);
-    fig('initial_uploaded_files', initialUploaded);
-    fig('initial_robot_ms', JSON.stringify(initial!.robots[0]?.ms ?? null));
-    fig('baseline_rsync_initial_s', rsyncInitialS);
-    fig('initial_vs_rsync', initialS / rsyncInitialS);
+    fig('initial_robot_ms', JSON.stringify(last.initialResult.robots[0]?.ms ?? null));
+    fig('baseline_rsync_initial_rounds_s', list(rsyncInitial));
+    fig('baseline_rsync_initial_s', median(rsyncInitial));
+    fig('initial_vs_rsync', initialS / median(rsyncInitial));
+    fig('initial_vs_rsync_best', Math.min(...ours.map((r) => r.initial)) / Math.min(...rsyncInitial));
+    fig('noop_rounds_s', list(ours.map((r) => r.noop)));
     fig('noop_s', noopS);
-    fig('noop_sent_bytes', noopSent);
-    fig('noop_unchanged', String(noop!.robots[0]?.unchanged ?? false));
-    fig('noop_robot_ms', JSON.stringify(noop!.robots[0]?.ms ?? null));
-    fig('baseline_rsync_noop_s', rsyncNoopS);
-    fig('noop_vs_rsync', noopS / rsyncNoopS);
+    fig('noop_robot_ms', JSON.stringify(last.noopResult.robots[0]?.ms ?? null));
+    fig('baseline_rsync_noop_rounds_s', list(rsyncNoop));
+    fig('baseline_rsync_noop_s', median(rsyncNoop));
+    fig('noop_vs_rsync', noopS / median(rsyncNoop));
     fig('context_raw_driver_read_perfect_state_s', dbReadS);
-    if (!largeOk || initialUploaded !== files || noopSent !== 0 || noop!.totals.uploaded.files !== 0) {
-      throw new Error(`benchmark run did not sync correctly: ${JSON.stringify({ initial: initial!.robots, noop: noop!.robots })}`);
+    const wrong = ours.filter((r) => r.initialResult.totals.uploaded.files !== files || r.noopResult.totals.sentBytes !== 0 || r.noopResult.totals.uploaded.files !== 0 || !r.noopResult.robots[0]?.unchanged);
+    if (!largeOk || wrong.length > 0) {
+      throw new Error(`benchmark run did not sync correctly: ${JSON.stringify({ largeOk, wrong: wrong.map((r) => ({ initial: r.initialResult.robots, noop: r.noopResult.robots })) })}`);
     }
   } finally {
     for (const c of children) c.proc.kill('SIGTERM');

@@ -77,6 +77,11 @@ export function coalesceWrites(sock: net.Socket): void {
   }) as typeof sock.write;
 }
 
+const hostKeys = new WeakMap<Client, Buffer>();
+
+/** The host key blob a connected client verified (what an OpenSSH child is told to expect; see openssh-put.ts). */
+export const verifiedHostKey = (client: Client): Buffer | undefined => hostKeys.get(client);
+
 export interface ConnectOptions {
   readyTimeoutMs?: number;
   /** Where the password variable is read (tests pass their own). */
@@ -129,6 +134,7 @@ export function connectWithHostKey(
         readyTimeout: opts.readyTimeoutMs ?? 10000,
         hostVerifier: (key: Buffer) => {
           seen = fingerprint(key);
+          hostKeys.set(client, key);
           return expected === null || seen === expected;
         },
       });

@@ -6,14 +6,15 @@
 // longer lists are reported as unlisted.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Context } from '@temporalio/activity';
+import { Context, log } from '@temporalio/activity';
 import type { Client } from 'ssh2';
 import type { Config } from '../../common/config';
 import type { OfflineModels, OfflineRobot, PerfectStateEntry } from '../../common/models/offline';
-import { sftp } from './connect';
+import { sftp, verifiedHostKey } from './connect';
+import { opensshUnavailable, uploadLargeWithOpenssh } from './openssh-put';
 import { inventoryFromListing, listingDigest, listRemote, remoteListingDigest, storedInventory, writeInventory, type Holdings, type InventoryResult, type RemoteFile, type RemoteStat } from './inventory';
-import { keepAlive, loadRobot, withConnection, type Beat } from './robot-session';
-import { ensureRemoteDirs, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
+import { keepAlive, loadRobot, offlineRobotTarget, robotFailure, withConnection, type Beat } from './robot-session';
+import { coalescedFlush, ensureRemoteDirs, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
 
 export interface Counts {
   files: number;
@@ -177,8 +178,25 @@ function heartbeatDetails(): ResumePoint | null {
   return d?.resume ?? null;
 }
 
+let unavailableLogged = false;
+
+/**
+ * The RFs that go through OpenSSH's sftp client (ROBOT_SYNC_OPENSSH): those at least `fromBytes` large, when the
+ * client and setpriv are installed and the session verified a host key blob; otherwise none (reason logged once).
+ */
+function opensshItems(cfg: Config, client: Client, items: UploadItem[]): UploadItem[] {
+  const { enabled, fromBytes } = cfg.offline.robotSyncOpenssh;
+  const large = enabled ? items.filter((i) => i.size >= fromBytes) : [];
+  if (large.length === 0) return [];
+  const why = opensshUnavailable() ?? (verifiedHostKey(client) ? null : 'the SSH session holds no verified host key');
+  if (!why) return large;
+  if (!unavailableLogged) log.warn('OpenSSH bulk transport unavailable, large RFs go over ssh2', { reason: why });
+  unavailableLogged = true;
+  return [];
+}
+
 async function upload(
-  deps: { models: OfflineModels; progress?: ProgressSink },
+  deps: { models: OfflineModels; cfg: Config; progress?: ProgressSink },
   input: SyncRobotInput,
   robot: OfflineRobot,
   client: Client,
@@ -198,13 +216,15 @@ async function upload(
     );
   };
   report(0, 0, true);
+  const bulk = opensshItems(deps.cfg, client, p.items);
+  const viaSsh2 = p.items.filter((i) => !bulk.includes(i));
   // Small RFs are spread over a few SFTP sessions: each is its own sftp-server process on the robot, which
   // handles its requests one after the other (file creation is the robot's cost); large RFs go to the first.
-  const small = p.items.filter((i) => i.size < LARGE_RF);
+  const small = viaSsh2.filter((i) => i.size < LARGE_RF);
   const groups: UploadItem[][] = Array.from({ length: Math.max(1, Math.min(SMALL_FILE_SESSIONS, Math.ceil(small.length / 500))) }, () => []);
   small.forEach((item, n) => groups[n % groups.length].push(item));
-  groups[0].push(...p.items.filter((i) => i.size >= LARGE_RF));
-  const hasLarge = p.items.some((i) => i.size >= LARGE_RF);
+  groups[0].push(...viaSsh2.filter((i) => i.size >= LARGE_RF));
+  const hasLarge = viaSsh2.some((i) => i.size >= LARGE_RF);
   // Large RFs also get a session that flushes their parts to disk while the first keeps writing.
   const [sessions, flushSession] = await Promise.all([
     Promise.all(groups.map(() => sftp(client))),
@@ -216,40 +236,67 @@ async function upload(
   // Kept until a large RF reports its own point: small files sent first must not erase it. A stale point is
   // harmless: it is only used while its .part is still on the robot.
   const prior = heartbeatDetails();
-  const progress = groups.map(() => ({ files: 0, bytes: 0 }));
+  // One entry per SFTP group, the last for the OpenSSH transfers.
+  const progress = [...groups, bulk].map(() => ({ files: 0, bytes: 0 }));
   let resume: ResumePoint | null = null;
+  const onProgress = (g: number, pr: { files: number; bytes: number; resume: ResumePoint | null }, tracksResume: boolean) => {
+    progress[g] = { files: pr.files, bytes: pr.bytes };
+    if (tracksResume) resume = pr.resume;
+    const files = progress.reduce((n, x) => n + x.files, 0);
+    const bytes = progress.reduce((n, x) => n + x.bytes, 0);
+    beat.set({ resume: resume ?? prior, files, bytes });
+    report(files, bytes);
+  };
   try {
     // Each group writes its parts, flushes the robot's filesystem (syncfs: its parts are on disk once it
-    // returns, whatever the other groups do) and only then renames its parts.
+    // returns, whatever the other groups do) and only then renames its parts. Groups that finish writing about
+    // together share a flush.
+    const flush = coalescedFlush(async () => {
+      const t0 = Date.now();
+      await flushRemoteFs(client, robot.rf_root);
+      flushMs += Date.now() - t0;
+    });
     const rs = await Promise.all(
       groups.map((items, g) =>
         uploadFiles(sessions[g], items, {
           resumableFrom: LARGE_RF,
           flushSession: g === 0 ? flushSession : undefined,
           resume: g === 0 ? prior : null,
-          flush: async () => {
-            const t0 = Date.now();
-            await flushRemoteFs(client, robot.rf_root);
-            flushMs = Math.max(flushMs, Date.now() - t0);
-          },
+          flush,
           throttleBytesPerSec: input.throttleBytesPerSec,
           onFileDone: (item) => installed.push(item),
-          onProgress: (pr) => {
-            progress[g] = { files: pr.files, bytes: pr.bytes };
-            if (g === 0) resume = pr.resume;
-            const files = progress.reduce((n, x) => n + x.files, 0);
-            const bytes = progress.reduce((n, x) => n + x.bytes, 0);
-            beat.set({ resume: resume ?? prior, files, bytes });
-            report(files, bytes);
-          },
+          onProgress: (pr) => onProgress(g, pr, g === 0),
         }),
       ),
     );
+    // The large RFs for OpenSSH's sftp client, one at a time, after the others (the resumed one first).
+    bulk.sort((a, b) => Number(b.remotePath === prior?.remotePath) - Number(a.remotePath === prior?.remotePath));
+    const target = bulk.length ? offlineRobotTarget(robot) : null;
+    const done = { files: 0, bytes: 0 };
+    for (const item of bulk) {
+      log.info('large RF through OpenSSH sftp', { robotId: robot._id, path: item.remotePath, bytes: item.size });
+      const b = await uploadLargeWithOpenssh(sessions[0], item, {
+        target: target!,
+        hostKey: verifiedHostKey(client)!,
+        resume: prior,
+        signal: Context.current().cancellationSignal,
+        limitKbitPerSec: input.throttleBytesPerSec ? Math.max(1, Math.floor((input.throttleBytesPerSec * 8) / 1000)) : undefined,
+        onProgress: (pr) => onProgress(groups.length, { files: done.files, bytes: done.bytes + pr.bytes, resume: pr.resume }, true),
+      }).catch((e: unknown) => {
+        // The child's own host key check or login failing is a robot-level failure, as at connect time.
+        throw robotFailure(e);
+      });
+      done.files++;
+      done.bytes += b.bytesSent;
+      installed.push(item);
+      onProgress(groups.length, { files: done.files, bytes: done.bytes, resume: null }, true);
+      rs.push(b);
+    }
     const r = {
       files: rs.reduce((n, x) => n + x.files, 0),
       bytesSent: rs.reduce((n, x) => n + x.bytesSent, 0),
       bytesInstalled: rs.reduce((n, x) => n + x.bytesInstalled, 0),
-      resumedFrom: rs[0].resumedFrom,
+      resumedFrom: Math.max(...rs.map((x) => x.resumedFrom)),
       failed: rs.flatMap((x) => x.failed),
     };
     report(r.files, r.bytesSent, true);

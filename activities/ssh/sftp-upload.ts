@@ -121,6 +121,33 @@ export async function flushRemoteFs(client: Client, dir: string): Promise<void> 
   if (r.code !== 0) throw new Error(`sync on the robot failed: ${r.stderr.trim().slice(0, 500)}`);
 }
 
+/**
+ * Shares one flush between callers: a caller gets the next flush that *starts* after it asked (one running then
+ * may have started before its writes were answered, so it waits for the one after), and every caller arriving
+ * while a flush runs shares that next one. Upload groups finishing about together cost two syncfs, not one each.
+ */
+export function coalescedFlush(run: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | null = null;
+  let queued: Promise<void> | null = null;
+  const start = (): Promise<void> => {
+    const p = run().finally(() => {
+      if (running === p) running = null;
+    });
+    running = p;
+    return p;
+  };
+  return () => {
+    if (!running) return start();
+    queued ??= running
+      .catch(() => undefined)
+      .then(() => {
+        queued = null;
+        return start();
+      });
+    return queued;
+  };
+}
+
 async function partSize(s: SFTPWrapper, partPath: string): Promise<number> {
   try {
     return (await cb<Stats>((d) => s.stat(partPath, d))).size;

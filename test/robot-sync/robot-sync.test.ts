@@ -1,6 +1,7 @@
 // Robot sync end to end: the offline app's worker and API as real processes, the center's Temporal namespace,
 // real sshd robots. Each test registers its own robots (own ids, own RF root on a simulated robot) in this
 // file's own offline database, so tests never see each other's files.
+import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,6 +16,8 @@ import { freePort } from '../ota/system';
 import { cfg, eventually, fleet, runTs, sha256File, testRobots, uniqueId, type ChildHandle } from '../helpers';
 import { startPasswordRobot, type PasswordRobot } from './password-robot';
 
+/** RFs from this size go through OpenSSH's sftp client in this file's worker (ROBOT_SYNC_OPENSSH_FROM_BYTES). */
+const OPENSSH_FROM = 48 * 1024 * 1024;
 const suffix = uniqueId('rs').replace(/-/g, '_');
 const PASSWORD_VAR = `ROBOT_SSH_PASSWORD_${suffix.toUpperCase()}`;
 let env: Record<string, string>;
@@ -45,6 +48,8 @@ beforeAll(async () => {
     RF_CACHE_DIR: rfCache,
     // Debug logs: the password must not appear even there.
     LOG_LEVEL: 'debug',
+    ROBOT_SYNC_OPENSSH: 'true',
+    ROBOT_SYNC_OPENSSH_FROM_BYTES: String(OPENSSH_FROM),
     [PASSWORD_VAR]: pwRobot.password,
   };
   apiUrl = `http://127.0.0.1:${port}/api`;
@@ -258,9 +263,17 @@ test('first contact pins the host key; a changed key fails that robot with "host
   expect(String(bad.json.detail)).toMatch(/credential_ref: .*\brf_root: /s);
 });
 
-test('worker SIGKILL in the middle of a large upload: the run completes, no partial file at the target, only the remaining bytes are sent', async () => {
+/** OpenSSH's sftp children of this test's robot (their known_hosts alias names it). */
+const sftpChildren = (robotId: string) =>
+  execFileSync('ps', ['-eo', 'pid=,args=']).toString().split('\n').filter((l) => l.includes(`HostKeyAlias=fleetsync-robot-${robotId}`));
+
+/**
+ * Starts a sync of one large RF, SIGKILLs the worker once the robot holds > 10 MiB of its part, restarts the
+ * worker and checks the run completes with the whole file, sending only the rest.
+ */
+async function killDuringLargeUpload(size: number, duringUpload: (robotId: string) => void = () => undefined): Promise<void> {
   const robot = await addRobot(testRobots()[2]);
-  const rf = cachedRf(40 * 1024 * 1024);
+  const rf = cachedRf(size);
   await perfectState(robot, [{ rel: 'big/model.bin', rf }]);
   const target = path.join(robot.rfRoot, 'big/model.bin');
   const input: RobotSyncInput = { robotIds: [robot.id], throttleBytesPerSec: 6 * 1024 * 1024 };
@@ -275,8 +288,14 @@ test('worker SIGKILL in the middle of a large upload: the run completes, no part
     return mine && mine.bytes.done > 0 ? mine : null;
   });
   expect(moving).toMatchObject({ status: 'syncing', files: { done: 0, total: 1 }, bytes: { total: rf.size } });
+  duringUpload(robot.id);
   await worker.kill('SIGKILL');
+  // Nothing writes the part any more (an OpenSSH child dies with the worker): it stops growing.
+  await new Promise((r) => setTimeout(r, 500));
   const atKill = fs.statSync(uploadPartPath(target)).size;
+  await new Promise((r) => setTimeout(r, 1000));
+  expect(fs.statSync(uploadPartPath(target)).size).toBe(atKill);
+  expect(sftpChildren(robot.id)).toEqual([]);
   expect(atKill).toBeLessThan(rf.size);
   expect(fs.existsSync(target)).toBe(false);
   logs.push(worker.output());
@@ -292,6 +311,14 @@ test('worker SIGKILL in the middle of a large upload: the run completes, no part
   expect(r.upload!.sentBytes).toBe(rf.size - r.upload!.resumedFromBytes);
   expect(sha256File(target)).toBe(rf.sha256);
   expect(fs.existsSync(uploadPartPath(target))).toBe(false);
+}
+
+test('worker SIGKILL in the middle of a large upload: the run completes, no partial file at the target, only the remaining bytes are sent', async () => {
+  await killDuringLargeUpload(40 * 1024 * 1024, (robotId) => expect(sftpChildren(robotId)).toEqual([])); // below the OpenSSH threshold: ssh2
+});
+
+test('the same through the OpenSSH transport: its sftp child dies with the worker, the retry resumes', async () => {
+  await killDuringLargeUpload(OPENSSH_FROM + 8 * 1024 * 1024, (robotId) => expect(sftpChildren(robotId).length).toBeGreaterThan(0));
 });
 
 test('a file corrupted on the robot is found by the inventory and replaced on the next sync', async () => {

@@ -1,0 +1,201 @@
+// A bulk transport for large RFs: the system's OpenSSH `sftp` client as a child process. On a small CPU-bound
+// center computer our Node/ssh2 client spends 2-3x the CPU per byte of OpenSSH's C client (GC, per-packet JS
+// work, copies), and aes128-gcm costs the robot's sshd less than sftp's default chacha20. Everything else stays
+// on the ssh2 session the caller holds: the host key it verified (written to a temporary known_hosts so the
+// child refuses any other key), the resume point (the `.part` size, polled over ssh2 and heartbeated), the
+// fsync'ed part's posix-rename onto the target (no partial file at a target path; the newer rename wins).
+// The child never outlives the worker: `setpriv --pdeathsig SIGKILL` kills it when the worker dies, so a retry
+// is never a second writer of the same part; the activity's cancellation (heartbeat timeout, cancel) kills it too.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { SFTPWrapper, Stats } from 'ssh2';
+import { HostKeyMismatchError, RobotCredentialError, type RobotSshTarget } from './connect';
+import { uploadPartPath, type ResumePoint, type UploadItem, type UploadResult } from './sftp-upload';
+
+/** The ssh askpass helper: prints FLEETSYNC_ROBOT_SSH_PASSWORD from its own environment. */
+export const ASKPASS = path.join(__dirname, 'askpass.sh');
+/** The ssh sftp runs: under its own pdeathsig (the parent-death signal is not inherited across fork). */
+export const SSH_PROGRAM = path.join(__dirname, 'ssh-pdeathsig.sh');
+const PASSWORD_ENV = 'FLEETSYNC_ROBOT_SSH_PASSWORD';
+/** aes128-gcm first (AES-NI: cheapest for both ends), chacha20 if the robot refuses it. */
+const CIPHERS = 'aes128-gcm@openssh.com,chacha20-poly1305@openssh.com';
+/** sftp's request size and requests in flight (OpenSSH's own limit for one write is 256 KiB with headers). */
+const BUFFER = 255 * 1024;
+const REQUESTS = 64;
+
+let availability: string | null | undefined;
+
+/** Why the OpenSSH transport cannot be used here (null: it can). Checked once per process. */
+export function opensshUnavailable(): string | null {
+  if (availability !== undefined) return availability;
+  availability = null;
+  for (const [bin, args] of [['sftp', ['-h']], ['setpriv', ['--help']]] as const) {
+    const r = spawnSync(bin, args, { stdio: 'ignore' });
+    if (r.error) availability = `${bin} not found (${(r.error as NodeJS.ErrnoException).code})`;
+  }
+  for (const f of [ASKPASS, SSH_PROGRAM]) if (availability === null && !fs.existsSync(f)) availability = `${f} is missing`;
+  return availability;
+}
+
+/** A known_hosts line for the key blob ssh2 verified (its first field is the key type). */
+export function knownHostsLine(alias: string, hostKey: Buffer): string {
+  const type = hostKey.subarray(4, 4 + hostKey.readUInt32BE(0)).toString('latin1');
+  return `${alias} ${type} ${hostKey.toString('base64')}\n`;
+}
+
+/** sftp's batch syntax: double quotes, backslash escapes (no glob characters in our paths matter here). */
+const bq = (s: string) => `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+
+export interface OpensshPutOptions {
+  target: Pick<RobotSshTarget, 'robotId' | 'host' | 'port' | 'username' | 'passwordEnv' | 'privateKeyFile'>;
+  /** The host key blob the ssh2 session verified against the pinned fingerprint. */
+  hostKey: Buffer;
+  localPath: string;
+  remotePath: string;
+  /** Append to the existing remote file (`put -a`) instead of replacing it. */
+  append: boolean;
+  /** sftp -l: Kbit/s (tests slow the upload down so a process can be killed in the middle). */
+  limitKbitPerSec?: number;
+  signal?: AbortSignal;
+  /** Where the password variable is read. */
+  env?: NodeJS.ProcessEnv;
+  onSpawn?: (pid: number) => void;
+}
+
+/** Runs one `sftp -b -` put (with fsync@openssh.com) of `localPath` to `remotePath`; rejects on any failure. */
+export async function opensshPut(o: OpensshPutOptions): Promise<void> {
+  const env = o.env ?? process.env;
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetsync-sftp-'));
+  const knownHosts = path.join(tmp, 'known_hosts');
+  const alias = `fleetsync-robot-${o.target.robotId}`;
+  fs.writeFileSync(knownHosts, knownHostsLine(alias, o.hostKey), { mode: 0o600 });
+  const childEnv: NodeJS.ProcessEnv = { PATH: env.PATH ?? process.env.PATH, HOME: tmp, LANG: 'C' };
+  const auth: string[] = [];
+  if (o.target.privateKeyFile) {
+    auth.push('-i', o.target.privateKeyFile, '-o', 'IdentitiesOnly=yes', '-o', 'PasswordAuthentication=no', '-o', 'KbdInteractiveAuthentication=no');
+  } else if (o.target.passwordEnv) {
+    const password = env[o.target.passwordEnv];
+    if (!password) throw new RobotCredentialError(`robot ${o.target.robotId}: environment variable ${o.target.passwordEnv} (its SSH password) is not set`);
+    // The password only in the child's environment: ssh runs the askpass helper, which prints it.
+    Object.assign(childEnv, { SSH_ASKPASS: ASKPASS, SSH_ASKPASS_REQUIRE: 'force', [PASSWORD_ENV]: password });
+    auth.push('-o', 'PubkeyAuthentication=no', '-o', 'PreferredAuthentications=password,keyboard-interactive', '-o', 'NumberOfPasswordPrompts=1');
+  }
+  const host = o.target.host.includes(':') ? `[${o.target.host}]` : o.target.host;
+  const args = [
+    '--pdeathsig', 'SIGKILL', '--',
+    'sftp', '-F', '/dev/null', '-S', SSH_PROGRAM,
+    // Before `-b`: ssh keeps an option's first value, and `-b` would add BatchMode=yes (no askpass).
+    '-o', `BatchMode=${o.target.passwordEnv && !o.target.privateKeyFile ? 'no' : 'yes'}`,
+    '-b', '-',
+    '-P', String(o.target.port), '-c', CIPHERS, '-B', String(BUFFER), '-R', String(REQUESTS),
+    ...(o.limitKbitPerSec ? ['-l', String(o.limitKbitPerSec)] : []),
+    '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null',
+    '-o', `HostKeyAlias=${alias}`, '-o', 'CheckHostIP=no', '-o', 'UpdateHostKeys=no',
+    '-o', 'ConnectTimeout=10', '-o', 'ServerAliveInterval=5', '-o', 'ServerAliveCountMax=3',
+    '-o', 'ControlMaster=no', '-o', 'ControlPath=none', '-o', `User=${o.target.username}`,
+    ...auth,
+    host,
+  ];
+  const batch = `put -f ${o.append ? '-a ' : ''}${bq(o.localPath)} ${bq(o.remotePath)}\n`;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn('setpriv', args, { env: childEnv, stdio: ['pipe', 'ignore', 'pipe'] });
+      if (child.pid) o.onSpawn?.(child.pid);
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+      const abort = () => child.kill('SIGKILL');
+      o.signal?.addEventListener('abort', abort, { once: true });
+      child.on('error', reject);
+      child.on('close', (code, sig) => {
+        o.signal?.removeEventListener('abort', abort);
+        if (code === 0) return resolve();
+        const msg = stderr.trim().split('\n').slice(-5).join('; ');
+        if (/HOST IDENTIFICATION HAS CHANGED|Host key verification failed/.test(stderr)) {
+          return reject(new HostKeyMismatchError(`host key mismatch: ${o.target.robotId} (OpenSSH sftp refused its host key)`));
+        }
+        if (/: Permission denied \(/.test(stderr)) return reject(new RobotCredentialError(`robot ${o.target.robotId}: authentication refused for user ${o.target.username}`));
+        reject(new Error(`sftp put to robot ${o.target.robotId} failed (${sig ?? `exit ${code}`}): ${msg}`));
+      });
+      child.stdin.end(batch);
+    });
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+const cb = <T = void>(fn: (done: (err: Error | null | undefined, v?: T) => void) => void) =>
+  new Promise<T>((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v as T))));
+
+async function remoteSize(s: SFTPWrapper, p: string): Promise<number | null> {
+  try {
+    return (await cb<Stats>((d) => s.stat(p, d))).size;
+  } catch {
+    return null;
+  }
+}
+
+export interface LargeUploadOptions extends Omit<OpensshPutOptions, 'localPath' | 'remotePath' | 'append'> {
+  resume?: ResumePoint | null;
+  onProgress?: (p: { bytes: number; resume: ResumePoint }) => void;
+  /** How often the part's size is polled for the heartbeat. */
+  pollMs?: number;
+}
+
+/**
+ * One large file through `sftp`: resumes from the previous attempt's point (never past what the robot holds: the
+ * part is cut back to it), polls the part's size as the confirmed offset (sftp-server writes in order, so its size
+ * is what arrived), then renames the fsync'ed part onto the target over the ssh2 session.
+ */
+export async function uploadLargeWithOpenssh(s: SFTPWrapper, item: UploadItem, o: LargeUploadOptions): Promise<UploadResult> {
+  const part = uploadPartPath(item.remotePath);
+  const result: UploadResult = { files: 0, bytesSent: 0, bytesInstalled: 0, resumedFrom: 0, failed: [] };
+  let start = 0;
+  const r = o.resume;
+  if (r && r.remotePath === item.remotePath && r.sha256 === item.sha256 && r.offset > 0) {
+    const have = (await remoteSize(s, part)) ?? 0;
+    start = Math.min(r.offset, have, item.size);
+    if (start > 0 && have > start) await cb((d) => s.setstat(part, { size: start }, d));
+  }
+  result.resumedFrom = start;
+  const point: ResumePoint = { remotePath: item.remotePath, sha256: item.sha256, offset: start };
+  o.onProgress?.({ bytes: 0, resume: point });
+  let polling = true;
+  const poll = (async () => {
+    while (polling) {
+      await new Promise((res) => setTimeout(res, o.pollMs ?? 1000));
+      if (!polling) break;
+      const size = await remoteSize(s, part);
+      if (size !== null && size > point.offset && size <= item.size) {
+        point.offset = size;
+        o.onProgress?.({ bytes: size - start, resume: point });
+      }
+    }
+  })();
+  try {
+    if (start < item.size) {
+      await opensshPut({ ...o, localPath: item.localPath, remotePath: part, append: start > 0 });
+    } else {
+      // The whole part arrived in the previous attempt, maybe not fsync'ed: flush it before the rename.
+      const h = await cb<Buffer>((d) => s.open(part, 'r+', d));
+      try {
+        await cb((d) => s.ext_openssh_fsync(h, d));
+      } finally {
+        await cb((d) => s.close(h, d)).catch(() => undefined);
+      }
+    }
+  } finally {
+    polling = false;
+    await poll;
+  }
+  const size = await remoteSize(s, part);
+  if (size !== item.size) throw new Error(`sftp put of ${item.remotePath}: part holds ${size} bytes, expected ${item.size}`);
+  point.offset = item.size;
+  result.bytesSent = item.size - start;
+  o.onProgress?.({ bytes: result.bytesSent, resume: point });
+  await cb((d) => s.ext_openssh_rename(part, item.remotePath, d));
+  result.files = 1;
+  result.bytesInstalled = item.size;
+  return result;
+}

@@ -1,0 +1,147 @@
+// The OpenSSH bulk transport (activities/ssh/openssh-put.ts) against real sshd robots: the sftp child SIGKILLed
+// while bytes flow leaves no file at the target and the next attempt sends only the rest; a host key other than
+// the verified one is refused before anything is written; a password robot is reached with the password in the
+// child's environment only (never on a command line).
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Client, SFTPWrapper } from 'ssh2';
+import { connectRobot, connectWithHostKey, sftp, verifiedHostKey, type RobotSshTarget } from '../../activities/ssh/connect';
+import { opensshPut, opensshUnavailable, uploadLargeWithOpenssh } from '../../activities/ssh/openssh-put';
+import { ensureRemoteDirs, uploadPartPath, type ResumePoint, type UploadItem } from '../../activities/ssh/sftp-upload';
+import { robotDirectoryFromFleet } from '../../common/robot-directory';
+import { cfg, eventually, fleet, sha256File, testRobots, uniqueId } from '../helpers';
+import { startPasswordRobot } from './password-robot';
+
+const work = path.join(cfg.dataDir, 'openssh-put-test');
+
+function localFile(size: number): UploadItem {
+  fs.mkdirSync(work, { recursive: true });
+  const bytes = crypto.randomBytes(size);
+  const localPath = path.join(work, uniqueId('rf'));
+  fs.writeFileSync(localPath, bytes);
+  return { localPath, remotePath: '', size, sha256: crypto.createHash('sha256').update(bytes).digest('hex') };
+}
+
+async function session(target: RobotSshTarget): Promise<{ client: Client; s: SFTPWrapper }> {
+  const client = await connectRobot(target);
+  return { client, s: await sftp(client) };
+}
+
+test('OpenSSH sftp and setpriv are installed (else robot sync falls back to ssh2)', () => {
+  expect(opensshUnavailable()).toBeNull();
+});
+
+test('the sftp child SIGKILLed while bytes flow: nothing at the target, the retry resumes from the polled offset and sends only the rest', async () => {
+  const robot = testRobots()[3];
+  const target = robotDirectoryFromFleet(fleet()).ssh(robot.id);
+  const item = { ...localFile(24 * 1024 * 1024), remotePath: path.join(robot.root, 'openssh', uniqueId('big'), 'model.bin') };
+  const { client, s } = await session(target);
+  try {
+    await ensureRemoteDirs(client, [item.remotePath]);
+    let pid = 0;
+    let point: ResumePoint | null = null;
+    // 4 MiB/s: the test kills the child while it is writing.
+    const first = uploadLargeWithOpenssh(s, item, {
+      target,
+      hostKey: verifiedHostKey(client)!,
+      limitKbitPerSec: 32 * 1024,
+      pollMs: 200,
+      onSpawn: (p) => (pid = p),
+      onProgress: (p) => (point = { ...p.resume }),
+    });
+    first.catch(() => undefined);
+    await eventually('part growing', async () => (point?.offset ?? 0) > 4 * 1024 * 1024, 30000);
+    const before = fs.statSync(uploadPartPath(item.remotePath)).size;
+    process.kill(pid, 'SIGKILL');
+    await expect(first).rejects.toThrow(/sftp put to robot .* failed \(SIGKILL\)/);
+    // The child's ssh died with it (its own pdeathsig): the part stops growing.
+    await new Promise((r) => setTimeout(r, 500));
+    const atKill = fs.statSync(uploadPartPath(item.remotePath)).size;
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(fs.statSync(uploadPartPath(item.remotePath)).size).toBe(atKill);
+    expect(before).toBeGreaterThan(4 * 1024 * 1024);
+    expect(atKill).toBeLessThan(item.size);
+    expect(fs.existsSync(item.remotePath)).toBe(false);
+    expect(execFileSync('ps', ['-eo', 'pid=']).toString().split('\n').map(Number)).not.toContain(pid);
+
+    // The retry starts from the heartbeated point, sends only the rest, renames the whole file in.
+    const resumeAt = point!.offset;
+    const r = await uploadLargeWithOpenssh(s, item, { target, hostKey: verifiedHostKey(client)!, resume: point });
+    expect(r).toMatchObject({ files: 1, bytesInstalled: item.size, resumedFrom: resumeAt, failed: [] });
+    expect(r.resumedFrom).toBeGreaterThan(4 * 1024 * 1024);
+    expect(r.bytesSent).toBe(item.size - resumeAt);
+    expect(sha256File(item.remotePath)).toBe(item.sha256);
+    expect(fs.existsSync(uploadPartPath(item.remotePath))).toBe(false);
+  } finally {
+    client.end();
+  }
+});
+
+test('a resume point of other content is not used: the part is replaced whole', async () => {
+  const robot = testRobots()[3];
+  const target = robotDirectoryFromFleet(fleet()).ssh(robot.id);
+  const item = { ...localFile(3 * 1024 * 1024), remotePath: path.join(robot.root, 'openssh', uniqueId('stale'), 'model.bin') };
+  fs.mkdirSync(path.dirname(item.remotePath), { recursive: true });
+  fs.writeFileSync(uploadPartPath(item.remotePath), crypto.randomBytes(1024 * 1024));
+  const { client, s } = await session(target);
+  try {
+    const stale: ResumePoint = { remotePath: item.remotePath, sha256: 'f'.repeat(64), offset: 1024 * 1024 };
+    const r = await uploadLargeWithOpenssh(s, item, { target, hostKey: verifiedHostKey(client)!, resume: stale });
+    expect(r).toMatchObject({ resumedFrom: 0, bytesSent: item.size, files: 1 });
+    expect(sha256File(item.remotePath)).toBe(item.sha256);
+  } finally {
+    client.end();
+  }
+});
+
+test('a host key other than the verified one: "host key mismatch", nothing written', async () => {
+  const [a, b] = testRobots();
+  const dir = robotDirectoryFromFleet(fleet());
+  const other = await session(dir.ssh(b.id));
+  try {
+    const item = localFile(64 * 1024);
+    const remotePath = path.join(a.root, 'openssh', uniqueId('mismatch'), 'x.bin');
+    fs.mkdirSync(path.dirname(remotePath), { recursive: true });
+    // Robot a, with robot b's key as the expected one.
+    const put = opensshPut({ target: dir.ssh(a.id), hostKey: verifiedHostKey(other.client)!, localPath: item.localPath, remotePath, append: false });
+    await expect(put).rejects.toThrow(/host key mismatch/);
+    expect(fs.readdirSync(path.dirname(remotePath))).toEqual([]);
+  } finally {
+    other.client.end();
+  }
+});
+
+test('a password robot: the password reaches ssh through SSH_ASKPASS only', async () => {
+  const robot = await startPasswordRobot(cfg.fleet.sshBasePort + 91);
+  const passwordEnv = `OPENSSH_PUT_TEST_PW_${uniqueId('x').replace(/\W/g, '_').toUpperCase()}`;
+  const env = { ...process.env, [passwordEnv]: robot.password };
+  const target = { robotId: 'pw-robot', host: robot.host, port: robot.port, username: robot.username, passwordEnv, hostKeySha256: robot.hostKeySha256 };
+  const { client } = await connectWithHostKey(target, robot.hostKeySha256, { env });
+  try {
+    const item = localFile(2 * 1024 * 1024);
+    const dir = path.join(robot.root, uniqueId('pw'));
+    fs.mkdirSync(dir);
+    execFileSync('chown', [robot.username, dir]);
+    const remotePath = path.join(dir, 'rf.bin');
+    let argv = '';
+    await opensshPut({
+      target,
+      hostKey: verifiedHostKey(client)!,
+      localPath: item.localPath,
+      remotePath,
+      append: false,
+      env,
+      onSpawn: (pid) => (argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')),
+    });
+    expect(sha256File(remotePath)).toBe(item.sha256);
+    expect(argv).toContain('sftp');
+    expect(argv).not.toContain(robot.password);
+    // A wrong password is refused as a credential error.
+    await expect(opensshPut({ target, hostKey: verifiedHostKey(client)!, localPath: item.localPath, remotePath, append: false, env: { ...env, [passwordEnv]: 'wrong' } })).rejects.toThrow(/authentication refused/);
+  } finally {
+    client.end();
+    await robot.sshd.kill();
+  }
+});
