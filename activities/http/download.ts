@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ApplicationFailure } from '@temporalio/common';
-import { httpGet, type HttpResponse } from '../../daemon/http-get';
+import { httpGet, type HttpResponse } from '../../common/http-get';
 import { commitFile } from '../files/rf-cache';
 
 export interface DownloadSpec {
