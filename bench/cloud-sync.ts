@@ -233,38 +233,52 @@ export async function main(args: string[]): Promise<void> {
       if ((await spawnWait('curl', curl('/dev/null'), env)) !== 0) throw new Error('warm-up curl failed');
       // Both sides end durable on the same file system: curl writes a `.part` that gets the same fsync + rename +
       // directory fsync (commitFile) as ours, which also hashes (sha256) while it downloads.
-      const sides = {
-        curl: async (): Promise<number> => {
+      // Each side reports its wall time, the part of it spent in the final fsync, and its CPU time (user + system;
+      // a figure the neighbours' load barely moves, unlike wall times on this shared machine).
+      type Run = { s: number; fsyncS: number; cpuS: number };
+      const sides: Record<'curl' | 'ours', () => Promise<Run>> = {
+        curl: async () => {
           const out = path.join(work, 'curl.bin');
           const t = process.hrtime.bigint();
-          const code = await spawnWait('curl', curl(`${out}.part`), env);
+          // bash's `times` prints the CPU time of its children (curl) on its second line.
+          let timesOut = '';
+          const code = await spawnWait('bash', ['-c', 'curl "$@" && times', 'curl', ...curl(`${out}.part`)], env, (text) => (timesOut += text));
           if (code !== 0) throw new Error(`curl exited ${code}`);
+          const received = process.hrtime.bigint();
           await commitFile(`${out}.part`, out);
           const s = seconds(t);
           fs.rmSync(out);
-          return s;
+          const [user, sys] = [...(timesOut.trim().split('\n')[1] ?? '').matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
+          return { s, fsyncS: seconds(received), cpuS: user + sys };
         },
-        ours: async (): Promise<number> => {
+        ours: async () => {
           const out = path.join(work, 'ours.bin');
+          let received = 0n;
+          const cpu = process.cpuUsage();
           const t = process.hrtime.bigint();
-          await downloadResumable({ url, sha256: rf.sha256, size: rf.size, target: out }, seed.token, () => undefined);
+          await downloadResumable({ url, sha256: rf.sha256, size: rf.size, target: out }, seed.token, (offset) => {
+            if (offset === rf.size) received = process.hrtime.bigint();
+          });
           const s = seconds(t);
+          const used = process.cpuUsage(cpu);
           fs.rmSync(out);
-          return s;
+          return { s, fsyncS: received ? seconds(received) : NaN, cpuS: (used.user + used.system) / 1e6 };
         },
       };
-      const times = { curl: [] as number[], ours: [] as number[] };
+      const runs = { curl: [] as Run[], ours: [] as Run[] };
       for (let round = 1; round <= rounds; round++) {
         // Alternate who goes first (a neighbour's burst or our own writeback then hits both sides alike); each
         // side starts with the dirty pages of the machine written out.
         const order = round % 2 ? (['curl', 'ours'] as const) : (['ours', 'curl'] as const);
         for (const side of order) {
           await spawnWait('sync', [], env);
-          times[side].push(await sides[side]());
+          runs[side].push(await sides[side]());
         }
-        const [c, o] = [times.curl[round - 1], times.ours[round - 1]];
-        fig(`download_round_${round}`, `curl_s:${c.toFixed(2)},ours_s:${o.toFixed(2)},ratio:${(c / o).toFixed(3)},first:${order[0]}`);
+        const [c, o] = [runs.curl[round - 1], runs.ours[round - 1]];
+        const f = (x: number) => x.toFixed(2);
+        fig(`download_round_${round}`, `curl_s:${f(c.s)},ours_s:${f(o.s)},ratio:${(c.s / o.s).toFixed(3)},first:${order[0]},curl_fsync_s:${f(c.fsyncS)},ours_fsync_s:${f(o.fsyncS)},curl_cpu_s:${f(c.cpuS)},ours_cpu_s:${f(o.cpuS)}`);
       }
+      const times = { curl: runs.curl.map((r) => r.s), ours: runs.ours.map((r) => r.s) };
       const med = { curl: median(times.curl), ours: median(times.ours) };
       const ratios = times.curl.map((c, i) => c / times.ours[i]);
 
@@ -294,6 +308,8 @@ export async function main(args: string[]): Promise<void> {
       fig('download_vs_curl_worst_round', Math.min(...ratios));
       fig('download_mib_s', rfMib / med.ours);
       fig('baseline_curl_mib_s', rfMib / med.curl);
+      fig('download_cpu_s', median(runs.ours.map((r) => r.cpuS)));
+      fig('baseline_curl_cpu_s', median(runs.curl.map((r) => r.cpuS)));
       fig('resume_killed_at_pct', (100 * kept) / rf.size);
       fig('resume_extra_bytes_pct', (100 * (kept + fetched - rf.size)) / rf.size);
     }
