@@ -20,6 +20,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { MongoClient, type Document } from 'mongodb';
 import { createS3Client } from '../activities/s3/client';
@@ -142,11 +143,24 @@ export async function main(args: string[]): Promise<void> {
     }
     const base = `http://127.0.0.1:${apiPort}/api/v1`;
     const auth = { authorization: `Bearer ${seed.token}` };
-    const postSync = async (body: unknown): Promise<SyncResponse> => {
-      const res = await fetch(`${base}/sync`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-      if (!res.ok) throw new Error(`/sync answered ${res.status}: ${await res.text()}\n${apiOut.join('').slice(-3000)}`);
-      return (await res.json()) as SyncResponse;
-    };
+    // node:http rather than fetch: fetch gives up after 5 minutes without a response head, and a 10% resync on a
+    // loaded machine's FerretDB can take longer; the benchmark measures it instead.
+    const postSync = (body: unknown): Promise<SyncResponse> =>
+      new Promise((resolve, reject) => {
+        const data = JSON.stringify(body);
+        const req = http.request(`${base}/sync`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } }, (res) => {
+          const parts: Buffer[] = [];
+          res.on('data', (d: Buffer) => parts.push(d));
+          res.on('error', reject);
+          res.on('end', () => {
+            const text = Buffer.concat(parts).toString('utf8');
+            if (res.statusCode !== 200) reject(new Error(`/sync answered ${res.statusCode}: ${text}\n${apiOut.join('').slice(-3000)}`));
+            else resolve(JSON.parse(text) as SyncResponse);
+          });
+        });
+        req.on('error', (e) => reject(new Error(`/sync failed: ${e.message}\n${apiOut.join('').slice(-3000)}`)));
+        req.end(data);
+      });
 
     // 1. Full sync vs the raw driver.
     if (parts.has('sync')) {
