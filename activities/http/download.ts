@@ -141,8 +141,8 @@ async function fetchInto(spec: DownloadSpec, headers: Record<string, string>, of
       // Read, hash, write, like curl: each chunk (a view into the reader's buffer) goes to the page cache with a
       // synchronous write in the same turn, so the socket never waits on a thread-pool round trip and nothing is
       // copied or queued; a slow disk still slows the download instead of growing memory. The write blocks the
-      // event loop for the copy into the page cache only (about 0.1 ms per 256 KiB); the flushes above keep the
-      // dirty pages far below the kernel's throttling threshold.
+      // event loop for the copy into the page cache (measured: 1.8 CPU-s per GiB with sha256, curl 1.3 without),
+      // and the background flushes above leave the kernel little dirty data to throttle on.
       await res.pipe((chunk) => {
         hash.update(chunk);
         alive();
