@@ -8,7 +8,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import fsp from 'node:fs/promises';
 import { errnoCode, removeQuietly, sleep, writeFileAtomic } from './fs-util';
-import { httpGet, type HttpGetError, type HttpResponse } from './http-get';
+import { httpGet, type HttpGetError, type HttpResponse } from '../common/http-get';
 
 export class DownloadError extends Error {
   override name = 'DownloadError';

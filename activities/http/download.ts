@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ApplicationFailure } from '@temporalio/common';
-import { httpGet, type HttpResponse } from '../../daemon/http-get';
+import { httpGet, type HttpResponse } from '../../common/http-get';
 import { commitFile } from '../files/rf-cache';
 
 export interface DownloadSpec {
@@ -74,18 +74,19 @@ export async function downloadResumable(spec: DownloadSpec, token: string, onPro
   if (offset > spec.size) offset = 0;
   const headers: Record<string, string> = { authorization: `Bearer ${token}`, 'accept-encoding': 'identity' };
   if (offset > 0 && etag) Object.assign(headers, { range: `bytes=${offset}-`, 'if-range': etag });
-  // node:http rather than fetch: fetch hands the body out in small chunks through promise-heavy WHATWG streams,
-  // measured at 30 MB/s for a 512 MiB RF against curl's 100 MB/s from the same API on this machine.
+  // common/http-get rather than fetch: fetch hands the body out in small chunks through promise-heavy WHATWG
+  // streams (30 MB/s for a 512 MiB RF against curl's 100 MB/s from the same API on this machine).
+  // The stall guard is a timestamp that each chunk moves and a timer that looks at it every second: re-arming a
+  // timeout per chunk cost a timer allocation per 256 KiB.
   const abort = new AbortController();
-  let stall = setTimeout(() => abort.abort(new Error(`download of ${spec.url} stalled for ${STALL_MS} ms`)), STALL_MS);
-  const alive = () => {
-    clearTimeout(stall);
-    stall = setTimeout(() => abort.abort(new Error(`download of ${spec.url} stalled for ${STALL_MS} ms`)), STALL_MS);
-  };
+  let lastAlive = Date.now();
+  const guard = setInterval(() => {
+    if (Date.now() - lastAlive > STALL_MS) abort.abort(new Error(`download of ${spec.url} stalled for ${STALL_MS} ms`));
+  }, 1000);
   try {
-    return await fetchInto(spec, headers, offset, abort.signal, alive, onProgress);
+    return await fetchInto(spec, headers, offset, abort.signal, () => (lastAlive = Date.now()), onProgress);
   } finally {
-    clearTimeout(stall);
+    clearInterval(guard);
   }
 }
 
@@ -135,27 +136,31 @@ async function fetchInto(spec: DownloadSpec, headers: Record<string, string>, of
       });
       void flushing.catch(() => undefined).finally(() => (flushing = null));
     };
-    const fh = await fs.promises.open(part, resumedFrom > 0 ? 'a' : 'w');
+    const fd = fs.openSync(part, resumedFrom > 0 ? 'a' : 'w');
     try {
-      // Each chunk is a view into the reader's buffer, valid until this sink's promise settles: the write is awaited
-      // (the socket waits meanwhile, so a slow disk slows the download instead of growing memory).
-      await res.pipe(async (chunk) => {
+      // Read, hash, write, like curl: each chunk (a view into the reader's buffer) goes to the page cache with a
+      // synchronous write in the same turn, so the socket never waits on a thread-pool round trip and nothing is
+      // copied or queued; a slow disk still slows the download instead of growing memory. The write blocks the
+      // event loop for the copy into the page cache (measured: 1.8 CPU-s per GiB with sha256, curl 1.3 without),
+      // and the background flushes above leave the kernel little dirty data to throttle on.
+      await res.pipe((chunk) => {
         hash.update(chunk);
         alive();
         fetched += chunk.length;
         written += chunk.length;
-        if (Date.now() - lastReport > 500) {
-          lastReport = Date.now();
-          onProgress(written);
-        }
-        if (!flushing && written - flushedAt >= FLUSH_EVERY_BYTES) {
+        if (written - flushedAt >= FLUSH_EVERY_BYTES && !flushing) {
           flushedAt = written;
           flush();
         }
-        for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+        for (let off = 0; off < chunk.length; ) off += fs.writeSync(fd, chunk, off, chunk.length - off);
+        const now = Date.now();
+        if (now - lastReport > 500) {
+          lastReport = now;
+          onProgress(written);
+        }
       });
     } finally {
-      await fh.close();
+      fs.closeSync(fd);
     }
     await (flushing as Promise<void> | null)?.catch(() => undefined);
     onProgress(written);

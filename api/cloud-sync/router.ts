@@ -28,6 +28,8 @@ export interface CloudSyncDeps {
 
 /** Most a /sync body may weigh: 100k sessions of a few hundred bytes each fit with room to spare. */
 const BODY_LIMIT = '512mb';
+/** How long /sync may work without a byte on the wire: the center's client (fetch) waits 5 minutes for the head. */
+const SYNC_SILENT_MS = 5 * 60_000;
 
 const recordSchema = z.object({
   id: z.string().min(1).max(200),
@@ -98,6 +100,9 @@ export function cloudSyncRouter(deps: CloudSyncDeps): Router {
 
   r.post('/sync', auth, express.json({ limit: BODY_LIMIT }), async (req, res) => {
     const started = process.hrtime.bigint();
+    // The body is in; from here the connection is silent until the answer. On FerretDB a large resync's scans
+    // can outlast the server's 2-minute inactivity limit (api/server.ts), which would cut a sync that succeeds.
+    req.socket.setTimeout(SYNC_SILENT_MS);
     const centerId = requestCenter(res);
     const parsed = syncRequestSchema.safeParse(req.body);
     if (!parsed.success) throw new HttpError(400, zodDetail(parsed.error, 'body'));

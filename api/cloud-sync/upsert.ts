@@ -9,6 +9,13 @@
 // (each document is decoded); an updateOne by `_id` took 2.4 s, a bulkWrite of 40 replaceOnes 138 s, a deleteMany
 // by 10 `_id`s 24 s. So per-record or per-chunk updates cost (changed records x collection); here a resync costs
 // one scan per DELETE_BATCH changed records (on MongoDB each is an `_id` index walk: proportional to the change).
+// FerretDB's PostgreSQL handler is no way out (measured 2026-12-02, same box, loaded): `_id` equality is pushed
+// down to SQL but still a sequential scan (PostgreSQL's seq_scan counter moves, its `_id` index is used only for the
+// per-document DELETE that follows a match); anything else fetches and decodes every document. At 110k / 1.1M
+// documents: findOne({_id}) 0.24 / 1.4 s, updateOne({_id}) 0.21 / 1.4 s, deleteMany({_id: {$in: 1000 ids}})
+// 40 / 349 s, countDocuments by a field 19 / 186 s: cost follows the collection, not the change, on both handlers.
+// Per-record `_id` statements beat one batch statement only for a handful of changed records (about 10 on SQLite,
+// 80 on PostgreSQL, at 110k documents): not worth a second code path.
 // Between the delete and the re-insert the records are briefly absent; if the process dies there they stay
 // absent until the center resends them (its cursor only moves after a successful sync). A concurrent sync of the
 // same center cannot interleave: the offline app runs one cloud sync per center at a time (fixed workflow id),

@@ -1,9 +1,9 @@
-// The daemon's HTTP/1.1 GET (daemon/http-get.ts) against raw sockets that answer byte by byte what a server may
+// The daemon's HTTP/1.1 GET (common/http-get.ts) against raw sockets that answer byte by byte what a server may
 // send: heads split across packets, chunked bodies with extensions and trailers, interim 1xx responses, bodies
 // that end with the connection, redirects, cut transfers; and the socket pauses while the consumer is busy.
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { httpGet, type HttpResponse } from '../../daemon/http-get';
+import { httpGet, type HttpResponse } from '../../common/http-get';
 
 interface Served {
   url: string;
