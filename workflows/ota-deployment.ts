@@ -148,7 +148,7 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
   // A terminal decision is final (a dispatch failure landing in the same activation as a cancel must not replace
   // CANCELED). So s.unrecorded only ever holds forward moves, and its last entry is where the job stands.
   const decide = (status: JobStatus, error_msg: string | null): void => {
-    if (isTerminalStatus(s.status) && patched(RECORD_LATEST_ONLY)) return;
+    if (isTerminalStatus(s.status) && isPatched(RECORD_LATEST_ONLY)) return;
     s.status = status;
     s.error_msg = error_msg;
     s.unrecorded.push({ status, error_msg });
@@ -157,7 +157,16 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
   // Decided once per run: a run started before the lean version replays the way it was written.
   const lean = patched(LEAN);
   // Local activities only in lean runs (they are the ones with one dispatch and one finish activity per job).
-  const link = lean && patched(LOCAL) ? robotLinkLocal : robotLink;
+  const local = lean && patched(LOCAL);
+  const link = local ? robotLinkLocal : robotLink;
+  // Local-activity runs ask every later patch here, before their first local activity: a marker recorded in
+  // the workflow task a local activity finished in was met, when a signal storm made the worker rebuild the
+  // run from history, before the code that asks for it (nondeterminism: the job stuck, signals piling up).
+  // Runs without local activities keep asking where they always did, so their histories replay unchanged.
+  const early = local ? new Map([REDISPATCH_ON_ONLINE, RECORD_LATEST_ONLY].map((id) => [id, patched(id)])) : null;
+  function isPatched(id: typeof REDISPATCH_ON_ONLINE | typeof RECORD_LATEST_ONLY): boolean {
+    return early?.get(id) ?? patched(id);
+  }
 
   // Handlers first: signals sent before the first activation (e.g. an early presence) are buffered until now.
   setHandler(robotReportSignal, (report) => {
@@ -234,7 +243,7 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
   async function record(): Promise<void> {
     while (s.unrecorded.length > 0) {
       // Transitions decided while the write runs are not taken: they stay for the next round.
-      const taken = patched(RECORD_LATEST_ONLY) ? s.unrecorded.length : 1;
+      const taken = isPatched(RECORD_LATEST_ONLY) ? s.unrecorded.length : 1;
       const t = s.unrecorded[taken - 1];
       // The statuses passed through on the way are stored with it, so every state change is persisted.
       const passedThrough = s.unrecorded.slice(0, taken - 1).map((u) => u.status);
@@ -298,7 +307,7 @@ export async function otaDeployment(input: OtaDeploymentInput, carried?: OtaDepl
         case 'follow': {
           const mark = offlineMark;
           const onMark = onlineMark;
-          const redispatchOnOnline = patched(REDISPATCH_ON_ONLINE);
+          const redispatchOnOnline = isPatched(REDISPATCH_ON_ONLINE);
           // Liveness: until the robot has reported on the job, its silence is bounded (a lost message, a robot
           // that dropped it): the job is sent again, with a fresh URL, waiting twice as long each time.
           const heard = reportsSeen;

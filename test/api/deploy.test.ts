@@ -33,7 +33,18 @@ async function expectWorkflowStarted(jobId: string, robotId: string, timeoutSeco
   expect(d.status.name).toBe('RUNNING');
   expect(d.typedSearchAttributes.get(ROBOT_ID_SA)).toBe(robotId);
   expect(d.typedSearchAttributes.get(JOB_STATE_SA)).toBe('PENDING');
-  expect(await startedInput(otaWorkflowId(jobId))).toEqual({ jobId, robotId, timeoutSeconds });
+  // The input carries the stored job's dispatch fields (no second read at dispatch) and never a URL or secret.
+  const job = await h.db.models.OtaJob.findById(jobId).lean();
+  expect(job).not.toBeNull();
+  const { s3_bucket, s3_object_name, deploy_path, sha256, size, mode } = job!;
+  const input = await startedInput(otaWorkflowId(jobId));
+  expect(input).toEqual({
+    jobId,
+    robotId,
+    timeoutSeconds,
+    job: { s3_bucket, s3_object_name, deploy_path, sha256, size, ...(typeof mode === 'number' ? { mode } : {}) },
+  });
+  expect(JSON.stringify(input)).not.toMatch(/https?:|X-Amz|password|secret/i);
 }
 
 async function upload(items: object[], contents: string[]): Promise<FileDeployResult[]> {

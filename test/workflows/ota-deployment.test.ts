@@ -359,6 +359,23 @@ test('a continued run (continue-as-new carry) resumes where its predecessor stop
   });
 });
 
+test('a followed job replays from its history (its patch markers sit where the code asks for them)', async () => {
+  // A worker restart, or a workflow evicted from the worker's cache, replays the history: a patch asked for after
+  // a local activity must not meet its marker before the code gets there (nondeterminism, the job stuck).
+  const fake = fakeActivities();
+  await withWorker(fake.activities, async (tq) => {
+    const h = await start(tq, { robotId: 'robot-replay' });
+    await eventually('dispatched', async () => (await progress(h)).dispatches === 1);
+    await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 10 });
+    await eventually('downloading', async () => (await progress(h)).status === 'DOWNLOADING');
+    // Reports landing while workflow tasks are in flight (the worker completes tasks the server then refuses).
+    for (let i = 0; i < 20; i++) await Promise.all(Array.from({ length: 10 }, (_, k) => h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 10 + i + k })));
+    await h.signal(robotReportSignal, { status: 'COMPLETED' });
+    await h.result();
+    await Worker.runReplayHistory({ workflowBundle: bundle }, await h.fetchHistory(), h.workflowId);
+  });
+});
+
 test('a long chatty wait continues as new instead of growing one history', async () => {
   const fake = fakeActivities();
   await withWorker(fake.activities, async (tq) => {
@@ -366,11 +383,12 @@ test('a long chatty wait continues as new instead of growing one history', async
     await eventually('dispatched', async () => (await progress(h)).dispatches === 1);
     await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 0 });
     const latest = env.client.workflow.getHandle(h.workflowId);
-    // Each progress signal costs ~2-4 events (signals batch into workflow tasks); the server suggests
-    // continue-as-new at 4,096 events.
+    // Each progress signal costs 1-4 events (the fewer, the more signals one workflow task takes in: on a quiet
+    // machine they batch well); the server suggests continue-as-new at 4,096 events. Sent 10 at a time, as a
+    // robot's reports and the bridge's forwards would overlap.
     let continued = false;
-    for (let i = 1; i <= 4000 && !continued; i++) {
-      await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: i % 100 });
+    for (let i = 10; i <= 12000 && !continued; i += 10) {
+      await Promise.all(Array.from({ length: 10 }, (_, k) => h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: (i + k) % 100 })));
       if (i % 100 === 0) continued = (await latest.describe()).runId !== h.firstExecutionRunId;
     }
     expect(continued).toBe(true);
