@@ -2,6 +2,7 @@
 // the task queue. Only wiring lives here.
 import { NativeConnection, Worker } from '@temporalio/worker';
 import fs from 'node:fs';
+import path from 'node:path';
 import { loadConfig } from '../common/config';
 import { connectDb } from '../common/db';
 import { createLogger } from '../common/logger';
@@ -44,17 +45,18 @@ async function main(): Promise<void> {
     ...createOtaJobActivities({ models: db.models, dbTimeoutMs: cfg.mongo.timeoutMs }),
   };
 
+  const workflows = await bundleWorkflowsInChild(require.resolve('../workflows'), path.join(cfg.dataDir, 'cache', 'workflow-bundles'));
   const worker = await Worker.create({
     connection,
     namespace: cfg.temporal.namespace,
     taskQueue: cfg.temporal.taskQueue,
-    workflowBundle: await bundleWorkflowsInChild(require.resolve('../workflows')),
+    workflowBundle: workflows.bundle,
     activities,
     maxConcurrentActivityTaskExecutions: cfg.temporal.maxConcurrentActivities,
     // In-flight activities get time to heartbeat their last offset before the worker exits.
     shutdownGraceTime: '10s',
   });
-  log.info({ taskQueue: cfg.temporal.taskQueue, namespace: cfg.temporal.namespace, robots: robots.ids().length, metrics: metricsAddress ?? null }, 'worker started');
+  log.info({ taskQueue: cfg.temporal.taskQueue, namespace: cfg.temporal.namespace, robots: robots.ids().length, metrics: metricsAddress ?? null, workflowBundleFromCache: workflows.fromCache }, 'worker started');
   await worker.run();
   await Promise.allSettled([db.close(), connection.close(), mqtt.endAsync()]);
   s3.destroy();

@@ -1,5 +1,6 @@
 // Composition root of the offline app's worker (a center's computer): registers the offline workflows and their
 // activities on the center's own Temporal namespace and task queue. Only wiring lives here.
+import path from 'node:path';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { assertOfflineConfig, loadConfig } from '../common/config';
 import { connectOfflineDb } from '../common/db';
@@ -35,11 +36,12 @@ async function main(): Promise<void> {
     ...createFileActivities({ cfg }),
   };
 
+  const workflows = await bundleWorkflowsInChild(require.resolve('../workflows/offline'), path.join(cfg.dataDir, 'cache', 'workflow-bundles'));
   const worker = await Worker.create({
     connection,
     namespace: cfg.offline.temporal.namespace,
     taskQueue: cfg.offline.temporal.taskQueue,
-    workflowBundle: await bundleWorkflowsInChild(require.resolve('../workflows/offline')),
+    workflowBundle: workflows.bundle,
     activities,
     maxConcurrentActivityTaskExecutions: cfg.temporal.maxConcurrentActivities,
     // In-flight downloads get time to heartbeat their last offset before the worker exits.
@@ -48,7 +50,7 @@ async function main(): Promise<void> {
     maxHeartbeatThrottleInterval: '1s',
   });
   const { namespace, taskQueue } = cfg.offline.temporal;
-  log.info({ centerId: cfg.offline.centerId, namespace, taskQueue }, 'offline worker started');
+  log.info({ centerId: cfg.offline.centerId, namespace, taskQueue, workflowBundleFromCache: workflows.fromCache }, 'offline worker started');
   await worker.run();
   await Promise.allSettled([db.close(), connection.close(), clientConnection.close()]);
   log.info('offline worker stopped');
