@@ -24,7 +24,12 @@ export interface DownloadOutcome {
 }
 
 /** A connection that delivers nothing for this long is dropped (the activity's retry resumes from the offset). */
-const STALL_MS = 60_000;
+export const DEFAULT_STALL_MS = 60_000;
+
+export interface DownloadOptions {
+  /** Silence after which the connection is dropped; default DEFAULT_STALL_MS. */
+  stallMs?: number;
+}
 
 /** Bytes written between background flushes of the `.part` file. */
 const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
@@ -59,7 +64,8 @@ async function hashFile(file: string, hash: crypto.Hash, onChunk: () => void = (
   await pipeline(fs.createReadStream(file), new Transform({ transform: (c: Buffer, _e, cb) => (hash.update(c), onChunk(), cb()) }));
 }
 
-export async function downloadResumable(spec: DownloadSpec, token: string, onProgress: (offset: number) => void): Promise<DownloadOutcome> {
+export async function downloadResumable(spec: DownloadSpec, token: string, onProgress: (offset: number) => void, opts: DownloadOptions = {}): Promise<DownloadOutcome> {
+  const stallMs = opts.stallMs ?? DEFAULT_STALL_MS;
   const part = `${spec.target}.part`;
   const sidecar = `${part}.json`;
   let offset = 0;
@@ -81,8 +87,8 @@ export async function downloadResumable(spec: DownloadSpec, token: string, onPro
   const abort = new AbortController();
   let lastAlive = Date.now();
   const guard = setInterval(() => {
-    if (Date.now() - lastAlive > STALL_MS) abort.abort(new Error(`download of ${spec.url} stalled for ${STALL_MS} ms`));
-  }, 1000);
+    if (Date.now() - lastAlive > stallMs) abort.abort(new Error(`download of ${spec.url} stalled for ${stallMs} ms`));
+  }, Math.min(1000, stallMs));
   try {
     return await fetchInto(spec, headers, offset, abort.signal, () => (lastAlive = Date.now()), onProgress);
   } finally {
