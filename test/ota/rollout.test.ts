@@ -9,6 +9,7 @@ import path from 'node:path';
 import { restartServer } from '../../infra/stack';
 import { cfg, eventually, sha256File, temporalClient, testRobots, type ChildHandle } from '../helpers';
 import { startOtaSystem, uploadFile, type OtaSystem } from './system';
+import { overlayRolloutResults } from '../../activities/db/ota-rollout-results';
 
 let sys: OtaSystem;
 const robots = testRobots();
@@ -58,13 +59,16 @@ const waitRollout = (id: string, statuses: string[], timeoutMs = 60000) =>
     return statuses.includes(r.status) ? r : null;
   }, timeoutMs);
 
-/** A rollout's job documents, live or already archived (api/ota/archiver.ts moves them once it has finished). */
+/**
+ * A rollout's jobs as stored: live documents with their result rows applied (a live rollout job's end is a row of
+ * its own, activities/db/ota-rollout-results.ts), or already archived with it folded in (api/ota/archiver.ts).
+ */
 async function storedJobs(id: string) {
   const [live, archived] = await Promise.all([
     sys.db.models.OtaJob.find({ deployment_id: id }).lean(),
     sys.db.models.OtaJobArchive.find({ deployment_id: id }).lean(),
   ]);
-  return [...live, ...archived];
+  return [...(await overlayRolloutResults(sys.db.models.OtaRolloutResult, live)), ...archived];
 }
 
 async function jobsOf(id: string): Promise<Array<{ job_id: string; robot_id: string; status: string }>> {
