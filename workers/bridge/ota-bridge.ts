@@ -514,20 +514,13 @@ export class OtaBridge {
     }
     const online = value === PRESENCE_ONLINE;
     this.presence.set(robotId, online);
-    const { RobotPresence, OtaJob } = this.o.models;
+    const { OtaJob } = this.o.models;
     const ctx = { topic, robotId, online };
     // No deadline: a robot publishes its presence once per connection, so a presence given up on would leave its
     // waiting jobs waiting until it reconnects. Stopping ends the retries; the retained message comes back to
     // the next bridge.
     const untilStopped = Number.POSITIVE_INFINITY;
-    const stored = await this.retrying('presence upsert', ctx, () =>
-      withDbTimeout(
-        'upsert presence',
-        this.dbTimeoutMs,
-        RobotPresence.updateOne({ _id: robotId }, { $set: { online, changed_at: new Date() } }, { upsert: true }),
-      ),
-      untilStopped,
-    );
+    const stored = await this.retrying('presence upsert', ctx, () => this.storePresence(robotId, online), untilStopped);
     if (stored === undefined) return;
     const jobs = await this.retrying('open jobs lookup', ctx, async () =>
       this.openJobsOf(
@@ -557,6 +550,22 @@ export class OtaBridge {
       if (ok) signalled++;
     });
     this.log.info({ robotId, online, openJobs: ids.length, signalled }, 'presence stored and signalled');
+  }
+
+  /**
+   * Stores a robot's presence, insert-first: an upsert is a collection scan on FerretDB, and a fleet coming
+   * online at once (10,000 robots) slowed from 23 to 7 presences/s as the collection grew. A robot's document
+   * that exists already (duplicate key) is updated.
+   */
+  private async storePresence(robotId: string, online: boolean): Promise<void> {
+    const { RobotPresence } = this.o.models;
+    const doc = { online, changed_at: new Date() };
+    try {
+      await withDbTimeout('insert presence', this.dbTimeoutMs, RobotPresence.create({ _id: robotId, ...doc }));
+    } catch (err) {
+      if ((err as { code?: number }).code !== 11000) throw err;
+      await withDbTimeout('upsert presence', this.dbTimeoutMs, RobotPresence.updateOne({ _id: robotId }, { $set: doc }, { upsert: true }));
+    }
   }
 
   /** `jobs` (open in their documents) without the rollout jobs that have ended (a result row). */
