@@ -557,7 +557,7 @@ export class OtaBridge {
    * online at once (10,000 robots) slowed from 23 to 7 presences/s as the collection grew. A robot's document
    * that exists already (duplicate key) is updated.
    */
-  private async storePresence(robotId: string, online: boolean): Promise<void> {
+  private async storePresence(robotId: string, online: boolean): Promise<true> {
     const { RobotPresence } = this.o.models;
     const doc = { online, changed_at: new Date() };
     try {
@@ -566,6 +566,7 @@ export class OtaBridge {
       if ((err as { code?: number }).code !== 11000) throw err;
       await withDbTimeout('upsert presence', this.dbTimeoutMs, RobotPresence.updateOne({ _id: robotId }, { $set: doc }, { upsert: true }));
     }
+    return true; // `retrying` answers undefined when it gave up
   }
 
   /** `jobs` (open in their documents) without the rollout jobs that have ended (a result row). */
