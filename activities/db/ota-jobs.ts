@@ -23,9 +23,9 @@ export interface RecordJobStatusResult {
 }
 
 /**
- * Job `jobId` wherever it is stored: the live collection first, then the archive, where the API's archiver moves
- * jobs some time after they ended (api/ota/archiver.ts), with a live rollout job's result row applied. Live first: while a job is being moved it is in both for
- * a moment, and the live copy is the newer one.
+ * Job `jobId` wherever it is stored: the live collection first (a live rollout job with its result row applied),
+ * then the archive, where the API's archiver moves jobs some time after they ended (api/ota/archiver.ts). Live
+ * first: while a job is being moved it is in both for a moment, and the live copy is the newer one.
  */
 export async function findJob(
   models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive'> & Partial<Pick<OtaModels, 'OtaRolloutResult'>>,
