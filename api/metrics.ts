@@ -14,7 +14,7 @@ export interface ApiMetrics {
   middleware: RequestHandler;
 }
 
-export function createApiMetrics(models: Pick<OtaModels, 'OtaJob' | 'OtaRollout'> & Partial<Pick<OtaModels, 'OtaJobArchive'>>, dbTimeoutMs: number): ApiMetrics {
+export function createApiMetrics(models: Pick<OtaModels, 'OtaJob' | 'OtaRollout'> & Partial<Pick<OtaModels, 'OtaJobArchive' | 'OtaRolloutResult'>>, dbTimeoutMs: number): ApiMetrics {
   const registry = createRegistry('api');
   const latency = new Histogram({
     name: 'fleetsync_http_request_duration_seconds',
@@ -34,8 +34,15 @@ export function createApiMetrics(models: Pick<OtaModels, 'OtaJob' | 'OtaRollout'
       };
       // Finished jobs are moved to the archive (api/ota/archiver.ts): counted there too, so totals never drop.
       const archive = models.OtaJobArchive;
-      counts = Promise.all([group(models.OtaJob), group(models.OtaRollout), archive ? group(archive) : new Map<string, number>()]).then(([jobs, rollouts, archived]) => {
+      // Live rollout jobs that ended are PENDING in their documents and counted by their result rows.
+      const results = models.OtaRolloutResult;
+      const none = async () => new Map<string, number>();
+      counts = Promise.all([group(models.OtaJob), group(models.OtaRollout), archive ? group(archive) : none(), results ? group(results as unknown as typeof models.OtaJob) : none()]).then(([jobs, rollouts, archived, ended]) => {
         for (const [status, n] of archived) jobs.set(status, (jobs.get(status) ?? 0) + n);
+        for (const [status, n] of ended) {
+          jobs.set(status, (jobs.get(status) ?? 0) + n);
+          jobs.set('PENDING', Math.max(0, (jobs.get('PENDING') ?? 0) - n));
+        }
         return { jobs, rollouts };
       });
       counts.catch(() => (counts = null));

@@ -16,8 +16,10 @@ import { connectMqtt, uniqueClientId } from '../activities/mqtt/connection';
 import type { Config } from '../common/config';
 import { topics } from '../common/protocol';
 import type { RobotManifest } from '../infra/fleet';
+import type { OtaJob } from '../common/models/ota';
 import { stackDown } from '../infra/stack';
 import { rolloutWorkflowId } from '../workflows/ota-rollout-contract';
+import { overlayRolloutResults } from '../activities/db/ota-rollout-results';
 import { Client, Connection } from '@temporalio/client';
 import { fig, flag, peakRssMb, percentile, token, until } from './common';
 import { startBenchSystem, stopChildren } from './harness';
@@ -111,8 +113,10 @@ export async function main(args: string[]): Promise<void> {
       status = doc?.status ?? '';
       return status !== 'RUNNING' && status !== 'PAUSED';
     }, 1800000, 250);
-    type Row = { status: string; timestamp: Date; finished_at: Date | null };
-    const rows = await db.conn.models.OtaJob.find({ deployment_id: rolloutId }, { status: 1, timestamp: 1, finished_at: 1 }).lean<Row[]>();
+    type Row = Pick<OtaJob, '_id' | 'status' | 'deployment_id' | 'timestamp' | 'finished_at'>;
+    // Ended jobs' statuses are result rows (activities/db/ota-rollout-results.ts), applied to the documents.
+    const docs = await db.conn.models.OtaJob.find({ deployment_id: rolloutId }, { status: 1, deployment_id: 1, timestamp: 1, finished_at: 1 }).lean<Row[]>();
+    const rows = await overlayRolloutResults(db.conn.models.OtaRolloutResult, docs);
     const completed = rows.filter((r) => r.status === 'COMPLETED');
     const lastDone = Math.max(...rows.map((r) => (r.finished_at ?? new Date(0)).getTime()));
     // Per robot: rollout created → that robot's terminal status stored (stamped per write chunk of 50).

@@ -133,12 +133,35 @@ export function checkRobotInput(id: string, roots: readonly string[]): string[] 
   });
 }
 
-/** Records (or updates) robots in the registry; upserts of natural ids, in chunks of 50 (FerretDB habit). */
+/**
+ * Records (or updates) robots in the registry, insert-first: one read of which ids exist (a scan per 1,000 ids),
+ * new robots inserted in chunks of 50 (cheap), and only robots whose record differs updated. FerretDB updates
+ * document by document (~30 ms each) and scans per statement: upserting a 10,000-robot fleet took ~6 min.
+ */
 export async function recordRobots(models: RobotModels, robots: ReadonlyArray<{ id: string; roots: readonly string[] }>): Promise<void> {
   const now = new Date();
-  for (let i = 0; i < robots.length; i += 50) {
+  const existing = new Map<string, { deploy_roots?: string[]; mqtt_username?: string | null }>();
+  for (let i = 0; i < robots.length; i += 1000) {
+    const ids = robots.slice(i, i + 1000).map((r) => r.id);
+    for (const row of await models.Robot.find({ _id: { $in: ids } }, { deploy_roots: 1, mqtt_username: 1 }).lean()) existing.set(String(row._id), row);
+  }
+  const fresh = robots.filter((r) => !existing.has(r.id));
+  const changed = robots.filter((r) => {
+    const e = existing.get(r.id);
+    return e !== undefined && (e.mqtt_username !== r.id || JSON.stringify(e.deploy_roots ?? []) !== JSON.stringify([...r.roots]));
+  });
+  for (let i = 0; i < fresh.length; i += 50) {
+    const docs = fresh.slice(i, i + 50).map((r) => ({ _id: r.id, deploy_roots: [...r.roots], mqtt_username: r.id, created_at: now, updated_at: now }));
+    // Unordered; a robot recorded meanwhile (another process) is a duplicate key: it gets the update below.
+    await models.Robot.insertMany(docs, { ordered: false }).catch((err: { writeErrors?: Array<{ code?: number; err?: { code?: number } }>; code?: number }) => {
+      const errors = Array.isArray(err.writeErrors) ? err.writeErrors : [];
+      if (!(errors.length > 0 ? errors.every((w) => (w.code ?? w.err?.code) === 11000) : err.code === 11000)) throw err;
+      changed.push(...fresh.slice(i, i + 50));
+    });
+  }
+  for (let i = 0; i < changed.length; i += 50) {
     await models.Robot.bulkWrite(
-      robots.slice(i, i + 50).map((r) => ({
+      changed.slice(i, i + 50).map((r) => ({
         updateOne: {
           filter: { _id: r.id },
           update: { $set: { deploy_roots: [...r.roots], mqtt_username: r.id, updated_at: now }, $setOnInsert: { created_at: now } },

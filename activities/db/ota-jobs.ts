@@ -7,6 +7,7 @@ import type { JobStatus } from '../../common/protocol';
 import type { OtaJob, OtaModels } from '../../common/models/ota';
 import { isTerminalStatus, statusesBefore } from '../../workflows/ota-status';
 import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from './timeout';
+import { overlayRolloutResult } from './ota-rollout-results';
 
 export interface OtaJobActivityDeps {
   models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'DeployTarget'>;
@@ -22,17 +23,19 @@ export interface RecordJobStatusResult {
 }
 
 /**
- * Job `jobId` wherever it is stored: the live collection first, then the archive, where the API's archiver moves
- * jobs some time after they ended (api/ota/archiver.ts). Live first: while a job is being moved it is in both for
- * a moment, and the live copy is the newer one.
+ * Job `jobId` wherever it is stored: the live collection first (a live rollout job with its result row applied),
+ * then the archive, where the API's archiver moves jobs some time after they ended (api/ota/archiver.ts). Live
+ * first: while a job is being moved it is in both for a moment, and the live copy is the newer one.
  */
 export async function findJob(
-  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive'>,
+  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive'> & Partial<Pick<OtaModels, 'OtaRolloutResult'>>,
   jobId: string,
   dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS,
 ): Promise<OtaJob | null> {
   const live = await withDbTimeout('load job', dbTimeoutMs, models.OtaJob.findById(jobId).lean<OtaJob>());
-  return live ?? withDbTimeout('load archived job', dbTimeoutMs, models.OtaJobArchive.findById(jobId).lean<OtaJob>());
+  // A live rollout job's end is a row of its own (activities/db/ota-rollout-results.ts), read only for those.
+  if (live) return models.OtaRolloutResult ? overlayRolloutResult(models.OtaRolloutResult, live, dbTimeoutMs) : live;
+  return withDbTimeout('load archived job', dbTimeoutMs, models.OtaJobArchive.findById(jobId).lean<OtaJob>());
 }
 
 export const deployTargetId = (robotId: string, deployPath: string): string => `${robotId}:${deployPath}`;

@@ -4,15 +4,16 @@ import { isTerminal, type JobStatus } from '../../common/protocol';
 import type { DispatchState, WaveCounts } from '../../workflows/ota-rollout-contract';
 import { withDbTimeout } from './timeout';
 
-type CountRow = { wave?: number | null; status: JobStatus; dispatch_state?: DispatchState | null; seq?: number | null };
+type CountRow = { _id: string; wave?: number | null; status: JobStatus; dispatch_state?: DispatchState | null; seq?: number | null };
 
 /**
  * Per-wave counts of a rollout's jobs, from one read of their small fields (one scan on FerretDB; an aggregation
- * costs the same scan, and the dispatch cursor would need a second one). Jobs at or below the rollout's dispatch
- * cursor still 'queued' were dispatched (see `dispatch_cursor` in common/models/ota.ts).
+ * costs the same scan, and the dispatch cursor would need a second one) and one read of the rollout's result rows
+ * (terminal statuses, activities/db/ota-rollout-results.ts). Jobs at or below the rollout's dispatch cursor still
+ * 'queued' were dispatched (see `dispatch_cursor` in common/models/ota.ts).
  */
 export async function rolloutCounts(
-  models: Pick<OtaModels, 'OtaJob'> & Partial<Pick<OtaModels, 'OtaJobArchive'>>,
+  models: Pick<OtaModels, 'OtaJob' | 'OtaRolloutResult'> & Partial<Pick<OtaModels, 'OtaJobArchive'>>,
   rolloutId: string,
   waveSizes: readonly number[],
   timeoutMs: number,
@@ -22,11 +23,18 @@ export async function rolloutCounts(
     withDbTimeout(
       'rollout counts',
       timeoutMs,
-      model.find({ deployment_id: rolloutId }, { _id: 0, wave: 1, status: 1, dispatch_state: 1, seq: 1 }).maxTimeMS(timeoutMs).lean<CountRow[]>(),
+      model.find({ deployment_id: rolloutId }, { _id: 1, wave: 1, status: 1, dispatch_state: 1, seq: 1 }).maxTimeMS(timeoutMs).lean<CountRow[]>(),
     );
-  // A finished rollout's jobs move to the archive (api/ota/archiver.ts); a running rollout's are all live. A job
-  // caught in both for a moment while it moves could be counted twice in that moment only.
-  const rows = (await Promise.all([read(models.OtaJob), ...(models.OtaJobArchive ? [read(models.OtaJobArchive)] : [])])).flat();
+  const results = withDbTimeout(
+    'rollout result counts',
+    timeoutMs,
+    models.OtaRolloutResult.find({ deployment_id: rolloutId }, { _id: 1, status: 1 }).maxTimeMS(timeoutMs).lean<Array<{ _id: string; status: JobStatus }>>(),
+  );
+  // A finished rollout's jobs move to the archive (api/ota/archiver.ts), their results folded in; a running
+  // rollout's are all live. A job caught in both for a moment while it moves could be counted twice then only.
+  const [ended, ...lists] = await Promise.all([results, read(models.OtaJob), ...(models.OtaJobArchive ? [read(models.OtaJobArchive)] : [])]);
+  const endOf = new Map(ended.map((r) => [r._id, r.status]));
+  const rows = lists.flat().map((j) => ({ ...j, status: endOf.get(String(j._id)) ?? j.status }));
   const waves: WaveCounts[] = waveSizes.map((size) => ({ size, status: {}, queued: 0, awaitingRobot: 0, inFlight: 0 }));
   for (const j of rows) {
     const w = waves[j.wave ?? -1];

@@ -5,8 +5,9 @@
 // Database writes go in chunks of at most 50 statements (FerretDB), each bounded in time.
 //
 // Idempotent under retries: job ids are derived from (rollout, robot), so creating twice inserts nothing new;
-// status writes are guarded by the status order (a repeat is a no-op); a repeated publish is deduped by the
-// daemon (job id). Publishing happens before the job is marked dispatched: a crash in between re-publishes.
+// terminal statuses are inserted as result rows keyed by job id (activities/db/ota-rollout-results.ts: the first
+// end stored wins, a repeat is a duplicate key); a repeated publish is deduped by the daemon (job id).
+// Publishing happens before the job is marked dispatched: a crash in between re-publishes.
 import { forEachLimited } from '../../common/limit';
 import crypto from 'node:crypto';
 import { heartbeat, log } from '@temporalio/activity';
@@ -26,6 +27,7 @@ import { isForwardTransition } from '../../workflows/ota-status';
 import { deployTargetId } from '../db/ota-jobs';
 import { withDbTimeout } from '../db/timeout';
 import { rolloutCounts } from '../db/ota-rollouts';
+import { insertRolloutResults, overlayRolloutResults, rolloutResultsOf, type RolloutResultRow } from '../db/ota-rollout-results';
 import { publishQos1 } from './connection';
 import { DEFAULT_URL_TTL_SECONDS, presignDownload, signedDeployMessage, type DispatchableJob } from './ota';
 
@@ -66,7 +68,7 @@ export const rolloutDeployPath = (template: string, robotId: string): string => 
 
 export interface OtaRolloutActivityDeps {
   mqtt: MqttClient;
-  models: Pick<OtaModels, 'OtaJob' | 'OtaRollout' | 'RobotPresence' | 'DeployTarget'>;
+  models: Pick<OtaModels, 'OtaJob' | 'OtaRollout' | 'RobotPresence' | 'DeployTarget' | 'OtaRolloutResult'>;
   s3: S3Client;
   cfg: Pick<Config, 'mongo' | 'dataDir' | 'env' | 'ota'>;
   signingKeys?: () => SigningKey[];
@@ -82,7 +84,7 @@ export function createOtaRolloutActivities({
   urlTtlSeconds = DEFAULT_URL_TTL_SECONDS,
   signingKeys = () => loadSigningKeys(cfg),
 }: OtaRolloutActivityDeps) {
-  const { OtaJob, OtaRollout, RobotPresence, DeployTarget } = models;
+  const { OtaJob, OtaRollout, RobotPresence, DeployTarget, OtaRolloutResult } = models;
   const t = cfg.mongo.timeoutMs;
 
   /** The rollout document; its robot list (up to MAX_ROLLOUT_ROBOTS ids) only when creating the jobs. */
@@ -96,6 +98,30 @@ export function createOtaRolloutActivities({
     const r = await loadRollout(rolloutId);
     return rolloutCounts(models, rolloutId, r.wave_sizes, t, r.dispatch_cursor);
   };
+
+  /** `jobs` without those that have ended (a result row): their documents still say PENDING. */
+  async function stillOpen<J extends { _id: string }>(jobs: readonly J[]): Promise<J[]> {
+    if (jobs.length === 0) return [];
+    const ended = await rolloutResultsOf(OtaRolloutResult, jobs.map((j) => j._id), t);
+    return jobs.filter((j) => !ended.has(j._id));
+  }
+
+  /** A result row for job `job` ending with `status` (finished_at is stamped when it is inserted). */
+  const resultRow = (
+    job: Pick<OtaJob, 'robot_id' | 'timestamp'> & { _id: string },
+    rolloutId: string,
+    status: JobStatus,
+    error_msg: string | null,
+    path: JobStatus[],
+  ): Omit<RolloutResultRow, 'finished_at'> => ({
+    _id: job._id,
+    deployment_id: rolloutId,
+    robot_id: job.robot_id,
+    timestamp: job.timestamp,
+    status,
+    error_msg,
+    transitions: path.map((st) => ({ status: st, error_msg: st === 'FAILED' || st === status ? error_msg : null, at: new Date() })),
+  });
 
   /** Jobs a dispatch batch handed out: marked in their dispatch_state, or still 'queued' at or below the cursor. */
   const wasDispatched = (j: { dispatch_state?: string | null; seq?: number | null }, cursor: number) => j.dispatch_state !== 'queued' || (j.seq ?? Infinity) <= cursor;
@@ -186,14 +212,16 @@ export function createOtaRolloutActivities({
           .limit(limit)
           .lean(),
       );
-      const robots = jobs.map((j) => j.robot_id);
+      // Jobs ended while queued (an operator's cancel of single jobs) are left out.
+      const open = await stillOpen(jobs);
+      const robots = open.map((j) => j.robot_id);
       const online = new Set<string>();
       for (const part of chunks(robots, 500)) {
         const rows = await withDbTimeout('load presence', t, RobotPresence.find({ _id: { $in: part }, online: true }, { _id: 1 }).lean());
         for (const row of rows) online.add(String(row._id));
       }
-      const ready = jobs.filter((j) => online.has(j.robot_id));
-      const away = jobs.filter((j) => !online.has(j.robot_id)).map((j) => j._id);
+      const ready = open.filter((j) => online.has(j.robot_id));
+      const away = open.filter((j) => !online.has(j.robot_id)).map((j) => j._id);
       const loadMs = lap();
       log.info('rollout batch publishing', { rolloutId, jobs: ready.length, awaitingRobot: away.length });
       const published = await publishDeploys(ready);
@@ -212,8 +240,8 @@ export function createOtaRolloutActivities({
     },
 
     /**
-     * Applies what the bridge gathered: status changes stored in bulk (guarded, each kept in the job's
-     * transitions), acks for jobs now terminal, deploy targets for completed ones; and, when `mayDispatch`, the
+     * Applies what the bridge gathered: terminal statuses inserted in bulk as result rows (a job that has one
+     * already keeps it), acks for jobs now terminal, deploy targets for completed ones; and, when `mayDispatch`, the
      * jobs whose robot came back online (admitted ones only) are sent again.
      */
     async applyRolloutEvents(rolloutId: string, events: RolloutEvents, mayDispatch: boolean): Promise<WaveCounts[]> {
@@ -229,16 +257,19 @@ export function createOtaRolloutActivities({
       const ids = [...byJob.keys()];
       const acks: Array<{ robotId: string; jobId: string }> = [];
       const completed: CompletedJob[] = [];
-      // Jobs that make the same move (same stored status, same path, same error) are written by one updateMany:
-      // FerretDB scans the collection once per statement, so a statement per job would cost a scan per robot.
-      const groups = new Map<string, { from: JobStatus; path: JobStatus[]; error_msg: string | null; ids: string[] }>();
+      // Terminal statuses are inserted as result rows (activities/db/ota-rollout-results.ts), 50 per statement:
+      // an update per job cost ~30 ms each on FerretDB. Non-terminal reports are not stored for rollout jobs.
+      const ends: Array<Omit<RolloutResultRow, 'finished_at'>> = [];
       for (const part of chunks(ids, READ_CHUNK)) {
-        const current = await withDbTimeout(
+        const docs = await withDbTimeout(
           'load reported jobs',
           t,
-          OtaJob.find({ _id: { $in: part }, deployment_id: rolloutId }, { _id: 1, robot_id: 1, status: 1, deploy_path: 1, s3_bucket: 1, s3_object_name: 1, sha256: 1 }).lean(),
+          OtaJob.find(
+            { _id: { $in: part }, deployment_id: rolloutId },
+            { _id: 1, robot_id: 1, status: 1, deployment_id: 1, timestamp: 1, deploy_path: 1, s3_bucket: 1, s3_object_name: 1, sha256: 1 },
+          ).lean(),
         );
-        for (const job of current) {
+        for (const job of await overlayRolloutResults(OtaRolloutResult, docs, t)) {
           const e = byJob.get(job._id)!;
           if (job.robot_id !== e.robotId) continue;
           // The forward path from the stored status through the reported ones (duplicates and stale ones drop out).
@@ -252,36 +283,13 @@ export function createOtaRolloutActivities({
             }
           }
           if (isTerminal(at)) acks.push({ robotId: job.robot_id, jobId: job._id });
-          if (path.length === 0) continue;
+          if (path.length === 0 || !isTerminal(at)) continue;
           if (at === 'COMPLETED') completed.push(job);
-          const error_msg = at === 'FAILED' ? e.error_msg : null;
-          const key = JSON.stringify([from, path, error_msg]);
-          const g = groups.get(key) ?? { from, path, error_msg, ids: [] };
-          g.ids.push(job._id);
-          groups.set(key, g);
+          ends.push(resultRow(job, rolloutId, at, at === 'FAILED' ? e.error_msg : null, path));
         }
       }
       const readMs = lap();
-      for (const g of groups.values()) {
-        const to = g.path[g.path.length - 1];
-        for (const part of chunks(g.ids, WRITE_CHUNK)) {
-          heartbeat();
-          // Stamped per chunk: finished_at is when this job's terminal status was stored, not when the batch began.
-          const now = new Date();
-          await withDbTimeout(
-            'record rollout reports',
-            t,
-            // Guarded by the status read above: a job that moved meanwhile is left as it is.
-            OtaJob.updateMany(
-              { _id: { $in: part }, status: g.from },
-              {
-                $set: { status: to, error_msg: g.error_msg, updated_at: now, dispatch_state: 'dispatched', ...(isTerminal(to) ? { finished_at: now } : {}) },
-                $push: { transitions: { $each: g.path.map((st) => ({ status: st, error_msg: st === 'FAILED' ? g.error_msg : null, at: now })) } },
-              },
-            ),
-          );
-        }
-      }
+      await insertRolloutResults(OtaRolloutResult, ends, t, heartbeat);
       const writeMs = lap();
       if (completed.length > 0) await upsertDeployTargets(completed);
       const targetsMs = lap();
@@ -291,10 +299,12 @@ export function createOtaRolloutActivities({
 
       const { dispatch_cursor: cursor, wave_sizes } = await loadRollout(rolloutId);
       if (mayDispatch && events.online.length > 0) {
-        const open = await withDbTimeout(
-          'load jobs of robots back online',
-          t,
-          OtaJob.find({ _id: { $in: events.online }, deployment_id: rolloutId, status: { $in: NON_TERMINAL } }, dispatchFields).lean(),
+        const open = await stillOpen(
+          await withDbTimeout(
+            'load jobs of robots back online',
+            t,
+            OtaJob.find({ _id: { $in: events.online }, deployment_id: rolloutId, status: { $in: NON_TERMINAL } }, dispatchFields).lean(),
+          ),
         );
         // Admitted ones only: a job still queued behind the cursor waits for its batch.
         const published = await publishDeploys(open.filter((j) => wasDispatched(j, cursor)));
@@ -313,27 +323,13 @@ export function createOtaRolloutActivities({
     async endRolloutJobs(rolloutId: string, status: 'CANCELED' | 'TIMED_OUT', reason: string, jobIds: string[] | null): Promise<WaveCounts[]> {
       const filter = { deployment_id: rolloutId, status: { $in: NON_TERMINAL }, ...(jobIds ? { _id: { $in: jobIds } } : {}) };
       const { dispatch_cursor: cursor } = await loadRollout(rolloutId);
-      const open = await withDbTimeout('load unfinished rollout jobs', t, OtaJob.find(filter, { _id: 1, robot_id: 1, dispatch_state: 1, seq: 1 }).lean());
+      const open = await stillOpen(
+        await withDbTimeout('load unfinished rollout jobs', t, OtaJob.find(filter, { _id: 1, robot_id: 1, timestamp: 1, dispatch_state: 1, seq: 1 }).lean()),
+      );
       // Queued jobs never reached a robot: nothing to tell. The others may sit at the broker or on the robot.
       const told = open.filter((j) => wasDispatched(j, cursor));
-      const now = new Date();
-      // Jobs the cursor covers get their dispatch_state written now, with their end (no extra document write).
-      for (const [ids, sent] of [[open.filter((j) => !told.includes(j)), false], [told, true]] as const) {
-        for (const part of chunks(ids, WRITE_CHUNK)) {
-          heartbeat();
-          await withDbTimeout(
-            'end rollout jobs',
-            t,
-            OtaJob.updateMany(
-              { _id: { $in: part.map((j) => j._id) }, status: { $in: NON_TERMINAL } },
-              {
-                $set: { status, error_msg: reason, updated_at: now, finished_at: now, ...(sent ? { dispatch_state: 'dispatched' } : {}) },
-                $push: { transitions: { status, error_msg: reason, at: now } },
-              },
-            ),
-          );
-        }
-      }
+      // Stored (inserted) before the robots are told: a late COMPLETED report then finds the job ended.
+      await insertRolloutResults(OtaRolloutResult, open.map((j) => resultRow(j, rolloutId, status, reason, [status])), t, heartbeat);
       await forEachLimited(told, PUBLISH_CONCURRENCY, (j) => publishQos1(mqtt, topics.cancel(j.robot_id), j._id));
       log.info('rollout jobs ended', { rolloutId, status, jobs: open.length, toldRobots: told.length });
       return counts(rolloutId);
@@ -345,10 +341,12 @@ export function createOtaRolloutActivities({
      */
     async resendInFlight(rolloutId: string): Promise<WaveCounts[]> {
       const { dispatch_cursor: cursor, wave_sizes } = await loadRollout(rolloutId);
-      const open = await withDbTimeout(
-        'load jobs in flight',
-        t,
-        OtaJob.find({ deployment_id: rolloutId, status: { $in: NON_TERMINAL }, dispatch_state: { $ne: 'awaiting_robot' } }, dispatchFields).lean(),
+      const open = await stillOpen(
+        await withDbTimeout(
+          'load jobs in flight',
+          t,
+          OtaJob.find({ deployment_id: rolloutId, status: { $in: NON_TERMINAL }, dispatch_state: { $ne: 'awaiting_robot' } }, dispatchFields).lean(),
+        ),
       );
       const published = await publishDeploys(open.filter((j) => wasDispatched(j, cursor)));
       log.info('rollout jobs in flight sent again (no report in time)', { rolloutId, jobs: published.length });

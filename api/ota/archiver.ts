@@ -8,6 +8,9 @@
 // is finished (not RUNNING/PAUSED) for as long, because a running rollout's workflow reads and updates its jobs
 // in the live collection (activities/mqtt/ota-rollout.ts).
 //
+// A rollout job's end is a result row while it is live (activities/db/ota-rollout-results.ts; its document still
+// says PENDING): the archived copy is the document with its result folded in, and the row goes after the document.
+//
 // Crash safety without transactions: the copy is written before the original is deleted, and the delete is
 // guarded by `updated_at` (only a job not written since it was read goes), so a job is never lost and a late
 // write (the bridge noting "installed after the end") stays in the live copy, which the next pass copies again.
@@ -19,6 +22,7 @@ import { chunks } from '../../common/db';
 import type { OtaJob, OtaRollout } from '../../common/models/ota';
 import { isTerminal, JOB_STATUSES } from '../../common/protocol';
 import type { OtaContext } from './types';
+import { finishedRolloutIds, withResult, type RolloutResultRow } from '../../activities/db/ota-rollout-results';
 
 const TERMINAL = JOB_STATUSES.filter((st) => isTerminal(st));
 const ROLLOUT_OPEN = ['RUNNING', 'PAUSED'];
@@ -32,11 +36,19 @@ export interface ArchivePass {
 
 /** One archive pass (see the header); `nowMs` for tests. */
 export async function archiveFinishedJobs(ctx: Pick<OtaContext, 'models' | 'options' | 'cfg'>, nowMs = Date.now()): Promise<ArchivePass> {
-  const { OtaJob, OtaJobArchive, OtaRollout: Rollout } = ctx.models;
+  const { OtaJob, OtaJobArchive, OtaRollout: Rollout, OtaRolloutResult: Results } = ctx.models;
   const cutoff = new Date(nowMs - ctx.options.archiveAfterMs);
   const max = Math.max(1, ctx.options.archiveMaxJobsPerPass);
   const filter: FilterQuery<OtaJob> = { status: { $in: TERMINAL }, finished_at: { $lt: cutoff } };
-  const due = await OtaJob.find(filter).limit(max).lean<OtaJob[]>();
+  const ownDue = await OtaJob.find(filter).limit(max).lean<OtaJob[]>();
+  // Rollout jobs ended by a result row: their documents with the result folded in.
+  // Only finished rollouts' rows are read: a running rollout's must not fill the pass.
+  const finished = await finishedRolloutIds(ctx.models);
+  const ended = finished.length > 0 ? await Results.find({ finished_at: { $lt: cutoff }, deployment_id: { $in: finished } }).limit(max).lean<RolloutResultRow[]>() : [];
+  const endedById = new Map(ended.map((r) => [r._id, r]));
+  const endedDocs = ended.length > 0 ? await OtaJob.find({ _id: { $in: [...endedById.keys()] } }).lean<OtaJob[]>() : [];
+  const docUpdatedAt = new Map(endedDocs.map((j) => [j._id, j.updated_at]));
+  const due = [...ownDue, ...endedDocs.map((j) => withResult(j, endedById.get(j._id)))];
   // Rollout jobs wait for their rollout: one read of the rollouts these jobs belong to.
   const rolloutIds = [...new Set(due.map((j) => j.deployment_id).filter((d): d is string => Boolean(d)))];
   const settled = new Set<string>();
@@ -61,12 +73,26 @@ export async function archiveFinishedJobs(ctx: Pick<OtaContext, 'models' | 'opti
     });
     // One delete for the chunk; each job goes only if it was not written since the read (its updated_at).
     const res = await OtaJob.deleteMany({
-      status: { $in: TERMINAL },
-      $or: part.map((j) => ({ _id: j._id, updated_at: j.updated_at })),
+      $or: part.map((j) =>
+        docUpdatedAt.has(j._id) ? { _id: j._id, updated_at: docUpdatedAt.get(j._id) } : { _id: j._id, updated_at: j.updated_at, status: { $in: TERMINAL } },
+      ),
     });
     moved += res.deletedCount ?? 0;
+    // Then their result rows, each only if it was not written since (the bridge's "installed after the end" note).
+    const folded = part.filter((j) => endedById.has(j._id));
+    if (folded.length > 0) await Results.deleteMany({ $or: folded.map((j) => ({ _id: j._id, error_msg: endedById.get(j._id)!.error_msg })) });
   }
-  return { moved, complete: due.length < max };
+  // Rows whose document is gone already (a pass that died between the two deletes, or a note written in between):
+  // the archived copy takes the row's end, then the row goes.
+  const orphans = ended.filter((r) => !docUpdatedAt.has(r._id));
+  for (const part of chunks(orphans)) {
+    for (const r of part) {
+      await OtaJobArchive.updateOne({ _id: r._id }, { $set: { status: r.status, error_msg: r.error_msg, finished_at: r.finished_at } });
+    }
+    const archived = await OtaJobArchive.find({ _id: { $in: part.map((r) => r._id) } }, { _id: 1 }).lean<Array<{ _id: string }>>();
+    if (archived.length > 0) await Results.deleteMany({ _id: { $in: archived.map((a) => a._id) } });
+  }
+  return { moved, complete: ownDue.length < max && ended.length < max };
 }
 
 /** True when a bulk write failed only because some documents were inserted meanwhile by someone else. */

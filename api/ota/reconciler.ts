@@ -15,6 +15,7 @@ import { otaWorkflowId } from '../../workflows/ota-contract';
 import { mapLimited } from './jobs-service';
 import { archiveFinishedJobs, type ArchivePass } from './archiver';
 import { findJob } from '../../activities/db/ota-jobs';
+import { endOpenRolloutJobs, finishedRolloutIds } from '../../activities/db/ota-rollout-results';
 import { existingWorkflowIds, isTemporalUnavailable, signalCancel, startDeploymentWorkflow, type StartResult } from './temporal';
 import { resolveContext, type OtaAppDeps, type OtaContext } from './types';
 
@@ -41,7 +42,10 @@ export interface ClosedPass {
  */
 export async function reconcileClosedWorkflows(ctx: OtaContext, nowMs = Date.now()): Promise<ClosedPass> {
   const cutoff = new Date(nowMs - ctx.options.reconcileGraceMs);
-  const jobs = await ctx.models.OtaJob.find({ status: { $in: OPEN_STATUSES }, updated_at: { $lt: cutoff } }, { _id: 1, workflow_id: 1, deployment_id: 1 })
+  // A finished rollout's jobs have all ended (result rows; their documents still say PENDING): not looked at.
+  const settled = await finishedRolloutIds(ctx.models, ctx.cfg.mongo.timeoutMs);
+  const open = { status: { $in: OPEN_STATUSES }, updated_at: { $lt: cutoff }, ...(settled.length > 0 ? { deployment_id: { $nin: settled } } : {}) };
+  const jobs = await ctx.models.OtaJob.find(open, { _id: 1, workflow_id: 1, deployment_id: 1 })
     .limit(Math.max(1, ctx.options.reconcileMaxJobsPerPass))
     .lean<Array<Pick<OtaJob, '_id' | 'workflow_id' | 'deployment_id'>>>();
   const out: ClosedPass = { ended: [] };
@@ -54,14 +58,15 @@ export async function reconcileClosedWorkflows(ctx: OtaContext, nowMs = Date.now
       if (!status) continue; // COMPLETED / CONTINUED_AS_NEW without a successor: left for a human to look at
       const reason = `workflow ${statuses.latest.toLowerCase()} in Temporal before deciding the job`;
       const now = new Date();
-      const ids = jobs.filter((j) => j.workflow_id === workflowId).map((j) => j._id);
-      for (const idsPart of chunks(ids, CHUNK)) {
+      const rollout = jobs.find((j) => j.workflow_id === workflowId && j.deployment_id)?.deployment_id;
+      // A rollout's jobs end as result rows, all of them at once (its document is then marked finished).
+      const ids = rollout ? await endOpenRolloutJobs(ctx.models, rollout, status, reason, ctx.cfg.mongo.timeoutMs) : jobs.filter((j) => j.workflow_id === workflowId).map((j) => j._id);
+      for (const idsPart of chunks(rollout ? [] : ids, CHUNK)) {
         await ctx.models.OtaJob.updateMany(
           { _id: { $in: idsPart }, status: { $in: OPEN_STATUSES } },
           { $set: { status, error_msg: reason, updated_at: now, finished_at: now }, $push: { transitions: { status, error_msg: reason, at: now } } },
         );
       }
-      const rollout = jobs.find((j) => j.workflow_id === workflowId && j.deployment_id)?.deployment_id;
       if (rollout) {
         await ctx.models.OtaRollout.updateOne(
           { _id: rollout, status: { $in: ['RUNNING', 'PAUSED'] } },

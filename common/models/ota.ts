@@ -124,6 +124,33 @@ const deployTargetSchema = new Schema(
 );
 deployTargetSchema.index({ robot_id: 1 });
 
+/**
+ * A rollout job's terminal status, written by INSERT (activities/db/ota-rollout-results.ts): FerretDB updates
+ * document by document (~30 ms each on the SQLite handler), so storing 1,000 terminal states as job updates took
+ * most of a rollout's time, while an insert of 50 rows costs about one statement. `_id` = job id: the first
+ * terminal status stored wins (a duplicate key means "already recorded"), which is the status order's guard.
+ * Readers overlay these rows on the job documents (live `status` stays PENDING) until the archiver folds them
+ * into the archived job and deletes them (api/ota/archiver.ts).
+ */
+const otaRolloutResultSchema = new Schema(
+  {
+    _id: { type: String, required: true }, // = job_id
+    deployment_id: { type: String, required: true },
+    robot_id: { type: String, required: true },
+    /** The job's creation time: /jobs pages and sorts by it. */
+    timestamp: { type: Date, required: true },
+    status: { type: String, enum: JOB_STATUSES, required: true },
+    error_msg: { type: String, default: null },
+    finished_at: { type: Date, required: true },
+    transitions: {
+      type: [{ _id: false, status: { type: String, enum: JOB_STATUSES, required: true }, error_msg: { type: String, default: null }, at: { type: Date, required: true } }],
+      default: undefined,
+    },
+  },
+  { collection: 'ota_rollout_results', versionKey: false },
+);
+otaRolloutResultSchema.index({ deployment_id: 1 });
+
 const robotPresenceSchema = new Schema(
   {
     _id: { type: String, required: true }, // robot_id
@@ -138,6 +165,7 @@ export type OtaJob = InferSchemaType<typeof otaJobSchema>;
 export type OtaRollout = InferSchemaType<typeof otaRolloutSchema>;
 export type DeployTarget = InferSchemaType<typeof deployTargetSchema>;
 export type RobotPresence = InferSchemaType<typeof robotPresenceSchema>;
+export type OtaRolloutResult = InferSchemaType<typeof otaRolloutResultSchema>;
 
 export interface OtaModels {
   OtaFile: Model<OtaFile>;
@@ -147,10 +175,12 @@ export interface OtaModels {
   OtaRollout: Model<OtaRollout>;
   DeployTarget: Model<DeployTarget>;
   RobotPresence: Model<RobotPresence>;
+  /** Terminal statuses of rollout jobs, inserted (see otaRolloutResultSchema). */
+  OtaRolloutResult: Model<OtaRolloutResult>;
 }
 
 export function registerOtaModels(conn: Connection, timeoutMs: number): OtaModels {
-  withQueryTimeout([otaFileSchema, otaJobSchema, otaJobArchiveSchema, otaRolloutSchema, deployTargetSchema, robotPresenceSchema], timeoutMs);
+  withQueryTimeout([otaFileSchema, otaJobSchema, otaJobArchiveSchema, otaRolloutSchema, deployTargetSchema, robotPresenceSchema, otaRolloutResultSchema], timeoutMs);
   return {
     OtaFile: conn.model<OtaFile>('OtaFile', otaFileSchema),
     OtaJob: conn.model<OtaJob>('OtaJob', otaJobSchema),
@@ -158,5 +188,6 @@ export function registerOtaModels(conn: Connection, timeoutMs: number): OtaModel
     OtaRollout: conn.model<OtaRollout>('OtaRollout', otaRolloutSchema),
     DeployTarget: conn.model<DeployTarget>('DeployTarget', deployTargetSchema),
     RobotPresence: conn.model<RobotPresence>('RobotPresence', robotPresenceSchema),
+    OtaRolloutResult: conn.model<OtaRolloutResult>('OtaRolloutResult', otaRolloutResultSchema),
   };
 }

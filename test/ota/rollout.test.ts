@@ -8,9 +8,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { restartServer } from '../../infra/stack';
 import { cfg, eventually, sha256File, temporalClient, testRobots, type ChildHandle } from '../helpers';
+import { connectMqtt, uniqueClientId } from '../../activities/mqtt/connection';
 import { startOtaSystem, uploadFile, type OtaSystem } from './system';
+import mqtt from 'mqtt';
+import YAML from 'yaml';
+import { overlayRolloutResults } from '../../activities/db/ota-rollout-results';
+import { rolloutJobId } from '../../activities/mqtt/ota-rollout';
+import { archiveFinishedJobs } from '../../api/ota/archiver';
+import { DEFAULT_OPTIONS } from '../../api/ota/types';
+import { topics } from '../../common/protocol';
 
 let sys: OtaSystem;
+/** robots[0]'s daemon (started by the waves test); the flood test takes over its MQTT identity. */
+let offlineDaemon: ChildHandle | null = null;
 const robots = testRobots();
 // A capped link makes each download of the slow file last ~1.5 s: long enough to pause or kill mid-rollout.
 const RATE = 1024 * 1024;
@@ -58,13 +68,16 @@ const waitRollout = (id: string, statuses: string[], timeoutMs = 60000) =>
     return statuses.includes(r.status) ? r : null;
   }, timeoutMs);
 
-/** A rollout's job documents, live or already archived (api/ota/archiver.ts moves them once it has finished). */
+/**
+ * A rollout's jobs as stored: live documents with their result rows applied (a live rollout job's end is a row of
+ * its own, activities/db/ota-rollout-results.ts), or already archived with it folded in (api/ota/archiver.ts).
+ */
 async function storedJobs(id: string) {
   const [live, archived] = await Promise.all([
     sys.db.models.OtaJob.find({ deployment_id: id }).lean(),
     sys.db.models.OtaJobArchive.find({ deployment_id: id }).lean(),
   ]);
-  return [...live, ...archived];
+  return [...(await overlayRolloutResults(sys.db.models.OtaRolloutResult, live)), ...archived];
 }
 
 async function jobsOf(id: string): Promise<Array<{ job_id: string; robot_id: string; status: string }>> {
@@ -114,7 +127,7 @@ test('waves: the second wave waits for the first to pass its threshold; an offli
   expect(still.waves[1].queued).toBe(3);
   for (const r of online) expect(fs.existsSync(targetOf('waves.bin', r.id))).toBe(false);
 
-  await sys.startDaemon(offline);
+  offlineDaemon = await sys.startDaemon(offline);
   const done = await waitRollout(id, ['COMPLETED', 'FAILED', 'ABORTED'], 60000);
   expect(done.status).toBe('COMPLETED');
   expect(done.counts).toEqual({ COMPLETED: 4 });
@@ -192,7 +205,7 @@ test('pause stops new dispatches until resume; the robots then all complete', as
   // The job in flight when the pause landed finishes; nothing else starts.
   await eventually('in-flight job done', async () => (await rollout(id)).waves[0].in_flight === 0, 20000);
   const held = await rollout(id);
-  await new Promise((r) => setTimeout(r, 3000));
+  await new Promise((r) => setTimeout(r, 2000));
   const later = await rollout(id);
   expect(later.status).toBe('PAUSED');
   expect(later.waves[0].queued).toBe(held.waves[0].queued);
@@ -304,4 +317,93 @@ test('cancel ends every unfinished job CANCELED and the rollout CANCELED', async
   const list = (await (await sys.call('/rollouts?limit=2')).json()) as { rollouts: Array<{ rollout_id: string }>; next_cursor: string | null };
   expect(list.rollouts[0].rollout_id).toBe(id);
   expect(list.next_cursor).not.toBeNull();
+});
+
+test("a flooding robot does not delay another robot's rollout job; a queued job gets its URL when its turn comes; job_state before and after archiving", async () => {
+  // Small: `queued` only has to wait for one capped download (~0.6 s).
+  const object = await uploadFile(sys, 'flood.bin', crypto.randomBytes(600_000));
+  const [flooder, first, queued] = robots;
+  // The flooder is a robot of the rollout whose daemon is gone; the test floods its state topic as that robot.
+  await offlineDaemon?.kill('SIGTERM');
+  const conf = YAML.parse(fs.readFileSync(flooder.daemonConfig, 'utf8')) as { mqtt_username: string; mqtt_password: string };
+  const presence = topics.presence(flooder.id);
+  const robot = await mqtt.connectAsync(cfg.mqtt.url, {
+    clientId: conf.mqtt_username,
+    username: conf.mqtt_username,
+    password: conf.mqtt_password,
+    protocolVersion: 5,
+    reconnectPeriod: 0,
+    will: { topic: presence, payload: Buffer.from('offline'), qos: 1, retain: true },
+  });
+  // Online like a daemon, so its job is dispatched and holds a concurrency slot.
+  await robot.publishAsync(presence, 'online', { qos: 1, retain: true });
+  await eventually('flooder online', async () => (await sys.db.models.RobotPresence.findById(flooder.id).lean())?.online === true, 10000);
+  // Every deploy message, as the robots get it (the cloud's credential may read every OTA topic).
+  const watcher = await connectMqtt(cfg, { clientId: uniqueClientId('rollout-watch') });
+  const deploys: Array<{ robotId: string; at: number; url: string }> = [];
+  watcher.on('message', (topic, payload) => deploys.push({ robotId: topic.split('/')[1], at: Date.now(), url: (JSON.parse(payload.toString()) as { url: string }).url }));
+  await watcher.subscribeAsync(topics.deploy('+'), { qos: 1 });
+  try {
+    // Concurrency 2: the flooder and `first` go out; `queued` waits for `first` to finish (the flooder never does).
+    const t0 = Date.now();
+    const id = await createRollout({ s3_object_name: object, deploy_path: template('flood.bin'), target: { robot_ids: [flooder.id, first.id, queued.id] }, max_concurrency: 2 });
+    const floodJob = rolloutJobId(id, flooder.id);
+    const FLOOD = 5000;
+    const flood = Promise.all(
+      Array.from({ length: FLOOD }, (_, i) => robot.publishAsync(topics.state(flooder.id), JSON.stringify({ [floodJob]: { status: 'DOWNLOADING', progress: i / 100 } }), { qos: 1 })),
+    );
+    await sys.bridge.waitForOutput('state messages over the per-robot rate limit dropped', 30000);
+    const done = await eventually('the other robots completed', async () => {
+      const r = await rollout(id);
+      return (r.counts.COMPLETED ?? 0) === 2 ? r : null;
+    }, 60000);
+    // Two capped downloads one after the other, plus dispatch and report windows: well under 20 s,
+    // flood or not (a shared machine: generous).
+    expect(Date.now() - t0).toBeLessThan(20000);
+    await flood;
+    expect(done.waves[0].in_flight).toBe(1); // the flooder's job, still open
+    // The flood reached neither the rollout's history (reports of a job are one signal per batch) nor the database.
+    const t = await temporalClient();
+    try {
+      expect((await t.client.workflow.getHandle(`ota-rollout-${id}`).describe()).historyLength).toBeLessThan(200);
+    } finally {
+      await t.close();
+    }
+    // The queued robot's message (and its presigned URL) was made when its turn came, after `first` had ended.
+    const firstEnd = (await storedJobs(id)).find((j) => j.robot_id === first.id)!.finished_at!.getTime();
+    const msg = deploys.find((d) => d.robotId === queued.id)!;
+    expect(msg.at).toBeGreaterThanOrEqual(firstEnd - 1000);
+    const signedAt = new URL(msg.url).searchParams.get('X-Amz-Date')!.replace(/^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/, '$1-$2-$3T$4:$5:$6Z');
+    const expires = Number(new URL(msg.url).searchParams.get('X-Amz-Expires'));
+    expect(Date.parse(signedAt)).toBeGreaterThanOrEqual(firstEnd - 2000);
+    expect(Date.parse(signedAt) + expires * 1000).toBeGreaterThan(Date.now() + 60_000);
+
+    expect((await sys.call(`/rollouts/${id}/cancel`, { method: 'POST' })).status).toBe(202);
+    expect((await waitRollout(id, ['CANCELED'], 30000)).counts).toEqual({ COMPLETED: 2, CANCELED: 1 });
+    // Every job through the reference endpoints, while the ends are result rows and after the archiver folded them in.
+    const expected = { [flooder.id]: 'CANCELED', [first.id]: 'COMPLETED', [queued.id]: 'COMPLETED' };
+    const check = async () => {
+      for (const r of [flooder, first, queued]) {
+        const js = (await (await sys.call(`/job_state/${rolloutJobId(id, r.id)}`)).json()) as { status: string };
+        expect(js.status).toBe(expected[r.id]);
+      }
+      const listed = await jobsOf(id);
+      expect(Object.fromEntries(listed.map((j) => [j.robot_id, j.status]))).toEqual(expected);
+      const completed = (await (await sys.call(`/jobs?deployment_id=${id}&status=COMPLETED`)).json()) as { jobs: Array<{ robot_id: string }> };
+      expect(completed.jobs.map((j) => j.robot_id).sort()).toEqual([first.id, queued.id].sort());
+      const pending = (await (await sys.call(`/jobs?deployment_id=${id}&status=PENDING`)).json()) as { jobs: unknown[] };
+      expect(pending.jobs).toHaveLength(0);
+      expect((await rollout(id)).counts).toEqual({ COMPLETED: 2, CANCELED: 1 });
+    };
+    expect(await sys.db.models.OtaRolloutResult.countDocuments({ deployment_id: id })).toBe(3);
+    await check();
+    await archiveFinishedJobs({ models: sys.db.models, cfg, options: { ...DEFAULT_OPTIONS, archiveAfterMs: 0, archiveMaxJobsPerPass: 100_000 } }, Date.now() + 1000);
+    expect(await sys.db.models.OtaJob.countDocuments({ deployment_id: id })).toBe(0);
+    expect(await sys.db.models.OtaRolloutResult.countDocuments({ deployment_id: id })).toBe(0);
+    expect((await sys.db.models.OtaJobArchive.find({ deployment_id: id }).lean()).map((j) => j.status).sort()).toEqual(['CANCELED', 'COMPLETED', 'COMPLETED']);
+    await check();
+  } finally {
+    await robot.publishAsync(presence, 'offline', { qos: 1, retain: true }).catch(() => undefined);
+    await Promise.allSettled([robot.endAsync(), watcher.endAsync()]);
+  }
 });

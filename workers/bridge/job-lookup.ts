@@ -2,8 +2,9 @@
 // few milliseconds and answered by one `$in` query. FerretDB scans the whole collection on every filter, so a
 // read per report cost a scan per robot when a fleet reports at once; now it is a scan per window.
 import type { Model } from 'mongoose';
-import type { OtaJob } from '../../common/models/ota';
+import type { OtaJob, OtaModels } from '../../common/models/ota';
 import { withDbTimeout } from '../../activities/db/timeout';
+import { overlayRolloutResults } from '../../activities/db/ota-rollout-results';
 
 export type JobOwner = Pick<OtaJob, '_id' | 'robot_id' | 'status' | 'deployment_id'>;
 
@@ -19,6 +20,8 @@ export class JobLookup {
     private readonly maxIds = 200,
     /** Finished jobs moved out of OtaJob (api/ota/archiver.ts): ids not found live are looked up here. */
     private readonly archive?: Model<OtaJob>,
+    /** Rollout jobs' terminal statuses (activities/db/ota-rollout-results.ts): applied to the live rows read. */
+    private readonly results?: OtaModels['OtaRolloutResult'],
   ) {}
 
   get(jobId: string): Promise<JobOwner | null> {
@@ -38,11 +41,12 @@ export class JobLookup {
     this.waiting = new Map();
     if (batch.size === 0) return;
     try {
-      const rows = await withDbTimeout(
+      const live = await withDbTimeout(
         'load jobs',
         this.dbTimeoutMs,
         this.OtaJob.find({ _id: { $in: [...batch.keys()] } }, { robot_id: 1, status: 1, deployment_id: 1 }).lean<JobOwner[]>(),
       );
+      const rows = this.results ? await overlayRolloutResults(this.results, live, this.dbTimeoutMs) : live;
       const byId = new Map(rows.map((r) => [String(r._id), r]));
       const missing = [...batch.keys()].filter((id) => !byId.has(id));
       if (this.archive && missing.length > 0) {
