@@ -102,13 +102,16 @@ interface Waiting {
   resolve: (o: StartOutcome) => void;
 }
 
-interface Group {
-  waiting: Waiting[];
-  timer: NodeJS.Timeout;
-}
-
+/**
+ * Group commit per object: the first deploy opens a batch for `deployBatchWindowMs`; while a batch of the same
+ * object is being committed, the next one keeps filling and goes out as soon as that commit ends (or once full),
+ * so batches grow with the load instead of with a longer wait.
+ */
 export class DeployBatcher {
-  private readonly groups = new Map<string, Group>();
+  private readonly open = new Map<string, Waiting[]>();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** Batches being committed, per object. */
+  private readonly committing = new Map<string, number>();
 
   constructor(private readonly ctx: OtaContext) {}
 
@@ -117,22 +120,32 @@ export class DeployBatcher {
     return new Promise((resolve) => {
       // One batch per object: the batch document names one file (a rollout's shape).
       const key = `${job.s3_bucket}/${job.s3_object_name}`;
-      let g = this.groups.get(key);
-      if (!g) {
-        g = { waiting: [], timer: setTimeout(() => this.flush(key), this.ctx.options.deployBatchWindowMs) };
-        this.groups.set(key, g);
+      const waiting = this.open.get(key) ?? [];
+      waiting.push({ job, resolve });
+      this.open.set(key, waiting);
+      if (waiting.length >= this.ctx.options.deployBatchMaxJobs) this.flush(key, true);
+      else if (!this.timers.has(key) && !this.committing.has(key)) {
+        this.timers.set(key, setTimeout(() => this.flush(key, false), this.ctx.options.deployBatchWindowMs));
       }
-      g.waiting.push({ job, resolve });
-      if (g.waiting.length >= this.ctx.options.deployBatchMaxJobs) this.flush(key);
     });
   }
 
-  private flush(key: string): void {
-    const g = this.groups.get(key);
-    if (!g) return;
-    clearTimeout(g.timer);
-    this.groups.delete(key);
-    void this.commit(g.waiting);
+  private flush(key: string, full: boolean): void {
+    const timer = this.timers.get(key);
+    if (timer) clearTimeout(timer);
+    this.timers.delete(key);
+    // Not full and a commit of this object in flight: its end sends this batch.
+    if (!full && this.committing.has(key)) return;
+    const waiting = this.open.get(key) ?? [];
+    this.open.delete(key);
+    if (waiting.length === 0) return;
+    this.committing.set(key, (this.committing.get(key) ?? 0) + 1);
+    void this.commit(waiting).finally(() => {
+      const left = (this.committing.get(key) ?? 1) - 1;
+      if (left > 0) this.committing.set(key, left);
+      else this.committing.delete(key);
+      if (this.open.has(key)) this.flush(key, false);
+    });
   }
 
   private async commit(waiting: readonly Waiting[]): Promise<void> {
