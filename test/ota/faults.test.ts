@@ -105,7 +105,7 @@ test('the daemon is SIGKILLed during a large download: restarted, it fetches onl
 describe('a batch of single deploys', () => {
   const SMALL = crypto.randomBytes(64 * 1024);
   const smallSha = crypto.createHash('sha256').update(SMALL).digest('hex');
-  const robots = [robot, testRobots()[3], testRobots()[4]];
+  const robots = [robot, testRobots()[0], testRobots()[1]];
   let small: string;
   beforeAll(async () => {
     for (const r of robots.slice(1)) await sys.startDaemon(r);
