@@ -7,6 +7,8 @@
 // (WorkflowExecutionAlreadyStarted is "exists") and never adds a run after a closed one (REJECT_DUPLICATE), so
 // several API processes, visibility lag, or a job whose workflow was terminated cannot deliver a job twice.
 // Each pass looks at `reconcileMaxJobsPerPass` jobs at most; the next pass continues after the last one.
+// Batched single deploys (deploy-batcher.ts) stored without their batch's workflow get it the same way, per batch
+// (reconcileOrphanBatches).
 import type { FilterQuery } from 'mongoose';
 import type { OtaJob } from '../../common/models/ota';
 import { isTerminal, JOB_STATUSES } from '../../common/protocol';
