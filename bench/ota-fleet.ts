@@ -44,7 +44,7 @@ import { startBenchSystem, type BenchSystem } from './harness';
  */
 const REFERENCE_RECORDED_200_S = 30;
 
-type Row = { _id: string; status: string; timestamp: Date; finished_at: Date | null };
+type Row = { _id: string; status: string; timestamp: Date; finished_at: Date | null; workflow_id: string };
 
 /** Per-stage times (ms from the job's creation) of one job, from its workflow's history. */
 interface Stages {
@@ -65,9 +65,16 @@ interface Stages {
 const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined): number =>
   t ? Number(t.seconds) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : 0;
 
-/** Where a job's time went: its workflow's history read back (event times are the Temporal server's clock). */
-async function jobStages(client: Client, jobId: string, createdMs: number): Promise<Stages> {
-  const events = (await client.workflow.getHandle(otaWorkflowId(jobId)).fetchHistory()).events ?? [];
+/** What marks a stage in a history: a job's own otaDeployment, or the batch workflow of batched single deploys. */
+const DISPATCH = new Set(['dispatchDeploy', 'dispatchRolloutBatch']);
+const REPORT = new Set(['robotReport', 'rolloutEvents']);
+
+/**
+ * Where a job's time went: its workflow's history read back (event times are the Temporal server's clock). A
+ * batch's history serves all its jobs: `jobsInRun` divides its counts (events, tasks...) into per-job costs.
+ */
+async function jobStages(client: Client, workflowId: string, createdMs: number, jobsInRun = 1): Promise<Stages> {
+  const events = (await client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
   const at = (i: number) => ms(events[i]?.eventTime) - createdMs;
   const s: Stages = { wfStart: at(0), events: events.length, activities: 0, localActivities: 0, signals: 0, tasks: 0 };
   const names = new Map<number, string>();
@@ -78,13 +85,13 @@ async function jobStages(client: Client, jobId: string, createdMs: number): Prom
       names.set(Number(e.eventId), sched.activityType?.name ?? '');
     }
     const started = e.activityTaskStartedEventAttributes;
-    if (started && names.get(Number(started.scheduledEventId)) === 'dispatchDeploy') s.dispatchStart ??= at(i);
+    if (started && DISPATCH.has(names.get(Number(started.scheduledEventId)) ?? '')) s.dispatchStart ??= at(i);
     const done = e.activityTaskCompletedEventAttributes;
-    if (done && names.get(Number(done.scheduledEventId)) === 'dispatchDeploy') s.dispatchDone = at(i);
-    if (done && names.get(Number(done.scheduledEventId)) === 'finishJob') s.finishDone = at(i);
+    if (done && DISPATCH.has(names.get(Number(done.scheduledEventId)) ?? '')) s.dispatchDone ??= at(i);
+    if (done && ['finishJob', 'applyRolloutEvents'].includes(names.get(Number(done.scheduledEventId)) ?? '')) s.finishDone = at(i);
     if (e.workflowExecutionSignaledEventAttributes) {
       s.signals++;
-      if (e.workflowExecutionSignaledEventAttributes.signalName === 'robotReport') {
+      if (REPORT.has(e.workflowExecutionSignaledEventAttributes.signalName ?? '')) {
         s.firstReport ??= at(i);
         s.lastReport = at(i);
       }
@@ -99,6 +106,7 @@ async function jobStages(client: Client, jobId: string, createdMs: number): Prom
     }
     if (e.workflowExecutionCompletedEventAttributes) s.end = at(i);
   });
+  for (const k of ['events', 'activities', 'localActivities', 'signals', 'tasks'] as const) s[k] /= jobsInRun;
   return s;
 }
 
@@ -149,7 +157,16 @@ async function burst(sys: BenchSystem, opts: { robots: number; concurrency: numb
   const client = new Client({ connection, namespace: cfg.temporal.namespace });
   const byId = new Map(rows.map((r) => [r._id, r]));
   const sample = jobIds.filter((_, i) => i % Math.max(1, Math.floor(robots / 40)) === 0);
-  const stages = await Promise.all(sample.map((id) => jobStages(client, id, byId.get(id)!.timestamp.getTime())));
+  // Jobs per run: one for a job's own workflow, the batch's size for batched single deploys.
+  const perRun = new Map<string, number>();
+  for (const r of rows) perRun.set(r.workflow_id, (perRun.get(r.workflow_id) ?? 0) + 1);
+  const stages = await Promise.all(
+    sample.map((id) => {
+      const r = byId.get(id)!;
+      return jobStages(client, r.workflow_id ?? otaWorkflowId(id), r.timestamp.getTime(), perRun.get(r.workflow_id) ?? 1);
+    }),
+  );
+  fig(`${prefix}workflow_runs`, perRun.size);
   await connection.close();
   const lastDone = Math.max(...rows.map((r) => r.finished_at!.getTime()));
   const allCompletedS = (lastDone - t0) / 1000;
@@ -190,7 +207,7 @@ async function burst(sys: BenchSystem, opts: { robots: number; concurrency: numb
 
 /** Jobs by id, wherever they are stored now (the live collection or, once finished, the archive). */
 async function findJobs(conn: BenchSystem['db']['conn'], ids: string[]): Promise<Row[]> {
-  const fields = { status: 1, timestamp: 1, finished_at: 1 };
+  const fields = { status: 1, timestamp: 1, finished_at: 1, workflow_id: 1 };
   const live = await conn.models.OtaJob.find({ _id: { $in: ids } }, fields).lean<Row[]>();
   const found = new Set(live.map((r) => r._id));
   const rest = ids.filter((id) => !found.has(id));

@@ -121,6 +121,13 @@ const envSchema = z.object({
 
   // Deploy-signing keys (common/signing-keys.ts): a JSON array; locally generated into <dataDir>/signing-keys.json.
   OTA_SIGNING_KEYS: z.string().min(1).optional(),
+  // Group commit of single deploys (api/ota/deploy-batcher.ts): deploys arriving within the window (or until the
+  // batch is full) are stored with one insert and driven by one batch workflow. false: one workflow per job.
+  OTA_DEPLOY_BATCH: bool.default(true),
+  OTA_DEPLOY_BATCH_WINDOW: duration.prefault('20ms'),
+  OTA_DEPLOY_BATCH_MAX_JOBS: z.coerce.number().int().min(1).max(50).default(50),
+  // Job reconciler (api/ota/reconciler.ts): how long a request is given to hand its jobs to Temporal itself.
+  OTA_RECONCILE_GRACE: duration.prefault('30s'),
 
   FLEET_ROBOTS: z.coerce.number().int().min(0).max(1000).default(3),
   FLEET_SSH_BASE_PORT: port.default(2201),
@@ -194,6 +201,7 @@ export interface Config {
   };
   fleet: { robots: number; sshBasePort: number; dir: string };
   ota: { signingKeys: string | undefined };
+  otaDeployBatch: { enabled: boolean; windowMs: number; maxJobs: number; reconcileGraceMs: number };
   /** Prometheus endpoints (127.0.0.1 locally, all interfaces in production); 0: off. */
   metrics: { host: string; workerPort: number; bridgePort: number };
   offline: {
@@ -320,6 +328,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     },
     fleet: { robots: e.FLEET_ROBOTS, sshBasePort: e.FLEET_SSH_BASE_PORT, dir: path.join(dataDir, 'fleet') },
     ota: { signingKeys: e.OTA_SIGNING_KEYS },
+    otaDeployBatch: { enabled: e.OTA_DEPLOY_BATCH, windowMs: e.OTA_DEPLOY_BATCH_WINDOW, maxJobs: e.OTA_DEPLOY_BATCH_MAX_JOBS, reconcileGraceMs: e.OTA_RECONCILE_GRACE },
     metrics: {
       host: e.NODE_ENV === 'production' ? '0.0.0.0' : '127.0.0.1',
       workerPort: e.WORKER_METRICS_PORT ?? e.API_PORT + 1,

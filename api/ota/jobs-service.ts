@@ -10,6 +10,7 @@ import { chunks } from '../../common/db';
 export { buildJob, type JobSpec };
 import { buildJob, type JobSpec } from '../../common/ota-job-doc';
 import { isTemporalUnavailable, startDeploymentWorkflow } from './temporal';
+import type { DeployBatcher } from './deploy-batcher';
 import type { OtaContext } from './types';
 
 export interface StartOutcome {
@@ -70,6 +71,28 @@ export async function startJobs(ctx: OtaContext, jobs: readonly OtaJob[]): Promi
       return { jobId: job._id, error, unavailable };
     }
   });
+}
+
+/**
+ * Stores `jobs` and hands them to Temporal: jobs without a timeout go through the batcher (group commit, one
+ * batch workflow per batch, deploy-batcher.ts) when batching is on; the others (and all, when it is off) are
+ * inserted and get one otaDeployment workflow each. Outcomes in input order; a job that could not be stored or
+ * started has an error (and is FAILED or absent in the database).
+ */
+export async function createJobs(ctx: OtaContext, batcher: DeployBatcher, jobs: readonly OtaJob[]): Promise<StartOutcome[]> {
+  const batched = (j: OtaJob) => ctx.options.deployBatching && (j.timeout_s === null || j.timeout_s === undefined);
+  const own = jobs.filter((j) => !batched(j));
+  const ownOutcomes = new Map<string, StartOutcome>();
+  const [batchOutcomes] = await Promise.all([
+    Promise.all(jobs.filter(batched).map((j) => batcher.submit(j))),
+    (async () => {
+      if (own.length === 0) return;
+      await insertJobs(ctx, own);
+      for (const o of await startJobs(ctx, own)) ownOutcomes.set(o.jobId, o);
+    })(),
+  ]);
+  const byId = new Map([...batchOutcomes.map((o) => [o.jobId, o] as const), ...ownOutcomes]);
+  return jobs.map((j) => byId.get(j._id)!);
 }
 
 /**

@@ -7,12 +7,16 @@
 // (WorkflowExecutionAlreadyStarted is "exists") and never adds a run after a closed one (REJECT_DUPLICATE), so
 // several API processes, visibility lag, or a job whose workflow was terminated cannot deliver a job twice.
 // Each pass looks at `reconcileMaxJobsPerPass` jobs at most; the next pass continues after the last one.
+// Batched single deploys (deploy-batcher.ts) stored without their batch's workflow get it the same way, per batch
+// (reconcileOrphanBatches).
 import type { FilterQuery } from 'mongoose';
 import type { OtaJob } from '../../common/models/ota';
 import { isTerminal, JOB_STATUSES } from '../../common/protocol';
 import { chunks } from '../../common/db';
 import { otaWorkflowId } from '../../workflows/ota-contract';
 import { mapLimited } from './jobs-service';
+import { batchDocument, SINGLES_PREFIX, startBatchWorkflow } from './deploy-batcher';
+import { rolloutWorkflowId } from '../../workflows/ota-rollout-contract';
 import { archiveFinishedJobs, type ArchivePass } from './archiver';
 import { findJob } from '../../activities/db/ota-jobs';
 import { endOpenRolloutJobs, finishedRolloutIds } from '../../activities/db/ota-rollout-results';
@@ -100,6 +104,45 @@ async function workflowRuns(ctx: OtaContext, workflowIds: readonly string[]): Pr
   return out;
 }
 
+export interface BatchPass {
+  /** Batches (deploy-batcher.ts) whose workflow this pass started. */
+  started: string[];
+}
+
+/**
+ * Starts the workflow of batches of single deploys whose jobs were stored but whose workflow never started (the
+ * API died between the two; deploy-batcher.ts): PENDING batch jobs older than `reconcileGraceMs`, grouped by
+ * batch, 50 workflow ids per visibility query. A batch document missing too (the API died right after the
+ * insert) is stored first, from the jobs. Starting is idempotent (one workflow id per batch, REJECT_DUPLICATE).
+ */
+export async function reconcileOrphanBatches(ctx: OtaContext, nowMs = Date.now()): Promise<BatchPass> {
+  const cutoff = new Date(nowMs - ctx.options.reconcileGraceMs);
+  const jobs = await ctx.models.OtaJob.find(
+    { status: 'PENDING', timestamp: { $lt: cutoff }, deployment_id: { $regex: `^${SINGLES_PREFIX}` } },
+    { _id: 1, deployment_id: 1 },
+  )
+    .limit(Math.max(1, ctx.options.reconcileMaxJobsPerPass))
+    .lean<Array<Pick<OtaJob, '_id' | 'deployment_id'>>>();
+  const batchIds = [...new Set(jobs.map((j) => j.deployment_id as string))];
+  const out: BatchPass = { started: [] };
+  for (const part of chunks(batchIds, CHUNK)) {
+    const existing = await existingWorkflowIds(ctx, part.map(rolloutWorkflowId));
+    for (const batchId of part.filter((b) => !existing.has(rolloutWorkflowId(b)))) {
+      const batch = await ctx.models.OtaJob.find({ deployment_id: batchId }).sort({ seq: 1 }).lean<OtaJob[]>();
+      if (batch.length === 0) continue;
+      if (!(await ctx.models.OtaRollout.exists({ _id: batchId }))) {
+        await ctx.models.OtaRollout.create(batchDocument(batchId, batch, batch[0].timestamp)).catch((err: unknown) => {
+          if ((err as { code?: number }).code !== 11000) throw err; // another API process stored it meanwhile
+        });
+      }
+      await startBatchWorkflow(ctx, batchId, batch.map((j) => j._id));
+      ctx.log.warn({ batchId, jobs: batch.length }, 'batch of PENDING jobs had no workflow; started it');
+      out.started.push(batchId);
+    }
+  }
+  return out;
+}
+
 export interface ReconcilePass {
   /** PENDING jobs past the grace period looked at in this pass. */
   scanned: number;
@@ -168,6 +211,13 @@ export class JobReconciler {
     return p;
   }
 
+  /** One orphan-batch pass now (reconcileOrphanBatches), after the pass in flight. */
+  batchesOnce(): Promise<BatchPass> {
+    const p = this.queue.then(() => reconcileOrphanBatches(this.ctx));
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
   /** One archive pass now (archiveFinishedJobs), after the pass in flight. */
   archiveOnce(): Promise<ArchivePass> {
     const p = this.queue.then(() => archiveFinishedJobs(this.ctx));
@@ -203,6 +253,12 @@ export class JobReconciler {
         if (r.started.length > 0 || r.errors > 0 || !r.complete) this.ctx.log.info(r, 'job reconciler pass');
       } catch (err) {
         this.ctx.log.error({ err }, 'job reconciler pass failed');
+      }
+      try {
+        const batches = await this.batchesOnce();
+        if (batches.started.length > 0) this.ctx.log.info({ started: batches.started.length }, 'job reconciler: batches without a workflow started');
+      } catch (err) {
+        this.ctx.log.error({ err }, 'job reconciler: orphan-batch pass failed');
       }
       try {
         const closed = await this.closedOnce();

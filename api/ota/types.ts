@@ -34,6 +34,15 @@ export interface OtaAppOptions {
   archiveAfterMs: number;
   /** Most jobs one archive pass moves (in chunks of 50); the next pass takes the rest. */
   archiveMaxJobsPerPass: number;
+  /**
+   * Group commit of single deploys without a timeout (deploy-batcher.ts): stored with one insert per batch and
+   * driven by one batch workflow. false: one otaDeployment workflow per job. Default: OTA_DEPLOY_BATCH.
+   */
+  deployBatching: boolean;
+  /** A batch waits at most this long for more deploys after its first (OTA_DEPLOY_BATCH_WINDOW). */
+  deployBatchWindowMs: number;
+  /** A batch goes out at once with this many jobs (at most 50: one insert; OTA_DEPLOY_BATCH_MAX_JOBS). */
+  deployBatchMaxJobs: number;
 }
 
 export interface OtaAppDeps {
@@ -72,6 +81,9 @@ export const DEFAULT_OPTIONS: OtaAppOptions = {
   archiveIntervalMs: 5_000,
   archiveAfterMs: 10_000,
   archiveMaxJobsPerPass: 1000,
+  deployBatching: true,
+  deployBatchWindowMs: 20,
+  deployBatchMaxJobs: 50,
 };
 
 /** The reference's default bucket for every endpoint that has one. */
@@ -82,9 +94,15 @@ export function resolveContext(deps: OtaAppDeps): OtaContext {
   return {
     ...rest,
     log: deps.log.child({ component: 'ota-api' }),
-    options: { ...DEFAULT_OPTIONS, ...options },
+    // The configuration's settings, then the caller's (tests) on top.
+    options: { ...DEFAULT_OPTIONS, ...fromConfig(deps.cfg), ...options },
     otaBuckets: [...(otaBuckets ?? [DEFAULT_BUCKET])],
   };
+}
+
+function fromConfig(cfg: Config): Partial<OtaAppOptions> {
+  const b = cfg.otaDeployBatch;
+  return { deployBatching: b.enabled, deployBatchWindowMs: b.windowMs, deployBatchMaxJobs: b.maxJobs, reconcileGraceMs: b.reconcileGraceMs };
 }
 
 /** null when the API may use `bucket`, else why not (the caller prefixes the field name; answered 400). */

@@ -6,7 +6,8 @@ import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { FileDeployResult, JobState } from '../../api/ota/schemas';
 import { OTA_DEPLOYMENT_WORKFLOW, otaWorkflowId, type OtaDeploymentInput } from '../../workflows/ota-contract';
-import { JOB_STATE_SA, ROBOT_ID_SA } from '../../workflows/search-attributes';
+import { DEPLOYMENT_ID_SA, JOB_STATE_SA, ROBOT_ID_SA } from '../../workflows/search-attributes';
+import { OTA_ROLLOUT_WORKFLOW, rolloutWorkflowId } from '../../workflows/ota-rollout-contract';
 import { uniqueId } from '../helpers';
 import { fileInfoList, filePart, form, listKeys, request, sha256, startHarness, uniqueName, type Harness } from './harness';
 
@@ -26,7 +27,18 @@ async function startedInput(workflowId: string): Promise<OtaDeploymentInput> {
   return defaultPayloadConverter.fromPayload<OtaDeploymentInput>(started!.input!.payloads![0]);
 }
 
+/** The workflow that drives a job: its batch's for a batched single deploy (no timeout), else its own. */
+async function workflowOf(jobId: string): Promise<string> {
+  return (await h.db.models.OtaJob.findById(jobId).lean())!.workflow_id;
+}
+
+/**
+ * A deploy without a timeout joins a batch (api/ota/deploy-batcher.ts): stored queued in the batch's first wave,
+ * driven by the batch's workflow, which names the job in its memo and is searchable by the batch id; its input
+ * carries ids and options only. With a timeout, the job gets its own otaDeployment workflow.
+ */
 async function expectWorkflowStarted(jobId: string, robotId: string, timeoutSeconds: number | null = null): Promise<void> {
+  if (timeoutSeconds === null) return expectBatchStarted(jobId, robotId);
   const d = await h.temporal.getHandle(otaWorkflowId(jobId)).describe();
   expect(d.type).toBe(OTA_DEPLOYMENT_WORKFLOW);
   expect(d.taskQueue).toBe(h.cfg.temporal.taskQueue);
@@ -44,6 +56,26 @@ async function expectWorkflowStarted(jobId: string, robotId: string, timeoutSeco
     timeoutSeconds,
     job: { s3_bucket, s3_object_name, deploy_path, sha256, size, ...(typeof mode === 'number' ? { mode } : {}) },
   });
+  expect(JSON.stringify(input)).not.toMatch(/https?:|X-Amz|password|secret/i);
+}
+
+async function expectBatchStarted(jobId: string, robotId: string): Promise<void> {
+  const job = await h.db.models.OtaJob.findById(jobId).lean();
+  expect(job).toMatchObject({ robot_id: robotId, status: 'PENDING', wave: 0, dispatch_state: 'queued', deployment_id: expect.stringMatching(/^singles-/) });
+  expect(job!.workflow_id).toBe(rolloutWorkflowId(job!.deployment_id!));
+  const handle = h.temporal.getHandle(job!.workflow_id);
+  const d = await handle.describe();
+  expect(d.type).toBe(OTA_ROLLOUT_WORKFLOW);
+  expect(d.taskQueue).toBe(h.cfg.temporal.taskQueue);
+  expect(d.status.name).toBe('RUNNING');
+  expect(d.typedSearchAttributes.get(DEPLOYMENT_ID_SA)).toBe(job!.deployment_id);
+  expect((d.memo as { jobIds: string[] }).jobIds).toContain(jobId);
+  const batch = await h.db.models.OtaRollout.findById(job!.deployment_id).lean();
+  expect(batch).toMatchObject({ status: 'RUNNING', robot_ids: [], s3_object_name: job!.s3_object_name });
+  expect(batch!.wave_sizes[0]).toBeGreaterThan(job!.seq!);
+  const started = (await handle.fetchHistory()).events?.[0]?.workflowExecutionStartedEventAttributes;
+  const input = defaultPayloadConverter.fromPayload<{ rolloutId: string }>(started!.input!.payloads![0]);
+  expect(input.rolloutId).toBe(job!.deployment_id);
   expect(JSON.stringify(input)).not.toMatch(/https?:|X-Amz|password|secret/i);
 }
 
@@ -97,7 +129,7 @@ describe('POST /file/deploy', () => {
         s3_object_name: item.s3_object_name,
         sha256: sha256(content),
         size: content.length,
-        workflow_id: otaWorkflowId(item.job_id),
+        workflow_id: await workflowOf(item.job_id),
         error_msg: null,
       });
       expect(job!.deploy_msg).toBe(
@@ -242,7 +274,7 @@ describe('GET /job_state/{job_id}', () => {
       file_name: 'test.txt',
       sha256: sha256('state'),
       size: 5,
-      workflow_id: otaWorkflowId(d.body.job_id),
+      workflow_id: expect.stringMatching(/^ota-rollout-singles-/),
       timeout_s: null,
       transitions: [], // nothing has changed since PENDING
     });
@@ -308,14 +340,25 @@ describe('POST /job/{job_id}/cancel', () => {
     job = (await deployFromS3({ robot_id: 'robot01', s3_object_name: f.s3_object_name, deploy_path: '/tmp/c' })).body.job_id;
   });
 
-  it('signals cancelJob to a running job and answers 202', async () => {
+  it("signals the job's cancel to its batch's workflow and answers 202", async () => {
     const r = await request(h, 'POST', `/job/${job}/cancel`, { body: JSON.stringify({ reason: 'operator changed mind' }), headers: { 'content-type': 'application/json' } });
     expect(r).toMatchObject({ status: 202, body: { job_id: job, status: 'PENDING', cancel_requested: true } });
-    const history = await h.temporal.getHandle(otaWorkflowId(job)).fetchHistory();
+    const history = await h.temporal.getHandle(await workflowOf(job)).fetchHistory();
+    const signals = (history.events ?? []).filter((e) => e.workflowExecutionSignaledEventAttributes);
+    expect(signals.map((e) => e.workflowExecutionSignaledEventAttributes?.signalName)).toEqual(['cancelRolloutJobs']);
+    const payload = signals[0].workflowExecutionSignaledEventAttributes!.input!.payloads![0];
+    expect(defaultPayloadConverter.fromPayload(payload)).toEqual({ jobIds: [job], reason: 'operator changed mind' });
+  });
+
+  it('signals cancelJob to a job with its own workflow (a deploy with a timeout)', async () => {
+    const [f] = await upload([{}], ['cancel timed']);
+    const timed = (await deployFromS3({ robot_id: 'robot01', s3_object_name: f.s3_object_name, deploy_path: '/tmp/ct', timeout_s: '600' })).body.job_id;
+    const r = await request(h, 'POST', `/job/${timed}/cancel`, { body: JSON.stringify({ reason: 'not now' }), headers: { 'content-type': 'application/json' } });
+    expect(r).toMatchObject({ status: 202, body: { job_id: timed, status: 'PENDING', cancel_requested: true } });
+    const history = await h.temporal.getHandle(otaWorkflowId(timed)).fetchHistory();
     const signals = (history.events ?? []).filter((e) => e.workflowExecutionSignaledEventAttributes);
     expect(signals.map((e) => e.workflowExecutionSignaledEventAttributes?.signalName)).toEqual(['cancelJob']);
-    const payload = signals[0].workflowExecutionSignaledEventAttributes!.input!.payloads![0];
-    expect(defaultPayloadConverter.fromPayload(payload)).toEqual({ reason: 'operator changed mind' });
+    expect(defaultPayloadConverter.fromPayload(signals[0].workflowExecutionSignaledEventAttributes!.input!.payloads![0])).toEqual({ reason: 'not now' });
   });
 
   it('answers 422 naming the field for an invalid body, and signals nothing', async () => {
@@ -328,7 +371,7 @@ describe('POST /job/{job_id}/cancel', () => {
     }
     const notObject = await request<{ detail: string }>(h, 'POST', `/job/${id}/cancel`, { body: '["stop"]', headers: json });
     expect(notObject.status).toBe(422);
-    const history = await h.temporal.getHandle(otaWorkflowId(id)).fetchHistory();
+    const history = await h.temporal.getHandle(await workflowOf(id)).fetchHistory();
     expect((history.events ?? []).filter((e) => e.workflowExecutionSignaledEventAttributes)).toEqual([]);
     expect((await h.db.models.OtaJob.findById(id).lean())?.status).toBe('PENDING');
     // An empty body (no reason) is still accepted.
@@ -343,7 +386,7 @@ describe('POST /job/{job_id}/cancel', () => {
     await h.db.models.OtaJob.updateOne({ _id: job }, { $set: { status: 'COMPLETED' } });
     expect(await request(h, 'POST', `/job/${job}/cancel`)).toMatchObject({ status: 409, body: { detail: 'Job is already COMPLETED.' } });
     await h.db.models.OtaJob.updateOne({ _id: job }, { $set: { status: 'RECEIVED' } });
-    await h.temporal.getHandle(otaWorkflowId(job)).terminate('test: workflow gone');
+    await h.temporal.getHandle(await workflowOf(job)).terminate('test: workflow gone');
     expect(await request(h, 'POST', `/job/${job}/cancel`)).toMatchObject({ status: 409, body: { detail: 'Job has no running workflow.' } });
   });
 });

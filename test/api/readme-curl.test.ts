@@ -7,7 +7,6 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { otaWorkflowId } from '../../workflows/ota-contract';
 import { startHarness, type Harness } from './harness';
 
 const run = promisify(execFile);
@@ -103,7 +102,9 @@ it('runs every README example in order', async () => {
   expect(deploy.status).toBe(200);
   const [deployed] = JSON.parse(deploy.body) as { job_id: string; state: string; deploy_path: string }[];
   expect(deployed).toMatchObject({ state: 'PENDING', deploy_path: '/tmp/test.txt', robot_id: 'robot01' });
-  expect((await h.temporal.getHandle(otaWorkflowId(deployed.job_id)).describe()).status.name).toBe('RUNNING');
+  // Its workflow (the batch's: api/ota/deploy-batcher.ts) runs; the job names it.
+  const workflowId = (await h.db.models.OtaJob.findById(deployed.job_id).lean())!.workflow_id;
+  expect((await h.temporal.getHandle(workflowId).describe()).status.name).toBe('RUNNING');
 
   const fromS3 = await curl(README.deployFromS3, { [EXAMPLE_OBJECT]: object });
   expect(fromS3.status).toBe(200);

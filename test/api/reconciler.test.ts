@@ -1,10 +1,14 @@
 // Jobs left PENDING without a workflow (the API died between inserting the job and starting its workflow, or
 // could not mark a failed start FAILED) against the real Temporal server: the reconciler starts their workflow,
 // at boot and then periodically, and a cancel of such a job ends it CANCELED in the database.
+import crypto from 'node:crypto';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { buildJob } from '../../api/ota/jobs-service';
-import { JobReconciler, reconcileClosedWorkflows, startOrphanWorkflow } from '../../api/ota/reconciler';
+import { JobReconciler, reconcileClosedWorkflows, reconcileOrphanBatches, startOrphanWorkflow } from '../../api/ota/reconciler';
+import { SINGLES_PREFIX } from '../../api/ota/deploy-batcher';
+import { OTA_ROLLOUT_WORKFLOW, rolloutWorkflowId } from '../../workflows/ota-rollout-contract';
+import { DEPLOYMENT_ID_SA } from '../../workflows/search-attributes';
 import type { FileDeployResult, JobState } from '../../api/ota/schemas';
 import { startDeploymentWorkflow } from '../../api/ota/temporal';
 import { resolveContext, type OtaAppOptions } from '../../api/ota/types';
@@ -94,7 +98,9 @@ describe('job reconciler', () => {
     expect(up.status).toBe(200);
     const normal = up.body[0].job_id;
     await h.db.models.OtaJob.updateOne({ _id: normal }, { $set: { timestamp: new Date(Date.now() - 120_000) } });
-    const runId = (await describeWf(normal)).runId;
+    // A deploy's job is driven by its batch's workflow (api/ota/deploy-batcher.ts).
+    const normalWf = (await h.db.models.OtaJob.findById(normal).lean())!.workflow_id;
+    const runId = (await h.temporal.getHandle(normalWf).describe()).runId;
 
     const pass = await reconciler({ reconcileGraceMs: 30_000 }).runOnce();
     expect(pass.started).not.toContain(young._id);
@@ -102,7 +108,8 @@ describe('job reconciler', () => {
     expect(pass.started).not.toContain(normal);
     expect(await workflowExists(young._id)).toBe(false);
     expect(await workflowExists(failed._id)).toBe(false);
-    expect((await describeWf(normal)).runId).toBe(runId);
+    expect((await reconcileOrphanBatches(resolveContext({ ...h.deps, options: { ...h.deps.options, reconcileGraceMs: 30_000 } }))).started).toEqual([]);
+    expect((await h.temporal.getHandle(normalWf).describe()).runId).toBe(runId);
   });
 
   it('never starts a second run for a job whose workflow has closed', async () => {
@@ -203,4 +210,71 @@ test('a job whose workflow was terminated from Temporal Web is reconciled to CAN
   expect(ended!.transitions?.map((t) => t.status)).toEqual(['CANCELED']);
   expect(['PENDING', 'RECEIVED', 'DOWNLOADING']).toContain((await h.db.models.OtaJob.findById(running._id).lean())?.status);
   await h.temporal.getHandle(otaWorkflowId(running._id)).terminate('test cleanup');
+});
+
+/** Batch jobs stored and nothing else (no batch document, no workflow): an API that died right after the insert. */
+async function orphanBatch(ageMs: number, n: number): Promise<OtaJob[]> {
+  const batchId = `${SINGLES_PREFIX}${crypto.randomUUID()}`;
+  const jobs = Array.from({ length: n }, (_, seq) => ({
+    ...buildJob(
+      {
+        robotId: 'robot01',
+        deployPath: `/tmp/orphan-batch-${seq}.txt`,
+        file: { s3_bucket: 'files', s3_object_name: 'orphan.txt', file_name: 'orphan.txt', sha256: 'ab'.repeat(32), size: 3 },
+        timeoutS: null,
+        deploymentId: batchId,
+        workflowId: rolloutWorkflowId(batchId),
+      },
+      new Date(Date.now() - ageMs),
+    ),
+    wave: 0,
+    seq,
+    dispatch_state: 'queued' as const,
+  }));
+  await h.db.models.OtaJob.insertMany(jobs);
+  return jobs;
+}
+
+describe('batched single deploys (api/ota/deploy-batcher.ts)', () => {
+  it('a batch stored without its workflow gets its batch document and its workflow once, after the grace period', async () => {
+    const young = await orphanBatch(1_000, 1);
+    const jobs = await orphanBatch(120_000, 3);
+    const batchId = jobs[0].deployment_id!;
+    const ctx = resolveContext({ ...h.deps, options: { ...h.deps.options, reconcileGraceMs: 30_000 } });
+    const pass = await reconcileOrphanBatches(ctx);
+    expect(pass.started).toContain(batchId);
+    expect(pass.started).not.toContain(young[0].deployment_id);
+    const d = await h.temporal.getHandle(rolloutWorkflowId(batchId)).describe();
+    expect(d.type).toBe(OTA_ROLLOUT_WORKFLOW);
+    expect(d.typedSearchAttributes.get(DEPLOYMENT_ID_SA)).toBe(batchId);
+    expect((d.memo as { jobIds: string[] }).jobIds).toEqual(jobs.map((j) => j._id));
+    expect(await h.db.models.OtaRollout.findById(batchId).lean()).toMatchObject({ status: 'RUNNING', wave_sizes: [3], robot_ids: [], dispatch_cursor: -1 });
+    // Idempotent: a later pass (visibility has it by then) starts nothing, the run stays the same.
+    await eventually('visibility lists the batch', async () => !(await reconcileOrphanBatches(ctx)).started.includes(batchId));
+    expect((await h.temporal.getHandle(rolloutWorkflowId(batchId)).describe()).runId).toBe(d.runId);
+  });
+
+  it('a batch job PENDING without a workflow is canceled in the database (200); a terminated batch workflow ends its open jobs CANCELED', async () => {
+    const [stuck] = await orphanBatch(120_000, 1);
+    const r = await request(h, 'POST', `/job/${stuck._id}/cancel`, { body: JSON.stringify({ reason: 'stuck batch' }), headers: { 'content-type': 'application/json' } });
+    expect(r).toMatchObject({ status: 200, body: { job_id: stuck._id, status: 'CANCELED', cancel_requested: true } });
+    expect(await h.db.models.OtaJob.findById(stuck._id).lean()).toMatchObject({ status: 'CANCELED', error_msg: 'canceled: stuck batch' });
+
+    const up = await request<FileDeployResult[]>(h, 'POST', '/file/deploy', {
+      body: form([fileInfoList([{ robot_id: 'robot01', deploy_path: '/tmp/tb1' }, { robot_id: 'robot02', deploy_path: '/tmp/tb2' }]), filePart('tb1'), filePart('tb2')]),
+    });
+    expect(up.status).toBe(200);
+    const ids = up.body.map((b) => b.job_id);
+    const wfs = [...new Set((await h.db.models.OtaJob.find({ _id: { $in: ids } }).lean()).map((j) => j.workflow_id))];
+    for (const wf of wfs) await h.temporal.getHandle(wf).terminate('terminated from Temporal Web');
+    const ctx = resolveContext({ ...h.deps, options: { ...h.deps.options, reconcileGraceMs: 0 } });
+    await eventually('batch jobs reconciled', async () => {
+      await reconcileClosedWorkflows(ctx);
+      return (await h.db.models.OtaJob.countDocuments({ _id: { $in: ids }, status: 'CANCELED' })) === ids.length;
+    });
+    for (const j of await h.db.models.OtaJob.find({ _id: { $in: ids } }).lean()) {
+      expect(j.error_msg).toContain('terminated');
+      expect(j.transitions?.map((t) => t.status)).toEqual(['CANCELED']);
+    }
+  });
 });

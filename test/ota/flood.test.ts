@@ -60,11 +60,13 @@ test("a flooding robot does not delay another robot's job", async () => {
       .split('\n')
       .filter((l) => l.includes('over the per-robot rate limit') && l.includes(flooder.id));
     expect(dropped.length).toBeGreaterThan(0);
-    // What got through is bounded by the limit (burst 40, then 20/s), not by the flood: the flooder's job history
-    // holds a few hundred events at most, where 5,000 signals would have made it thousands.
+    // What got through is bounded by the limit (burst 40, then 20/s), not by the flood: the history of the
+    // flooder's job's workflow (its batch's: api/ota/deploy-batcher.ts) holds a few hundred events at most, where
+    // 5,000 signals would have made it thousands.
     const t = await temporalClient();
     try {
-      const { historyLength } = await t.client.workflow.getHandle(`ota-job-${floodJob}`).describe();
+      const workflowId = (await sys.db.models.OtaJob.findById(floodJob).lean())!.workflow_id;
+      const { historyLength } = await t.client.workflow.getHandle(workflowId).describe();
       expect(historyLength).toBeLessThan(FLOOD / 5);
     } finally {
       await t.close();

@@ -73,10 +73,12 @@ test('upload a file, deploy it to a robot, and watch the job complete; the bytes
   await page.locator('tr[data-status="COMPLETED"]').filter({ hasText: target }).waitFor({ timeout: 30000 });
   expect(sha256File(target)).toBe(crypto.createHash('sha256').update(bytes).digest('hex'));
   const jobId = await row.getAttribute('data-job-id');
-  expect((await sys.call(`/job_state/${jobId}`).then((r) => r.json()) as { status: string }).status).toBe('COMPLETED');
-  // Its workflow is one click away in Temporal Web.
+  const state = (await sys.call(`/job_state/${jobId}`).then((r) => r.json())) as { status: string; workflow_id: string };
+  expect(state.status).toBe('COMPLETED');
+  // Its workflow (its batch's, api/ota/deploy-batcher.ts) is one click away in Temporal Web.
+  expect(state.workflow_id).toMatch(/^ota-rollout-singles-/);
   expect(await row.getByRole('link', { name: `Workflow of job ${jobId} in Temporal Web` }).getAttribute('href')).toContain(
-    `/workflows/ota-job-${jobId}`,
+    `/workflows/${state.workflow_id}`,
   );
   await screenshot(page, 'operator-job-completed');
 

@@ -359,6 +359,16 @@ test('a continued run (continue-as-new carry) resumes where its predecessor stop
   });
 });
 
+/**
+ * `n` DOWNLOADING reports with progress counting up from `from` (mod 100), sent 10 at a time: a robot's reports and
+ * the bridge's forwards overlap like this, landing while workflow tasks are in flight.
+ */
+async function reportBurst(h: WorkflowHandle, from: number, n: number): Promise<void> {
+  for (let i = 0; i < n; i += 10) {
+    await Promise.all(Array.from({ length: Math.min(10, n - i) }, (_, k) => h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: (from + i + k) % 100 })));
+  }
+}
+
 test('a followed job replays from its history (its patch markers sit where the code asks for them)', async () => {
   // A worker restart, or a workflow evicted from the worker's cache, replays the history: a patch asked for after
   // a local activity must not meet its marker before the code gets there (nondeterminism, the job stuck).
@@ -369,7 +379,7 @@ test('a followed job replays from its history (its patch markers sit where the c
     await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 10 });
     await eventually('downloading', async () => (await progress(h)).status === 'DOWNLOADING');
     // Reports landing while workflow tasks are in flight (the worker completes tasks the server then refuses).
-    for (let i = 0; i < 20; i++) await Promise.all(Array.from({ length: 10 }, (_, k) => h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 10 + i + k })));
+    await reportBurst(h, 10, 200);
     await h.signal(robotReportSignal, { status: 'COMPLETED' });
     await h.result();
     await Worker.runReplayHistory({ workflowBundle: bundle }, await h.fetchHistory(), h.workflowId);
@@ -384,12 +394,12 @@ test('a long chatty wait continues as new instead of growing one history', async
     await h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: 0 });
     const latest = env.client.workflow.getHandle(h.workflowId);
     // Each progress signal costs 1-4 events (the fewer, the more signals one workflow task takes in: on a quiet
-    // machine they batch well); the server suggests continue-as-new at 4,096 events. Sent 10 at a time, as a
-    // robot's reports and the bridge's forwards would overlap.
+    // machine they batch well); the server suggests continue-as-new at 4,096 events. Up to 12,000 reports, 100
+    // between looks at the run.
     let continued = false;
-    for (let i = 10; i <= 12000 && !continued; i += 10) {
-      await Promise.all(Array.from({ length: 10 }, (_, k) => h.signal(robotReportSignal, { status: 'DOWNLOADING', progress: (i + k) % 100 })));
-      if (i % 100 === 0) continued = (await latest.describe()).runId !== h.firstExecutionRunId;
+    for (let sent = 0; sent < 12000 && !continued; sent += 100) {
+      await reportBurst(h, sent, 100);
+      continued = (await latest.describe()).runId !== h.firstExecutionRunId;
     }
     expect(continued).toBe(true);
     const before = await latest.describe();

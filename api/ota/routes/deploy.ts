@@ -7,7 +7,8 @@ import { noteAudit } from '../../audit';
 import { authContext, requireRole, robotScopeProblem } from '../../auth';
 import { HttpError } from '../errors';
 import { parseParams, requireOtaBucket } from '../http';
-import { buildJob, insertJobs, startJobs, type StartOutcome } from '../jobs-service';
+import { buildJob, createJobs, type StartOutcome } from '../jobs-service';
+import { DeployBatcher } from '../deploy-batcher';
 import { deployPathProblem } from '../naming';
 import { deleteObjectsQuietly, objectExists } from '../s3';
 import {
@@ -38,6 +39,8 @@ const startFailureStatus = (outcomes: readonly StartOutcome[]): number => (outco
 
 export function deployRouter(ctx: OtaContext): Router {
   const r = Router();
+  // Single deploys arriving together are stored and started together (deploy-batcher.ts).
+  const batcher = new DeployBatcher(ctx);
 
   r.post('/file/deploy', requireRole('operator'), async (req, res) => {
     const q = parseParams(deployQuerySchema, req.query);
@@ -84,14 +87,14 @@ export function deployRouter(ctx: OtaContext): Router {
     const jobs = files.map((file, i) =>
       buildJob({ robotId: list.file_list[i].robot_id, deployPath: list.file_list[i].deploy_path, file, timeoutS }, now),
     );
+    noteAudit(res, { objects: files.map((f) => f.s3_object_name), robots: jobs.map((j) => j.robot_id), job_ids: jobs.map((j) => j._id) });
+    let outcomes: StartOutcome[];
     try {
-      await insertJobs(ctx, jobs);
+      outcomes = await createJobs(ctx, batcher, jobs);
     } catch (e) {
       await removeFiles(ctx, files);
       throw e;
     }
-    noteAudit(res, { objects: files.map((f) => f.s3_object_name), robots: jobs.map((j) => j.robot_id), job_ids: jobs.map((j) => j._id) });
-    const outcomes = await startJobs(ctx, jobs);
     const results: FileDeployResult[] = files.map((f, i) => ({
       s3_bucket: f.s3_bucket,
       s3_object_name: f.s3_object_name,
@@ -132,9 +135,8 @@ export function deployRouter(ctx: OtaContext): Router {
       throw new HttpError(404, 'File not found in storage');
     }
     const job = buildJob({ robotId, deployPath, file, timeoutS: q.timeout_s ?? null }, new Date());
-    await insertJobs(ctx, [job]);
     noteAudit(res, { job_ids: [job._id] });
-    const [outcome] = await startJobs(ctx, [job]);
+    const [outcome] = await createJobs(ctx, batcher, [job]);
     if (outcome.error) {
       res.status(startFailureStatus([outcome])).json({ detail: outcome.error, job_id: job._id });
       return;

@@ -9,6 +9,7 @@ import { HttpError } from '../errors';
 import { parseParams } from '../http';
 import { cancelBodySchema, jobIdParamSchema, jobsQuerySchema, robotIdParamSchema } from '../schemas';
 import { cancelOrphanJob } from '../jobs-service';
+import { isSinglesBatch } from '../deploy-batcher';
 import { isTemporalUnavailable, queryJobProgress, signalCancel, signalWorkflow, type CancelOutcome } from '../temporal';
 import { cancelRolloutJobsSignal } from '../../../workflows/ota-rollout-contract';
 import type { OtaContext } from '../types';
@@ -90,6 +91,14 @@ export function jobsRouter(ctx: OtaContext): Router {
       const outcome = await signalWorkflow(ctx, job.workflow_id, cancelRolloutJobsSignal, { jobIds: [job_id], reason: why }).catch((e: unknown) => {
         throw isTemporalUnavailable(e) ? new HttpError(503, 'Temporal unavailable; the job was not canceled.') : e;
       });
+      // A batched single deploy stored by an API that died before starting its batch (deploy-batcher.ts): ended
+      // here, CANCELED in the database, like a single job without a workflow (the batch, once the reconciler
+      // starts it, dispatches PENDING jobs only).
+      if (outcome === 'not-running' && job.status === 'PENDING' && isSinglesBatch(job.deployment_id) && (await cancelOrphanJob(ctx, job_id, why))) {
+        ctx.log.warn({ jobId: job_id }, 'PENDING batched job without a workflow canceled in the database');
+        res.json({ job_id, status: 'CANCELED', cancel_requested: true });
+        return;
+      }
       if (outcome === 'not-running') throw new HttpError(409, 'Job has no running workflow.');
       res.status(202).json({ job_id, status: job.status, cancel_requested: true });
       return;
