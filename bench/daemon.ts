@@ -17,6 +17,7 @@ import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { createS3Client } from '../activities/s3/client';
 import { connectDb } from '../common/db';
+import { findJob } from '../activities/db/ota-jobs';
 import { buildDaemonBundle, DAEMON_NODE_FLAGS } from '../daemon/build';
 import { stackDown, stackUp } from '../infra/stack';
 import { benchEnv, currentRssMb, fig, flag, peakRssMb, randomFile, spawnProcess, startCloud, token, until, uploadWithCurl, waitOutput, type Child } from './common';
@@ -104,7 +105,7 @@ export async function main(args: string[]): Promise<void> {
     if (res.status !== 200) throw new Error(`deploy: ${res.status}`);
     let status = '';
     await until('job terminal', async () => {
-      status = (await db.models.OtaJob.findById(jobId).lean())?.status ?? '';
+      status = (await findJob(db.models, jobId))?.status ?? '';
       return status === 'COMPLETED' || status === 'FAILED';
     }, 900000, 200);
     const peak = peakRssMb(daemon.proc.pid!);

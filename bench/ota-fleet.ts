@@ -13,6 +13,8 @@ import path from 'node:path';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { createS3Client } from '../activities/s3/client';
+import { overlayRolloutResults } from '../activities/db/ota-rollout-results';
+import type { OtaJob } from '../common/models/ota';
 import { stackDown } from '../infra/stack';
 import { runningPid, stackPaths } from '../infra/proc';
 import { Client, Connection } from '@temporalio/client';
@@ -44,7 +46,7 @@ import { startBenchSystem, type BenchSystem } from './harness';
  */
 const REFERENCE_RECORDED_200_S = 30;
 
-type Row = { _id: string; status: string; timestamp: Date; finished_at: Date | null; workflow_id: string };
+type Row = Pick<OtaJob, '_id' | 'status' | 'timestamp' | 'finished_at' | 'workflow_id' | 'deployment_id'>;
 
 /** Per-stage times (ms from the job's creation) of one job, from its workflow's history. */
 interface Stages {
@@ -207,8 +209,9 @@ async function burst(sys: BenchSystem, opts: { robots: number; concurrency: numb
 
 /** Jobs by id, wherever they are stored now (the live collection or, once finished, the archive). */
 async function findJobs(conn: BenchSystem['db']['conn'], ids: string[]): Promise<Row[]> {
-  const fields = { status: 1, timestamp: 1, finished_at: 1, workflow_id: 1 };
-  const live = await conn.models.OtaJob.find({ _id: { $in: ids } }, fields).lean<Row[]>();
+  const fields = { status: 1, timestamp: 1, finished_at: 1, workflow_id: 1, deployment_id: 1 };
+  // A batched job's end is a result row until the archiver folds it in (activities/db/ota-rollout-results.ts).
+  const live = await overlayRolloutResults(conn.models.OtaRolloutResult, await conn.models.OtaJob.find({ _id: { $in: ids } }, fields).lean<Row[]>());
   const found = new Set(live.map((r) => r._id));
   const rest = ids.filter((id) => !found.has(id));
   const archived = rest.length ? await conn.models.OtaJobArchive.find({ _id: { $in: rest } }, fields).lean<Row[]>() : [];

@@ -10,7 +10,7 @@ import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from './timeout';
 import { overlayRolloutResult } from './ota-rollout-results';
 
 export interface OtaJobActivityDeps {
-  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'DeployTarget'>;
+  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'DeployTarget' | 'OtaRolloutResult'>;
   /** Client-side deadline per database operation (the models also send maxTimeMS). */
   dbTimeoutMs?: number;
 }
@@ -28,13 +28,13 @@ export interface RecordJobStatusResult {
  * first: while a job is being moved it is in both for a moment, and the live copy is the newer one.
  */
 export async function findJob(
-  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive'> & Partial<Pick<OtaModels, 'OtaRolloutResult'>>,
+  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'OtaRolloutResult'>,
   jobId: string,
   dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS,
 ): Promise<OtaJob | null> {
   const live = await withDbTimeout('load job', dbTimeoutMs, models.OtaJob.findById(jobId).lean<OtaJob>());
   // A live rollout job's end is a row of its own (activities/db/ota-rollout-results.ts), read only for those.
-  if (live) return models.OtaRolloutResult ? overlayRolloutResult(models.OtaRolloutResult, live, dbTimeoutMs) : live;
+  if (live) return overlayRolloutResult(models.OtaRolloutResult, live, dbTimeoutMs);
   return withDbTimeout('load archived job', dbTimeoutMs, models.OtaJobArchive.findById(jobId).lean<OtaJob>());
 }
 

@@ -26,7 +26,7 @@ export const OTA_JOB_INVALID = 'OtaJobInvalid';
 
 export interface OtaMqttActivityDeps {
   mqtt: MqttClient;
-  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'RobotPresence' | 'DeployTarget'>;
+  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'RobotPresence' | 'DeployTarget' | 'OtaRolloutResult'>;
   s3: S3Client;
   cfg: Pick<Config, 'mongo' | 'dataDir' | 'env' | 'ota'>;
   /** The cloud's signing keys, oldest first (the newest signs); read per dispatch so a rotation needs no restart. */
