@@ -10,9 +10,7 @@ import { fingerprintOfPublicKey } from '../../infra/fleet';
 import { tcpOpen } from '../../infra/proc';
 import { cfg, runProcess, type ChildHandle } from '../helpers';
 
-/** The robot's Linux user: one per port, so stacks of several worktrees on one machine (each on its own ports)
- * never reset each other's password in the middle of a test. */
-export const passwordRobotUser = (port: number): string => `fleetsync-robot-${port}`;
+export const PASSWORD_ROBOT_USER = 'fleetsync-robot';
 
 export interface PasswordRobot {
   host: string;
@@ -29,7 +27,6 @@ export async function startPasswordRobot(port: number): Promise<PasswordRobot> {
   const dir = path.join(cfg.dataDir, 'password-robot');
   const root = path.join(dir, 'root');
   fs.mkdirSync(root, { recursive: true });
-  const PASSWORD_ROBOT_USER = passwordRobotUser(port);
   try {
     execFileSync('id', [PASSWORD_ROBOT_USER], { stdio: 'ignore' });
   } catch {

@@ -17,7 +17,7 @@ import { cfg, eventually, fleet, runTs, sha256File, testRobots, uniqueId, type C
 import { startPasswordRobot, type PasswordRobot } from './password-robot';
 
 /** RFs from this size go through OpenSSH's sftp client in this file's worker (ROBOT_SYNC_OPENSSH_FROM_BYTES). */
-const OPENSSH_FROM = 16 * 1024 * 1024;
+const OPENSSH_FROM = 48 * 1024 * 1024;
 const suffix = uniqueId('rs').replace(/-/g, '_');
 const PASSWORD_VAR = `ROBOT_SSH_PASSWORD_${suffix.toUpperCase()}`;
 let env: Record<string, string>;
@@ -268,7 +268,7 @@ const sftpChildren = (robotId: string) =>
   execFileSync('ps', ['-eo', 'pid=,args=']).toString().split('\n').filter((l) => l.includes(`HostKeyAlias=fleetsync-robot-${robotId}`));
 
 /**
- * Starts a sync of one large RF, SIGKILLs the worker once the robot holds a third of its part, restarts the
+ * Starts a sync of one large RF, SIGKILLs the worker once the robot holds > 10 MiB of its part, restarts the
  * worker and checks the run completes with the whole file, sending only the rest.
  */
 async function killDuringLargeUpload(size: number, duringUpload: (robotId: string) => void = () => undefined): Promise<void> {
@@ -280,7 +280,7 @@ async function killDuringLargeUpload(size: number, duringUpload: (robotId: strin
   const handle = await temporal.start('robotSync', { taskQueue: env.OFFLINE_TASK_QUEUE, workflowId: uniqueId('robot-sync-kill'), args: [input] });
 
   // Kill once the robot holds a good part of the file (the byte count proves the upload is in flight).
-  await eventually('upload in flight', async () => fs.existsSync(uploadPartPath(target)) && fs.statSync(uploadPartPath(target)).size > size / 3, 60000);
+  await eventually('upload in flight', async () => fs.existsSync(uploadPartPath(target)) && fs.statSync(uploadPartPath(target)).size > 10 * 1024 * 1024, 60000);
   // The UI's progress bar moves: bytes of this robot, read with the workflow's query.
   const moving = await eventually('progress reported', async () => {
     const p = await handle.query<RobotSyncProgress>('robotSyncProgress');
@@ -314,7 +314,7 @@ async function killDuringLargeUpload(size: number, duringUpload: (robotId: strin
 }
 
 test('worker SIGKILL in the middle of a large upload: the run completes, no partial file at the target, only the remaining bytes are sent', async () => {
-  await killDuringLargeUpload(OPENSSH_FROM - 1024 * 1024, (robotId) => expect(sftpChildren(robotId)).toEqual([])); // below the OpenSSH threshold: ssh2
+  await killDuringLargeUpload(40 * 1024 * 1024, (robotId) => expect(sftpChildren(robotId)).toEqual([])); // below the OpenSSH threshold: ssh2
 });
 
 test('the same through the OpenSSH transport: its sftp child dies with the worker, the retry resumes', async () => {
