@@ -9,8 +9,9 @@
 //    (sftp does not fsync, the engine does). CPU seconds of each side (client; robot's sshd sessions) too.
 // 2. Initial sync of 5,000 RFs of 8 KiB, end to end through the offline app: POST /api/robots/sync → robotSync
 //    workflow → child workflow → inventory, upload, record → result; vs `rsync -a` over ssh of the same tree
-//    (into a fresh directory of the same robot per round): time ratio `initial_vs_rsync`. The robot is reset
-//    (synced tree, inventory and sync state removed) before each of our rounds.
+//    (into an empty directory of the same robot): time ratio `initial_vs_rsync`. Every round of either side
+//    starts from the same prepared state: both trees removed from the robot, its inventory and sync state reset,
+//    `sync`; the sides alternate in ABBA order.
 // 3. The same sync again (nothing to do) vs rsync's no-op, in the same rounds: `noop_vs_rsync`.
 // It runs on its own stack (own ports, data under .data/bench-robot-sync) so it never disturbs `npm start` or tests.
 import { execFile, spawn } from 'node:child_process';
@@ -258,38 +259,47 @@ export async function main(args: string[]): Promise<void> {
       await db.models.Robot.updateOne({ _id: robot.id }, { $set: { robot_sync_state: null } });
     };
     const timed = async (fn: () => Promise<unknown>) => {
-      await run('sync');
+      await run('sync'); // nothing left to write back from before (the no-op's start too)
       return seconds(fn);
     };
 
-    // A warm-up round of each side, then alternating rounds (order flipped every round): initial sync, then the
-    // no-op sync of the same tree. rsync writes a fresh directory per round; the robot is reset per round.
+    // A warm-up round of each side, then rounds in ABBA order (rsync first in even rounds, last in odd ones):
+    // initial sync, then the no-op sync of the same tree. Every round of either side starts from the same state,
+    // prepared the same way: neither side's tree on the robot (rsync's target directory and the synced tree both
+    // removed), the robot's inventory and sync state reset, everything written back to disk (`sync`).
     const rsyncInitial: number[] = [];
     const rsyncNoop: number[] = [];
     const ours: Array<{ initial: number; noop: number; initialResult: RobotSyncResult; noopResult: RobotSyncResult }> = [];
-    const rsyncRound = async (i: number, keep: boolean) => {
-      const r = rsyncRun(`rsync-${runTag}-${i}`);
+    const rsyncDir = `rsync-${runTag}`;
+    const prepare = async () => {
+      fs.rmSync(path.join(robot.root, rsyncDir), { recursive: true, force: true });
+      await resetRobot();
+      await run('sync');
+    };
+    const rsyncRound = async (keep: boolean) => {
+      await prepare();
+      const r = rsyncRun(rsyncDir);
       const initialS = await timed(r);
       const noopS = await timed(r);
-      fs.rmSync(path.join(robot.root, `rsync-${runTag}-${i}`), { recursive: true, force: true });
       if (keep) rsyncInitial.push(initialS), rsyncNoop.push(noopS);
     };
     const ourRound = async (keep: boolean) => {
-      await resetRobot();
+      await prepare();
       let initialResult: RobotSyncResult | undefined;
       let noopResult: RobotSyncResult | undefined;
       const initialS = await timed(async () => (initialResult = await sync()));
       const noopS = await timed(async () => (noopResult = await sync()));
       if (keep) ours.push({ initial: initialS, noop: noopS, initialResult: initialResult!, noopResult: noopResult! });
     };
-    say('small RFs: warm-up, then alternating rounds of initial + no-op sync');
-    await rsyncRound(-1, false);
+    say('small RFs: warm-up, then rounds of initial + no-op sync in ABBA order, each from the same prepared state');
+    await rsyncRound(false);
     await ourRound(false);
     for (let i = 0; i < rounds; i++) {
-      if (i % 2 === 0) await rsyncRound(i, true);
+      if (i % 2 === 0) await rsyncRound(true);
       await ourRound(true);
-      if (i % 2 === 1) await rsyncRound(i, true);
+      if (i % 2 === 1) await rsyncRound(true);
     }
+    await prepare();
     // Context for the no-op figure: one read of the robot's perfect state with the raw driver (FerretDB scans).
     const dbReadS = await seconds(() => db.connection.db!.collection('perfect_state_entries').find({ robot_id: robot.id }).toArray());
 

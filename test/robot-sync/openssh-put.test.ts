@@ -42,12 +42,20 @@ test('the sftp child SIGKILLed while bytes flow: nothing at the target, the retr
     await ensureRemoteDirs(client, [item.remotePath]);
     let pid = 0;
     let point: ResumePoint | null = null;
+    // The part is fsynced over the ssh2 session while sftp writes it (counted here on the real session).
+    let fsyncs = 0;
+    const fsync = s.ext_openssh_fsync.bind(s);
+    s.ext_openssh_fsync = (h, cb) => {
+      fsyncs++;
+      return fsync(h, cb);
+    };
     // 4 MiB/s: the test kills the child while it is writing.
     const first = uploadLargeWithOpenssh(s, item, {
       target,
       hostKey: verifiedHostKey(client)!,
       limitKbitPerSec: 32 * 1024,
       pollMs: 200,
+      flushEveryBytes: 1024 * 1024,
       onSpawn: (p) => (pid = p),
       onProgress: (p) => (point = { ...p.resume }),
     });
@@ -62,6 +70,7 @@ test('the sftp child SIGKILLed while bytes flow: nothing at the target, the retr
     await new Promise((r) => setTimeout(r, 1000));
     expect(fs.statSync(uploadPartPath(item.remotePath)).size).toBe(atKill);
     expect(before).toBeGreaterThan(4 * 1024 * 1024);
+    expect(fsyncs).toBeGreaterThan(0);
     expect(atKill).toBeLessThan(item.size);
     expect(fs.existsSync(item.remotePath)).toBe(false);
     expect(execFileSync('ps', ['-eo', 'pid=']).toString().split('\n').map(Number)).not.toContain(pid);
