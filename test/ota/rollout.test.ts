@@ -314,9 +314,16 @@ test('cancel ends every unfinished job CANCELED and the rollout CANCELED', async
   expect(done.reason).toBe('canceled: test');
   expect((done.counts.CANCELED ?? 0) + (done.counts.COMPLETED ?? 0)).toBe(3);
   expect(done.counts.CANCELED).toBeGreaterThanOrEqual(2);
-  const list = (await (await sys.call('/rollouts?limit=2')).json()) as { rollouts: Array<{ rollout_id: string }>; next_cursor: string | null };
+  // A single deploy runs as a batch (a rollout of its own): listed only when asked for.
+  const q = new URLSearchParams({ robot_id: robots[0].id, s3_bucket: 'files', s3_object_name: object, deploy_path: targetOf('single.bin', robots[0].id) });
+  expect((await sys.call(`/file/deploy_from_s3?${q}`, { method: 'POST' })).status).toBe(200);
+  type List = { rollouts: Array<{ rollout_id: string }>; next_cursor: string | null };
+  const list = (await (await sys.call('/rollouts?limit=2')).json()) as List;
   expect(list.rollouts[0].rollout_id).toBe(id);
   expect(list.next_cursor).not.toBeNull();
+  const withBatches = (await (await sys.call('/rollouts?limit=2&include_batches=true')).json()) as List;
+  expect(withBatches.rollouts[0].rollout_id).toMatch(/^singles-/);
+  expect(withBatches.rollouts[1].rollout_id).toBe(id);
 });
 
 test("a flooding robot does not delay another robot's rollout job; a queued job gets its URL when its turn comes; job_state before and after archiving", async () => {

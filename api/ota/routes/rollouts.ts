@@ -32,6 +32,7 @@ import { isTemporalUnavailable, signalWorkflow, startRolloutWorkflow } from '../
 import type { OtaContext } from '../types';
 import { rootProblemOf } from './robots';
 import { decodeCursor, encodeCursor } from './jobs';
+import { SINGLES_PREFIX } from '../deploy-batcher';
 
 /** Most robots one rollout may target (its robot list is one document; 10,000 ids are well below 16 MB). */
 export const MAX_ROLLOUT_ROBOTS = 20_000;
@@ -72,6 +73,8 @@ export const rolloutsQuerySchema = z.object({
   status: z.string().optional(),
   limit: z.coerce.number().int().min(1).max(200).default(50),
   cursor: z.string().optional(),
+  /** Batches of single deploys (api/ota/deploy-batcher.ts) run as rollouts too; listed only when asked for. */
+  include_batches: z.enum(['true', 'false']).default('false'),
 });
 
 const escapeRegex = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -210,6 +213,7 @@ export function rolloutsRouter(ctx: OtaContext, guards: { read?: RequestHandler;
     const q = parseParams(rolloutsQuerySchema, req.query);
     const filter: FilterQuery<OtaRollout> = {};
     if (q.status) filter.status = q.status;
+    if (q.include_batches === 'false') filter._id = { $not: new RegExp(`^${SINGLES_PREFIX}`) };
     if (q.cursor) {
       const c = decodeCursor(q.cursor);
       const t = new Date(c.t);
