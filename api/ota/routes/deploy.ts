@@ -9,8 +9,9 @@ import { HttpError } from '../errors';
 import { parseParams, requireOtaBucket } from '../http';
 import { buildJob, createJobs, type StartOutcome } from '../jobs-service';
 import { DeployBatcher } from '../deploy-batcher';
+import { createDeployLookups } from '../read-coalescing';
 import { deployPathProblem } from '../naming';
-import { deleteObjectsQuietly, objectExists } from '../s3';
+import { deleteObjectsQuietly } from '../s3';
 import {
   deployFromS3QuerySchema,
   deployQuerySchema,
@@ -19,7 +20,6 @@ import {
   type FileDeployResult,
 } from '../schemas';
 import type { OtaContext } from '../types';
-import { deployRootProblem } from './robots';
 import { itemErrorToHttp, receiveFiles, recordFiles, removeFiles } from '../upload';
 
 /** robot_id and deploy_path are required to deploy (the reference answered 200 without deploying, or 404). */
@@ -41,6 +41,7 @@ export function deployRouter(ctx: OtaContext): Router {
   const r = Router();
   // Single deploys arriving together are stored and started together (deploy-batcher.ts).
   const batcher = new DeployBatcher(ctx);
+  const lookups = createDeployLookups(ctx);
 
   r.post('/file/deploy', requireRole('operator'), async (req, res) => {
     const q = parseParams(deployQuerySchema, req.query);
@@ -58,7 +59,7 @@ export function deployRouter(ctx: OtaContext): Router {
       withJobId: true,
     });
     // The robots' recorded roots, before anything is recorded: a refused item leaves no job and no file.
-    const rootProblems = await Promise.all(list.file_list.map((info) => deployRootProblem(ctx, info.robot_id, info.deploy_path)));
+    const rootProblems = await Promise.all(list.file_list.map((info) => lookups.rootProblem(info.robot_id, info.deploy_path)));
     const bad = rootProblems.findIndex((p) => p !== null);
     if (bad >= 0) {
       await deleteObjectsQuietly(ctx.s3, stored.map((s) => s.ref), ctx.log);
@@ -120,18 +121,18 @@ export function deployRouter(ctx: OtaContext): Router {
     if (robotProblem) throw new HttpError(400, robotProblem);
     const scope = robotScopeProblem(authContext(res), robotId);
     if (scope) throw new HttpError(403, scope);
-    const file = await ctx.models.OtaFile.findOne({ s3_bucket: q.s3_bucket, s3_object_name: q.s3_object_name }).lean<OtaFile>();
+    const file = await lookups.file(q.s3_bucket, q.s3_object_name);
     if (!file) throw new HttpError(404, 'File not found');
     // The query's path overrides the file's default for this job only (not persisted, like the reference).
     const deployPath = q.deploy_path || file.deploy_path || '';
     if (!deployPath) throw new HttpError(400, 'deploy_path: Field required (the file has no default deploy_path)');
     const pathProblem = deployPathProblem(deployPath);
     if (pathProblem) throw new HttpError(400, `deploy_path: ${pathProblem}`);
-    const rootProblem = await deployRootProblem(ctx, robotId, deployPath);
+    const rootProblem = await lookups.rootProblem(robotId, deployPath);
     if (rootProblem) throw new HttpError(400, rootProblem);
     if (file.valid === false) throw new HttpError(409, 'File is invalidated; PUT /file/validate before deploying it.');
     // A job for a missing object could only fail on the robot; refuse it here instead.
-    if (!(await objectExists(ctx.s3, { bucket: file.s3_bucket, key: file.s3_object_name }))) {
+    if (!(await lookups.objectExists(file.s3_bucket, file.s3_object_name))) {
       throw new HttpError(404, 'File not found in storage');
     }
     const job = buildJob({ robotId, deployPath, file, timeoutS: q.timeout_s ?? null }, new Date());
