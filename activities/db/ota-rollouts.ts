@@ -47,3 +47,15 @@ export async function rolloutCounts(
   }
   return waves;
 }
+
+/**
+ * The models rolloutCounts needs for a rollout in `status`. The archive holds a rollout's jobs only once the
+ * rollout is finished (api/ota/archiver.ts); while it runs, that scan (the archive grows with every job ever
+ * finished) is left out.
+ */
+export function countModelsFor<M extends Pick<OtaModels, 'OtaJob' | 'OtaRolloutResult'> & Partial<Pick<OtaModels, 'OtaJobArchive'>>>(
+  status: string,
+  models: M,
+): Pick<OtaModels, 'OtaJob' | 'OtaRolloutResult'> & Partial<Pick<OtaModels, 'OtaJobArchive'>> {
+  return status === 'RUNNING' || status === 'PAUSED' ? { OtaJob: models.OtaJob, OtaRolloutResult: models.OtaRolloutResult } : models;
+}

@@ -26,7 +26,7 @@ import { rolloutWorkflowId } from '../../workflows/ota-rollout-contract';
 import { isForwardTransition } from '../../workflows/ota-status';
 import { deployTargetId } from '../db/ota-jobs';
 import { withDbTimeout } from '../db/timeout';
-import { rolloutCounts } from '../db/ota-rollouts';
+import { countModelsFor, rolloutCounts } from '../db/ota-rollouts';
 import { insertRolloutResults, overlayRolloutResults, rolloutResultsOf, type RolloutResultRow } from '../db/ota-rollout-results';
 import { publishQos1 } from './connection';
 import { DEFAULT_URL_TTL_SECONDS, presignDownload, signedDeployMessage, type DispatchableJob } from './ota';
@@ -94,9 +94,13 @@ export function createOtaRolloutActivities({
     return { ...r, dispatch_cursor: r.dispatch_cursor ?? -1 };
   }
 
+  /** rolloutCounts for a rollout document just read (a running rollout's counts skip the archive). */
+  const countsOf = (r: { _id: string; status: string; wave_sizes: number[] }, cursor: number): Promise<WaveCounts[]> =>
+    rolloutCounts(countModelsFor(r.status, models), r._id, r.wave_sizes, t, cursor);
+
   const counts = async (rolloutId: string): Promise<WaveCounts[]> => {
     const r = await loadRollout(rolloutId);
-    return rolloutCounts(models, rolloutId, r.wave_sizes, t, r.dispatch_cursor);
+    return countsOf(r, r.dispatch_cursor);
   };
 
   /** `jobs` without those that have ended (a result row): their documents still say PENDING. */
@@ -203,7 +207,8 @@ export function createOtaRolloutActivities({
     async dispatchRolloutBatch(rolloutId: string, maxWave: number, limit: number): Promise<{ dispatched: number; awaitingRobot: number; counts: WaveCounts[] }> {
       if (limit <= 0) return { dispatched: 0, awaitingRobot: 0, counts: await counts(rolloutId) };
       const lap = stopwatch();
-      const { dispatch_cursor: cursor, wave_sizes } = await loadRollout(rolloutId);
+      const rollout = await loadRollout(rolloutId);
+      const cursor = rollout.dispatch_cursor;
       const jobs = await withDbTimeout(
         'load queued jobs',
         t,
@@ -234,7 +239,7 @@ export function createOtaRolloutActivities({
         await withDbTimeout('advance dispatch cursor', t, OtaRollout.updateOne({ _id: rolloutId, dispatch_cursor: { $lt: last } }, { $set: { dispatch_cursor: last } }));
       }
       const markMs = lap();
-      const after = await rolloutCounts(models, rolloutId, wave_sizes, t, Math.max(last, cursor));
+      const after = await countsOf(rollout, Math.max(last, cursor));
       log.info('rollout batch dispatched', { rolloutId, dispatched: published.length, awaitingRobot: away.length, loadMs, publishMs, markMs, countsMs: lap() });
       return { dispatched: published.length, awaitingRobot: away.length, counts: after };
     },
@@ -297,7 +302,8 @@ export function createOtaRolloutActivities({
       await forEachLimited(acks, PUBLISH_CONCURRENCY, ({ robotId, jobId }) => publishQos1(mqtt, topics.ack(robotId), jobId));
       const acksMs = lap();
 
-      const { dispatch_cursor: cursor, wave_sizes } = await loadRollout(rolloutId);
+      const rollout = await loadRollout(rolloutId);
+      const cursor = rollout.dispatch_cursor;
       if (mayDispatch && events.online.length > 0) {
         const open = await stillOpen(
           await withDbTimeout(
@@ -311,7 +317,7 @@ export function createOtaRolloutActivities({
         await setDispatchState(published, 'dispatched', ['awaiting_robot']);
         if (published.length > 0) log.info('rollout jobs sent again to robots back online', { rolloutId, jobs: published.length });
       }
-      const after = await rolloutCounts(models, rolloutId, wave_sizes, t, cursor);
+      const after = await countsOf(rollout, cursor);
       log.info('rollout events applied', { rolloutId, reports: events.reports.length, online: events.online.length, stored: ids.length, readMs, writeMs, targetsMs, acksMs, restMs: lap() });
       return after;
     },
@@ -340,7 +346,8 @@ export function createOtaRolloutActivities({
      * A daemon that has the job keeps it and takes the new URL; one whose message was lost starts it.
      */
     async resendInFlight(rolloutId: string): Promise<WaveCounts[]> {
-      const { dispatch_cursor: cursor, wave_sizes } = await loadRollout(rolloutId);
+      const rollout = await loadRollout(rolloutId);
+      const cursor = rollout.dispatch_cursor;
       const open = await stillOpen(
         await withDbTimeout(
           'load jobs in flight',
@@ -350,7 +357,7 @@ export function createOtaRolloutActivities({
       );
       const published = await publishDeploys(open.filter((j) => wasDispatched(j, cursor)));
       log.info('rollout jobs in flight sent again (no report in time)', { rolloutId, jobs: published.length });
-      return rolloutCounts(models, rolloutId, wave_sizes, t, cursor);
+      return countsOf(rollout, cursor);
     },
 
     /** Stores where the rollout stands (status, pause, current wave, reason) on its document. */

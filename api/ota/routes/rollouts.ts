@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import express, { Router, type RequestHandler } from 'express';
 import type { FilterQuery } from 'mongoose';
 import { z } from 'zod';
-import { rolloutCounts } from '../../../activities/db/ota-rollouts';
+import { countModelsFor, rolloutCounts } from '../../../activities/db/ota-rollouts';
 import { rolloutDeployPath } from '../../../activities/mqtt/ota-rollout';
 import type { OtaFile, OtaRollout } from '../../../common/models/ota';
 import { JOB_STATUSES, robotIdSchema, type JobStatus } from '../../../common/protocol';
@@ -236,7 +236,7 @@ export function rolloutsRouter(ctx: OtaContext, guards: { read?: RequestHandler;
   r.get('/rollouts/:rollout_id', read, async (req, res) => {
     const { rollout_id } = parseParams(rolloutIdParamSchema, req.params);
     const doc = await load(rollout_id);
-    res.json(rolloutView(doc, await rolloutCounts(ctx.models, rollout_id, doc.wave_sizes, ctx.cfg.mongo.timeoutMs, doc.dispatch_cursor ?? -1)));
+    res.json(rolloutView(doc, await rolloutCounts(countModelsFor(doc.status, ctx.models), rollout_id, doc.wave_sizes, ctx.cfg.mongo.timeoutMs, doc.dispatch_cursor ?? -1)));
   });
 
   const control = (action: 'pause' | 'resume' | 'cancel') =>
