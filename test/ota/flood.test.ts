@@ -3,13 +3,10 @@
 // per-robot rate limit before parsing it, so the flood neither reaches the database nor Temporal (each report
 // that got through would be a signal in the flooder's job history).
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import path from 'node:path';
-import mqtt from 'mqtt';
-import YAML from 'yaml';
 import { topics } from '../../common/protocol';
-import { cfg, temporalClient, testRobots } from '../helpers';
-import { deployFromS3, startOtaSystem, uploadFile, waitForJob, type OtaSystem } from './system';
+import { temporalClient, testRobots } from '../helpers';
+import { connectAsRobot, deployFromS3, startOtaSystem, uploadFile, waitForJob, type OtaSystem } from './system';
 
 let sys: OtaSystem;
 const [flooder, victim] = testRobots();
@@ -33,14 +30,7 @@ test("a flooding robot does not delay another robot's job", async () => {
   const object = await uploadFile(sys, 'flood.bin', crypto.randomBytes(100_000));
   const quiet = await timedJob(object, 'quiet');
 
-  const conf = YAML.parse(fs.readFileSync(flooder.daemonConfig, 'utf8')) as { mqtt_username: string; mqtt_password: string };
-  const robot = await mqtt.connectAsync(cfg.mqtt.url, {
-    clientId: conf.mqtt_username,
-    username: conf.mqtt_username,
-    password: conf.mqtt_password,
-    protocolVersion: 5,
-    reconnectPeriod: 0,
-  });
+  const robot = await connectAsRobot(flooder);
   try {
     // The flooder's own job (its daemon is not running, so the job waits): every report is valid and new.
     const floodJob = await deployFromS3(sys, object, flooder.id, path.join(flooder.root, 'flood', `own-${Date.now()}.bin`));

@@ -9,9 +9,7 @@ import path from 'node:path';
 import { restartServer } from '../../infra/stack';
 import { cfg, eventually, sha256File, temporalClient, testRobots, type ChildHandle } from '../helpers';
 import { connectMqtt, uniqueClientId } from '../../activities/mqtt/connection';
-import { startOtaSystem, uploadFile, type OtaSystem } from './system';
-import mqtt from 'mqtt';
-import YAML from 'yaml';
+import { connectAsRobot, deployFromS3, startOtaSystem, uploadFile, type OtaSystem } from './system';
 import { overlayRolloutResults } from '../../activities/db/ota-rollout-results';
 import { rolloutJobId } from '../../activities/mqtt/ota-rollout';
 import { archiveFinishedJobs } from '../../api/ota/archiver';
@@ -315,8 +313,7 @@ test('cancel ends every unfinished job CANCELED and the rollout CANCELED', async
   expect((done.counts.CANCELED ?? 0) + (done.counts.COMPLETED ?? 0)).toBe(3);
   expect(done.counts.CANCELED).toBeGreaterThanOrEqual(2);
   // A single deploy runs as a batch (a rollout of its own): listed only when asked for.
-  const q = new URLSearchParams({ robot_id: robots[0].id, s3_bucket: 'files', s3_object_name: object, deploy_path: targetOf('single.bin', robots[0].id) });
-  expect((await sys.call(`/file/deploy_from_s3?${q}`, { method: 'POST' })).status).toBe(200);
+  await deployFromS3(sys, object, robots[0].id, targetOf('single.bin', robots[0].id));
   type List = { rollouts: Array<{ rollout_id: string }>; next_cursor: string | null };
   const list = (await (await sys.call('/rollouts?limit=2')).json()) as List;
   expect(list.rollouts[0].rollout_id).toBe(id);
@@ -332,16 +329,8 @@ test("a flooding robot does not delay another robot's rollout job; a queued job 
   const [flooder, first, queued] = robots;
   // The flooder is a robot of the rollout whose daemon is gone; the test floods its state topic as that robot.
   await offlineDaemon?.kill('SIGTERM');
-  const conf = YAML.parse(fs.readFileSync(flooder.daemonConfig, 'utf8')) as { mqtt_username: string; mqtt_password: string };
   const presence = topics.presence(flooder.id);
-  const robot = await mqtt.connectAsync(cfg.mqtt.url, {
-    clientId: conf.mqtt_username,
-    username: conf.mqtt_username,
-    password: conf.mqtt_password,
-    protocolVersion: 5,
-    reconnectPeriod: 0,
-    will: { topic: presence, payload: Buffer.from('offline'), qos: 1, retain: true },
-  });
+  const robot = await connectAsRobot(flooder, { will: { topic: presence, payload: Buffer.from('offline'), qos: 1, retain: true } });
   // Online like a daemon, so its job is dispatched and holds a concurrency slot.
   await robot.publishAsync(presence, 'online', { qos: 1, retain: true });
   await eventually('flooder online', async () => (await sys.db.models.RobotPresence.findById(flooder.id).lean())?.online === true, 10000);

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import mqtt from 'mqtt';
 import YAML from 'yaml';
 import { SignJWT } from 'jose';
 import { connectDb, type Db } from '../../common/db';
@@ -181,6 +182,19 @@ export async function deployFromS3(sys: OtaSystem, objectName: string, robotId: 
   const body = (await res.json()) as { job_id: string; state: string };
   if (res.status !== 200) throw new Error(`deploy_from_s3: ${res.status} ${JSON.stringify(body)}`);
   return body.job_id;
+}
+
+/** An MQTT 5 session under robot `robot`'s own identity (its daemon's credentials), e.g. to report as that robot. */
+export function connectAsRobot(robot: RobotManifest, extra: mqtt.IClientOptions = {}): Promise<mqtt.MqttClient> {
+  const conf = YAML.parse(fs.readFileSync(robot.daemonConfig, 'utf8')) as { mqtt_username: string; mqtt_password: string };
+  return mqtt.connectAsync(cfg.mqtt.url, {
+    clientId: conf.mqtt_username,
+    username: conf.mqtt_username,
+    password: conf.mqtt_password,
+    protocolVersion: 5,
+    reconnectPeriod: 0,
+    ...extra,
+  });
 }
 
 /** The daemon's JSON log lines with the given message. */
