@@ -31,6 +31,8 @@ export const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).diges
 export async function startObjectServer(): Promise<ObjectServer> {
   const objects = new Map<string, FixtureObject>();
   let sent = 0;
+  // Responses started before the last reset() (e.g. one released after its client left) no longer count.
+  let generation = 0;
   let cut: number | null = null;
   let noRanges = false;
   let hold: number | null = null;
@@ -67,6 +69,7 @@ export async function startObjectServer(): Promise<ObjectServer> {
     record(status);
     res.writeHead(status, headers);
     const limit = cut;
+    const born = generation;
     let offset = 0;
     const step = 64 * 1024;
     const pump = () => {
@@ -84,7 +87,7 @@ export async function startObjectServer(): Promise<ObjectServer> {
         }
         const chunk = body.subarray(offset, end);
         offset = end;
-        sent += chunk.length;
+        if (born === generation) sent += chunk.length;
         if (!res.write(chunk)) {
           res.once('drain', pump);
           return;
@@ -108,6 +111,7 @@ export async function startObjectServer(): Promise<ObjectServer> {
     requests: () => log,
     reset: () => {
       sent = 0;
+      generation++;
       log = [];
     },
     cutAfter: (bytes) => (cut = bytes),
