@@ -142,7 +142,19 @@ test('a password robot: the password reaches ssh through SSH_ASKPASS only', asyn
       remotePath,
       append: false,
       env,
-      onSpawn: (pid) => (argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8')),
+      // setpriv execs sftp: read while that exec is under way, cmdline is briefly empty, so poll until it is not.
+      onSpawn: (pid) => {
+        const read = (): void => {
+          try {
+            const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+            if (cmdline.includes('sftp')) argv = cmdline;
+            else setImmediate(read);
+          } catch {
+            // The process is gone: argv stays as read so far.
+          }
+        };
+        read();
+      },
     });
     expect(sha256File(remotePath)).toBe(item.sha256);
     expect(argv).toContain('sftp');
