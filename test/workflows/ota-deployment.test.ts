@@ -401,12 +401,19 @@ test('a long chatty wait continues as new instead of growing one history', async
       await reportBurst(h, sent, 100);
       const run = await latest.describe();
       continued = run.runId !== h.firstExecutionRunId;
-      // Past the suggestion the run continues as new at its next workflow task. A stream that never pauses can
-      // starve that task on a loaded machine (the server refuses each completion for the signals that landed
-      // meanwhile) until the per-run signal cap refuses the sends; the bridge rate-limits a robot's reports, so
-      // here the stream pauses once the history is past the suggestion, and the run must move on by itself.
+      // Past the suggestion the run continues as new at its next workflow task (the server suggests it when a task
+      // starts). A stream that never pauses can starve that task on a loaded machine (the server refuses each
+      // completion for the signals that landed meanwhile) until the per-run signal cap refuses the sends. The
+      // bridge rate-limits a robot's reports: here, past the suggestion, the robot slows to one report per look.
       if (!continued && run.historyLength >= 4096) {
-        continued = await eventually('continued as new', async () => (await latest.describe()).runId !== h.firstExecutionRunId, 60_000);
+        continued = await eventually(
+          'continued as new',
+          async () => {
+            await latest.signal(robotReportSignal, { status: 'DOWNLOADING', progress: sent % 100 });
+            return (await latest.describe()).runId !== h.firstExecutionRunId;
+          },
+          60_000,
+        );
       }
     }
     expect(continued).toBe(true);
