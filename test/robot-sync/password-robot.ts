@@ -10,7 +10,8 @@ import { fingerprintOfPublicKey } from '../../infra/fleet';
 import { tcpOpen } from '../../infra/proc';
 import { cfg, runProcess, type ChildHandle } from '../helpers';
 
-export const PASSWORD_ROBOT_USER = 'fleetsync-robot';
+// One user per data directory: stacks of several checkouts on one machine each set their own random password.
+export const PASSWORD_ROBOT_USER = `fleetsync-robot-${crypto.createHash('sha256').update(cfg.dataDir).digest('hex').slice(0, 8)}`;
 
 export interface PasswordRobot {
   host: string;
