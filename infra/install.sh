@@ -90,4 +90,23 @@ if [ ! -f "$repo/node_modules/.package-lock.json" ] || [ "$repo/package-lock.jso
   step npm "npm ci in $(( $(date +%s) - s ))s"
 fi
 
+# --- Node 22 (the `node` devDependency): every npm script runs on it, since npm puts node_modules/.bin first on PATH.
+# npm ci above ran on the machine's node and compiled the native addons (ssh2's crypto binding, cpu-features) for
+# its ABI; rebuild them once for Node 22's, against the headers its package carries (Debian's npm config points
+# node-gyp at the system node's headers in /usr, hence npm_config_nodedir).
+node22="$repo/node_modules/.bin/node"
+abi=$("$node22" -p process.versions.modules)
+if [ ! -f "$repo/node_modules/.native-abi-$abi" ]; then
+  s=$(date +%s)
+  nodedir=$(ls -d "$repo"/node_modules/node/node_modules/node-linux-* | head -1)
+  (cd "$repo" && PATH="$repo/node_modules/.bin:$PATH" npm_config_nodedir="$nodedir" \
+    npx -y npm@10.9.2 rebuild ssh2 cpu-features --no-audit --no-fund --loglevel=error >/dev/null)
+  # ssh2 falls back to slower JS ciphers when its binding does not load: refuse to go on silently without it.
+  (cd "$repo" && "$node22" -e "require('./node_modules/ssh2/lib/protocol/crypto/build/Release/sshcrypto.node')") \
+    || { echo "ssh2's crypto binding did not build for Node $("$node22" --version)" >&2; exit 1; }
+  touch "$repo/node_modules/.native-abi-$abi"
+  step node "native addons rebuilt for Node $("$node22" --version) in $(( $(date +%s) - s ))s"
+fi
+step node "$("$node22" --version)"
+
 step done "in $(( $(date +%s) - t0 ))s"
