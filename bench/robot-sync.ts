@@ -150,7 +150,7 @@ export async function main(args: string[]): Promise<void> {
       });
     let largeSent = 0;
     // Its own connection per run, as the robot-sync activity has (and so the robot's session ends with the run).
-    // Two transports: the ssh2 engine, and OpenSSH's sftp client as a child (ROBOT_SYNC_OPENSSH, openssh-put.ts).
+    // Two transports: the ssh2 engine, and OpenSSH's ssh client into dd on the robot (ROBOT_SYNC_OPENSSH, openssh-put.ts).
     const engine = (transport: 'ssh2' | 'openssh') => async () => {
       const client = await connectRobot(target);
       const item = { localPath: bigCached, remotePath: path.join(rfRoot, 'large', 'big.rf'), size: largeMib * 1024 * 1024, sha256: bigSha };

@@ -146,8 +146,9 @@ const envSchema = z.object({
   // The center's JWT for the cloud (secret). Locally the seeding writes it into <dataDir>/local.env.
   CENTER_JWT: z.string().min(1).optional(),
   RF_CACHE_DIR: z.string().optional(),
-  // Robot sync: RFs of at least ROBOT_SYNC_OPENSSH_FROM_BYTES go through the system's OpenSSH `sftp` client (a
-  // child process, aes128-gcm) instead of ssh2: about half the CPU per byte (client + robot, bench robot-sync).
+  // Robot sync: RFs of at least ROBOT_SYNC_OPENSSH_FROM_BYTES go through the system's OpenSSH `ssh` client (a
+  // child process into dd on the robot, aes128-gcm) instead of ssh2: less than half the CPU per byte (client +
+  // robot, bench robot-sync).
   ROBOT_SYNC_OPENSSH: bool.default(true),
   ROBOT_SYNC_OPENSSH_FROM_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
 });

@@ -1,29 +1,31 @@
-// A bulk transport for large RFs: the system's OpenSSH `sftp` client as a child process. On a small CPU-bound
-// center computer our Node/ssh2 client spends 2-3x the CPU per byte of OpenSSH's C client (GC, per-packet JS
-// work, copies), and aes128-gcm costs the robot's sshd less than sftp's default chacha20. Everything else stays
-// on the ssh2 session the caller holds: the host key it verified (written to a temporary known_hosts so the
-// child refuses any other key), the resume point (the `.part` size, polled over ssh2 and heartbeated), the
-// fsync'ed part's posix-rename onto the target (no partial file at a target path; the newer rename wins).
+// A bulk transport for large RFs: the system's OpenSSH `ssh` client as a child process, its stdin the RF itself,
+// running `dd` on the robot into the part. On a small CPU-bound center computer our Node/ssh2 client spends 2-3x
+// the CPU per byte of OpenSSH's C client (GC, per-packet JS work, copies), and aes128-gcm costs the robot's sshd
+// less than the default chacha20. A plain channel into `dd` rather than an `sftp` put: no SFTP request/reply per
+// 255 KiB on either end and no sftp process on the center (measured on 512 MiB: client CPU 0.7 s against 1.1 s
+// for `sftp -B 255k -R 64`, robot 1.4 s against 1.8 s). Everything else stays on the ssh2 session the caller
+// holds: the host key it verified (written to a temporary known_hosts so the child refuses any other key), the
+// resume point (the `.part` size, polled over ssh2 and heartbeated: dd writes in order), the fsync'ed part's
+// posix-rename onto the target (no partial file at a target path; the newer rename wins).
 // The child never outlives the worker: `setpriv --pdeathsig SIGKILL` kills it when the worker dies, so a retry
 // is never a second writer of the same part; the activity's cancellation (heartbeat timeout, cancel) kills it too.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { SFTPWrapper, Stats } from 'ssh2';
 import { HostKeyMismatchError, RobotCredentialError, type RobotSshTarget } from './connect';
 import { uploadPartPath, type ResumePoint, type UploadItem, type UploadResult } from './sftp-upload';
 
 /** The ssh askpass helper: prints FLEETSYNC_ROBOT_SSH_PASSWORD from its own environment. */
 export const ASKPASS = path.join(__dirname, 'askpass.sh');
-/** The ssh sftp runs: under its own pdeathsig (the parent-death signal is not inherited across fork). */
-export const SSH_PROGRAM = path.join(__dirname, 'ssh-pdeathsig.sh');
 const PASSWORD_ENV = 'FLEETSYNC_ROBOT_SSH_PASSWORD';
 /** aes128-gcm first (AES-NI: cheapest for both ends), chacha20 if the robot refuses it. */
 const CIPHERS = 'aes128-gcm@openssh.com,chacha20-poly1305@openssh.com';
-/** sftp's request size and requests in flight (OpenSSH's own limit for one write is 256 KiB with headers). */
-const BUFFER = 255 * 1024;
-const REQUESTS = 64;
+/** dd's block size on the robot: a resumed write starts at a multiple of it (`seek=` counts blocks). */
+export const DD_BLOCK = 1024 * 1024;
 
 let availability: string | null | undefined;
 
@@ -31,11 +33,11 @@ let availability: string | null | undefined;
 export function opensshUnavailable(): string | null {
   if (availability !== undefined) return availability;
   availability = null;
-  for (const [bin, args] of [['sftp', ['-h']], ['setpriv', ['--help']]] as const) {
+  for (const [bin, args] of [['ssh', ['-V']], ['setpriv', ['--help']]] as const) {
     const r = spawnSync(bin, args, { stdio: 'ignore' });
     if (r.error) availability = `${bin} not found (${(r.error as NodeJS.ErrnoException).code})`;
   }
-  for (const f of [ASKPASS, SSH_PROGRAM]) if (availability === null && !fs.existsSync(f)) availability = `${f} is missing`;
+  if (availability === null && !fs.existsSync(ASKPASS)) availability = `${ASKPASS} is missing`;
   return availability;
 }
 
@@ -45,8 +47,21 @@ export function knownHostsLine(alias: string, hostKey: Buffer): string {
   return `${alias} ${type} ${hostKey.toString('base64')}\n`;
 }
 
-/** sftp's batch syntax: double quotes, backslash escapes (no glob characters in our paths matter here). */
-const bq = (s: string) => `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+/** A POSIX shell word: single quotes, an embedded quote as '\''. */
+const sq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+/** Paces a stream to `bytesPerSec` (tests: so a process can be killed while bytes flow). */
+function paced(bytesPerSec: number): Transform {
+  const t0 = Date.now();
+  let sent = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      sent += chunk.length;
+      const wait = t0 + (sent / bytesPerSec) * 1000 - Date.now();
+      setTimeout(() => done(null, chunk), Math.max(0, wait));
+    },
+  });
+}
 
 export interface OpensshPutOptions {
   target: Pick<RobotSshTarget, 'robotId' | 'host' | 'port' | 'username' | 'passwordEnv' | 'privateKeyFile'>;
@@ -54,9 +69,12 @@ export interface OpensshPutOptions {
   hostKey: Buffer;
   localPath: string;
   remotePath: string;
-  /** Append to the existing remote file (`put -a`) instead of replacing it. */
-  append: boolean;
-  /** sftp -l: Kbit/s (tests slow the upload down so a process can be killed in the middle). */
+  /**
+   * Where the write starts, in both files (a multiple of DD_BLOCK): the remote file is cut there (dd's `seek=`
+   * without `notrunc`) and the local file is read from there.
+   */
+  offset: number;
+  /** Kbit/s (tests slow the upload down so a process can be killed in the middle). */
   limitKbitPerSec?: number;
   signal?: AbortSignal;
   /** Where the password variable is read. */
@@ -64,10 +82,14 @@ export interface OpensshPutOptions {
   onSpawn?: (pid: number) => void;
 }
 
-/** Runs one `sftp -b -` put (with fsync@openssh.com) of `localPath` to `remotePath`; rejects on any failure. */
+/**
+ * Writes `localPath` from `offset` to `remotePath` from the same offset through one `ssh <robot> dd` (fsync'ed
+ * before dd exits: `conv=fsync`); rejects on any failure.
+ */
 export async function opensshPut(o: OpensshPutOptions): Promise<void> {
+  if (o.offset % DD_BLOCK !== 0) throw new Error(`opensshPut: offset ${o.offset} is not a multiple of ${DD_BLOCK}`);
   const env = o.env ?? process.env;
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetsync-sftp-'));
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fleetsync-ssh-'));
   const knownHosts = path.join(tmp, 'known_hosts');
   const alias = `fleetsync-robot-${o.target.robotId}`;
   fs.writeFileSync(knownHosts, knownHostsLine(alias, o.hostKey), { mode: 0o600 });
@@ -82,43 +104,52 @@ export async function opensshPut(o: OpensshPutOptions): Promise<void> {
     Object.assign(childEnv, { SSH_ASKPASS: ASKPASS, SSH_ASKPASS_REQUIRE: 'force', [PASSWORD_ENV]: password });
     auth.push('-o', 'PubkeyAuthentication=no', '-o', 'PreferredAuthentications=password,keyboard-interactive', '-o', 'NumberOfPasswordPrompts=1');
   }
-  const host = o.target.host.includes(':') ? `[${o.target.host}]` : o.target.host;
+  // dd, not cat: 1 MiB reads and writes on the robot (fewer system calls), a start offset (`seek=`, which
+  // also cuts off whatever the part held past it) and one fsync of the part before it exits.
+  const remote = `dd of=${sq(o.remotePath)} bs=${DD_BLOCK} seek=${o.offset / DD_BLOCK} conv=fsync`;
   const args = [
     '--pdeathsig', 'SIGKILL', '--',
-    'sftp', '-F', '/dev/null', '-S', SSH_PROGRAM,
-    // Before `-b`: ssh keeps an option's first value, and `-b` would add BatchMode=yes (no askpass).
+    'ssh', '-F', '/dev/null', '-T', '-e', 'none', '-x', '-a',
     '-o', `BatchMode=${o.target.passwordEnv && !o.target.privateKeyFile ? 'no' : 'yes'}`,
-    '-b', '-',
-    '-P', String(o.target.port), '-c', CIPHERS, '-B', String(BUFFER), '-R', String(REQUESTS),
-    ...(o.limitKbitPerSec ? ['-l', String(o.limitKbitPerSec)] : []),
+    '-p', String(o.target.port), '-c', CIPHERS, '-o', 'Compression=no',
     '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null',
     '-o', `HostKeyAlias=${alias}`, '-o', 'CheckHostIP=no', '-o', 'UpdateHostKeys=no',
     '-o', 'ConnectTimeout=10', '-o', 'ServerAliveInterval=5', '-o', 'ServerAliveCountMax=3',
     '-o', 'ControlMaster=no', '-o', 'ControlPath=none', '-o', `User=${o.target.username}`,
     ...auth,
-    host,
+    o.target.host,
+    remote,
   ];
-  const batch = `put -f ${o.append ? '-a ' : ''}${bq(o.localPath)} ${bq(o.remotePath)}\n`;
+  // From the start and at full speed, ssh reads the file itself (no copy through this process); a resumed or
+  // paced write is streamed from the offset.
+  const direct = o.offset === 0 && !o.limitKbitPerSec;
+  const fd = direct ? fs.openSync(o.localPath, 'r') : null;
   try {
     await new Promise<void>((resolve, reject) => {
-      const child = spawn('setpriv', args, { env: childEnv, stdio: ['pipe', 'ignore', 'pipe'] });
+      const child = spawn('setpriv', args, { env: childEnv, stdio: [fd ?? 'pipe', 'ignore', 'pipe'] });
+      if (fd !== null) fs.closeSync(fd);
       if (child.pid) o.onSpawn?.(child.pid);
       let stderr = '';
-      child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+      child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+      let fed: Promise<void> = Promise.resolve();
+      if (child.stdin) {
+        const from: Readable = fs.createReadStream(o.localPath, { start: o.offset, highWaterMark: DD_BLOCK });
+        fed = o.limitKbitPerSec ? pipeline(from, paced((o.limitKbitPerSec * 1000) / 8), child.stdin) : pipeline(from, child.stdin);
+        fed.catch(() => undefined); // a dead child is reported by its exit below; a local read error, too
+      }
       const abort = () => child.kill('SIGKILL');
       o.signal?.addEventListener('abort', abort, { once: true });
       child.on('error', reject);
       child.on('close', (code, sig) => {
         o.signal?.removeEventListener('abort', abort);
-        if (code === 0) return resolve();
         const msg = stderr.trim().split('\n').slice(-5).join('; ');
+        if (code === 0) return fed.then(resolve, (e: unknown) => reject(new Error(`ssh upload to robot ${o.target.robotId}: reading ${o.localPath} failed: ${String(e)}`)));
         if (/HOST IDENTIFICATION HAS CHANGED|Host key verification failed/.test(stderr)) {
-          return reject(new HostKeyMismatchError(`host key mismatch: ${o.target.robotId} (OpenSSH sftp refused its host key)`));
+          return reject(new HostKeyMismatchError(`host key mismatch: ${o.target.robotId} (OpenSSH ssh refused its host key)`));
         }
         if (/: Permission denied \(/.test(stderr)) return reject(new RobotCredentialError(`robot ${o.target.robotId}: authentication refused for user ${o.target.username}`));
-        reject(new Error(`sftp put to robot ${o.target.robotId} failed (${sig ?? `exit ${code}`}): ${msg}`));
+        reject(new Error(`ssh upload to robot ${o.target.robotId} failed (${sig ?? `exit ${code}`}): ${msg}`));
       });
-      child.stdin.end(batch);
     });
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -136,22 +167,22 @@ async function remoteSize(s: SFTPWrapper, p: string): Promise<number | null> {
   }
 }
 
-export interface LargeUploadOptions extends Omit<OpensshPutOptions, 'localPath' | 'remotePath' | 'append'> {
+export interface LargeUploadOptions extends Omit<OpensshPutOptions, 'localPath' | 'remotePath' | 'offset'> {
   resume?: ResumePoint | null;
   onProgress?: (p: { bytes: number; resume: ResumePoint }) => void;
   /** How often the part's size is polled for the heartbeat (and the background flush). */
   pollMs?: number;
   /**
-   * Bytes between two fsyncs of the part while sftp writes it (over `s`, one at a time; 0: none): the robot's
+   * Bytes between two fsyncs of the part while dd writes it (over `s`, one at a time; 0: none): the robot's
    * disk writes behind the network, so the final fsync before the rename only flushes the tail. Default 64 MiB.
    */
   flushEveryBytes?: number;
 }
 
 /**
- * One large file through `sftp`: resumes from the previous attempt's point (never past what the robot holds: the
- * part is cut back to it), polls the part's size as the confirmed offset (sftp-server writes in order, so its size
- * is what arrived) and fsyncs it every `flushEveryBytes` meanwhile (the disk keeps up with the network: measured
+ * One large file through `ssh <robot> dd`: resumes from the previous attempt's point (never past what the robot
+ * holds, rounded down to dd's block; dd cuts the part there), polls the part's size as the confirmed offset (dd
+ * writes in order, so its size is what arrived) and fsyncs it every `flushEveryBytes` meanwhile (the disk keeps up with the network: measured
  * 10-20% less wall time for 512 MiB than one fsync at the end), then renames the fsync'ed part onto the target
  * over the ssh2 session.
  */
@@ -163,7 +194,7 @@ export async function uploadLargeWithOpenssh(s: SFTPWrapper, item: UploadItem, o
   if (r && r.remotePath === item.remotePath && r.sha256 === item.sha256 && r.offset > 0) {
     const have = (await remoteSize(s, part)) ?? 0;
     start = Math.min(r.offset, have, item.size);
-    if (start > 0 && have > start) await cb((d) => s.setstat(part, { size: start }, d));
+    if (start < item.size) start -= start % DD_BLOCK;
   }
   result.resumedFrom = start;
   const point: ResumePoint = { remotePath: item.remotePath, sha256: item.sha256, offset: start };
@@ -188,14 +219,14 @@ export async function uploadLargeWithOpenssh(s: SFTPWrapper, item: UploadItem, o
           flushHandle ??= await cb<Buffer>((d) => s.open(part, 'r', d));
           await cb((d) => s.ext_openssh_fsync(flushHandle!, d));
         })()
-          .catch(() => undefined) // only an optimisation: sftp's own fsync at the end is what counts
+          .catch(() => undefined) // only an optimisation: dd's own fsync at the end is what counts
           .finally(() => (flushing = null));
       }
     }
   })();
   try {
     if (start < item.size) {
-      await opensshPut({ ...o, localPath: item.localPath, remotePath: part, append: start > 0 });
+      await opensshPut({ ...o, localPath: item.localPath, remotePath: part, offset: start });
     } else {
       // The whole part arrived in the previous attempt, maybe not fsync'ed: flush it before the rename.
       const h = await cb<Buffer>((d) => s.open(part, 'r+', d));
@@ -212,7 +243,7 @@ export async function uploadLargeWithOpenssh(s: SFTPWrapper, item: UploadItem, o
     if (flushHandle) await cb((d) => s.close(flushHandle!, d)).catch(() => undefined);
   }
   const size = await remoteSize(s, part);
-  if (size !== item.size) throw new Error(`sftp put of ${item.remotePath}: part holds ${size} bytes, expected ${item.size}`);
+  if (size !== item.size) throw new Error(`ssh upload of ${item.remotePath}: part holds ${size} bytes, expected ${item.size}`);
   point.offset = item.size;
   result.bytesSent = item.size - start;
   o.onProgress?.({ bytes: result.bytesSent, resume: point });

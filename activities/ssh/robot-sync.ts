@@ -97,8 +97,13 @@ const SAMPLE = 20;
 /** From this size an RF is sent alone with every write slot, fsynced on its own and resumable mid-file. */
 const LARGE_RF = 2 * 1024 * 1024;
 const PROGRESS_EVERY_MS = 1000;
-/** SFTP sessions small RFs are spread over (one per 500 files, at most this many). */
-const SMALL_FILE_SESSIONS = 3;
+/**
+ * SFTP sessions small RFs are spread over (one per 500 files, at most this many). Each is an sftp-server on the
+ * robot that answers its requests one after the other: 5,000 files of 8 KiB were written in ~20% less time and
+ * client CPU over 7-8 sessions than over 3 (measured on a shared 2-core box). 7 leaves room under sshd's
+ * default MaxSessions of 10 for the large-RF flush session and the exec channels (mkdir, sync) open meanwhile.
+ */
+const SMALL_FILE_SESSIONS = 7;
 
 /** Inside the robot's rf_root, absolute, no `..`: the perfect state cannot make us write elsewhere. */
 export function insideRoot(root: string, p: string): boolean {
@@ -181,7 +186,7 @@ function heartbeatDetails(): ResumePoint | null {
 let unavailableLogged = false;
 
 /**
- * The RFs that go through OpenSSH's sftp client (ROBOT_SYNC_OPENSSH): those at least `fromBytes` large, when the
+ * The RFs that go through OpenSSH's ssh client (into dd on the robot) (ROBOT_SYNC_OPENSSH): those at least `fromBytes` large, when the
  * client and setpriv are installed and the session verified a host key blob; otherwise none (reason logged once).
  */
 function opensshItems(cfg: Config, client: Client, items: UploadItem[]): UploadItem[] {
@@ -269,12 +274,12 @@ async function upload(
         }),
       ),
     );
-    // The large RFs for OpenSSH's sftp client, one at a time, after the others (the resumed one first).
+    // The large RFs for OpenSSH's ssh client, one at a time, after the others (the resumed one first).
     bulk.sort((a, b) => Number(b.remotePath === prior?.remotePath) - Number(a.remotePath === prior?.remotePath));
     const target = bulk.length ? offlineRobotTarget(robot) : null;
     const done = { files: 0, bytes: 0 };
     for (const item of bulk) {
-      log.info('large RF through OpenSSH sftp', { robotId: robot._id, path: item.remotePath, bytes: item.size });
+      log.info('large RF through OpenSSH ssh', { robotId: robot._id, path: item.remotePath, bytes: item.size });
       const b = await uploadLargeWithOpenssh(sessions[0], item, {
         target: target!,
         hostKey: verifiedHostKey(client)!,

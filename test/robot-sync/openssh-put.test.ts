@@ -1,4 +1,4 @@
-// The OpenSSH bulk transport (activities/ssh/openssh-put.ts) against real sshd robots: the sftp child SIGKILLed
+// The OpenSSH bulk transport (activities/ssh/openssh-put.ts) against real sshd robots: the ssh child SIGKILLed
 // while bytes flow leaves no file at the target and the next attempt sends only the rest; a host key other than
 // the verified one is refused before anything is written; a password robot is reached with the password in the
 // child's environment only (never on a command line).
@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Client, SFTPWrapper } from 'ssh2';
 import { connectRobot, connectWithHostKey, sftp, verifiedHostKey, type RobotSshTarget } from '../../activities/ssh/connect';
-import { opensshPut, opensshUnavailable, uploadLargeWithOpenssh } from '../../activities/ssh/openssh-put';
+import { DD_BLOCK, opensshPut, opensshUnavailable, uploadLargeWithOpenssh } from '../../activities/ssh/openssh-put';
 import { ensureRemoteDirs, uploadPartPath, type ResumePoint, type UploadItem } from '../../activities/ssh/sftp-upload';
 import { robotDirectoryFromFleet } from '../../common/robot-directory';
 import { cfg, eventually, fleet, sha256File, testRobots, uniqueId } from '../helpers';
@@ -29,11 +29,11 @@ async function session(target: RobotSshTarget): Promise<{ client: Client; s: SFT
   return { client, s: await sftp(client) };
 }
 
-test('OpenSSH sftp and setpriv are installed (else robot sync falls back to ssh2)', () => {
+test('OpenSSH ssh and setpriv are installed (else robot sync falls back to ssh2)', () => {
   expect(opensshUnavailable()).toBeNull();
 });
 
-test('the sftp child SIGKILLed while bytes flow: nothing at the target, the retry resumes from the polled offset and sends only the rest', async () => {
+test('the ssh child SIGKILLed while bytes flow: nothing at the target, the retry resumes from the polled offset and sends only the rest', async () => {
   const robot = testRobots()[3];
   const target = robotDirectoryFromFleet(fleet()).ssh(robot.id);
   const item = { ...localFile(24 * 1024 * 1024), remotePath: path.join(robot.root, 'openssh', uniqueId('big'), 'model.bin') };
@@ -42,7 +42,7 @@ test('the sftp child SIGKILLed while bytes flow: nothing at the target, the retr
     await ensureRemoteDirs(client, [item.remotePath]);
     let pid = 0;
     let point: ResumePoint | null = null;
-    // The part is fsynced over the ssh2 session while sftp writes it (counted here on the real session).
+    // The part is fsynced over the ssh2 session while dd writes it (counted here on the real session).
     let fsyncs = 0;
     const fsync = s.ext_openssh_fsync.bind(s);
     s.ext_openssh_fsync = (h, cb) => {
@@ -63,8 +63,8 @@ test('the sftp child SIGKILLed while bytes flow: nothing at the target, the retr
     await eventually('part growing', async () => (point?.offset ?? 0) > 4 * 1024 * 1024, 30000);
     const before = fs.statSync(uploadPartPath(item.remotePath)).size;
     process.kill(pid, 'SIGKILL');
-    await expect(first).rejects.toThrow(/sftp put to robot .* failed \(SIGKILL\)/);
-    // The child's ssh died with it (its own pdeathsig): the part stops growing.
+    await expect(first).rejects.toThrow(/ssh upload to robot .* failed \(SIGKILL\)/);
+    // The robot's dd lost its input with it: the part stops growing.
     await new Promise((r) => setTimeout(r, 500));
     const atKill = fs.statSync(uploadPartPath(item.remotePath)).size;
     await new Promise((r) => setTimeout(r, 1000));
@@ -76,7 +76,8 @@ test('the sftp child SIGKILLed while bytes flow: nothing at the target, the retr
     expect(execFileSync('ps', ['-eo', 'pid=']).toString().split('\n').map(Number)).not.toContain(pid);
 
     // The retry starts from the heartbeated point, sends only the rest, renames the whole file in.
-    const resumeAt = point!.offset;
+    // (dd's seek= counts its 1 MiB blocks: the point rounded down.)
+    const resumeAt = point!.offset - (point!.offset % DD_BLOCK);
     const r = await uploadLargeWithOpenssh(s, item, { target, hostKey: verifiedHostKey(client)!, resume: point });
     expect(r).toMatchObject({ files: 1, bytesInstalled: item.size, resumedFrom: resumeAt, failed: [] });
     expect(r.resumedFrom).toBeGreaterThan(4 * 1024 * 1024);
@@ -114,7 +115,7 @@ test('a host key other than the verified one: "host key mismatch", nothing writt
     const remotePath = path.join(a.root, 'openssh', uniqueId('mismatch'), 'x.bin');
     fs.mkdirSync(path.dirname(remotePath), { recursive: true });
     // Robot a, with robot b's key as the expected one.
-    const put = opensshPut({ target: dir.ssh(a.id), hostKey: verifiedHostKey(other.client)!, localPath: item.localPath, remotePath, append: false });
+    const put = opensshPut({ target: dir.ssh(a.id), hostKey: verifiedHostKey(other.client)!, localPath: item.localPath, remotePath, offset: 0 });
     await expect(put).rejects.toThrow(/host key mismatch/);
     expect(fs.readdirSync(path.dirname(remotePath))).toEqual([]);
   } finally {
@@ -140,14 +141,14 @@ test('a password robot: the password reaches ssh through SSH_ASKPASS only', asyn
       hostKey: verifiedHostKey(client)!,
       localPath: item.localPath,
       remotePath,
-      append: false,
+      offset: 0,
       env,
-      // setpriv execs sftp: read while that exec is under way, cmdline is briefly empty, so poll until it is not.
+      // setpriv execs ssh: read while that exec is under way, cmdline is briefly empty, so poll until it is not.
       onSpawn: (pid) => {
         const read = (): void => {
           try {
             const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-            if (cmdline.includes('sftp')) argv = cmdline;
+            if (cmdline.includes('HostKeyAlias')) argv = cmdline;
             else setImmediate(read);
           } catch {
             // The process is gone: argv stays as read so far.
@@ -157,10 +158,10 @@ test('a password robot: the password reaches ssh through SSH_ASKPASS only', asyn
       },
     });
     expect(sha256File(remotePath)).toBe(item.sha256);
-    expect(argv).toContain('sftp');
+    expect(argv).toContain('ssh');
     expect(argv).not.toContain(robot.password);
     // A wrong password is refused as a credential error.
-    await expect(opensshPut({ target, hostKey: verifiedHostKey(client)!, localPath: item.localPath, remotePath, append: false, env: { ...env, [passwordEnv]: 'wrong' } })).rejects.toThrow(/authentication refused/);
+    await expect(opensshPut({ target, hostKey: verifiedHostKey(client)!, localPath: item.localPath, remotePath, offset: 0, env: { ...env, [passwordEnv]: 'wrong' } })).rejects.toThrow(/authentication refused/);
   } finally {
     client.end();
     await robot.sshd.kill();

@@ -16,7 +16,7 @@ import { freePort } from '../ota/system';
 import { cfg, eventually, fleet, runTs, sha256File, testRobots, uniqueId, type ChildHandle } from '../helpers';
 import { startPasswordRobot, type PasswordRobot } from './password-robot';
 
-/** RFs from this size go through OpenSSH's sftp client in this file's worker (ROBOT_SYNC_OPENSSH_FROM_BYTES). */
+/** RFs from this size go through OpenSSH's ssh client in this file's worker (ROBOT_SYNC_OPENSSH_FROM_BYTES). */
 const OPENSSH_FROM = 48 * 1024 * 1024;
 const suffix = uniqueId('rs').replace(/-/g, '_');
 const PASSWORD_VAR = `ROBOT_SSH_PASSWORD_${suffix.toUpperCase()}`;
@@ -263,8 +263,8 @@ test('first contact pins the host key; a changed key fails that robot with "host
   expect(String(bad.json.detail)).toMatch(/credential_ref: .*\brf_root: /s);
 });
 
-/** OpenSSH's sftp children of this test's robot (their known_hosts alias names it). */
-const sftpChildren = (robotId: string) =>
+/** OpenSSH ssh children of this test's robot (their known_hosts alias names it). */
+const sshChildren = (robotId: string) =>
   execFileSync('ps', ['-eo', 'pid=,args=']).toString().split('\n').filter((l) => l.includes(`HostKeyAlias=fleetsync-robot-${robotId}`));
 
 /**
@@ -295,7 +295,7 @@ async function killDuringLargeUpload(size: number, duringUpload: (robotId: strin
   const atKill = fs.statSync(uploadPartPath(target)).size;
   await new Promise((r) => setTimeout(r, 1000));
   expect(fs.statSync(uploadPartPath(target)).size).toBe(atKill);
-  expect(sftpChildren(robot.id)).toEqual([]);
+  expect(sshChildren(robot.id)).toEqual([]);
   expect(atKill).toBeLessThan(rf.size);
   expect(fs.existsSync(target)).toBe(false);
   logs.push(worker.output());
@@ -314,11 +314,11 @@ async function killDuringLargeUpload(size: number, duringUpload: (robotId: strin
 }
 
 test('worker SIGKILL in the middle of a large upload: the run completes, no partial file at the target, only the remaining bytes are sent', async () => {
-  await killDuringLargeUpload(40 * 1024 * 1024, (robotId) => expect(sftpChildren(robotId)).toEqual([])); // below the OpenSSH threshold: ssh2
+  await killDuringLargeUpload(40 * 1024 * 1024, (robotId) => expect(sshChildren(robotId)).toEqual([])); // below the OpenSSH threshold: ssh2
 });
 
-test('the same through the OpenSSH transport: its sftp child dies with the worker, the retry resumes', async () => {
-  await killDuringLargeUpload(OPENSSH_FROM + 8 * 1024 * 1024, (robotId) => expect(sftpChildren(robotId).length).toBeGreaterThan(0));
+test('the same through the OpenSSH transport: its ssh child dies with the worker, the retry resumes', async () => {
+  await killDuringLargeUpload(OPENSSH_FROM + 8 * 1024 * 1024, (robotId) => expect(sshChildren(robotId).length).toBeGreaterThan(0));
 });
 
 test('a file corrupted on the robot is found by the inventory and replaced on the next sync', async () => {
