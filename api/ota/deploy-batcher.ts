@@ -26,10 +26,10 @@ import { DEPLOYMENT_ID_SA } from '../../workflows/search-attributes';
 import type { StartOutcome } from './jobs-service';
 import { isTemporalUnavailable } from './temporal';
 import type { OtaContext } from './types';
+import { SINGLES_PREFIX } from '../../activities/db/ota-job-progress';
 
-/** Batch ids (the jobs' deployment_id) start with this; real rollouts have bare uuids. */
-export const SINGLES_PREFIX = 'singles-';
-export const isSinglesBatch = (deploymentId: string | null | undefined): boolean => Boolean(deploymentId?.startsWith(SINGLES_PREFIX));
+/** Batch ids (the jobs' deployment_id) start with SINGLES_PREFIX; real rollouts have bare uuids. */
+export { isSinglesBatch, SINGLES_PREFIX } from '../../activities/db/ota-job-progress';
 
 /** Liveness of a batch's jobs: the single path's first wait for a report (then doubled per silent resend). */
 const REDISPATCH_AFTER_MS = 60_000;
