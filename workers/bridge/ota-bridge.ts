@@ -165,7 +165,9 @@ export class OtaBridge {
     this.signalConcurrency = o.signalConcurrency ?? 8;
     if (o.stateLanes.length === 0) throw new Error('OtaBridge needs at least one state lane');
     this.stateFilter = sharedStateFilter(o.shareGroup);
-    this.jobs = new JobLookup(o.models.OtaJob, this.dbTimeoutMs, undefined, undefined, o.models.OtaJobArchive, o.models.OtaRolloutResult);
+    // A 20 ms join window: measured on the 200-deploy burst, the default 5 ms still cost 112 job reads (and 91
+    // result reads) for 200 first reports; each is a collection scan on FerretDB.
+    this.jobs = new JobLookup(o.models.OtaJob, this.dbTimeoutMs, 20, undefined, o.models.OtaJobArchive, o.models.OtaRolloutResult);
     this.progress = new JobProgressRecorder(o.models.OtaJobProgressRow, o.log, 100, this.dbTimeoutMs);
     this.rollouts = new RolloutBatcher({
       workflows: o.workflows,
