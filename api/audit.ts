@@ -55,7 +55,34 @@ function routeDetail(res: Response): Record<string, AuditValue> {
   return out;
 }
 
+/** Entries gathered before one insert: a burst of deploys cost one audit insert per request on FerretDB. */
+const AUDIT_WINDOW_MS = 50;
+const AUDIT_MAX_BATCH = 50;
+
 export function auditTrail(model: Model<AuditEntry>, log: Logger): RequestHandler {
+  // Measured on the 200-deploy burst: 203 single-entry inserts, a third of the API's database statements while it
+  // accepted the burst. Entries finished within AUDIT_WINDOW_MS go out as one unordered insertMany (the API
+  // answers before its entry is stored either way; an entry not stored is logged with the entry, as before).
+  let pending: Array<AuditEntry & { _id: string }> = [];
+  let timer: NodeJS.Timeout | null = null;
+  const flush = () => {
+    if (timer) clearTimeout(timer);
+    timer = null;
+    const batch = pending;
+    pending = [];
+    if (batch.length === 0) return;
+    model.insertMany(batch, { ordered: false }).catch((err: unknown) => {
+      const failed = new Set(
+        ((err as { writeErrors?: Array<{ index?: number; err?: { index?: number } }> }).writeErrors ?? []).map((w) => w.index ?? w.err?.index),
+      );
+      for (const [i, entry] of batch.entries()) if (failed.size === 0 || failed.has(i)) log.error({ err, audit: entry }, 'audit entry not stored');
+    });
+  };
+  const store = (entry: AuditEntry & { _id: string }) => {
+    pending.push(entry);
+    if (pending.length >= AUDIT_MAX_BATCH) flush();
+    else timer ??= setTimeout(flush, AUDIT_WINDOW_MS);
+  };
   return (req, res, next) => {
     if (!MUTATING.has(req.method)) return next();
     const at = new Date();
@@ -79,7 +106,7 @@ export function auditTrail(model: Model<AuditEntry>, log: Logger): RequestHandle
         status: res.writableFinished ? res.statusCode : 499,
         ms: Date.now() - at.getTime(),
       };
-      model.create(entry).catch((err: unknown) => log.error({ err, audit: entry }, 'audit entry not stored'));
+      store(entry);
     };
     res.once('finish', write);
     res.once('close', write);

@@ -132,7 +132,9 @@ async function burst(sys: BenchSystem, opts: { robots: number; concurrency: numb
   };
   const cpuAt = () => Object.fromEntries(Object.entries(profiled).map(([n, pid]) => [n, pid ? cpuSeconds(pid) : 0]));
   const cpu0 = cpuAt();
+  const commands0 = await ferretCommands(db.conn);
   const t0 = Date.now();
+  say(`${prefix || 'burst'}: clock starts at ${t0}`);
   await runPool(robots, concurrency, async (i) => {
     const q = new URLSearchParams({ robot_id: db.fleet[i].id, s3_bucket: 'files', s3_object_name: object, deploy_path: targets[i] });
     const res = await fetch(`${api}/file/deploy_from_s3?${q}`, { method: 'POST', headers: auth });
@@ -152,6 +154,7 @@ async function burst(sys: BenchSystem, opts: { robots: number; concurrency: numb
   }, 600000, 1000);
   const rows = [...done.values()];
   const cpu1 = cpuAt();
+  const commands1 = await ferretCommands(db.conn);
   const burstS = (Date.now() - t0) / 1000;
   const completed = rows.filter((r) => r.status === 'COMPLETED');
   // Temporal's cost per job and where each job's time went: the histories of a sample of the jobs.
@@ -201,10 +204,22 @@ async function burst(sys: BenchSystem, opts: { robots: number; concurrency: numb
   fig(k('stage_p50_ms_finish_stored'), p50((s) => s.finishDone));
   fig(k('stage_p50_ms_workflow_closed'), p50((s) => s.end));
   for (const n of Object.keys(profiled)) fig(k(`cpu_pct_${n}`), ((cpu1[n] - cpu0[n]) * 100) / burstS);
+  // Database statements per job during the burst, by command, as the server counted them (all clients, the
+  // benchmark's own polling included): FerretDB scans a collection per filter, so this is the cost that scales.
+  for (const [cmd, n] of Object.entries(commands1)) {
+    const d = n - (commands0[cmd] ?? 0);
+    if (d > 0 && ['find', 'insert', 'update', 'delete', 'findAndModify', 'aggregate', 'count'].includes(cmd)) fig(k(`db_${cmd}_per_job`), d / robots);
+  }
   fig(k('reference_recorded_200_s'), REFERENCE_RECORDED_200_S);
   fig(k('vs_reference_recorded'), allCompletedS / REFERENCE_RECORDED_200_S);
   if (completed.length !== robots || verified !== robots) throw new Error('benchmark run had failed jobs');
   return allCompletedS;
+}
+
+/** FerretDB's count of each command it has run since it started (serverStatus metrics.commands), by command. */
+async function ferretCommands(conn: BenchSystem['db']['conn']): Promise<Record<string, number>> {
+  const s = (await conn.connection.db!.admin().command({ serverStatus: 1 })) as { metrics?: { commands?: Record<string, { total?: number }> } };
+  return Object.fromEntries(Object.entries(s.metrics?.commands ?? {}).map(([k, v]) => [k, Number(v.total ?? 0)]));
 }
 
 /** Jobs by id, wherever they are stored now (the live collection or, once finished, the archive). */
@@ -230,6 +245,12 @@ export async function main(args: string[]): Promise<void> {
   // A fresh data directory unless --reuse-data, so a run does not depend on what earlier runs left there.
   const sys = await startBenchSystem(args, robots, undefined, !args.includes('--reuse-data'));
   const { env, cfg, say, children, db } = sys;
+  // The cloud processes' logs (the API's "deploy batch stored/started" lines time each commit) kept for reading after.
+  for (const [c, name] of [[children[0], 'worker'], [children[1], 'bridge'], [children[2], 'api']] as const) {
+    const out = fs.createWriteStream(path.join(cfg.dataDir, 'logs', `${name}.log`));
+    c.proc.stdout!.pipe(out);
+    c.proc.stderr!.pipe(out);
+  }
   const api = `${cfg.api.publicUrl}/api/v1`;
   const auth = { authorization: `Bearer ${await token(cfg)}` };
   const s3 = createS3Client(cfg);

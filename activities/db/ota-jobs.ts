@@ -8,6 +8,7 @@ import type { OtaJob, OtaModels } from '../../common/models/ota';
 import { isTerminalStatus, statusesBefore } from '../../workflows/ota-status';
 import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from './timeout';
 import { overlayRolloutResult } from './ota-rollout-results';
+import { overlayJobProgress } from './ota-job-progress';
 
 export interface OtaJobActivityDeps {
   models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'DeployTarget' | 'OtaRolloutResult'>;
@@ -28,13 +29,18 @@ export interface RecordJobStatusResult {
  * first: while a job is being moved it is in both for a moment, and the live copy is the newer one.
  */
 export async function findJob(
-  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'OtaRolloutResult'>,
+  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'OtaRolloutResult'> & Partial<Pick<OtaModels, 'OtaJobProgressRow'>>,
   jobId: string,
   dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS,
 ): Promise<OtaJob | null> {
   const live = await withDbTimeout('load job', dbTimeoutMs, models.OtaJob.findById(jobId).lean<OtaJob>());
-  // A live rollout job's end is a row of its own (activities/db/ota-rollout-results.ts), read only for those.
-  if (live) return overlayRolloutResult(models.OtaRolloutResult, live, dbTimeoutMs);
+  // A live rollout job's end is a row of its own (activities/db/ota-rollout-results.ts), read only for those;
+  // a batched single job still open may have progress rows (RECEIVED, DOWNLOADING: activities/db/ota-job-progress.ts).
+  if (live) {
+    const job = await overlayRolloutResult(models.OtaRolloutResult, live, dbTimeoutMs);
+    if (!job || !models.OtaJobProgressRow) return job;
+    return (await overlayJobProgress(models.OtaJobProgressRow, [job], dbTimeoutMs))[0];
+  }
   return withDbTimeout('load archived job', dbTimeoutMs, models.OtaJobArchive.findById(jobId).lean<OtaJob>());
 }
 

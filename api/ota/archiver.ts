@@ -23,6 +23,7 @@ import type { OtaJob, OtaRollout } from '../../common/models/ota';
 import { isTerminal, JOB_STATUSES } from '../../common/protocol';
 import type { OtaContext } from './types';
 import { finishedRolloutIds, withResult, type RolloutResultRow } from '../../activities/db/ota-rollout-results';
+import { foldJobProgress } from '../../activities/db/ota-job-progress';
 
 const TERMINAL = JOB_STATUSES.filter((st) => isTerminal(st));
 const ROLLOUT_OPEN = ['RUNNING', 'PAUSED'];
@@ -60,7 +61,9 @@ export async function archiveFinishedJobs(ctx: Pick<OtaContext, 'models' | 'opti
   }
   const movable = due.filter((j) => !j.deployment_id || settled.has(j.deployment_id));
   let moved = 0;
-  for (const part of chunks(movable)) {
+  for (const chunk of chunks(movable)) {
+    // A batched single job's RECEIVED / DOWNLOADING rows go into its archived history (activities/db/ota-job-progress.ts).
+    const { jobs: part, rowIds: progressIds } = await foldJobProgress(ctx.models.OtaJobProgressRow, chunk);
     // Replace, not insert: a pass that died after copying (or a job copied, written again, then copied again)
     // must overwrite the older copy.
     await OtaJobArchive.bulkWrite(
@@ -81,6 +84,7 @@ export async function archiveFinishedJobs(ctx: Pick<OtaContext, 'models' | 'opti
     // Then their result rows, each only if it was not written since (the bridge's "installed after the end" note).
     const folded = part.filter((j) => endedById.has(j._id));
     if (folded.length > 0) await Results.deleteMany({ $or: folded.map((j) => ({ _id: j._id, error_msg: endedById.get(j._id)!.error_msg })) });
+    if (progressIds.length > 0) await ctx.models.OtaJobProgressRow.deleteMany({ _id: { $in: progressIds } });
   }
   // Rows whose document is gone already (a pass that died between the two deletes, or a note written in between):
   // the archived copy takes the row's end, then the row goes.

@@ -107,6 +107,8 @@ async function workflowRuns(ctx: OtaContext, workflowIds: readonly string[]): Pr
 export interface BatchPass {
   /** Batches (deploy-batcher.ts) whose workflow this pass started. */
   started: string[];
+  /** Batch documents stored without jobs, ended FAILED by this pass. */
+  emptied: string[];
 }
 
 /**
@@ -124,7 +126,7 @@ export async function reconcileOrphanBatches(ctx: OtaContext, nowMs = Date.now()
     .limit(Math.max(1, ctx.options.reconcileMaxJobsPerPass))
     .lean<Array<Pick<OtaJob, '_id' | 'deployment_id'>>>();
   const batchIds = [...new Set(jobs.map((j) => j.deployment_id as string))];
-  const out: BatchPass = { started: [] };
+  const out: BatchPass = { started: [], emptied: [] };
   for (const part of chunks(batchIds, CHUNK)) {
     const existing = await existingWorkflowIds(ctx, part.map(rolloutWorkflowId));
     for (const batchId of part.filter((b) => !existing.has(rolloutWorkflowId(b)))) {
@@ -140,7 +142,36 @@ export async function reconcileOrphanBatches(ctx: OtaContext, nowMs = Date.now()
       out.started.push(batchId);
     }
   }
+  out.emptied = await endEmptyBatches(ctx, cutoff);
   return out;
+}
+
+/**
+ * Batch documents stored without their jobs (the API died between the two writes of a batch, which go side by side:
+ * deploy-batcher.ts) and without a workflow: nothing was acknowledged for them, so they end FAILED (a RUNNING
+ * batch with nothing in it would show as running for ever). Returns their ids.
+ */
+async function endEmptyBatches(ctx: OtaContext, cutoff: Date): Promise<string[]> {
+  const docs = await ctx.models.OtaRollout.find({ status: 'RUNNING', timestamp: { $lt: cutoff }, _id: { $regex: `^${SINGLES_PREFIX}` } }, { _id: 1 })
+    .limit(Math.max(1, ctx.options.reconcileMaxJobsPerPass))
+    .lean<Array<{ _id: string }>>();
+  const ended: string[] = [];
+  for (const part of chunks(docs.map((d) => d._id), CHUNK)) {
+    const existing = await existingWorkflowIds(ctx, part.map(rolloutWorkflowId));
+    const candidates = part.filter((b) => !existing.has(rolloutWorkflowId(b)));
+    if (candidates.length === 0) continue;
+    // A find, not distinct: FerretDB's distinct refuses maxTimeMS, which every query here carries.
+    const rows = await ctx.models.OtaJob.find({ deployment_id: { $in: candidates } }, { deployment_id: 1 }).lean<Array<Pick<OtaJob, 'deployment_id'>>>();
+    const withJobs = new Set(rows.map((r) => r.deployment_id));
+    const empty = candidates.filter((b) => !withJobs.has(b));
+    if (empty.length === 0) continue;
+    const now = new Date();
+    const reason = 'no job of this batch was stored (the API stopped while accepting it); nothing was acknowledged';
+    await ctx.models.OtaRollout.updateMany({ _id: { $in: empty }, status: 'RUNNING' }, { $set: { status: 'FAILED', reason, updated_at: now, finished_at: now } });
+    ctx.log.warn({ batches: empty }, 'batch documents without jobs or workflow ended FAILED');
+    ended.push(...empty);
+  }
+  return ended;
 }
 
 export interface ReconcilePass {

@@ -151,6 +151,24 @@ const otaRolloutResultSchema = new Schema(
 );
 otaRolloutResultSchema.index({ deployment_id: 1 });
 
+/**
+ * The intermediate statuses (RECEIVED, DOWNLOADING) a robot reported for a batched single deploy (a job of a
+ * `singles-…` batch, api/ota/deploy-batcher.ts), stored by INSERT (activities/db/ota-job-progress.ts): `_id` =
+ * `<job_id>:<status>`, so a repeated report is a duplicate key, and no report costs an update scan of the job.
+ * job_state and /jobs overlay them on the job (the furthest status wins; a terminal result row wins over all).
+ */
+const otaJobProgressRowSchema = new Schema(
+  {
+    _id: { type: String, required: true }, // `${job_id}:${status}`
+    job_id: { type: String, required: true },
+    deployment_id: { type: String, required: true },
+    robot_id: { type: String, required: true },
+    status: { type: String, enum: JOB_STATUSES, required: true },
+    at: { type: Date, required: true },
+  },
+  { collection: 'ota_job_progress', versionKey: false },
+);
+
 const robotPresenceSchema = new Schema(
   {
     _id: { type: String, required: true }, // robot_id
@@ -166,6 +184,7 @@ export type OtaRollout = InferSchemaType<typeof otaRolloutSchema>;
 export type DeployTarget = InferSchemaType<typeof deployTargetSchema>;
 export type RobotPresence = InferSchemaType<typeof robotPresenceSchema>;
 export type OtaRolloutResult = InferSchemaType<typeof otaRolloutResultSchema>;
+export type OtaJobProgressRow = InferSchemaType<typeof otaJobProgressRowSchema>;
 
 export interface OtaModels {
   OtaFile: Model<OtaFile>;
@@ -177,10 +196,12 @@ export interface OtaModels {
   RobotPresence: Model<RobotPresence>;
   /** Terminal statuses of rollout jobs, inserted (see otaRolloutResultSchema). */
   OtaRolloutResult: Model<OtaRolloutResult>;
+  /** Intermediate statuses of batched single jobs, inserted (see otaJobProgressRowSchema). */
+  OtaJobProgressRow: Model<OtaJobProgressRow>;
 }
 
 export function registerOtaModels(conn: Connection, timeoutMs: number): OtaModels {
-  withQueryTimeout([otaFileSchema, otaJobSchema, otaJobArchiveSchema, otaRolloutSchema, deployTargetSchema, robotPresenceSchema, otaRolloutResultSchema], timeoutMs);
+  withQueryTimeout([otaFileSchema, otaJobSchema, otaJobArchiveSchema, otaRolloutSchema, deployTargetSchema, robotPresenceSchema, otaRolloutResultSchema, otaJobProgressRowSchema], timeoutMs);
   return {
     OtaFile: conn.model<OtaFile>('OtaFile', otaFileSchema),
     OtaJob: conn.model<OtaJob>('OtaJob', otaJobSchema),
@@ -189,5 +210,6 @@ export function registerOtaModels(conn: Connection, timeoutMs: number): OtaModel
     DeployTarget: conn.model<DeployTarget>('DeployTarget', deployTargetSchema),
     RobotPresence: conn.model<RobotPresence>('RobotPresence', robotPresenceSchema),
     OtaRolloutResult: conn.model<OtaRolloutResult>('OtaRolloutResult', otaRolloutResultSchema),
+    OtaJobProgressRow: conn.model<OtaJobProgressRow>('OtaJobProgressRow', otaJobProgressRowSchema),
   };
 }

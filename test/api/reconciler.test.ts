@@ -7,7 +7,7 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import { findJob } from '../../activities/db/ota-jobs';
 import { buildJob } from '../../api/ota/jobs-service';
 import { JobReconciler, reconcileClosedWorkflows, reconcileOrphanBatches, startOrphanWorkflow } from '../../api/ota/reconciler';
-import { SINGLES_PREFIX } from '../../api/ota/deploy-batcher';
+import { batchDocument, SINGLES_PREFIX } from '../../api/ota/deploy-batcher';
 import { OTA_ROLLOUT_WORKFLOW, rolloutWorkflowId } from '../../workflows/ota-rollout-contract';
 import { DEPLOYMENT_ID_SA } from '../../workflows/search-attributes';
 import type { FileDeployResult, JobState } from '../../api/ota/schemas';
@@ -214,7 +214,7 @@ test('a job whose workflow was terminated from Temporal Web is reconciled to CAN
 });
 
 /** Batch jobs stored and nothing else (no batch document, no workflow): an API that died right after the insert. */
-async function orphanBatch(ageMs: number, n: number): Promise<OtaJob[]> {
+async function orphanBatch(ageMs: number, n: number, store: 'jobs' | 'document' = 'jobs'): Promise<OtaJob[]> {
   const batchId = `${SINGLES_PREFIX}${crypto.randomUUID()}`;
   const jobs = Array.from({ length: n }, (_, seq) => ({
     ...buildJob(
@@ -232,7 +232,9 @@ async function orphanBatch(ageMs: number, n: number): Promise<OtaJob[]> {
     seq,
     dispatch_state: 'queued' as const,
   }));
-  await h.db.models.OtaJob.insertMany(jobs);
+  // 'document': the batch's document stored and not its jobs (the other write of a batch, deploy-batcher.ts).
+  if (store === 'document') await h.db.models.OtaRollout.create(batchDocument(batchId, jobs, jobs[0].timestamp));
+  else await h.db.models.OtaJob.insertMany(jobs);
   return jobs;
 }
 
@@ -241,10 +243,19 @@ describe('batched single deploys (api/ota/deploy-batcher.ts)', () => {
     const young = await orphanBatch(1_000, 1);
     const jobs = await orphanBatch(120_000, 3);
     const batchId = jobs[0].deployment_id!;
+    // A batch document whose jobs were never stored: nothing was acknowledged; it ends FAILED (a young one waits).
+    const [emptyOld] = await orphanBatch(120_000, 2, 'document');
+    const [emptyYoung] = await orphanBatch(1_000, 2, 'document');
     const ctx = resolveContext({ ...h.deps, options: { ...h.deps.options, reconcileGraceMs: 30_000 } });
     const pass = await reconcileOrphanBatches(ctx);
     expect(pass.started).toContain(batchId);
     expect(pass.started).not.toContain(young[0].deployment_id);
+    expect(pass.emptied).toContain(emptyOld.deployment_id);
+    expect(pass.emptied).not.toContain(emptyYoung.deployment_id);
+    expect(pass.emptied).not.toContain(batchId);
+    expect(await h.db.models.OtaRollout.findById(emptyOld.deployment_id).lean()).toMatchObject({ status: 'FAILED', reason: expect.stringContaining('no job') });
+    expect(await h.db.models.OtaRollout.findById(emptyYoung.deployment_id).lean()).toMatchObject({ status: 'RUNNING' });
+    await h.db.models.OtaRollout.deleteOne({ _id: emptyYoung.deployment_id });
     const d = await h.temporal.getHandle(rolloutWorkflowId(batchId)).describe();
     expect(d.type).toBe(OTA_ROLLOUT_WORKFLOW);
     expect(d.typedSearchAttributes.get(DEPLOYMENT_ID_SA)).toBe(batchId);

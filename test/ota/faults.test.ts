@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { restartServer } from '../../infra/stack';
 import { cfg, eventually, sha256File, testRobots, type ChildHandle } from '../helpers';
-import { daemonLogLines, deployFromS3, startOtaSystem, uploadFile, waitForJob, type OtaSystem } from './system';
+import { daemonLogLines, deployFromS3, jobState, startOtaSystem, uploadFile, waitForJob, type OtaSystem } from './system';
 
 let sys: OtaSystem;
 const robot = testRobots()[2];
@@ -30,13 +30,21 @@ afterAll(async () => {
 async function deployAndWaitDownloading(name: string): Promise<{ jobId: string; target: string }> {
   const target = path.join(robot.root, 'faults', `${name}-${Date.now()}.bin`);
   const jobId = await deployFromS3(sys, object, robot.id, target);
-  // Mid-flight: the robot holds part of the file.
+  // Mid-flight: the robot holds part of the file, and job_state says so (a batched single job's intermediate
+  // status is a progress row the bridge inserted: activities/db/ota-job-progress.ts), as the reference's did.
+  const downloading = eventually('job_state DOWNLOADING', async () => (await jobState(sys, jobId)).status === 'DOWNLOADING', 20000);
   await eventually('download under way', async () => fs.existsSync(`${target}.part`) && fs.statSync(`${target}.part`).size > 4 * 1024 * 1024, 20000);
+  await downloading;
   return { jobId, target };
 }
 
 test('the broker restarts mid-download: the job completes and the file is intact', async () => {
   const { jobId, target } = await deployAndWaitDownloading('broker');
+  // The job list sees the same status, by its status filter too (the job's document still says PENDING).
+  const listed = async (q: string) => ((await (await sys.call(`/jobs?robot_id=${robot.id}${q}`)).json()) as { jobs: Array<{ job_id: string; status: string }> }).jobs;
+  expect((await listed('&status=DOWNLOADING')).map((j) => j.job_id)).toContain(jobId);
+  expect((await listed('&status=PENDING')).map((j) => j.job_id)).not.toContain(jobId);
+  expect((await listed('')).find((j) => j.job_id === jobId)?.status).toBe('DOWNLOADING');
   await restartServer(cfg, 'mosquitto');
   const done = await waitForJob(sys, jobId, ['COMPLETED', 'FAILED'], 60000);
   expect(done.status).toBe('COMPLETED');

@@ -51,6 +51,7 @@ import {
 import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from '../../activities/db/timeout';
 import { upsertDeployTarget } from '../../activities/db/ota-jobs';
 import { overlayRolloutResults } from '../../activities/db/ota-rollout-results';
+import { isSinglesBatch, JobProgressRecorder } from '../../activities/db/ota-job-progress';
 import { sharedStateFilter } from './lanes';
 import { otaWorkflowId, robotPresenceSignal, robotReportSignal } from '../../workflows/ota-contract';
 import { JobLookup } from './job-lookup';
@@ -84,7 +85,7 @@ export interface OtaBridgeOptions {
   stateLanes: readonly MqttClient[];
   /** Shared-subscription group of the lanes: one per bridge deployment (see shareGroupFor in lanes.ts). */
   shareGroup: string;
-  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'RobotPresence' | 'DeployTarget' | 'OtaRolloutResult'>;
+  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'RobotPresence' | 'DeployTarget' | 'OtaRolloutResult' | 'OtaJobProgressRow'>;
   workflows: Pick<WorkflowClient, 'getHandle'>;
   log: Logger;
   dbTimeoutMs?: number;
@@ -147,6 +148,8 @@ export class OtaBridge {
   /** Rollout job → when its ack was last re-published for a repeated terminal report. */
   private readonly rolloutReacked = new Map<string, number>();
   private readonly rollouts: RolloutBatcher;
+  /** RECEIVED / DOWNLOADING of batched single jobs, stored as inserted rows (activities/db/ota-job-progress.ts). */
+  private readonly progress: JobProgressRecorder;
   private readonly jobs: JobLookup;
   /** robot → its presence messages in hand, in order (see the constructor). */
   private readonly presenceChains = new Map<string, Promise<void>>();
@@ -162,7 +165,10 @@ export class OtaBridge {
     this.signalConcurrency = o.signalConcurrency ?? 8;
     if (o.stateLanes.length === 0) throw new Error('OtaBridge needs at least one state lane');
     this.stateFilter = sharedStateFilter(o.shareGroup);
-    this.jobs = new JobLookup(o.models.OtaJob, this.dbTimeoutMs, undefined, undefined, o.models.OtaJobArchive, o.models.OtaRolloutResult);
+    // A 20 ms join window: measured on the 200-deploy burst, the default 5 ms still cost 112 job reads (and 91
+    // result reads) for 200 first reports; each is a collection scan on FerretDB.
+    this.jobs = new JobLookup(o.models.OtaJob, this.dbTimeoutMs, 20, undefined, o.models.OtaJobArchive, o.models.OtaRolloutResult);
+    this.progress = new JobProgressRecorder(o.models.OtaJobProgressRow, o.log, 100, this.dbTimeoutMs);
     this.rollouts = new RolloutBatcher({
       workflows: o.workflows,
       log: o.log,
@@ -252,8 +258,8 @@ export class OtaBridge {
   }
 
   /** Sends the rollout reports gathered so far (before the connections close at shutdown). */
-  flush(): Promise<void> {
-    return this.rollouts.flushAll();
+  async flush(): Promise<void> {
+    await Promise.all([this.rollouts.flushAll(), this.progress.flush()]);
   }
 
   /** Handles one message; never rejects (a failure is logged and the message acknowledged). */
@@ -477,8 +483,13 @@ export class OtaBridge {
    */
   private forwardRolloutReport(meta: RolloutJobMeta, jobId: string, report: JobReport): void {
     // Only terminal statuses travel: each stored status costs a database write per robot, the scarce resource
-    // of a fleet rollout (FerretDB updates document by document). RECEIVED / DOWNLOADING stay on the robot.
-    if (!isTerminal(report.status)) return;
+    // of a fleet rollout (FerretDB updates document by document). RECEIVED / DOWNLOADING stay on the robot,
+    // except for batched single deploys, whose job_state shows them as the reference's did: one inserted row per
+    // (job, status), gathered into one insert per window, repeats skipped from memory.
+    if (!isTerminal(report.status)) {
+      if (report.status !== 'PENDING' && isSinglesBatch(meta.rolloutId)) this.progress.add(jobId, meta.rolloutId, meta.robotId, report.status);
+      return;
+    }
     if (this.rolloutForwarded.get(jobId) === report.status) {
       if (isTerminal(report.status)) {
         const now = Date.now();

@@ -1,6 +1,7 @@
 // Deploy endpoints (reference §1.3, §1.4): both create a job per (file, robot, path) and start its
 // otaDeployment workflow, which delivers it over MQTT and follows it to a terminal state.
-import { Router } from 'express';
+import { Router, type Response } from 'express';
+import type { z } from 'zod';
 import type { OtaFile } from '../../../common/models/ota';
 import { robotIdSchema } from '../../../common/protocol';
 import { noteAudit } from '../../audit';
@@ -33,6 +34,8 @@ export function deployTargetProblem(robotId: string, deployPath: string): string
   const p = deployPathProblem(deployPath);
   return robotIdProblem(robotId) ?? (p ? `deploy_path: ${p}` : null);
 }
+
+type DeployFromS3Query = z.infer<typeof deployFromS3QuerySchema>;
 
 /** 503 when Temporal could not be reached, else 500: the caller learns whether retrying later makes sense. */
 const startFailureStatus = (outcomes: readonly StartOutcome[]): number => (outcomes.some((o) => o.unavailable) ? 503 : 500);
@@ -121,23 +124,44 @@ export function deployRouter(ctx: OtaContext): Router {
     if (robotProblem) throw new HttpError(400, robotProblem);
     const scope = robotScopeProblem(authContext(res), robotId);
     if (scope) throw new HttpError(403, scope);
-    const file = await lookups.file(q.s3_bucket, q.s3_object_name);
+    // This request's batch waits for it while it is checked (deploy-batcher.ts); released once it is submitted or refused.
+    const arrived = batcher.expect(q.s3_bucket, q.s3_object_name);
+    try {
+      await deployChecked(q, robotId, res, arrived);
+    } finally {
+      arrived();
+    }
+  });
+
+  /** deploy_from_s3 once the caller may deploy to the robot: the lookups, the job, its batch, the answer. */
+  async function deployChecked(q: DeployFromS3Query, robotId: string, res: Response, arrived: () => void): Promise<void> {
+    // The three lookups go out together (one wait instead of three on a busy database: measured, a burst's requests
+    // spent most of their time before the commit in these); the answers are checked in the same order as before.
+    // The robot's roots are read up front when the query names the path (else the file's default decides it), and
+    // the HEAD is of the object the query names, which is the file record's key.
+    const rootsOf = (path: string) => lookups.rootProblem(robotId, path);
+    const [file, queryRootProblem, stored] = await Promise.all([
+      lookups.file(q.s3_bucket, q.s3_object_name),
+      q.deploy_path && !deployPathProblem(q.deploy_path) ? rootsOf(q.deploy_path) : undefined,
+      lookups.objectExists(q.s3_bucket, q.s3_object_name).catch((e: unknown) => e as Error),
+    ]);
     if (!file) throw new HttpError(404, 'File not found');
     // The query's path overrides the file's default for this job only (not persisted, like the reference).
     const deployPath = q.deploy_path || file.deploy_path || '';
     if (!deployPath) throw new HttpError(400, 'deploy_path: Field required (the file has no default deploy_path)');
     const pathProblem = deployPathProblem(deployPath);
     if (pathProblem) throw new HttpError(400, `deploy_path: ${pathProblem}`);
-    const rootProblem = await lookups.rootProblem(robotId, deployPath);
+    const rootProblem = queryRootProblem !== undefined ? queryRootProblem : await rootsOf(deployPath);
     if (rootProblem) throw new HttpError(400, rootProblem);
     if (file.valid === false) throw new HttpError(409, 'File is invalidated; PUT /file/validate before deploying it.');
     // A job for a missing object could only fail on the robot; refuse it here instead.
-    if (!(await lookups.objectExists(file.s3_bucket, file.s3_object_name))) {
-      throw new HttpError(404, 'File not found in storage');
-    }
+    if (stored instanceof Error) throw stored;
+    if (!stored) throw new HttpError(404, 'File not found in storage');
     const job = buildJob({ robotId, deployPath, file, timeoutS: q.timeout_s ?? null }, new Date());
     noteAudit(res, { job_ids: [job._id] });
-    const [outcome] = await createJobs(ctx, batcher, [job]);
+    const created = createJobs(ctx, batcher, [job]); // submits the job to its batch before its first await
+    arrived();
+    const [outcome] = await created;
     if (outcome.error) {
       res.status(startFailureStatus([outcome])).json({ detail: outcome.error, job_id: job._id });
       return;
@@ -155,7 +179,7 @@ export function deployRouter(ctx: OtaContext): Router {
       size: file.size,
     };
     res.json(body);
-  });
+  }
 
   return r;
 }

@@ -14,7 +14,7 @@ import { isTemporalUnavailable, queryJobProgress, signalCancel, signalWorkflow, 
 import { cancelRolloutJobsSignal } from '../../../workflows/ota-rollout-contract';
 import type { OtaContext } from '../types';
 import { findJob } from '../../../activities/db/ota-jobs';
-import { liveJobsPage } from '../../../activities/db/ota-rollout-results';
+import { liveJobsPageWithProgress } from '../../../activities/db/ota-job-progress';
 import { deployTargetRow, jobState } from '../views';
 
 const JOB_NOT_FOUND = 'Job not found';
@@ -64,8 +64,9 @@ export function jobsRouter(ctx: OtaContext): Router {
     // list: each collection gives its first limit+1 rows in the same order, and the merge keeps the first limit+1
     // (a job caught in both while it is being archived is listed once, from its live copy).
     const page1 = (model: typeof ctx.models.OtaJob) => model.find(filter).sort({ timestamp: -1, _id: -1 }).limit(q.limit + 1).lean<OtaJob[]>();
-    // Live rollout jobs that ended carry their status in a result row (activities/db/ota-rollout-results.ts).
-    const [live, archived] = await Promise.all([liveJobsPage(ctx.models, filter, q.limit + 1, ctx.cfg.mongo.timeoutMs), page1(ctx.models.OtaJobArchive)]);
+    // Live rollout jobs that ended carry their status in a result row (activities/db/ota-rollout-results.ts), and
+    // open batched single jobs their RECEIVED / DOWNLOADING in progress rows (activities/db/ota-job-progress.ts).
+    const [live, archived] = await Promise.all([liveJobsPageWithProgress(ctx.models, filter, q.limit + 1, ctx.cfg.mongo.timeoutMs), page1(ctx.models.OtaJobArchive)]);
     const seen = new Set(live.map((j) => j._id));
     const rows = [...live, ...archived.filter((j) => !seen.has(j._id))]
       .sort((a, b) => new Date(b.timestamp).getTime() - new Date(a.timestamp).getTime() || (a._id < b._id ? 1 : a._id > b._id ? -1 : 0))
