@@ -63,6 +63,7 @@ export async function main(args: string[]): Promise<void> {
   // waits for a job read, batched across the lanes waiting at that moment, so more lanes mean fewer scans.
   process.env.MQTT_BRIDGE_LANES ??= '32';
   // Fresh data directory per run unless --reuse-data (see startBenchSystem).
+  const tSetup = Date.now();
   const { cfg, say, children, db } = await startBenchSystem(args, robots, hosts, !args.includes('--reuse-data'));
   const api = `${cfg.api.publicUrl}/api/v1`;
   const auth = { authorization: `Bearer ${await token(cfg)}` };
@@ -89,6 +90,7 @@ export async function main(args: string[]): Promise<void> {
     const ids = db.fleet.map((r) => r.id);
     const fleetDir = path.dirname(path.dirname(db.fleet[0].root));
     const template = path.join(fleetDir, '{robot_id}', 'root', 'bench', `rollout-${run}.bin`);
+    const tHosts = Date.now();
     await until(
       'all robots online',
       // One count over the (fresh) data directory's presence documents: a `$in` of 10,000 ids per poll was heavy.
@@ -97,6 +99,10 @@ export async function main(args: string[]): Promise<void> {
       500,
     );
 
+    // Setup (stack, provisioning, daemons started) and the wait until the bridge has stored every robot online.
+    const setupS = (tHosts - tSetup) / 1000;
+    const onlineWaitS = (Date.now() - tHosts) / 1000;
+    say(`setup ${setupS.toFixed(1)} s, then all ${robots} robots stored online after ${onlineWaitS.toFixed(1)} s`);
     say(`rollout of ${fileKib} KiB to ${robots} robots (concurrency ${concurrency})`);
     const t0 = Date.now();
     const res = await fetch(`${api}/rollouts`, {
@@ -145,6 +151,8 @@ export async function main(args: string[]): Promise<void> {
     const allCompletedS = (lastDone - t0) / 1000;
     fig('robots', robots);
     fig('file_kib', fileKib);
+    fig('setup_s', setupS);
+    fig('fleet_online_wait_s', onlineWaitS);
     fig('rollout_status', status);
     fig('completed', completed.length);
     fig('verified_sha256', verified);
