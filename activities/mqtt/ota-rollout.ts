@@ -78,6 +78,17 @@ export function movedCounts(
   return waves;
 }
 
+const unfinishedOf = (w: WaveCounts): number => w.queued + w.awaitingRobot + w.inFlight;
+
+/**
+ * The moved counts, unless they finish a wave (or went negative): the workflow's decisions to advance, fail or
+ * complete then rest on a fresh count, whatever happened in between.
+ */
+async function trustedCounts(prev: readonly WaveCounts[], moved: WaveCounts[], count: () => Promise<WaveCounts[]>): Promise<WaveCounts[]> {
+  const ends = moved.some((w, i) => (unfinishedOf(w) === 0 && unfinishedOf(prev[i]) > 0) || w.queued < 0 || w.awaitingRobot < 0 || w.inFlight < 0);
+  return ends ? count() : moved;
+}
+
 /** Milliseconds since the last call (the first: since creation): where an activity's time goes, in its log line. */
 function stopwatch(): () => number {
   let at = performance.now();
@@ -380,7 +391,7 @@ export function createOtaRolloutActivities({
       }
       const after =
         prev && prev.length === rollout.wave_sizes.length && !returned && firstAttempt()
-          ? movedCounts(prev, stored.map(({ job, at }) => ({ job, to: at })), cursor)
+          ? await trustedCounts(prev, movedCounts(prev, stored.map(({ job, at }) => ({ job, to: at })), cursor), () => countsOf(rollout, cursor))
           : await countsOf(rollout, cursor);
       log.info('rollout events applied', { rolloutId, reports: events.reports.length, online: events.online.length, stored: stored.length, earlier: duplicates.size, readMs, writeMs, targetsMs, acksMs, restMs: lap() });
       return after;

@@ -9,9 +9,12 @@
 // every call here resolves only once its batch's statement has answered.
 import type { OtaJob, OtaModels } from '../../common/models/ota';
 import { isTerminal, JOB_STATUSES, type JobStatus } from '../../common/protocol';
+import { chunks } from '../../common/db';
 import { withDbTimeout } from '../../activities/db/timeout';
 import { duplicateIds, onlyDuplicateKeys } from '../../activities/db/ota-rollout-results';
 
+/** Documents changed per update statement (FerretDB rewrites them one by one, ~30 ms each on a busy box). */
+const UPDATE_CHUNK = 10;
 const NON_TERMINAL_STATUSES: JobStatus[] = JOB_STATUSES.filter((s) => !isTerminal(s));
 
 /** An open job as the presence handling needs it. */
@@ -109,14 +112,16 @@ export class PresenceBatch {
       if (!onlyDuplicateKeys(err)) throw err;
       existing = duplicateIds(err, docs);
     }
+    // Updates in statements of UPDATE_CHUNK documents: under load one of 50 changed documents could pass the
+    // timeout, and a retried batch does all of its work again (seen: a fleet flapping on a saturated box).
     for (const online of [true, false]) {
-      const ids = existing.filter((id) => last.get(id) === online);
-      if (ids.length === 0) continue;
-      await withDbTimeout(
-        'update presence',
-        t,
-        RobotPresence.updateMany({ _id: { $in: ids }, online: { $ne: online } }, { $set: { online, changed_at: now } }),
-      );
+      for (const ids of chunks(existing.filter((id) => last.get(id) === online), UPDATE_CHUNK)) {
+        await withDbTimeout(
+          'update presence',
+          t,
+          RobotPresence.updateMany({ _id: { $in: ids }, online: { $ne: online } }, { $set: { online, changed_at: now } }),
+        );
+      }
     }
     return items.map(() => undefined);
   }
