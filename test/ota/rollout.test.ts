@@ -378,8 +378,9 @@ test("a flooding robot does not delay another robot's rollout job; a queued job 
     // CANCELED, and its result and deploy_state say what the robot holds. The rollout then ends on its own (2 of 3).
     expect((await sys.call(`/job/${floodJob}/cancel`, { method: 'POST' })).status).toBe(202);
     await eventually('flooder job canceled', async () => (await sys.db.models.OtaRolloutResult.findById(floodJob).lean())?.status === 'CANCELED', 30000);
-    await robot.publishAsync(topics.state(flooder.id), JSON.stringify({ [floodJob]: { status: 'COMPLETED' } }), { qos: 1 });
     const noted = await eventually('installed-after-end noted', async () => {
+      // Sent again each poll, like a daemon's heartbeat: the flood's backlog may still hold the robot's rate limit.
+      await robot.publishAsync(topics.state(flooder.id), JSON.stringify({ [floodJob]: { status: 'COMPLETED' } }), { qos: 1 });
       const row = await sys.db.models.OtaRolloutResult.findById(floodJob).lean();
       return row?.error_msg && /already installed/.test(row.error_msg) ? row : null;
     }, 30000);
