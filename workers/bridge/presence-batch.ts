@@ -71,12 +71,6 @@ export class PresenceBatch {
   private readonly writes: Gathered<{ robotId: string; online: boolean }, void>;
   private readonly stored: Gathered<string, boolean>;
   private readonly open: Gathered<string, OpenJob[]>;
-  /**
-   * What this bridge stored or read last per robot (only the bridge writes presence): a value already stored
-   * costs no write and no read. Measured: the bridge's connection dropped on a saturated box and the broker
-   * replayed 8,000 retained presences, each a duplicate insert and an update.
-   */
-  private readonly known = new Map<string, boolean>();
 
   constructor(private readonly o: PresenceBatchOptions) {
     const windowMs = o.windowMs ?? 10;
@@ -86,14 +80,13 @@ export class PresenceBatch {
   }
 
   /** Stores a robot's presence (resolves once stored). */
-  async store(robotId: string, online: boolean): Promise<void> {
-    if (this.known.get(robotId) === online) return;
-    await this.writes.add({ robotId, online });
+  store(robotId: string, online: boolean): Promise<void> {
+    return this.writes.add({ robotId, online });
   }
 
   /** The robot's stored presence (false when it has none). */
-  async isOnline(robotId: string): Promise<boolean> {
-    return this.known.get(robotId) ?? (await this.stored.add(robotId));
+  isOnline(robotId: string): Promise<boolean> {
+    return this.stored.add(robotId);
   }
 
   /** The robot's jobs open in their documents (rollout jobs may have ended in a result row: the caller overlays). */
@@ -130,7 +123,6 @@ export class PresenceBatch {
         );
       }
     }
-    for (const [robotId, online] of last) this.known.set(robotId, online);
     return items.map(() => undefined);
   }
 
@@ -141,8 +133,6 @@ export class PresenceBatch {
       this.o.models.RobotPresence.find({ _id: { $in: [...new Set(ids)] }, online: true }, { _id: 1 }).lean<Array<{ _id: string }>>(),
     );
     const online = new Set(rows.map((r) => r._id));
-    // Only "online" is remembered from a read: "offline" may also mean "never stored" (no document).
-    for (const id of online) this.known.set(id, true);
     return ids.map((id) => online.has(id));
   }
 
