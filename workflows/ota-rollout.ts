@@ -145,7 +145,8 @@ export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCar
       const reports = s.events.reports.splice(0, APPLY_BATCH);
       const online = s.paused ? [] : s.events.online.splice(0, APPLY_BATCH);
       // Then on to the decisions and the next dispatch: reports streaming in must never starve dispatching.
-      s.waves = await rollout.applyRolloutEvents(rolloutId, { reports, online: [...new Set(online)] }, !s.paused);
+      // The counts held go along: the activity moves them by what it stored instead of counting again.
+      s.waves = await rollout.applyRolloutEvents(rolloutId, { reports, online: [...new Set(online)] }, !s.paused, s.waves);
     }
     const jobCancel = s.cancelJobs.shift();
     if (jobCancel) s.waves = await rollout.endRolloutJobs(rolloutId, 'CANCELED', jobCancel.reason, jobCancel.jobIds);
@@ -173,7 +174,7 @@ export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCar
     const queued = sum(s.waves.slice(0, s.currentWave + 1).map((w) => w.queued));
     const slots = o.maxConcurrency - inFlight;
     if (!s.paused && slots > 0 && queued > 0) {
-      const batch = await rollout.dispatchRolloutBatch(rolloutId, s.currentWave, Math.min(slots, DISPATCH_BATCH));
+      const batch = await rollout.dispatchRolloutBatch(rolloutId, s.currentWave, Math.min(slots, DISPATCH_BATCH), s.waves);
       s.waves = batch.counts;
       if (batch.dispatched + batch.awaitingRobot > 0) continue;
     }

@@ -38,15 +38,28 @@ export function onlyDuplicateKeys(err: unknown): boolean {
 }
 
 /**
+ * Ids of the docs of an unordered insertMany that failed only on duplicate keys (those that existed already).
+ * When the error does not say which (no index per write error), all of them: the caller reads them.
+ */
+export function duplicateIds(err: unknown, docs: ReadonlyArray<{ _id: string }>): string[] {
+  const e = err as { writeErrors?: Array<{ index?: number; err?: { index?: number } }> | { index?: number } };
+  const list = Array.isArray(e.writeErrors) ? e.writeErrors : e.writeErrors ? [e.writeErrors] : [];
+  const idx = list.map((w) => (w as { index?: number }).index ?? (w as { err?: { index?: number } }).err?.index).filter((i): i is number => typeof i === 'number');
+  return idx.length > 0 && idx.length === list.length ? idx.map((i) => docs[i]._id) : docs.map((d) => d._id);
+}
+
+/**
  * Inserts terminal results in chunks of 50 (unordered): rows whose job already has one are skipped by the
  * database (duplicate key), so a retry or a late second end changes nothing. `finished_at` is stamped per chunk.
+ * Answers the ids that had a row already (may include more, see duplicateIds).
  */
 export async function insertRolloutResults(
   model: ResultsModel,
   rows: ReadonlyArray<Omit<RolloutResultRow, 'finished_at'>>,
   dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS,
   onChunk?: () => void,
-): Promise<void> {
+): Promise<Set<string>> {
+  const duplicates = new Set<string>();
   for (const part of chunks(rows)) {
     onChunk?.();
     const now = new Date();
@@ -55,8 +68,10 @@ export async function insertRolloutResults(
       await withDbTimeout('insert rollout results', dbTimeoutMs, model.insertMany(docs, { ordered: false }));
     } catch (err) {
       if (!onlyDuplicateKeys(err)) throw err;
+      for (const id of duplicateIds(err, docs)) duplicates.add(id);
     }
   }
+  return duplicates;
 }
 
 /** The results of jobs `ids` (those that have one), by job id. */

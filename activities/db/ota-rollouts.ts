@@ -1,4 +1,5 @@
 // Read side of rollouts shared by the rollout activities and the API: per-wave counts of a rollout's jobs.
+import crypto from 'node:crypto';
 import type { OtaModels } from '../../common/models/ota';
 import { isTerminal, type JobStatus } from '../../common/protocol';
 import type { DispatchState, WaveCounts } from '../../workflows/ota-rollout-contract';
@@ -58,4 +59,13 @@ export function countModelsFor<M extends Pick<OtaModels, 'OtaJob' | 'OtaRolloutR
   models: M,
 ): Pick<OtaModels, 'OtaJob' | 'OtaRolloutResult'> & Partial<Pick<OtaModels, 'OtaJobArchive'>> {
   return status === 'RUNNING' || status === 'PAUSED' ? { OtaJob: models.OtaJob, OtaRolloutResult: models.OtaRolloutResult } : models;
+}
+
+/**
+ * A rollout job's id: uuid-shaped like every job id, derived from (rollout, robot) so a retried creation is a
+ * no-op, and so the bridge knows a report's rollout without reading the job (workers/bridge/running-rollouts.ts).
+ */
+export function rolloutJobId(rolloutId: string, robotId: string): string {
+  const h = crypto.createHash('sha256').update(`${rolloutId}\0${robotId}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16], 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }

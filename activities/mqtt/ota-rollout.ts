@@ -9,8 +9,7 @@
 // end stored wins, a repeat is a duplicate key); a repeated publish is deduped by the daemon (job id).
 // Publishing happens before the job is marked dispatched: a crash in between re-publishes.
 import { forEachLimited } from '../../common/limit';
-import crypto from 'node:crypto';
-import { heartbeat, log } from '@temporalio/activity';
+import { activityInfo, heartbeat, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { MqttClient } from 'mqtt';
@@ -26,7 +25,7 @@ import { rolloutWorkflowId } from '../../workflows/ota-rollout-contract';
 import { isForwardTransition } from '../../workflows/ota-status';
 import { deployTargetId } from '../db/ota-jobs';
 import { withDbTimeout } from '../db/timeout';
-import { countModelsFor, rolloutCounts } from '../db/ota-rollouts';
+import { countModelsFor, rolloutCounts, rolloutJobId } from '../db/ota-rollouts';
 import { insertRolloutResults, overlayRolloutResults, rolloutResultsOf, type RolloutResultRow } from '../db/ota-rollout-results';
 import { publishQos1 } from './connection';
 import { DEFAULT_URL_TTL_SECONDS, presignDownload, signedDeployMessage, type DispatchableJob } from './ota';
@@ -35,6 +34,60 @@ export const OTA_ROLLOUT_NOT_FOUND = 'OtaRolloutNotFound';
 
 /** What a completed job's deploy target is built from (read with the job's status, no second read). */
 type CompletedJob = Pick<OtaJob, 'robot_id' | 'deploy_path' | 's3_bucket' | 's3_object_name' | 'sha256'> & { _id: string };
+
+/** A reported job as the apply activity reads it: enough for its result row, its deploy target and the counts. */
+type ReportedJob = CompletedJob & Pick<OtaJob, 'status' | 'timestamp' | 'deployment_id' | 'wave' | 'seq' | 'dispatch_state'>;
+const reportedFields = {
+  _id: 1, robot_id: 1, status: 1, deployment_id: 1, timestamp: 1, deploy_path: 1, s3_bucket: 1, s3_object_name: 1, sha256: 1, wave: 1, seq: 1, dispatch_state: 1,
+} as const;
+
+/** True on an activity's first attempt: nothing of its work can have been done by an earlier one. */
+function firstAttempt(): boolean {
+  try {
+    return activityInfo().attempt === 1;
+  } catch {
+    return false; // not inside an activity (a direct call): count
+  }
+}
+
+/**
+ * `prev` (the counts before) with `moves` applied: each job leaves the bucket it was in (queued behind the cursor,
+ * awaiting its robot, or in flight) and its status, and lands in `to` (a terminal status, or in flight / awaiting
+ * its robot for a dispatch). Only for jobs whose move this call stored itself (a first attempt), so nothing counts twice.
+ */
+export function movedCounts(
+  prev: readonly WaveCounts[],
+  moves: ReadonlyArray<{ job: Pick<OtaJob, 'status' | 'wave' | 'seq' | 'dispatch_state'>; to: JobStatus | 'inFlight' | 'awaitingRobot' }>,
+  cursorBefore: number,
+): WaveCounts[] {
+  const waves = prev.map((w) => ({ ...w, status: { ...w.status } }));
+  for (const { job, to } of moves) {
+    const w = waves[job.wave ?? -1];
+    if (!w) continue;
+    const bucket = job.dispatch_state === 'queued' && (job.seq ?? Infinity) > cursorBefore ? 'queued' : job.dispatch_state === 'awaiting_robot' ? 'awaitingRobot' : 'inFlight';
+    w[bucket]--;
+    if (to === 'inFlight' || to === 'awaitingRobot') {
+      w[to]++;
+      continue;
+    }
+    const from = job.status as JobStatus;
+    w.status[from] = (w.status[from] ?? 0) - 1;
+    if (w.status[from] === 0) delete w.status[from];
+    w.status[to] = (w.status[to] ?? 0) + 1;
+  }
+  return waves;
+}
+
+const unfinishedOf = (w: WaveCounts): number => w.queued + w.awaitingRobot + w.inFlight;
+
+/**
+ * The moved counts, unless they finish a wave (or went negative): the workflow's decisions to advance, fail or
+ * complete then rest on a fresh count, whatever happened in between.
+ */
+async function trustedCounts(prev: readonly WaveCounts[], moved: WaveCounts[], count: () => Promise<WaveCounts[]>): Promise<WaveCounts[]> {
+  const ends = moved.some((w, i) => (unfinishedOf(w) === 0 && unfinishedOf(prev[i]) > 0) || w.queued < 0 || w.awaitingRobot < 0 || w.inFlight < 0);
+  return ends ? count() : moved;
+}
 
 /** Milliseconds since the last call (the first: since creation): where an activity's time goes, in its log line. */
 function stopwatch(): () => number {
@@ -54,14 +107,10 @@ const READ_CHUNK = 1000;
 /** Ids per `$in` write: FerretDB updates document by document (about 10 ms each on a busy 2-core box), so a
  * write of more than 50 can pass the database timeout. */
 const WRITE_CHUNK = 50;
-/** Publishes in flight at once from one activity (QoS 1, each waits for its PUBACK). */
-const PUBLISH_CONCURRENCY = 64;
+/** Publishes in flight at once from one activity (QoS 1, each waits for its PUBACK; the broker answers in order). */
+const PUBLISH_CONCURRENCY = 256;
 
-/** A rollout job's id: uuid-shaped like every job id, derived from (rollout, robot) so a retried creation is a no-op. */
-export function rolloutJobId(rolloutId: string, robotId: string): string {
-  const h = crypto.createHash('sha256').update(`${rolloutId}\0${robotId}`).digest('hex');
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${((parseInt(h[16], 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
-}
+export { rolloutJobId };
 
 /** The rollout's deploy path for one robot: `{robot_id}` is replaced by the robot's id. */
 export const rolloutDeployPath = (template: string, robotId: string): string => template.split('{robot_id}').join(robotId);
@@ -157,7 +206,7 @@ export function createOtaRolloutActivities({
     return published;
   }
 
-  const dispatchFields = { _id: 1, robot_id: 1, s3_bucket: 1, s3_object_name: 1, deploy_path: 1, sha256: 1, size: 1, mode: 1, seq: 1, dispatch_state: 1 } as const;
+  const dispatchFields = { _id: 1, robot_id: 1, s3_bucket: 1, s3_object_name: 1, deploy_path: 1, sha256: 1, size: 1, mode: 1, seq: 1, wave: 1, status: 1, dispatch_state: 1 } as const;
 
   return {
     /** Creates every job of the rollout (PENDING, queued), in chunks of 50; repeating it creates nothing new. */
@@ -204,7 +253,12 @@ export function createOtaRolloutActivities({
      * Dispatches up to `limit` queued jobs of waves 0..maxWave, in rollout order: robots online (stored presence)
      * get their deploy message; the others wait for their presence (awaiting_robot), which the bridge forwards.
      */
-    async dispatchRolloutBatch(rolloutId: string, maxWave: number, limit: number): Promise<{ dispatched: number; awaitingRobot: number; counts: WaveCounts[] }> {
+    async dispatchRolloutBatch(
+      rolloutId: string,
+      maxWave: number,
+      limit: number,
+      prev?: WaveCounts[],
+    ): Promise<{ dispatched: number; awaitingRobot: number; counts: WaveCounts[] }> {
       if (limit <= 0) return { dispatched: 0, awaitingRobot: 0, counts: await counts(rolloutId) };
       const lap = stopwatch();
       const rollout = await loadRollout(rolloutId);
@@ -239,7 +293,17 @@ export function createOtaRolloutActivities({
         await withDbTimeout('advance dispatch cursor', t, OtaRollout.updateOne({ _id: rolloutId, dispatch_cursor: { $lt: last } }, { $set: { dispatch_cursor: last } }));
       }
       const markMs = lap();
-      const after = await countsOf(rollout, Math.max(last, cursor));
+      // The counts the workflow holds, moved by this batch (first attempt only: see movedCounts); else counted.
+      const publishedIds = new Set(published);
+      const awayIds = new Set(away);
+      const after =
+        prev && prev.length === rollout.wave_sizes.length && firstAttempt()
+          ? movedCounts(
+              prev,
+              open.filter((j) => publishedIds.has(j._id) || awayIds.has(j._id)).map((j) => ({ job: j, to: publishedIds.has(j._id) ? ('inFlight' as const) : ('awaitingRobot' as const) })),
+              cursor,
+            )
+          : await countsOf(rollout, Math.max(last, cursor));
       log.info('rollout batch dispatched', { rolloutId, dispatched: published.length, awaitingRobot: away.length, loadMs, publishMs, markMs, countsMs: lap() });
       return { dispatched: published.length, awaitingRobot: away.length, counts: after };
     },
@@ -247,9 +311,11 @@ export function createOtaRolloutActivities({
     /**
      * Applies what the bridge gathered: terminal statuses inserted in bulk as result rows (a job that has one
      * already keeps it), acks for jobs now terminal, deploy targets for completed ones; and, when `mayDispatch`, the
-     * jobs whose robot came back online (admitted ones only) are sent again.
+     * jobs whose robot came back online (admitted ones only) are sent again. `prev`: the counts the workflow holds;
+     * on a first attempt without returns they are moved by what this call stored instead of counted again (a scan
+     * of the rollout's jobs and of its results on FerretDB per call).
      */
-    async applyRolloutEvents(rolloutId: string, events: RolloutEvents, mayDispatch: boolean): Promise<WaveCounts[]> {
+    async applyRolloutEvents(rolloutId: string, events: RolloutEvents, mayDispatch: boolean, prev?: WaveCounts[]): Promise<WaveCounts[]> {
       const lap = stopwatch();
       const byJob = new Map<string, { robotId: string; statuses: JobStatus[]; error_msg: string | null }>();
       for (const r of events.reports) {
@@ -260,26 +326,23 @@ export function createOtaRolloutActivities({
         byJob.set(r.jobId, e);
       }
       const ids = [...byJob.keys()];
-      const acks: Array<{ robotId: string; jobId: string }> = [];
-      const completed: CompletedJob[] = [];
+      const rollout = await loadRollout(rolloutId);
+      const cursor = rollout.dispatch_cursor;
       // Terminal statuses are inserted as result rows (activities/db/ota-rollout-results.ts), 50 per statement:
       // an update per job cost ~30 ms each on FerretDB. Non-terminal reports are not stored for rollout jobs.
-      const ends: Array<Omit<RolloutResultRow, 'finished_at'>> = [];
+      // Insert-first: a job that has its row already is a duplicate key (no read of the results beforehand).
+      const ends = new Map<string, { job: ReportedJob; at: JobStatus; row: Omit<RolloutResultRow, 'finished_at'> }>();
       for (const part of chunks(ids, READ_CHUNK)) {
         const docs = await withDbTimeout(
           'load reported jobs',
           t,
-          OtaJob.find(
-            { _id: { $in: part }, deployment_id: rolloutId },
-            { _id: 1, robot_id: 1, status: 1, deployment_id: 1, timestamp: 1, deploy_path: 1, s3_bucket: 1, s3_object_name: 1, sha256: 1 },
-          ).lean(),
+          OtaJob.find({ _id: { $in: part }, deployment_id: rolloutId }, reportedFields).lean<ReportedJob[]>(),
         );
-        for (const job of await overlayRolloutResults(OtaRolloutResult, docs, t)) {
+        for (const job of docs) {
           const e = byJob.get(job._id)!;
           if (job.robot_id !== e.robotId) continue;
-          // The forward path from the stored status through the reported ones (duplicates and stale ones drop out).
-          const from = job.status as JobStatus;
-          let at = from;
+          // The forward path from the document's status through the reported ones (duplicates and stale ones drop out).
+          let at = job.status as JobStatus;
           const path: JobStatus[] = [];
           for (const st of e.statuses) {
             if (isForwardTransition(at, st)) {
@@ -287,23 +350,31 @@ export function createOtaRolloutActivities({
               at = st;
             }
           }
-          if (isTerminal(at)) acks.push({ robotId: job.robot_id, jobId: job._id });
           if (path.length === 0 || !isTerminal(at)) continue;
-          if (at === 'COMPLETED') completed.push(job);
-          ends.push(resultRow(job, rolloutId, at, at === 'FAILED' ? e.error_msg : null, path));
+          ends.set(job._id, { job, at, row: resultRow(job, rolloutId, at, at === 'FAILED' ? e.error_msg : null, path) });
         }
       }
       const readMs = lap();
-      await insertRolloutResults(OtaRolloutResult, ends, t, heartbeat);
+      const duplicates = await insertRolloutResults(OtaRolloutResult, [...ends.values()].map((x) => x.row), t, heartbeat);
+      const stored = [...ends.values()].filter((x) => !duplicates.has(x.job._id));
+      // Jobs that had ended before (a retry, a late second report, an operator's cancel): their stored end stands.
+      const earlier = duplicates.size > 0 ? await rolloutResultsOf(OtaRolloutResult, [...duplicates], t) : new Map<string, RolloutResultRow>();
       const writeMs = lap();
+      const completed = stored.filter((x) => x.at === 'COMPLETED').map((x) => x.job);
       if (completed.length > 0) await upsertDeployTargets(completed);
+      // COMPLETED reported for a job the cloud had already ended (an operator's cancel of that job): its status
+      // stays, but what sits at the robot's path is recorded, and a note on the job says so.
+      const installedAfterEnd = [...earlier.values()]
+        .filter((r) => (r.status === 'CANCELED' || r.status === 'TIMED_OUT') && byJob.get(r._id)?.statuses.includes('COMPLETED'))
+        .map((r) => ({ ...ends.get(r._id)!.job, status: r.status }));
+      if (installedAfterEnd.length > 0) await noteInstalledAfterEnd(installedAfterEnd);
       const targetsMs = lap();
       // Acks only after the terminal status is stored (a job that was already terminal gets its ack again).
+      const acks = [...ends.values()].map((x) => ({ robotId: x.job.robot_id, jobId: x.job._id }));
       await forEachLimited(acks, PUBLISH_CONCURRENCY, ({ robotId, jobId }) => publishQos1(mqtt, topics.ack(robotId), jobId));
       const acksMs = lap();
 
-      const rollout = await loadRollout(rolloutId);
-      const cursor = rollout.dispatch_cursor;
+      let returned = false;
       if (mayDispatch && events.online.length > 0) {
         const open = await stillOpen(
           await withDbTimeout(
@@ -315,10 +386,14 @@ export function createOtaRolloutActivities({
         // Admitted ones only: a job still queued behind the cursor waits for its batch.
         const published = await publishDeploys(open.filter((j) => wasDispatched(j, cursor)));
         await setDispatchState(published, 'dispatched', ['awaiting_robot']);
+        returned = published.length > 0;
         if (published.length > 0) log.info('rollout jobs sent again to robots back online', { rolloutId, jobs: published.length });
       }
-      const after = await countsOf(rollout, cursor);
-      log.info('rollout events applied', { rolloutId, reports: events.reports.length, online: events.online.length, stored: ids.length, readMs, writeMs, targetsMs, acksMs, restMs: lap() });
+      const after =
+        prev && prev.length === rollout.wave_sizes.length && !returned && firstAttempt()
+          ? await trustedCounts(prev, movedCounts(prev, stored.map(({ job, at }) => ({ job, to: at })), cursor), () => countsOf(rollout, cursor))
+          : await countsOf(rollout, cursor);
+      log.info('rollout events applied', { rolloutId, reports: events.reports.length, online: events.online.length, stored: stored.length, earlier: duplicates.size, readMs, writeMs, targetsMs, acksMs, restMs: lap() });
       return after;
     },
 
@@ -375,6 +450,16 @@ export function createOtaRolloutActivities({
       log.info('rollout state stored', { rolloutId, ...state });
     },
   };
+
+  /** A note on each job's result row (the rare case: one update each), and its deploy target recorded. */
+  async function noteInstalledAfterEnd(jobs: ReadonlyArray<CompletedJob & { status: string }>): Promise<void> {
+    for (const job of jobs) {
+      const note = `${job.status.toLowerCase().replace('_', ' ')}, but the robot had already installed the file`;
+      await withDbTimeout('note installed after end', t, OtaRolloutResult.updateOne({ _id: job._id, error_msg: { $ne: note } }, { $set: { error_msg: note } }));
+    }
+    await upsertDeployTargets(jobs);
+    log.warn('robots installed the file of a rollout job the cloud had already ended; deploy targets recorded', { jobs: jobs.map((j) => j._id) });
+  }
 
   /**
    * Records what now sits at each completed job's path (deploy_state). Most paths are new: inserted in bulk

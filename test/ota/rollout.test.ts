@@ -323,7 +323,7 @@ test('cancel ends every unfinished job CANCELED and the rollout CANCELED', async
   expect(withBatches.rollouts[1].rollout_id).toBe(id);
 });
 
-test("a flooding robot does not delay another robot's rollout job; a queued job gets its URL when its turn comes; job_state before and after archiving", async () => {
+test("a flooding robot does not delay another robot's rollout job; a queued job gets its URL when its turn comes; COMPLETED after its job's cancel is recorded; job_state before and after archiving", async () => {
   // Small: `queued` only has to wait for one capped download (~0.6 s).
   const object = await uploadFile(sys, 'flood.bin', crypto.randomBytes(600_000));
   const [flooder, first, queued] = robots;
@@ -374,8 +374,19 @@ test("a flooding robot does not delay another robot's rollout job; a queued job 
     expect(Date.parse(signedAt)).toBeGreaterThanOrEqual(firstEnd - 2000);
     expect(Date.parse(signedAt) + expires * 1000).toBeGreaterThan(Date.now() + 60_000);
 
-    expect((await sys.call(`/rollouts/${id}/cancel`, { method: 'POST' })).status).toBe(202);
-    expect((await waitRollout(id, ['CANCELED'], 30000)).counts).toEqual({ COMPLETED: 2, CANCELED: 1 });
+    // The operator cancels the flooder's job alone; the robot then reports it COMPLETED anyway: the job stays
+    // CANCELED, and its result and deploy_state say what the robot holds. The rollout then ends on its own (2 of 3).
+    expect((await sys.call(`/job/${floodJob}/cancel`, { method: 'POST' })).status).toBe(202);
+    await eventually('flooder job canceled', async () => (await sys.db.models.OtaRolloutResult.findById(floodJob).lean())?.status === 'CANCELED', 30000);
+    const noted = await eventually('installed-after-end noted', async () => {
+      // Sent again each poll, like a daemon's heartbeat: the flood's backlog may still hold the robot's rate limit.
+      await robot.publishAsync(topics.state(flooder.id), JSON.stringify({ [floodJob]: { status: 'COMPLETED' } }), { qos: 1 });
+      const row = await sys.db.models.OtaRolloutResult.findById(floodJob).lean();
+      return row?.error_msg && /already installed/.test(row.error_msg) ? row : null;
+    }, 30000);
+    expect(noted.status).toBe('CANCELED');
+    expect(await sys.db.models.DeployTarget.findOne({ job_id: floodJob }).lean()).toMatchObject({ robot_id: flooder.id, deploy_path: targetOf('flood.bin', flooder.id) });
+    expect((await waitRollout(id, ['COMPLETED', 'FAILED'], 30000)).counts).toEqual({ COMPLETED: 2, CANCELED: 1 });
     // Every job through the reference endpoints, while the ends are result rows and after the archiver folded them in.
     const expected = { [flooder.id]: 'CANCELED', [first.id]: 'COMPLETED', [queued.id]: 'COMPLETED' };
     const check = async () => {

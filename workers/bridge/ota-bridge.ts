@@ -55,10 +55,11 @@ import { isSinglesBatch, JobProgressRecorder } from '../../activities/db/ota-job
 import { sharedStateFilter } from './lanes';
 import { otaWorkflowId, robotPresenceSignal, robotReportSignal } from '../../workflows/ota-contract';
 import { JobLookup } from './job-lookup';
+import { PresenceBatch } from './presence-batch';
+import { RunningRollouts } from './running-rollouts';
 import { RolloutBatcher } from './rollout-batcher';
 import type { BridgeMetrics } from './metrics';
 
-const NON_TERMINAL_STATUSES: JobStatus[] = JOB_STATUSES.filter((s) => !isTerminal(s));
 /** A state map with more entries than this is not a robot's job list (the daemon runs a handful at a time). */
 const MAX_JOBS_PER_REPORT = 500;
 const MAX_REMEMBERED_REPORTS = 10_000;
@@ -85,7 +86,7 @@ export interface OtaBridgeOptions {
   stateLanes: readonly MqttClient[];
   /** Shared-subscription group of the lanes: one per bridge deployment (see shareGroupFor in lanes.ts). */
   shareGroup: string;
-  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'RobotPresence' | 'DeployTarget' | 'OtaRolloutResult' | 'OtaJobProgressRow'>;
+  models: Pick<OtaModels, 'OtaJob' | 'OtaJobArchive' | 'RobotPresence' | 'DeployTarget' | 'OtaRolloutResult' | 'OtaJobProgressRow' | 'OtaRollout'>;
   workflows: Pick<WorkflowClient, 'getHandle'>;
   log: Logger;
   dbTimeoutMs?: number;
@@ -107,7 +108,7 @@ export interface OtaBridgeOptions {
    * one flooding robot cannot hold up the lanes that carry every other robot's reports.
    */
   stateRate?: { perSecond: number; burst: number };
-  /** Robots whose presence is handled at once (default 32). */
+  /** Robots whose presence is handled at once (default 256; their reads and writes are batched, presence-batch.ts). */
   presenceConcurrency?: number;
   /** Prometheus series to keep up to date (workers/bridge/metrics.ts); none in most tests. */
   metrics?: BridgeMetrics;
@@ -151,6 +152,8 @@ export class OtaBridge {
   /** RECEIVED / DOWNLOADING of batched single jobs, stored as inserted rows (activities/db/ota-job-progress.ts). */
   private readonly progress: JobProgressRecorder;
   private readonly jobs: JobLookup;
+  private readonly presenceDb: PresenceBatch;
+  private readonly running: RunningRollouts;
   /** robot → its presence messages in hand, in order (see the constructor). */
   private readonly presenceChains = new Map<string, Promise<void>>();
   private presenceInHand = 0;
@@ -169,6 +172,8 @@ export class OtaBridge {
     // result reads) for 200 first reports; each is a collection scan on FerretDB.
     this.jobs = new JobLookup(o.models.OtaJob, this.dbTimeoutMs, 20, undefined, o.models.OtaJobArchive, o.models.OtaRolloutResult);
     this.progress = new JobProgressRecorder(o.models.OtaJobProgressRow, o.log, 100, this.dbTimeoutMs);
+    this.presenceDb = new PresenceBatch({ models: o.models, dbTimeoutMs: this.dbTimeoutMs });
+    this.running = new RunningRollouts(o.models.OtaRollout, this.dbTimeoutMs);
     this.rollouts = new RolloutBatcher({
       workflows: o.workflows,
       log: o.log,
@@ -214,7 +219,7 @@ export class OtaBridge {
         if (this.presenceChains.get(robotId) === next) this.presenceChains.delete(robotId);
         this.presenceWaiters.shift()?.();
       });
-      if (this.presenceInHand < (o.presenceConcurrency ?? 32)) done();
+      if (this.presenceInHand < (o.presenceConcurrency ?? 256)) done();
       else this.presenceWaiters.push(() => done());
     };
   }
@@ -344,23 +349,12 @@ export class OtaBridge {
     const now = Date.now();
     if (now - (this.lastAliveCheck.get(robotId) ?? 0) < (this.o.aliveCheckMs ?? 5000)) return;
     this.lastAliveCheck.set(robotId, now);
-    const { RobotPresence, OtaJob } = this.o.models;
-    const stored = await withDbTimeout('load presence', this.dbTimeoutMs, RobotPresence.findById(robotId, { online: 1 }).lean());
-    if (!stored?.online) {
-      await withDbTimeout(
-        'upsert presence',
-        this.dbTimeoutMs,
-        RobotPresence.updateOne({ _id: robotId }, { $set: { online: true, changed_at: new Date() } }, { upsert: true }),
-      );
+    // Batched with other robots' (presence-batch.ts): a fleet connecting at once costs a statement per window.
+    if (!(await this.presenceDb.isOnline(robotId))) {
+      await this.presenceDb.store(robotId, true);
       this.log.info({ robotId }, 'state message from a robot without presence: counted as online');
     }
-    const open = await this.openJobsOf(
-      await withDbTimeout(
-        'find open jobs',
-        this.dbTimeoutMs,
-        OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1, status: 1, timestamp: 1, deployment_id: 1 }).lean(),
-      ),
-    );
+    const open = await this.openJobsOf(await this.presenceDb.openJobs(robotId));
     const every = this.o.resendEveryMs ?? 15_000;
     const grace = this.o.resendGraceMs ?? 5000;
     const missing = open
@@ -399,6 +393,17 @@ export class OtaBridge {
       }
       this.forwardRolloutReport(known, jobId, report);
       return;
+    }
+    // A running rollout's job, recognised by its derived id (running-rollouts.ts): no job read. A single job
+    // (or a finished rollout's) goes on to the database below.
+    if (!reread && !this.singleJobs.has(jobId)) {
+      const rolloutId = await this.running.rolloutOf(robotId, jobId);
+      if (rolloutId) {
+        const meta = { robotId, rolloutId };
+        boundedSet(this.rolloutJobs, jobId, meta);
+        this.forwardRolloutReport(meta, jobId, report);
+        return;
+      }
     }
     const key = `${report.status}|${report.progress ?? ''}|${report.error_msg ?? ''}`;
     // Single jobs already seen open: the owner check and the heartbeat dedupe from memory. A repeated terminal
@@ -525,7 +530,6 @@ export class OtaBridge {
     }
     const online = value === PRESENCE_ONLINE;
     this.presence.set(robotId, online);
-    const { OtaJob } = this.o.models;
     const ctx = { topic, robotId, online };
     // No deadline: a robot publishes its presence once per connection, so a presence given up on would leave its
     // waiting jobs waiting until it reconnects. Stopping ends the retries; the retained message comes back to
@@ -533,16 +537,7 @@ export class OtaBridge {
     const untilStopped = Number.POSITIVE_INFINITY;
     const stored = await this.retrying('presence upsert', ctx, () => this.storePresence(robotId, online), untilStopped);
     if (stored === undefined) return;
-    const jobs = await this.retrying('open jobs lookup', ctx, async () =>
-      this.openJobsOf(
-        await withDbTimeout(
-          'find open jobs',
-          this.dbTimeoutMs,
-          OtaJob.find({ robot_id: robotId, status: { $in: NON_TERMINAL_STATUSES } }, { _id: 1, status: 1, deployment_id: 1 }).lean(),
-        ),
-      ),
-      untilStopped,
-    );
+    const jobs = await this.retrying('open jobs lookup', ctx, async () => this.openJobsOf(await this.presenceDb.openJobs(robotId)), untilStopped);
     if (!jobs) return;
     // Rollout jobs: the robot's return joins its rollout's next batch (an "offline" changes nothing there).
     for (const j of jobs) if (j.deployment_id && online) this.rollouts.addOnline(j.deployment_id, String(j._id));
@@ -564,19 +559,11 @@ export class OtaBridge {
   }
 
   /**
-   * Stores a robot's presence, insert-first: an upsert is a collection scan on FerretDB, and a fleet coming
-   * online at once (10,000 robots) slowed from 23 to 7 presences/s as the collection grew. A robot's document
-   * that exists already (duplicate key) is updated.
+   * Stores a robot's presence, batched with other robots' (presence-batch.ts: insert-first, an upsert is a
+   * collection scan on FerretDB; robots stored before are updated only where the value changes).
    */
   private async storePresence(robotId: string, online: boolean): Promise<true> {
-    const { RobotPresence } = this.o.models;
-    const doc = { online, changed_at: new Date() };
-    try {
-      await withDbTimeout('insert presence', this.dbTimeoutMs, RobotPresence.create({ _id: robotId, ...doc }));
-    } catch (err) {
-      if ((err as { code?: number }).code !== 11000) throw err;
-      await withDbTimeout('upsert presence', this.dbTimeoutMs, RobotPresence.updateOne({ _id: robotId }, { $set: doc }, { upsert: true }));
-    }
+    await this.presenceDb.store(robotId, online);
     return true; // `retrying` answers undefined when it gave up
   }
 
