@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { sharedSecretSettings, signToken } from '../api/auth';
 import { loadConfig, repoRoot, type Config } from '../common/config';
+import { WORKER_NODE_FLAGS } from '../infra/apps';
 
 export const BENCH_ENV: Record<string, string> = {
   FLEET_DATA_DIR: path.join(repoRoot, '.data', 'bench'),
@@ -28,8 +29,8 @@ export interface Child {
   out: () => string;
 }
 
-export function spawnTs(entry: string, args: string[], env: NodeJS.ProcessEnv): Child {
-  return spawnProcess(process.execPath, ['--import', 'tsx', path.join(repoRoot, entry), ...args], env);
+export function spawnTs(entry: string, args: string[], env: NodeJS.ProcessEnv, nodeFlags: string[] = []): Child {
+  return spawnProcess(process.execPath, [...nodeFlags, '--import', 'tsx', path.join(repoRoot, entry), ...args], env);
 }
 
 export function spawnProcess(command: string, args: string[], env: NodeJS.ProcessEnv): Child {
@@ -131,13 +132,14 @@ export function benchEnv(offset: number, extra: Record<string, string> = {}): { 
  * failure (the array is also returned).
  */
 export async function startCloud(env: NodeJS.ProcessEnv, children: Child[] = []): Promise<Child[]> {
-  const apps = [
-    ['workers/main.ts', 'worker started'],
-    ['workers/mqtt-bridge.ts', 'mqtt bridge started'],
-    ['api/main.ts', 'OTA API listening'],
-  ] as const;
-  for (const [entry, ready] of apps) {
-    const c = spawnTs(entry, [], env);
+  // The worker runs with the flags `npm start` gives it (its peak RSS is a figure of the rollout benchmark).
+  const apps: [entry: string, ready: string, nodeFlags: string[]][] = [
+    ['workers/main.ts', 'worker started', WORKER_NODE_FLAGS],
+    ['workers/mqtt-bridge.ts', 'mqtt bridge started', []],
+    ['api/main.ts', 'OTA API listening', []],
+  ];
+  for (const [entry, ready, nodeFlags] of apps) {
+    const c = spawnTs(entry, [], env, nodeFlags);
     children.push(c);
     await waitOutput(c, ready);
   }
