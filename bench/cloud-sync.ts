@@ -39,15 +39,15 @@ import { flag } from './common';
 
 // Ports apart from bench/ota-fleet.ts's (both can run side by side with the same --port-offset).
 const BENCH_ENV: Record<string, string> = {
-  TEMPORAL_PORT: '47733',
-  TEMPORAL_UI_PORT: '48733',
-  MONGO_PORT: '47517',
-  S3_PORT: '47570',
-  MQTT_PORT: '42383',
-  MQTT_CLOUD_PORT: '42384',
-  FLEET_SSH_BASE_PORT: '42701',
-  API_PORT: '49505',
-  OFFLINE_API_PORT: '48580',
+  TEMPORAL_PORT: '22733',
+  TEMPORAL_UI_PORT: '23733',
+  MONGO_PORT: '22517',
+  S3_PORT: '22570',
+  MQTT_PORT: '19383',
+  MQTT_CLOUD_PORT: '19384',
+  FLEET_SSH_BASE_PORT: '19701',
+  API_PORT: '24505',
+  OFFLINE_API_PORT: '23580',
   LOG_LEVEL: 'warn',
   // A resync's filtered statements scan the whole collection on FerretDB; on a loaded shared machine one took
   // longer than the default 30 s socket limit (3 x 10 s). The benchmark measures time; it must not fail on it.

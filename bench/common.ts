@@ -8,17 +8,19 @@ import { sharedSecretSettings, signToken } from '../api/auth';
 import { loadConfig, repoRoot, type Config } from '../common/config';
 import { WORKER_NODE_FLAGS } from '../infra/apps';
 
+// Every benchmark port lies below 32768, out of Linux's ephemeral range (32768-60999): thousands of robot connections
+// take local ports from that range and once took a benchmark server's port before it bound.
 export const BENCH_ENV: Record<string, string> = {
   FLEET_DATA_DIR: path.join(repoRoot, '.data', 'bench'),
-  TEMPORAL_PORT: '47233',
-  TEMPORAL_UI_PORT: '48233',
-  MONGO_PORT: '47017',
-  S3_PORT: '47070',
-  MQTT_PORT: '41883',
-  MQTT_CLOUD_PORT: '41884',
-  FLEET_SSH_BASE_PORT: '42201',
-  API_PORT: '49005',
-  API_PUBLIC_URL: 'http://127.0.0.1:49005',
+  TEMPORAL_PORT: '22233',
+  TEMPORAL_UI_PORT: '23233',
+  MONGO_PORT: '22017',
+  S3_PORT: '22070',
+  MQTT_PORT: '16883',
+  MQTT_CLOUD_PORT: '16884',
+  FLEET_SSH_BASE_PORT: '17201',
+  API_PORT: '24005',
+  API_PUBLIC_URL: 'http://127.0.0.1:24005',
   TEMPORAL_TASK_QUEUE: 'bench',
   MQTT_BRIDGE_CLIENT_ID: 'cloud-bridge-bench',
   LOG_LEVEL: 'info',
@@ -120,7 +122,7 @@ export function curl(args: string[]): Promise<{ code: number; peakMb: number }> 
 /** The benchmark's environment: BENCH_ENV with every port moved by `offset` (two benchmarks side by side). */
 export function benchEnv(offset: number, extra: Record<string, string> = {}): { env: NodeJS.ProcessEnv; cfg: Config } {
   const shifted = Object.fromEntries(
-    Object.entries(BENCH_ENV).map(([k, v]) => [k, /_PORT$/.test(k) ? String(Number(v) + offset) : k === 'API_PUBLIC_URL' ? `http://127.0.0.1:${49005 + offset}` : v]),
+    Object.entries(BENCH_ENV).map(([k, v]) => [k, /_PORT$/.test(k) ? String(Number(v) + offset) : k === 'API_PUBLIC_URL' ? `http://127.0.0.1:${24005 + offset}` : v]),
   );
   const env = { ...process.env, ...shifted, FLEET_DATA_DIR: `${BENCH_ENV.FLEET_DATA_DIR}${offset ? `-${offset}` : ''}`, ...extra };
   return { env, cfg: loadConfig(env) };

@@ -35,15 +35,15 @@ const run = promisify(execFile);
 
 // Away from ota-fleet's ranges, so both benchmarks (and their --port-offset variants) can run side by side.
 const BENCH_PORTS: Record<string, number> = {
-  TEMPORAL_PORT: 45233,
-  TEMPORAL_UI_PORT: 46233,
-  MONGO_PORT: 45017,
-  S3_PORT: 45070,
-  MQTT_PORT: 43883,
-  MQTT_CLOUD_PORT: 43884,
-  FLEET_SSH_BASE_PORT: 44201,
-  API_PORT: 46005,
-  OFFLINE_API_PORT: 46080,
+  TEMPORAL_PORT: 20233,
+  TEMPORAL_UI_PORT: 21233,
+  MONGO_PORT: 20017,
+  S3_PORT: 20070,
+  MQTT_PORT: 18883,
+  MQTT_CLOUD_PORT: 18884,
+  FLEET_SSH_BASE_PORT: 19201,
+  API_PORT: 21005,
+  OFFLINE_API_PORT: 21080,
 };
 
 /** Writes `bytes` random bytes to `file`; returns the sha256. */
