@@ -27,7 +27,8 @@ async function main(): Promise<void> {
   app.disable('x-powered-by');
   // Cloud sync first: its routes are authenticated by center JWTs, not by the OTA API's operator tokens.
   app.use('/api/v1', cloudSyncRouter({ cfg, models: db.cloudSync, robots: db.models.Robot, s3, log: log.child({ component: 'cloud-sync' }) }));
-  app.use(createOtaApp(deps));
+  const ota = createOtaApp(deps);
+  app.use(ota);
   const reconciler = new JobReconciler(deps);
   reconciler.start();
   // All interfaces, like the reference (port 9005): every route but /health and the docs needs a token.
@@ -42,6 +43,9 @@ async function main(): Promise<void> {
     try {
       await closeServer(server);
       await reconciler.stop();
+      // The requests are all answered now: the audit entries they left are stored before the database closes.
+      // Bounded: a database that does not answer must not hold the process (the entries are logged if not stored).
+      await Promise.race([ota.flushAudit(), new Promise((r) => setTimeout(r, cfg.mongo.timeoutMs).unref())]);
       await Promise.allSettled([db.close(), connection.close()]);
       s3.destroy();
       log.info('stopped');

@@ -40,6 +40,14 @@ export interface RolloutOptions {
 export interface OtaRolloutInput {
   rolloutId: string;
   options: RolloutOptions;
+  /**
+   * Set by the API's batching of single deploys when it starts the run right after storing the batch: this many
+   * jobs exist already (one wave, all queued, none ended). The run then skips the creation activity and its first
+   * dispatch moves these counts instead of counting the jobs (measured: an activity, a workflow task and 3 scans
+   * per batch). Absent for real rollouts and for a batch the reconciler starts late (its jobs may have been
+   * canceled meanwhile): those count.
+   */
+  storedJobs?: number;
 }
 
 /** One robot's report for a rollout job, batched by the bridge (only status changes; never progress ticks). */

@@ -129,12 +129,18 @@ export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCar
     return { rolloutId, status, reason, waves: s.waves };
   }
 
+  // Decided by the input alone (replays see the same input): runs started before storedJobs existed still create.
+  const stored0 = input.storedJobs;
   if (!s.jobsCreated) {
-    await rollout.createRolloutJobs(rolloutId);
+    if (stored0 === undefined) await rollout.createRolloutJobs(rolloutId);
     s.jobsCreated = true;
   }
-  // The first batch also answers with the counts the loop starts from.
-  if (s.waves.length === 0) s.waves = (await rollout.dispatchRolloutBatch(rolloutId, 0, s.paused ? 0 : Math.min(o.maxConcurrency, DISPATCH_BATCH))).counts;
+  // The first batch also answers with the counts the loop starts from (moved from the stored jobs' when known).
+  if (s.waves.length === 0) {
+    const fresh: WaveCounts[] | undefined =
+      stored0 === undefined ? undefined : [{ size: stored0, status: stored0 > 0 ? { PENDING: stored0 } : {}, queued: stored0, awaitingRobot: 0, inFlight: 0 }];
+    s.waves = (await rollout.dispatchRolloutBatch(rolloutId, 0, s.paused ? 0 : Math.min(o.maxConcurrency, DISPATCH_BATCH), fresh, fresh !== undefined)).counts;
+  }
 
   for (;;) {
     if (s.cancelRequested) return finish('CANCELED', s.cancelRequested, 'CANCELED');

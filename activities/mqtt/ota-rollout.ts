@@ -252,33 +252,54 @@ export function createOtaRolloutActivities({
     /**
      * Dispatches up to `limit` queued jobs of waves 0..maxWave, in rollout order: robots online (stored presence)
      * get their deploy message; the others wait for their presence (awaiting_robot), which the bridge forwards.
+     * `fresh`: the run's first dispatch of jobs the API stored just before starting it (OtaRolloutInput.storedJobs,
+     * `prev` their counts): no result row can exist yet (only this run's later activities write them), and the
+     * cursor is the initial one unless an earlier attempt moved it, so the rollout and its jobs are read side by
+     * side and the results are not read. If fewer jobs are found than `prev` holds (one canceled before the run
+     * started), the counts are read instead of moved.
      */
     async dispatchRolloutBatch(
       rolloutId: string,
       maxWave: number,
       limit: number,
       prev?: WaveCounts[],
+      fresh = false,
     ): Promise<{ dispatched: number; awaitingRobot: number; counts: WaveCounts[] }> {
       if (limit <= 0) return { dispatched: 0, awaitingRobot: 0, counts: await counts(rolloutId) };
       const lap = stopwatch();
-      const rollout = await loadRollout(rolloutId);
-      const cursor = rollout.dispatch_cursor;
-      const jobs = await withDbTimeout(
-        'load queued jobs',
-        t,
-        OtaJob.find({ deployment_id: rolloutId, dispatch_state: 'queued', status: 'PENDING', seq: { $gt: cursor }, wave: { $lte: maxWave } }, dispatchFields)
-          .sort({ seq: 1 })
-          .limit(limit)
-          .lean(),
-      );
-      // Jobs ended while queued (an operator's cancel of single jobs) are left out.
-      const open = await stillOpen(jobs);
-      const robots = open.map((j) => j.robot_id);
-      const online = new Set<string>();
-      for (const part of chunks(robots, 500)) {
-        const rows = await withDbTimeout('load presence', t, RobotPresence.find({ _id: { $in: part }, online: true }, { _id: 1 }).lean());
-        for (const row of rows) online.add(String(row._id));
+      const queuedAfter = (c: number) =>
+        withDbTimeout(
+          'load queued jobs',
+          t,
+          OtaJob.find({ deployment_id: rolloutId, dispatch_state: 'queued', status: 'PENDING', seq: { $gt: c }, wave: { $lte: maxWave } }, dispatchFields)
+            .sort({ seq: 1 })
+            .limit(limit)
+            .lean(),
+        );
+      let rollout: Awaited<ReturnType<typeof loadRollout>>;
+      let jobs: Awaited<ReturnType<typeof queuedAfter>>;
+      if (fresh) {
+        [rollout, jobs] = await Promise.all([loadRollout(rolloutId), queuedAfter(-1)]);
+        // An earlier attempt of this dispatch moved the cursor: what is still queued behind it.
+        if (rollout.dispatch_cursor !== -1) jobs = await queuedAfter(rollout.dispatch_cursor);
+      } else {
+        rollout = await loadRollout(rolloutId);
+        jobs = await queuedAfter(rollout.dispatch_cursor);
       }
+      const cursor = rollout.dispatch_cursor;
+      const expected = prev ? prev.reduce((n, w) => n + w.queued, 0) : 0;
+      const trustFresh = fresh && cursor === -1 && jobs.length === Math.min(expected, limit);
+      // Jobs ended while queued (an operator's cancel of single jobs) are left out. Their robots' presence is read
+      // alongside (one round trip instead of two on a busy database; a robot of an ended job is just not used).
+      const presence = async (): Promise<Set<string>> => {
+        const online = new Set<string>();
+        for (const part of chunks([...new Set(jobs.map((j) => j.robot_id))], 500)) {
+          const rows = await withDbTimeout('load presence', t, RobotPresence.find({ _id: { $in: part }, online: true }, { _id: 1 }).lean());
+          for (const row of rows) online.add(String(row._id));
+        }
+        return online;
+      };
+      const [open, online] = await Promise.all([trustFresh ? jobs : stillOpen(jobs), presence()]);
       const ready = open.filter((j) => online.has(j.robot_id));
       const away = open.filter((j) => !online.has(j.robot_id)).map((j) => j._id);
       const loadMs = lap();
@@ -297,7 +318,7 @@ export function createOtaRolloutActivities({
       const publishedIds = new Set(published);
       const awayIds = new Set(away);
       const after =
-        prev && prev.length === rollout.wave_sizes.length && firstAttempt()
+        prev && prev.length === rollout.wave_sizes.length && firstAttempt() && (!fresh || trustFresh)
           ? movedCounts(
               prev,
               open.filter((j) => publishedIds.has(j._id) || awayIds.has(j._id)).map((j) => ({ job: j, to: publishedIds.has(j._id) ? ('inFlight' as const) : ('awaitingRobot' as const) })),
@@ -326,33 +347,36 @@ export function createOtaRolloutActivities({
         byJob.set(r.jobId, e);
       }
       const ids = [...byJob.keys()];
-      const rollout = await loadRollout(rolloutId);
+      // The rollout document and the reported jobs are read side by side (neither needs the other): one round trip.
+      const readJobs = async (): Promise<ReportedJob[]> => {
+        const out: ReportedJob[] = [];
+        for (const part of chunks(ids, READ_CHUNK)) {
+          out.push(
+            ...(await withDbTimeout('load reported jobs', t, OtaJob.find({ _id: { $in: part }, deployment_id: rolloutId }, reportedFields).lean<ReportedJob[]>())),
+          );
+        }
+        return out;
+      };
+      const [rollout, reported] = await Promise.all([loadRollout(rolloutId), readJobs()]);
       const cursor = rollout.dispatch_cursor;
       // Terminal statuses are inserted as result rows (activities/db/ota-rollout-results.ts), 50 per statement:
       // an update per job cost ~30 ms each on FerretDB. Non-terminal reports are not stored for rollout jobs.
       // Insert-first: a job that has its row already is a duplicate key (no read of the results beforehand).
       const ends = new Map<string, { job: ReportedJob; at: JobStatus; row: Omit<RolloutResultRow, 'finished_at'> }>();
-      for (const part of chunks(ids, READ_CHUNK)) {
-        const docs = await withDbTimeout(
-          'load reported jobs',
-          t,
-          OtaJob.find({ _id: { $in: part }, deployment_id: rolloutId }, reportedFields).lean<ReportedJob[]>(),
-        );
-        for (const job of docs) {
-          const e = byJob.get(job._id)!;
-          if (job.robot_id !== e.robotId) continue;
-          // The forward path from the document's status through the reported ones (duplicates and stale ones drop out).
-          let at = job.status as JobStatus;
-          const path: JobStatus[] = [];
-          for (const st of e.statuses) {
-            if (isForwardTransition(at, st)) {
-              path.push(st);
-              at = st;
-            }
+      for (const job of reported) {
+        const e = byJob.get(job._id)!;
+        if (job.robot_id !== e.robotId) continue;
+        // The forward path from the document's status through the reported ones (duplicates and stale ones drop out).
+        let at = job.status as JobStatus;
+        const path: JobStatus[] = [];
+        for (const st of e.statuses) {
+          if (isForwardTransition(at, st)) {
+            path.push(st);
+            at = st;
           }
-          if (path.length === 0 || !isTerminal(at)) continue;
-          ends.set(job._id, { job, at, row: resultRow(job, rolloutId, at, at === 'FAILED' ? e.error_msg : null, path) });
         }
+        if (path.length === 0 || !isTerminal(at)) continue;
+        ends.set(job._id, { job, at, row: resultRow(job, rolloutId, at, at === 'FAILED' ? e.error_msg : null, path) });
       }
       const readMs = lap();
       const duplicates = await insertRolloutResults(OtaRolloutResult, [...ends.values()].map((x) => x.row), t, heartbeat);

@@ -38,8 +38,17 @@ function requestLog(log: Logger): RequestHandler {
   };
 }
 
+/**
+ * What the API's shutdown must run before it closes the database: the audit trail gathers entries over a short
+ * window, and the entries of the last requests would be lost if the connection closed under them.
+ */
+export interface OtaShutdown {
+  /** Stores the audit entries still gathered; resolves once they are stored (or logged as not stored). */
+  flushAudit(): Promise<void>;
+}
+
 /** The /api/v1 router, for composing with the cloud API's other routers. */
-export function createOtaRouter(deps: OtaAppDeps): Router {
+export function createOtaRouter(deps: OtaAppDeps): Router & OtaShutdown {
   const ctx: OtaContext = resolveContext(deps);
   const r = Router();
   r.use(healthRouter(ctx));
@@ -53,7 +62,8 @@ export function createOtaRouter(deps: OtaAppDeps): Router {
   const revocations = new RevocationList(ctx.models.RevokedToken, { refreshMs: api.revocationRefreshMs, maxTokenTtlMs: api.tokenMaxTtlMs });
   r.use(bearerAuth(operatorJwtSettings(api, (jti) => revocations.isRevoked(jti))));
   r.use(perTokenRateLimit(api));
-  r.use(auditTrail(ctx.models.AuditEntry, ctx.log));
+  const audit = auditTrail(ctx.models.AuditEntry, ctx.log);
+  r.use(audit);
   r.use(filesRouter(ctx));
   r.use(deployRouter(ctx));
   r.use(jobsRouter(ctx));
@@ -62,10 +72,10 @@ export function createOtaRouter(deps: OtaAppDeps): Router {
   r.use(robotsRouter(ctx, requireRole('admin')));
   r.use(notFoundHandler);
   r.use(errorHandler(ctx.log));
-  return r;
+  return Object.assign(r, { flushAudit: () => audit.flush() });
 }
 
-export function createOtaApp(deps: OtaAppDeps): Express {
+export function createOtaApp(deps: OtaAppDeps): Express & OtaShutdown {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false); // JSON answers change with every job transition; downloads carry S3's own ETag
@@ -77,7 +87,8 @@ export function createOtaApp(deps: OtaAppDeps): Express {
   app.get('/metrics', (_req, res, next) => {
     metrics.registry.metrics().then((text) => res.type(metrics.registry.contentType).send(text), next);
   });
-  app.use(API_PREFIX, createOtaRouter(deps));
+  const ota = createOtaRouter(deps);
+  app.use(API_PREFIX, ota);
   // The operator UI: a static app that calls /api/v1 with the operator's own token.
   app.use(
     '/ui',
@@ -90,5 +101,5 @@ export function createOtaApp(deps: OtaAppDeps): Express {
   app.get('/', (_req, res) => res.redirect('/ui/'));
   app.use(notFoundHandler);
   app.use(errorHandler(deps.log));
-  return app;
+  return Object.assign(app, { flushAudit: () => ota.flushAudit() });
 }

@@ -73,8 +73,13 @@ export function batchDocument(batchId: string, jobs: readonly OtaJob[], now: Dat
   };
 }
 
-/** Starts the batch's workflow (never a second run for one id); an ambiguous failure is resolved by a lookup. */
-export async function startBatchWorkflow(ctx: OtaContext, batchId: string, jobIds: readonly string[]): Promise<void> {
+/**
+ * Starts the batch's workflow (never a second run for one id); an ambiguous failure is resolved by a lookup.
+ * `fresh`: the caller stored these jobs just now and nothing can have ended one yet (the batcher, before any
+ * request is answered): the run starts from their counts (OtaRolloutInput.storedJobs). The reconciler's late
+ * starts pass false.
+ */
+export async function startBatchWorkflow(ctx: OtaContext, batchId: string, jobIds: readonly string[], fresh = false): Promise<void> {
   const workflowId = rolloutWorkflowId(batchId);
   try {
     await ctx.temporal.withDeadline(Date.now() + ctx.options.temporalTimeoutMs, () =>
@@ -82,7 +87,7 @@ export async function startBatchWorkflow(ctx: OtaContext, batchId: string, jobId
         taskQueue: ctx.cfg.temporal.taskQueue,
         workflowId,
         workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-        args: [{ rolloutId: batchId, options: batchOptions(jobIds.length) }],
+        args: [{ rolloutId: batchId, options: batchOptions(jobIds.length), ...(fresh ? { storedJobs: jobIds.length } : {}) }],
         typedSearchAttributes: [{ key: DEPLOYMENT_ID_SA, value: batchId }],
         // Operators find a job's run from its id: Temporal Web shows the memo (ids only, ≤ 50 of them).
         memo: { jobIds: [...jobIds] },
@@ -222,7 +227,7 @@ export class DeployBatcher {
       }
       stored = true;
       log.info({ jobs: jobs.length }, 'deploy batch stored');
-      await startBatchWorkflow(ctx, batchId, ids);
+      await startBatchWorkflow(ctx, batchId, ids, true);
       log.info({ jobs: jobs.length, workflowId }, 'deploy batch started');
       for (const w of waiting) w.resolve({ jobId: w.job._id, error: null, unavailable: false });
     } catch (err) {

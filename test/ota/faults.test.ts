@@ -164,6 +164,20 @@ describe('a batch of single deploys', () => {
     expect(targets.filter((t) => fs.existsSync(t)).length).toBe(stored.length);
   });
 
+  test("the API gets SIGTERM right after answering a deploy: the deploy's audit entry is stored before it exits", async () => {
+    // The audit trail gathers entries for 50 ms before one insert (api/audit.ts); shutdown must store them first.
+    const target = path.join(robot.root, `faults-audit-${Date.now()}`, 'f.bin');
+    const jobId = await deployFromS3(sys, small, robot.id, target);
+    await sys.api.kill('SIGTERM');
+    expect(sys.api.proc.exitCode).toBe(0);
+    const entries = await sys.db.models.AuditEntry.find({ 'params.job_ids': jobId }).lean();
+    expect(entries).toHaveLength(1);
+    expect(entries[0]).toMatchObject({ method: 'POST', route: '/api/v1/file/deploy_from_s3', status: 200, params: { robot_id: robot.id } });
+    await sys.startApi();
+    expect((await waitForJob(sys, jobId, ['COMPLETED', 'FAILED', 'CANCELED'], 60000)).status).toBe('COMPLETED');
+    expect(sha256File(target)).toBe(smallSha);
+  });
+
   test("the worker is SIGKILLed while a batch's dispatch activity runs: a new worker finishes every job", async () => {
     const killed = killOn(sys.worker, 'rollout batch publishing');
     const { targets, replies } = burst('worker-batch', 9);

@@ -10,6 +10,10 @@ import type { IPublishPacket, MqttClient } from 'mqtt';
 import { createOtaJobActivities, deployTargetId } from '../../activities/db/ota-jobs';
 import { connectMqtt, MqttPublishError, publishQos1, uniqueClientId } from '../../activities/mqtt/connection';
 import { createOtaMqttActivities, OTA_JOB_NOT_FOUND } from '../../activities/mqtt/ota';
+import { createOtaRolloutActivities } from '../../activities/mqtt/ota-rollout';
+import { batchDocument, SINGLES_PREFIX } from '../../api/ota/deploy-batcher';
+import { buildJob } from '../../common/ota-job-doc';
+import { rolloutWorkflowId, type WaveCounts } from '../../workflows/ota-rollout-contract';
 import { createS3Client } from '../../activities/s3/client';
 import { DB_COMMAND_REFUSED, DbTimeoutError, withDbTimeout } from '../../activities/db/timeout';
 import { connectDb, type Db } from '../../common/db';
@@ -147,6 +151,55 @@ test('dispatchDeploy: an unknown job fails non-retryably', async () => {
   expect(err).toBeInstanceOf(ApplicationFailure);
   expect((err as ApplicationFailure).type).toBe(OTA_JOB_NOT_FOUND);
   expect((err as ApplicationFailure).nonRetryable).toBe(true);
+});
+
+/** A batch of single deploys as the API stores it (api/ota/deploy-batcher.ts): its jobs, queued, and its document. */
+async function storeSinglesBatch(robotIds: string[]) {
+  const body = crypto.randomBytes(16 * 1024);
+  const key = `${uniqueId('obj')}.bin`;
+  await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
+  const batchId = `${SINGLES_PREFIX}${crypto.randomUUID()}`;
+  const now = new Date();
+  const file = { s3_bucket: bucket, s3_object_name: key, file_name: 'f.bin', sha256: sha256(body), size: body.length };
+  const jobs = robotIds.map((robotId, seq) => ({
+    ...buildJob({ robotId, deployPath: '/opt/app/f.bin', file, timeoutS: null, deploymentId: batchId, workflowId: rolloutWorkflowId(batchId) }, now),
+    wave: 0,
+    seq,
+    dispatch_state: 'queued' as const,
+  }));
+  await db.models.OtaJob.insertMany(jobs);
+  await db.models.OtaRollout.create(batchDocument(batchId, jobs, now));
+  return { batchId, jobs };
+}
+
+/** The counts a batch's run starts from when the API stored its `n` jobs just before starting it. */
+const freshCounts = (n: number): WaveCounts[] => [{ size: n, status: { PENDING: n }, queued: n, awaitingRobot: 0, inFlight: 0 }];
+
+test("dispatchRolloutBatch, a batch's first dispatch (fresh): every stored job is sent and the counts given are moved", async () => {
+  const robots = [uniqueId('rb-b1'), uniqueId('rb-b2'), uniqueId('rb-b3')];
+  for (const r of robots) await setPresence(r, true);
+  const { batchId, jobs } = await storeSinglesBatch(robots);
+  const acts = createOtaRolloutActivities({ mqtt: cloud, models: db.models, s3, cfg });
+  const out = await activityEnv().run(acts.dispatchRolloutBatch, batchId, 0, 3, freshCounts(3), true);
+  expect(out).toEqual({ dispatched: 3, awaitingRobot: 0, counts: [{ size: 3, status: { PENDING: 3 }, queued: 0, awaitingRobot: 0, inFlight: 3 }] });
+  for (const [i, r] of robots.entries()) {
+    const msg = await eventually(`deploy message for ${r}`, async () => received.find((m) => m.topic === topics.deploy(r)));
+    expect(deployMessageSchema.parse(JSON.parse(msg.payload)).job_id).toBe(jobs[i]._id);
+  }
+  expect((await db.models.OtaRollout.findById(batchId).lean())?.dispatch_cursor).toBe(2);
+});
+
+test('dispatchRolloutBatch, fresh, with a job canceled before the run started: the counts are read, not moved (no phantom queued job)', async () => {
+  const robots = [uniqueId('rb-c1'), uniqueId('rb-c2'), uniqueId('rb-c3')];
+  for (const r of robots) await setPresence(r, true);
+  const { batchId, jobs } = await storeSinglesBatch(robots);
+  // What the API's cancel does to a PENDING job whose batch workflow is not running yet (cancelOrphanJob).
+  await db.models.OtaJob.updateOne({ _id: jobs[1]._id }, { $set: { status: 'CANCELED', finished_at: new Date() } });
+  const acts = createOtaRolloutActivities({ mqtt: cloud, models: db.models, s3, cfg });
+  const out = await activityEnv().run(acts.dispatchRolloutBatch, batchId, 0, 3, freshCounts(3), true);
+  expect(out).toEqual({ dispatched: 2, awaitingRobot: 0, counts: [{ size: 3, status: { PENDING: 2, CANCELED: 1 }, queued: 0, awaitingRobot: 0, inFlight: 2 }] });
+  await eventually('deploy messages', async () => robots.filter((r) => received.some((m) => m.topic === topics.deploy(r))).length === 2);
+  expect(received.some((m) => m.topic === topics.deploy(robots[1]))).toBe(false);
 });
 
 test('publishAck / publishCancel send the bare job id on the robot topics', async () => {
