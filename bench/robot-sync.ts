@@ -95,6 +95,9 @@ export async function main(args: string[]): Promise<void> {
   const fileKib = flag(args, '--file-kib', 8);
   const offset = flag(args, '--port-offset', 0);
   const rounds = flag(args, '--rounds', 3);
+  // `--only large` / `--only small`: one half of the benchmark (the other's figures are not printed).
+  const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : 'all';
+  if (!['all', 'large', 'small'].includes(only)) throw new Error('--only: large or small');
   const ports = Object.fromEntries(Object.entries(BENCH_PORTS).map(([k, v]) => [k, String(v + offset)]));
   const env: NodeJS.ProcessEnv = {
     ...process.env,
@@ -134,232 +137,246 @@ export async function main(args: string[]): Promise<void> {
     fs.rmSync(robot.root, { recursive: true, force: true });
     fs.mkdirSync(rfRoot, { recursive: true });
 
-    // --- 1. one large RF: the engine vs sftp put -----------------------------------------------------
-    const big = path.join(cfg.dataDir, 'big.bin');
-    say(`writing a ${largeMib} MiB RF`);
-    const bigSha = randomFile(big, largeMib * 1024 * 1024);
-    const bigCached = path.join(cache, bigSha);
-    fs.renameSync(big, bigCached);
-    // OpenSSH's sftp takes the port as -P.
-    const sftpOpts = sshOpts.map((o) => (o === '-p' ? '-P' : o));
-    const sftpPut = () =>
-      new Promise<void>((resolve, reject) => {
-        const p = spawn('sftp', ['-q', ...sftpOpts, '-b', '-', login], { stdio: ['pipe', 'ignore', 'inherit'] });
-        p.stdin.end(`put ${bigCached} ${path.join(robot.root, 'sftp-big.bin')}\n`);
-        p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`sftp exited ${code}`))));
+    const largeFigures = only === 'small' ? null : await (async () => {
+      // --- 1. one large RF: the engine vs sftp put -----------------------------------------------------
+      const big = path.join(cfg.dataDir, 'big.bin');
+      say(`writing a ${largeMib} MiB RF`);
+      const bigSha = randomFile(big, largeMib * 1024 * 1024);
+      const bigCached = path.join(cache, bigSha);
+      fs.renameSync(big, bigCached);
+      // OpenSSH's sftp takes the port as -P.
+      const sftpOpts = sshOpts.map((o) => (o === '-p' ? '-P' : o));
+      const sftpPut = () =>
+        new Promise<void>((resolve, reject) => {
+          const p = spawn('sftp', ['-q', ...sftpOpts, '-b', '-', login], { stdio: ['pipe', 'ignore', 'inherit'] });
+          p.stdin.end(`put ${bigCached} ${path.join(robot.root, 'sftp-big.bin')}\n`);
+          p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`sftp exited ${code}`))));
+        });
+      let largeSent = 0;
+      // Its own connection per run, as the robot-sync activity has (and so the robot's session ends with the run).
+      // Two transports: the ssh2 engine, and OpenSSH's ssh client into dd on the robot (ROBOT_SYNC_OPENSSH, openssh-put.ts).
+      const engine = (transport: 'ssh2' | 'openssh') => async () => {
+        const client = await connectRobot(target);
+        const item = { localPath: bigCached, remotePath: path.join(rfRoot, 'large', 'big.rf'), size: largeMib * 1024 * 1024, sha256: bigSha };
+        await ensureRemoteDirs(client, [item.remotePath]);
+        const s = await sftp(client);
+        if (transport === 'openssh') {
+          largeSent = (await uploadLargeWithOpenssh(s, item, { target, hostKey: verifiedHostKey(client)!, streams: cfg.offline.robotSyncOpenssh.streams })).bytesSent;
+        } else {
+          const flushSession = await sftp(client);
+          largeSent = (await uploadFiles(s, [item], { flushSession })).bytesSent;
+          flushSession.end();
+        }
+        s.end();
+        client.end();
+      };
+      // Per run: wall time, and CPU on each side — the robot's sshd sessions (reaped by its master once they
+      // end) and the client: this process for the ssh2 engine, the reaped `sftp` child (with its ssh) for the
+      // baseline, both for the OpenSSH transport. CPU per byte is what decides on 2 shared cores, and it varies far
+      // less than wall time on a busy machine.
+      const sshdPid = Number(fs.readFileSync(path.join(robot.dir, 'sshd.pid'), 'utf8'));
+      const clientCpu = (own: boolean, reaped: boolean) => (own ? ownCpuSeconds() : 0) + (reaped ? reapedCpuSeconds(process.pid) : 0);
+      const measured = async (fn: () => Promise<unknown>, own: boolean, reaped: boolean): Promise<Run> => {
+        await run('sync'); // nothing left to write back from the run before
+        const robot0 = reapedCpuSeconds(sshdPid);
+        const self0 = clientCpu(own, reaped);
+        const s = await seconds(fn);
+        await until('robot sessions reaped', () => reapedCpuSeconds(sshdPid) > robot0, 2000, 20).catch(() => undefined);
+        return { s, robotCpu: reapedCpuSeconds(sshdPid) - robot0, clientCpu: clientCpu(own, reaped) - self0 };
+      };
+      const opensshWhy = opensshUnavailable();
+      if (opensshWhy) say(`OpenSSH transport not measured: ${opensshWhy}`);
+      const sides: Array<{ name: 'sftp' | 'ssh2' | 'openssh'; fn: () => Promise<unknown>; own: boolean; reaped: boolean }> = [
+        { name: 'sftp', fn: sftpPut, own: false, reaped: true },
+        { name: 'ssh2', fn: engine('ssh2'), own: true, reaped: false },
+        ...(opensshWhy ? [] : [{ name: 'openssh' as const, fn: engine('openssh'), own: true, reaped: true }]),
+      ];
+      // A warm-up run of each (page cache, JIT, sshd), then rounds, the order rotated every round.
+      say('large RF: warm-up, then rounds in rotated order');
+      const runsOf: Record<string, Run[]> = { sftp: [], ssh2: [], openssh: [] };
+      for (const side of sides) await measured(side.fn, side.own, side.reaped);
+      for (let i = 0; i < rounds; i++) {
+        for (let k = 0; k < sides.length; k++) {
+          const side = sides[(i + k) % sides.length];
+          runsOf[side.name].push(await measured(side.fn, side.own, side.reaped));
+        }
+      }
+      // The transport robot sync uses for this size (ROBOT_SYNC_OPENSSH) is the one `large_*` reports.
+      const opensshOn = !opensshWhy && cfg.offline.robotSyncOpenssh.enabled && largeMib * 1024 * 1024 >= cfg.offline.robotSyncOpenssh.fromBytes;
+      const engineRuns = runsOf[opensshOn ? 'openssh' : 'ssh2'];
+      const sftpRuns = runsOf.sftp;
+      const largeOk = crypto.createHash('sha256').update(fs.readFileSync(path.join(rfRoot, 'large', 'big.rf'))).digest('hex') === bigSha;
+      for (const f of [path.join(robot.root, 'sftp-big.bin'), path.join(rfRoot, 'large', 'big.rf'), bigCached]) fs.rmSync(f, { force: true });
+
+      return { engineRuns, sftpRuns, runsOf, largeSent, largeOk, opensshOn };
+    })();
+    const smallFigures = only === 'large' ? null : await (async () => {
+      // --- 2./3. many small RFs through the workflow vs rsync ------------------------------------------
+      say(`writing ${files} RFs of ${fileKib} KiB`);
+      const tree = path.join(cfg.dataDir, 'rsync-src');
+      fs.rmSync(tree, { recursive: true, force: true });
+      const entries: Array<{ rel: string; sha: string }> = [];
+      for (let i = 0; i < files; i++) {
+        const bytes = crypto.randomBytes(fileKib * 1024);
+        const sha = crypto.createHash('sha256').update(bytes).digest('hex');
+        const rel = path.join(`d${i % 50}`, `rf${i}.bin`);
+        fs.writeFileSync(path.join(cache, sha), bytes);
+        fs.mkdirSync(path.join(tree, `d${i % 50}`), { recursive: true });
+        fs.linkSync(path.join(cache, sha), path.join(tree, rel)); // the same bytes, laid out as on the robot
+        entries.push({ rel, sha });
+      }
+      await db.models.Robot.deleteMany({});
+      await db.models.PerfectStateEntry.deleteMany({});
+      await db.models.InventoryEntry.deleteMany({});
+      await db.models.Robot.create({
+        _id: robot.id,
+        host: robot.ssh.host,
+        port: robot.ssh.port,
+        username: robot.ssh.username,
+        credential_ref: `key:${fleet.clientKeyFile}`,
+        host_key_sha256: robot.ssh.hostKeySha256,
+        connected: true,
+        rf_root: rfRoot,
       });
-    let largeSent = 0;
-    // Its own connection per run, as the robot-sync activity has (and so the robot's session ends with the run).
-    // Two transports: the ssh2 engine, and OpenSSH's ssh client into dd on the robot (ROBOT_SYNC_OPENSSH, openssh-put.ts).
-    const engine = (transport: 'ssh2' | 'openssh') => async () => {
-      const client = await connectRobot(target);
-      const item = { localPath: bigCached, remotePath: path.join(rfRoot, 'large', 'big.rf'), size: largeMib * 1024 * 1024, sha256: bigSha };
-      await ensureRemoteDirs(client, [item.remotePath]);
-      const s = await sftp(client);
-      if (transport === 'openssh') {
-        largeSent = (await uploadLargeWithOpenssh(s, item, { target, hostKey: verifiedHostKey(client)! })).bytesSent;
-      } else {
-        const flushSession = await sftp(client);
-        largeSent = (await uploadFiles(s, [item], { flushSession })).bytesSent;
-        flushSession.end();
+      const now = new Date();
+      for (const part of chunks(entries)) {
+        await db.models.PerfectStateEntry.insertMany(
+          part.map((e) => {
+            const p = path.join(rfRoot, 'sync', e.rel);
+            return { _id: `${robot.id}|${p}`, robot_id: robot.id, path: p, sha256: e.sha, size: fileKib * 1024, url: `https://example.invalid/rf/${e.sha}`, updated_at: now };
+          }),
+        );
       }
-      s.end();
-      client.end();
-    };
-    // Per run: wall time, and CPU on each side — the robot's sshd sessions (reaped by its master once they
-    // end) and the client: this process for the ssh2 engine, the reaped `sftp` child (with its ssh) for the
-    // baseline, both for the OpenSSH transport. CPU per byte is what decides on 2 shared cores, and it varies far
-    // less than wall time on a busy machine.
-    const sshdPid = Number(fs.readFileSync(path.join(robot.dir, 'sshd.pid'), 'utf8'));
-    const clientCpu = (own: boolean, reaped: boolean) => (own ? ownCpuSeconds() : 0) + (reaped ? reapedCpuSeconds(process.pid) : 0);
-    const measured = async (fn: () => Promise<unknown>, own: boolean, reaped: boolean): Promise<Run> => {
-      await run('sync'); // nothing left to write back from the run before
-      const robot0 = reapedCpuSeconds(sshdPid);
-      const self0 = clientCpu(own, reaped);
-      const s = await seconds(fn);
-      await until('robot sessions reaped', () => reapedCpuSeconds(sshdPid) > robot0, 2000, 20).catch(() => undefined);
-      return { s, robotCpu: reapedCpuSeconds(sshdPid) - robot0, clientCpu: clientCpu(own, reaped) - self0 };
-    };
-    const opensshWhy = opensshUnavailable();
-    if (opensshWhy) say(`OpenSSH transport not measured: ${opensshWhy}`);
-    const sides: Array<{ name: 'sftp' | 'ssh2' | 'openssh'; fn: () => Promise<unknown>; own: boolean; reaped: boolean }> = [
-      { name: 'sftp', fn: sftpPut, own: false, reaped: true },
-      { name: 'ssh2', fn: engine('ssh2'), own: true, reaped: false },
-      ...(opensshWhy ? [] : [{ name: 'openssh' as const, fn: engine('openssh'), own: true, reaped: true }]),
-    ];
-    // A warm-up run of each (page cache, JIT, sshd), then rounds, the order rotated every round.
-    say('large RF: warm-up, then rounds in rotated order');
-    const runsOf: Record<string, Run[]> = { sftp: [], ssh2: [], openssh: [] };
-    for (const side of sides) await measured(side.fn, side.own, side.reaped);
-    for (let i = 0; i < rounds; i++) {
-      for (let k = 0; k < sides.length; k++) {
-        const side = sides[(i + k) % sides.length];
-        runsOf[side.name].push(await measured(side.fn, side.own, side.reaped));
+      // As cloud sync does after writing a perfect state (common/models/offline.ts).
+      await markPerfectStateChanged(db.models, [robot.id]);
+
+      const rsyncRun = (dir: string) => () =>
+        run('rsync', ['-a', '-e', `ssh ${sshOpts.join(' ')}`, `${tree}/`, `${login}:${path.join(robot.root, dir)}/`], { maxBuffer: 1 << 20 });
+      const api = `http://127.0.0.1:${cfg.offline.api.port}/api`;
+      const sync = async (): Promise<RobotSyncResult> => {
+        const res = await fetch(`${api}/robots/sync`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+        if (res.status !== 202) throw new Error(`POST /robots/sync: ${res.status} ${await res.text()}`);
+        const { workflow_id } = (await res.json()) as { workflow_id: string };
+        return (await temporal.getHandle(workflow_id).result()) as RobotSyncResult;
+      };
+      /** The robot as before its first sync: no synced tree, no inventory, no sync state (the perfect state stays). */
+      const resetRobot = async () => {
+        fs.rmSync(path.join(rfRoot, 'sync'), { recursive: true, force: true });
+        await db.models.InventoryEntry.deleteMany({ robot_id: robot.id });
+        await db.models.Robot.updateOne({ _id: robot.id }, { $set: { robot_sync_state: null } });
+      };
+      const timed = async (fn: () => Promise<unknown>) => {
+        await run('sync'); // nothing left to write back from before (the no-op's start too)
+        return seconds(fn);
+      };
+
+      // A warm-up round of each side, then rounds in ABBA order (rsync first in even rounds, last in odd ones):
+      // initial sync, then the no-op sync of the same tree. Every round of either side starts from the same state,
+      // prepared the same way: neither side's tree on the robot (rsync's target directory and the synced tree both
+      // removed), the robot's inventory and sync state reset, everything written back to disk (`sync`).
+      const rsyncInitial: number[] = [];
+      const rsyncNoop: number[] = [];
+      const ours: Array<{ initial: number; noop: number; initialResult: RobotSyncResult; noopResult: RobotSyncResult }> = [];
+      const rsyncDir = `rsync-${runTag}`;
+      const prepare = async () => {
+        fs.rmSync(path.join(robot.root, rsyncDir), { recursive: true, force: true });
+        await resetRobot();
+        await run('sync');
+      };
+      const rsyncRound = async (keep: boolean) => {
+        await prepare();
+        const r = rsyncRun(rsyncDir);
+        const initialS = await timed(r);
+        const noopS = await timed(r);
+        if (keep) rsyncInitial.push(initialS), rsyncNoop.push(noopS);
+      };
+      const ourRound = async (keep: boolean) => {
+        await prepare();
+        let initialResult: RobotSyncResult | undefined;
+        let noopResult: RobotSyncResult | undefined;
+        const initialS = await timed(async () => (initialResult = await sync()));
+        const noopS = await timed(async () => (noopResult = await sync()));
+        if (keep) ours.push({ initial: initialS, noop: noopS, initialResult: initialResult!, noopResult: noopResult! });
+      };
+      say('small RFs: warm-up, then rounds of initial + no-op sync in ABBA order, each from the same prepared state');
+      await rsyncRound(false);
+      await ourRound(false);
+      for (let i = 0; i < rounds; i++) {
+        if (i % 2 === 0) await rsyncRound(true);
+        await ourRound(true);
+        if (i % 2 === 1) await rsyncRound(true);
       }
-    }
-    // The transport robot sync uses for this size (ROBOT_SYNC_OPENSSH) is the one `large_*` reports.
-    const opensshOn = !opensshWhy && cfg.offline.robotSyncOpenssh.enabled && largeMib * 1024 * 1024 >= cfg.offline.robotSyncOpenssh.fromBytes;
-    const engineRuns = runsOf[opensshOn ? 'openssh' : 'ssh2'];
-    const sftpRuns = runsOf.sftp;
-    const largeOk = crypto.createHash('sha256').update(fs.readFileSync(path.join(rfRoot, 'large', 'big.rf'))).digest('hex') === bigSha;
-    for (const f of [path.join(robot.root, 'sftp-big.bin'), path.join(rfRoot, 'large', 'big.rf'), bigCached]) fs.rmSync(f, { force: true });
-
-    // --- 2./3. many small RFs through the workflow vs rsync ------------------------------------------
-    say(`writing ${files} RFs of ${fileKib} KiB`);
-    const tree = path.join(cfg.dataDir, 'rsync-src');
-    fs.rmSync(tree, { recursive: true, force: true });
-    const entries: Array<{ rel: string; sha: string }> = [];
-    for (let i = 0; i < files; i++) {
-      const bytes = crypto.randomBytes(fileKib * 1024);
-      const sha = crypto.createHash('sha256').update(bytes).digest('hex');
-      const rel = path.join(`d${i % 50}`, `rf${i}.bin`);
-      fs.writeFileSync(path.join(cache, sha), bytes);
-      fs.mkdirSync(path.join(tree, `d${i % 50}`), { recursive: true });
-      fs.linkSync(path.join(cache, sha), path.join(tree, rel)); // the same bytes, laid out as on the robot
-      entries.push({ rel, sha });
-    }
-    await db.models.Robot.deleteMany({});
-    await db.models.PerfectStateEntry.deleteMany({});
-    await db.models.InventoryEntry.deleteMany({});
-    await db.models.Robot.create({
-      _id: robot.id,
-      host: robot.ssh.host,
-      port: robot.ssh.port,
-      username: robot.ssh.username,
-      credential_ref: `key:${fleet.clientKeyFile}`,
-      host_key_sha256: robot.ssh.hostKeySha256,
-      connected: true,
-      rf_root: rfRoot,
-    });
-    const now = new Date();
-    for (const part of chunks(entries)) {
-      await db.models.PerfectStateEntry.insertMany(
-        part.map((e) => {
-          const p = path.join(rfRoot, 'sync', e.rel);
-          return { _id: `${robot.id}|${p}`, robot_id: robot.id, path: p, sha256: e.sha, size: fileKib * 1024, url: `https://example.invalid/rf/${e.sha}`, updated_at: now };
-        }),
-      );
-    }
-    // As cloud sync does after writing a perfect state (common/models/offline.ts).
-    await markPerfectStateChanged(db.models, [robot.id]);
-
-    const rsyncRun = (dir: string) => () =>
-      run('rsync', ['-a', '-e', `ssh ${sshOpts.join(' ')}`, `${tree}/`, `${login}:${path.join(robot.root, dir)}/`], { maxBuffer: 1 << 20 });
-    const api = `http://127.0.0.1:${cfg.offline.api.port}/api`;
-    const sync = async (): Promise<RobotSyncResult> => {
-      const res = await fetch(`${api}/robots/sync`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
-      if (res.status !== 202) throw new Error(`POST /robots/sync: ${res.status} ${await res.text()}`);
-      const { workflow_id } = (await res.json()) as { workflow_id: string };
-      return (await temporal.getHandle(workflow_id).result()) as RobotSyncResult;
-    };
-    /** The robot as before its first sync: no synced tree, no inventory, no sync state (the perfect state stays). */
-    const resetRobot = async () => {
-      fs.rmSync(path.join(rfRoot, 'sync'), { recursive: true, force: true });
-      await db.models.InventoryEntry.deleteMany({ robot_id: robot.id });
-      await db.models.Robot.updateOne({ _id: robot.id }, { $set: { robot_sync_state: null } });
-    };
-    const timed = async (fn: () => Promise<unknown>) => {
-      await run('sync'); // nothing left to write back from before (the no-op's start too)
-      return seconds(fn);
-    };
-
-    // A warm-up round of each side, then rounds in ABBA order (rsync first in even rounds, last in odd ones):
-    // initial sync, then the no-op sync of the same tree. Every round of either side starts from the same state,
-    // prepared the same way: neither side's tree on the robot (rsync's target directory and the synced tree both
-    // removed), the robot's inventory and sync state reset, everything written back to disk (`sync`).
-    const rsyncInitial: number[] = [];
-    const rsyncNoop: number[] = [];
-    const ours: Array<{ initial: number; noop: number; initialResult: RobotSyncResult; noopResult: RobotSyncResult }> = [];
-    const rsyncDir = `rsync-${runTag}`;
-    const prepare = async () => {
-      fs.rmSync(path.join(robot.root, rsyncDir), { recursive: true, force: true });
-      await resetRobot();
-      await run('sync');
-    };
-    const rsyncRound = async (keep: boolean) => {
       await prepare();
-      const r = rsyncRun(rsyncDir);
-      const initialS = await timed(r);
-      const noopS = await timed(r);
-      if (keep) rsyncInitial.push(initialS), rsyncNoop.push(noopS);
-    };
-    const ourRound = async (keep: boolean) => {
-      await prepare();
-      let initialResult: RobotSyncResult | undefined;
-      let noopResult: RobotSyncResult | undefined;
-      const initialS = await timed(async () => (initialResult = await sync()));
-      const noopS = await timed(async () => (noopResult = await sync()));
-      if (keep) ours.push({ initial: initialS, noop: noopS, initialResult: initialResult!, noopResult: noopResult! });
-    };
-    say('small RFs: warm-up, then rounds of initial + no-op sync in ABBA order, each from the same prepared state');
-    await rsyncRound(false);
-    await ourRound(false);
-    for (let i = 0; i < rounds; i++) {
-      if (i % 2 === 0) await rsyncRound(true);
-      await ourRound(true);
-      if (i % 2 === 1) await rsyncRound(true);
-    }
-    await prepare();
-    // Context for the no-op figure: one read of the robot's perfect state with the raw driver (FerretDB scans).
-    const dbReadS = await seconds(() => db.connection.db!.collection('perfect_state_entries').find({ robot_id: robot.id }).toArray());
+      // Context for the no-op figure: one read of the robot's perfect state with the raw driver (FerretDB scans).
+      const dbReadS = await seconds(() => db.connection.db!.collection('perfect_state_entries').find({ robot_id: robot.id }).toArray());
 
-    const mib = largeMib;
-    const engineS = median(engineRuns.map((r) => r.s));
-    const sftpS = median(sftpRuns.map((r) => r.s));
+      return { ours, rsyncInitial, rsyncNoop, dbReadS };
+    })();
     const list = (xs: number[]) => `[${xs.map((x) => x.toFixed(3)).join(',')}]`;
     fig('rounds', rounds);
-    fig('large_mib', mib);
-    fig('large_rounds_s', list(engineRuns.map((r) => r.s)));
-    fig('large_s', engineS);
-    fig('large_mib_per_s', mib / engineS);
-    fig('large_client_cpu_s', median(engineRuns.map((r) => r.clientCpu)));
-    fig('large_robot_cpu_s', median(engineRuns.map((r) => r.robotCpu)));
-    fig('large_sent_bytes', largeSent);
-    fig('large_sha256_ok', largeOk ? 'true' : 'false');
-    fig('baseline_sftp_rounds_s', list(sftpRuns.map((r) => r.s)));
-    fig('baseline_sftp_put_s', sftpS);
-    fig('baseline_sftp_mib_per_s', mib / sftpS);
-    fig('baseline_sftp_client_cpu_s', median(sftpRuns.map((r) => r.clientCpu)));
-    fig('baseline_sftp_robot_cpu_s', median(sftpRuns.map((r) => r.robotCpu)));
-    fig('large_vs_sftp', sftpS / engineS);
-    fig('large_vs_sftp_best', Math.min(...sftpRuns.map((r) => r.s)) / Math.min(...engineRuns.map((r) => r.s)));
-    fig('large_transport', opensshOn ? 'openssh' : 'ssh2');
-    // Both transports side by side: time, CPU on each end, and total CPU per GiB (what decides on 2 cores).
-    for (const name of ['ssh2', 'openssh'] as const) {
-      const rs = runsOf[name];
-      if (rs.length === 0) continue;
-      const cpu = (r: Run) => r.clientCpu + r.robotCpu;
-      fig(`large_${name}_rounds_s`, list(rs.map((r) => r.s)));
-      fig(`large_${name}_client_cpu_rounds_s`, list(rs.map((r) => r.clientCpu)));
-      fig(`large_${name}_robot_cpu_rounds_s`, list(rs.map((r) => r.robotCpu)));
-      fig(`large_${name}_total_cpu_s_per_gib`, (median(rs.map(cpu)) * 1024) / mib);
-      fig(`large_${name}_vs_sftp`, sftpS / median(rs.map((r) => r.s)));
+    if (largeFigures) {
+      const { engineRuns, sftpRuns, runsOf, largeSent, largeOk } = largeFigures;
+      const mib = largeMib;
+      const engineS = median(engineRuns.map((r) => r.s));
+      const sftpS = median(sftpRuns.map((r) => r.s));
+      fig('large_mib', mib);
+      fig('large_rounds_s', list(engineRuns.map((r) => r.s)));
+      fig('large_s', engineS);
+      fig('large_mib_per_s', mib / engineS);
+      fig('large_client_cpu_s', median(engineRuns.map((r) => r.clientCpu)));
+      fig('large_robot_cpu_s', median(engineRuns.map((r) => r.robotCpu)));
+      fig('large_sent_bytes', largeSent);
+      fig('large_sha256_ok', largeOk ? 'true' : 'false');
+      fig('baseline_sftp_rounds_s', list(sftpRuns.map((r) => r.s)));
+      fig('baseline_sftp_put_s', sftpS);
+      fig('baseline_sftp_mib_per_s', mib / sftpS);
+      fig('baseline_sftp_client_cpu_s', median(sftpRuns.map((r) => r.clientCpu)));
+      fig('baseline_sftp_robot_cpu_s', median(sftpRuns.map((r) => r.robotCpu)));
+      fig('large_vs_sftp', sftpS / engineS);
+      fig('large_vs_sftp_best', Math.min(...sftpRuns.map((r) => r.s)) / Math.min(...engineRuns.map((r) => r.s)));
+      fig('large_transport', largeFigures.opensshOn ? 'openssh' : 'ssh2');
+      fig('large_openssh_streams', cfg.offline.robotSyncOpenssh.streams);
+      // Both transports side by side: time, CPU on each end, and total CPU per GiB (what decides on 2 cores).
+      for (const name of ['ssh2', 'openssh'] as const) {
+        const rs = runsOf[name];
+        if (rs.length === 0) continue;
+        const cpu = (r: Run) => r.clientCpu + r.robotCpu;
+        fig(`large_${name}_rounds_s`, list(rs.map((r) => r.s)));
+        fig(`large_${name}_client_cpu_rounds_s`, list(rs.map((r) => r.clientCpu)));
+        fig(`large_${name}_robot_cpu_rounds_s`, list(rs.map((r) => r.robotCpu)));
+        fig(`large_${name}_total_cpu_s_per_gib`, (median(rs.map(cpu)) * 1024) / mib);
+        fig(`large_${name}_vs_sftp`, sftpS / median(rs.map((r) => r.s)));
     }
     fig('baseline_sftp_client_cpu_rounds_s', list(sftpRuns.map((r) => r.clientCpu)));
     fig('baseline_sftp_robot_cpu_rounds_s', list(sftpRuns.map((r) => r.robotCpu)));
     fig('baseline_sftp_total_cpu_s_per_gib', (median(sftpRuns.map((r) => r.clientCpu + r.robotCpu)) * 1024) / mib);
-    const initialS = median(ours.map((r) => r.initial));
-    const noopS = median(ours.map((r) => r.noop));
-    const last = ours[ours.length - 1];
-    fig('files', files);
-    fig('file_kib', fileKib);
-    fig('initial_rounds_s', list(ours.map((r) => r.initial)));
-    fig('initial_s', initialS);
-    fig('initial_robot_ms', JSON.stringify(last.initialResult.robots[0]?.ms ?? null));
-    fig('baseline_rsync_initial_rounds_s', list(rsyncInitial));
-    fig('baseline_rsync_initial_s', median(rsyncInitial));
-    fig('initial_vs_rsync', initialS / median(rsyncInitial));
-    fig('initial_vs_rsync_best', Math.min(...ours.map((r) => r.initial)) / Math.min(...rsyncInitial));
-    fig('noop_rounds_s', list(ours.map((r) => r.noop)));
-    fig('noop_s', noopS);
-    fig('noop_robot_ms', JSON.stringify(last.noopResult.robots[0]?.ms ?? null));
-    fig('baseline_rsync_noop_rounds_s', list(rsyncNoop));
-    fig('baseline_rsync_noop_s', median(rsyncNoop));
-    fig('noop_vs_rsync', noopS / median(rsyncNoop));
-    fig('context_raw_driver_read_perfect_state_s', dbReadS);
-    const wrong = ours.filter((r) => r.initialResult.totals.uploaded.files !== files || r.noopResult.totals.sentBytes !== 0 || r.noopResult.totals.uploaded.files !== 0 || !r.noopResult.robots[0]?.unchanged);
-    if (!largeOk || wrong.length > 0) {
-      throw new Error(`benchmark run did not sync correctly: ${JSON.stringify({ largeOk, wrong: wrong.map((r) => ({ initial: r.initialResult.robots, noop: r.noopResult.robots })) })}`);
+      if (!largeOk) throw new Error('benchmark run did not sync the large RF correctly');
+    }
+    if (smallFigures) {
+      const { ours, rsyncInitial, rsyncNoop, dbReadS } = smallFigures;
+      const initialS = median(ours.map((r) => r.initial));
+      const noopS = median(ours.map((r) => r.noop));
+      const last = ours[ours.length - 1];
+      fig('files', files);
+      fig('file_kib', fileKib);
+      fig('initial_rounds_s', list(ours.map((r) => r.initial)));
+      fig('initial_s', initialS);
+      fig('initial_robot_ms', JSON.stringify(last.initialResult.robots[0]?.ms ?? null));
+      fig('baseline_rsync_initial_rounds_s', list(rsyncInitial));
+      fig('baseline_rsync_initial_s', median(rsyncInitial));
+      fig('initial_vs_rsync', initialS / median(rsyncInitial));
+      fig('initial_vs_rsync_best', Math.min(...ours.map((r) => r.initial)) / Math.min(...rsyncInitial));
+      fig('noop_rounds_s', list(ours.map((r) => r.noop)));
+      fig('noop_s', noopS);
+      fig('noop_robot_ms', JSON.stringify(last.noopResult.robots[0]?.ms ?? null));
+      fig('baseline_rsync_noop_rounds_s', list(rsyncNoop));
+      fig('baseline_rsync_noop_s', median(rsyncNoop));
+      fig('noop_vs_rsync', noopS / median(rsyncNoop));
+      fig('context_raw_driver_read_perfect_state_s', dbReadS);
+      const wrong = ours.filter((r) => r.initialResult.totals.uploaded.files !== files || r.noopResult.totals.sentBytes !== 0 || r.noopResult.totals.uploaded.files !== 0 || !r.noopResult.robots[0]?.unchanged);
+      if (wrong.length > 0) {
+        throw new Error(`benchmark run did not sync correctly: ${JSON.stringify({ wrong: wrong.map((r) => ({ initial: r.initialResult.robots, noop: r.noopResult.robots })) })}`);
+    }
     }
   } finally {
     for (const c of children) c.proc.kill('SIGTERM');

@@ -151,6 +151,8 @@ const envSchema = z.object({
   // robot, bench robot-sync).
   ROBOT_SYNC_OPENSSH: bool.default(true),
   ROBOT_SYNC_OPENSSH_FROM_BYTES: z.coerce.number().int().positive().default(64 * 1024 * 1024),
+  // Parallel ssh streams per large RF, each on its own byte range of the part (openssh-put.ts).
+  ROBOT_SYNC_OPENSSH_STREAMS: z.coerce.number().int().min(1).max(8).default(2),
 });
 
 export type Env = z.infer<typeof envSchema>;
@@ -215,7 +217,7 @@ export interface Config {
     centerJwt: string | null;
     rfCacheDir: string;
     /** RFs at least `fromBytes` large go through OpenSSH's sftp client when `enabled` (activities/ssh/openssh-put.ts). */
-    robotSyncOpenssh: { enabled: boolean; fromBytes: number };
+    robotSyncOpenssh: { enabled: boolean; fromBytes: number; streams: number };
   };
 }
 
@@ -348,7 +350,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       cloudApiUrl: (e.CLOUD_API_URL ?? apiPublicUrl).replace(/\/+$/, ''),
       centerJwt: e.CENTER_JWT ?? null,
       rfCacheDir: path.resolve(e.RF_CACHE_DIR ?? path.join(dataDir, 'center', 'rf-cache')),
-      robotSyncOpenssh: { enabled: e.ROBOT_SYNC_OPENSSH, fromBytes: e.ROBOT_SYNC_OPENSSH_FROM_BYTES },
+      robotSyncOpenssh: { enabled: e.ROBOT_SYNC_OPENSSH, fromBytes: e.ROBOT_SYNC_OPENSSH_FROM_BYTES, streams: e.ROBOT_SYNC_OPENSSH_STREAMS },
     },
   };
 }

@@ -284,6 +284,7 @@ async function upload(
         target: target!,
         hostKey: verifiedHostKey(client)!,
         resume: prior,
+        streams: deps.cfg.offline.robotSyncOpenssh.streams,
         signal: Context.current().cancellationSignal,
         limitKbitPerSec: input.throttleBytesPerSec ? Math.max(1, Math.floor((input.throttleBytesPerSec * 8) / 1000)) : undefined,
         onProgress: (pr) => onProgress(groups.length, { files: done.files, bytes: done.bytes + pr.bytes, resume: pr.resume }, true),
@@ -291,6 +292,7 @@ async function upload(
         // The child's own host key check or login failing is a robot-level failure, as at connect time.
         throw robotFailure(e);
       });
+      if (b.resumedFrom > 0) log.info('large RF resumed', { robotId: robot._id, path: item.remotePath, resumedRanges: b.resumedRanges, sentBytes: b.bytesSent });
       done.files++;
       done.bytes += b.bytesSent;
       installed.push(item);

@@ -24,6 +24,11 @@ export interface ResumePoint {
   remotePath: string;
   sha256: string;
   offset: number;
+  /**
+   * A file written as parallel byte ranges (openssh-put.ts): each range [from, to) holds [from, at) on the robot.
+   * `offset` is then the first range's `at` (what is contiguous from the start).
+   */
+  ranges?: Array<{ from: number; to: number; at: number }>;
 }
 
 export interface UploadProgress {
@@ -69,8 +74,10 @@ export interface UploadResult {
   bytesSent: number;
   /** Bytes of the files installed in this attempt. */
   bytesInstalled: number;
-  /** Offset a resumed file continued from (0: nothing resumed). */
+  /** Offset a resumed file continued from (0: nothing resumed); for a file sent as ranges, the bytes not sent again. */
   resumedFrom: number;
+  /** A file sent as ranges: the bytes each range did not send again. */
+  resumedRanges?: number[];
   failed: Array<{ remotePath: string; error: string }>;
 }
 

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Client, SFTPWrapper } from 'ssh2';
 import { connectRobot, connectWithHostKey, sftp, verifiedHostKey, type RobotSshTarget } from '../../activities/ssh/connect';
-import { DD_BLOCK, opensshPut, opensshUnavailable, uploadLargeWithOpenssh } from '../../activities/ssh/openssh-put';
+import { DD_BLOCK, opensshPut, opensshUnavailable, splitRanges, uploadLargeWithOpenssh } from '../../activities/ssh/openssh-put';
 import { ensureRemoteDirs, uploadPartPath, type ResumePoint, type UploadItem } from '../../activities/ssh/sftp-upload';
 import { robotDirectoryFromFleet } from '../../common/robot-directory';
 import { cfg, eventually, fleet, sha256File, testRobots, uniqueId } from '../helpers';
@@ -33,14 +33,16 @@ test('OpenSSH ssh and setpriv are installed (else robot sync falls back to ssh2)
   expect(opensshUnavailable()).toBeNull();
 });
 
-test('the ssh child SIGKILLed while bytes flow: nothing at the target, the retry resumes from the polled offset and sends only the rest', async () => {
+test('a stream SIGKILLed while both ranges are in flight: nothing at the target, the retry resumes each range from its own point and sends only the rest', async () => {
   const robot = testRobots()[3];
   const target = robotDirectoryFromFleet(fleet()).ssh(robot.id);
-  const item = { ...localFile(24 * 1024 * 1024), remotePath: path.join(robot.root, 'openssh', uniqueId('big'), 'model.bin') };
+  const item = { ...localFile(32 * 1024 * 1024), remotePath: path.join(robot.root, 'openssh', uniqueId('big'), 'model.bin') };
+  const ranges = splitRanges(item.size, 2);
+  expect(ranges).toEqual([{ from: 0, to: 16 * 1024 * 1024 }, { from: 16 * 1024 * 1024, to: item.size }]);
   const { client, s } = await session(target);
   try {
     await ensureRemoteDirs(client, [item.remotePath]);
-    let pid = 0;
+    const pids: number[] = [];
     let point: ResumePoint | null = null;
     // The part is fsynced over the ssh2 session while dd writes it (counted here on the real session).
     let fsyncs = 0;
@@ -49,41 +51,69 @@ test('the ssh child SIGKILLed while bytes flow: nothing at the target, the retry
       fsyncs++;
       return fsync(h, cb);
     };
-    // 4 MiB/s: the test kills the child while it is writing.
+    // 2 MiB/s per stream (8 s a range): the test kills a child while both are writing.
     const first = uploadLargeWithOpenssh(s, item, {
       target,
       hostKey: verifiedHostKey(client)!,
-      limitKbitPerSec: 32 * 1024,
-      pollMs: 200,
+      streams: 2,
+      limitKbitPerSec: 16 * 1024,
       flushEveryBytes: 1024 * 1024,
-      onSpawn: (p) => (pid = p),
-      onProgress: (p) => (point = { ...p.resume }),
+      onSpawn: (p, range) => (pids[range] = p),
+      onProgress: (p) => (point = structuredClone(p.resume)),
     });
     first.catch(() => undefined);
-    await eventually('part growing', async () => (point?.offset ?? 0) > 4 * 1024 * 1024, 30000);
-    const before = fs.statSync(uploadPartPath(item.remotePath)).size;
-    process.kill(pid, 'SIGKILL');
+    const written = (i: number) => (point?.ranges?.[i].at ?? 0) - ranges[i].from;
+    await eventually('both ranges written in part', async () => written(0) > 2 * 1024 * 1024 && written(1) > 2 * 1024 * 1024, 30000);
+    expect(written(0)).toBeLessThan(16 * 1024 * 1024);
+    expect(written(1)).toBeLessThan(16 * 1024 * 1024);
+    // The robot holds what dd reported, in each range: the part's bytes there are the file's.
+    const src = fs.readFileSync(item.localPath);
+    const held = fs.readFileSync(uploadPartPath(item.remotePath));
+    for (const r of ranges) expect(held.subarray(r.from, r.from + 2 * 1024 * 1024).equals(src.subarray(r.from, r.from + 2 * 1024 * 1024))).toBe(true);
+    process.kill(pids[0], 'SIGKILL');
     await expect(first).rejects.toThrow(/ssh upload to robot .* failed \(SIGKILL\)/);
-    // The robot's dd lost its input with it: the part stops growing.
+    // The other stream was stopped with it, and the robot's dds lost their input: the part stops changing.
+    for (const pid of pids) expect(execFileSync('ps', ['-eo', 'pid=']).toString().split('\n').map(Number)).not.toContain(pid);
     await new Promise((r) => setTimeout(r, 500));
-    const atKill = fs.statSync(uploadPartPath(item.remotePath)).size;
+    const atKill = fs.readFileSync(uploadPartPath(item.remotePath));
     await new Promise((r) => setTimeout(r, 1000));
-    expect(fs.statSync(uploadPartPath(item.remotePath)).size).toBe(atKill);
-    expect(before).toBeGreaterThan(4 * 1024 * 1024);
+    expect(fs.readFileSync(uploadPartPath(item.remotePath)).equals(atKill)).toBe(true);
     expect(fsyncs).toBeGreaterThan(0);
-    expect(atKill).toBeLessThan(item.size);
+    expect(atKill.length).toBeLessThan(item.size);
     expect(fs.existsSync(item.remotePath)).toBe(false);
-    expect(execFileSync('ps', ['-eo', 'pid=']).toString().split('\n').map(Number)).not.toContain(pid);
 
-    // The retry starts from the heartbeated point, sends only the rest, renames the whole file in.
-    // (dd's seek= counts its 1 MiB blocks: the point rounded down.)
-    const resumeAt = point!.offset - (point!.offset % DD_BLOCK);
-    const r = await uploadLargeWithOpenssh(s, item, { target, hostKey: verifiedHostKey(client)!, resume: point });
-    expect(r).toMatchObject({ files: 1, bytesInstalled: item.size, resumedFrom: resumeAt, failed: [] });
-    expect(r.resumedFrom).toBeGreaterThan(4 * 1024 * 1024);
-    expect(r.bytesSent).toBe(item.size - resumeAt);
+    // The retry starts each range from its heartbeated point, sends only the rest, renames the whole file in.
+    // (dd's seek= counts its 1 MiB blocks: each point rounded down.)
+    const resumed = ranges.map((r, i) => {
+      const at = point!.ranges![i].at;
+      return at - (at % DD_BLOCK) - r.from;
+    });
+    expect(resumed[0]).toBeGreaterThan(1024 * 1024);
+    expect(resumed[1]).toBeGreaterThan(1024 * 1024);
+    const r = await uploadLargeWithOpenssh(s, item, { target, hostKey: verifiedHostKey(client)!, streams: 2, resume: point });
+    expect(r).toMatchObject({ files: 1, bytesInstalled: item.size, resumedRanges: resumed, resumedFrom: resumed[0] + resumed[1], failed: [] });
+    expect(r.bytesSent).toBe(item.size - resumed[0] - resumed[1]);
     expect(sha256File(item.remotePath)).toBe(item.sha256);
     expect(fs.existsSync(uploadPartPath(item.remotePath))).toBe(false);
+  } finally {
+    client.end();
+  }
+});
+
+test('a point from a single-stream attempt resumes the ranges it covers', async () => {
+  const robot = testRobots()[3];
+  const target = robotDirectoryFromFleet(fleet()).ssh(robot.id);
+  const item = { ...localFile(6 * 1024 * 1024), remotePath: path.join(robot.root, 'openssh', uniqueId('single'), 'model.bin') };
+  fs.mkdirSync(path.dirname(item.remotePath), { recursive: true });
+  // The robot holds the first 4.5 MiB (as a one-stream attempt left it), its point says so.
+  fs.writeFileSync(uploadPartPath(item.remotePath), fs.readFileSync(item.localPath).subarray(0, 4.5 * 1024 * 1024));
+  const { client, s } = await session(target);
+  try {
+    const point: ResumePoint = { remotePath: item.remotePath, sha256: item.sha256, offset: 4.5 * 1024 * 1024 };
+    const r = await uploadLargeWithOpenssh(s, item, { target, hostKey: verifiedHostKey(client)!, streams: 2, resume: point });
+    // Ranges [0, 3 MiB) (all there) and [3 MiB, 6 MiB) (1.5 MiB there, 1 MiB of it counted: whole blocks).
+    expect(r).toMatchObject({ files: 1, resumedRanges: [3 * 1024 * 1024, 1024 * 1024], bytesSent: 2 * 1024 * 1024 });
+    expect(sha256File(item.remotePath)).toBe(item.sha256);
   } finally {
     client.end();
   }

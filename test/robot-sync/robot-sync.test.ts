@@ -6,6 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Connection, WorkflowClient } from '@temporalio/client';
+import { splitRanges } from '../../activities/ssh/openssh-put';
 import { uploadPartPath } from '../../activities/ssh/sftp-upload';
 import { connectOfflineDb, type OfflineDb } from '../../common/db';
 import { markPerfectStateChanged } from '../../common/models/offline';
@@ -267,20 +268,52 @@ test('first contact pins the host key; a changed key fails that robot with "host
 const sshChildren = (robotId: string) =>
   execFileSync('ps', ['-eo', 'pid=,args=']).toString().split('\n').filter((l) => l.includes(`HostKeyAlias=fleetsync-robot-${robotId}`));
 
+/** The part holds the RF's own bytes over the first `n` bytes of every range (a hole reads as zeros). */
+function rangesHeld(part: string, rf: Rf, ranges: Array<{ from: number }>, n: number): boolean {
+  if (!fs.existsSync(part)) return false;
+  const read = (file: string, at: number) => {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const b = Buffer.alloc(n);
+      return b.subarray(0, fs.readSync(fd, b, 0, n, at));
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+  return ranges.every((r) => read(part, r.from).equals(read(path.join(rfCache, rf.sha256), r.from)));
+}
+
 /**
- * Starts a sync of one large RF, SIGKILLs the worker once the robot holds > 10 MiB of its part, restarts the
- * worker and checks the run completes with the whole file, sending only the rest.
+ * Starts a sync of one large RF, SIGKILLs the worker once the robot holds more than 10 MiB of its part in every
+ * range the transport writes (one for ssh2; two parallel streams for OpenSSH), restarts the worker and checks the
+ * run completes with the whole file, sending only the rest — of every range.
  */
-async function killDuringLargeUpload(size: number, duringUpload: (robotId: string) => void = () => undefined): Promise<void> {
+async function killDuringLargeUpload(
+  size: number,
+  ranges: Array<{ from: number; to: number }>,
+  throttleBytesPerSec: number,
+  duringUpload: (robotId: string) => void = () => undefined,
+): Promise<void> {
   const robot = await addRobot(testRobots()[2]);
   const rf = cachedRf(size);
   await perfectState(robot, [{ rel: 'big/model.bin', rf }]);
   const target = path.join(robot.rfRoot, 'big/model.bin');
-  const input: RobotSyncInput = { robotIds: [robot.id], throttleBytesPerSec: 6 * 1024 * 1024 };
-  const handle = await temporal.start('robotSync', { taskQueue: env.OFFLINE_TASK_QUEUE, workflowId: uniqueId('robot-sync-kill'), args: [input] });
+  const input: RobotSyncInput = { robotIds: [robot.id], throttleBytesPerSec };
+  const workflowId = uniqueId('robot-sync-kill');
+  const handle = await temporal.start('robotSync', { taskQueue: env.OFFLINE_TASK_QUEUE, workflowId, args: [input] });
 
-  // Kill once the robot holds a good part of the file (the byte count proves the upload is in flight).
-  await eventually('upload in flight', async () => fs.existsSync(uploadPartPath(target)) && fs.statSync(uploadPartPath(target)).size > 10 * 1024 * 1024, 60000);
+  // Kill once the robot holds a good part of every range (the bytes themselves prove the upload is in flight).
+  await eventually('upload in flight in every range', async () => rangesHeld(uploadPartPath(target), rf, ranges, 10 * 1024 * 1024), 60000);
+  if (ranges.length > 1) {
+    // ... and the server holds a heartbeat with every range's own offset (heartbeats reach it throttled).
+    await eventually('every range heartbeated', async () => {
+      const d = await temporal.getHandle(`${workflowId}/${robot.id}`).describe();
+      const data = d.raw.pendingActivities?.[0]?.heartbeatDetails?.payloads?.[0]?.data;
+      const beat = data ? (JSON.parse(Buffer.from(data).toString()) as { resume?: { ranges?: Array<{ from: number; at: number }> } }) : null;
+      const at = beat?.resume?.ranges;
+      return at && at.length === ranges.length && at.every((x) => x.at - x.from > 2 * 1024 * 1024);
+    }, 60000);
+  }
   // The UI's progress bar moves: bytes of this robot, read with the workflow's query.
   const moving = await eventually('progress reported', async () => {
     const p = await handle.query<RobotSyncProgress>('robotSyncProgress');
@@ -290,13 +323,14 @@ async function killDuringLargeUpload(size: number, duringUpload: (robotId: strin
   expect(moving).toMatchObject({ status: 'syncing', files: { done: 0, total: 1 }, bytes: { total: rf.size } });
   duringUpload(robot.id);
   await worker.kill('SIGKILL');
-  // Nothing writes the part any more (an OpenSSH child dies with the worker): it stops growing.
+  // Nothing writes the part any more (an OpenSSH child dies with the worker): it stops changing.
   await new Promise((r) => setTimeout(r, 500));
-  const atKill = fs.statSync(uploadPartPath(target)).size;
+  const atKill = fs.readFileSync(uploadPartPath(target));
   await new Promise((r) => setTimeout(r, 1000));
-  expect(fs.statSync(uploadPartPath(target)).size).toBe(atKill);
+  expect(fs.readFileSync(uploadPartPath(target)).equals(atKill)).toBe(true);
   expect(sshChildren(robot.id)).toEqual([]);
-  expect(atKill).toBeLessThan(rf.size);
+  // Every range was still being written: none is complete.
+  for (const x of ranges) expect(rangesHeld(uploadPartPath(target), rf, [{ from: x.to - 1024 * 1024 }], 1024 * 1024)).toBe(false);
   expect(fs.existsSync(target)).toBe(false);
   logs.push(worker.output());
   worker = await startWorker();
@@ -305,20 +339,33 @@ async function killDuringLargeUpload(size: number, duringUpload: (robotId: strin
   const r = byRobot(result, robot.id);
   expect(r.status).toBe('synced');
   expect(r.upload!.uploaded).toEqual({ files: 1, bytes: rf.size });
-  // Resumed from the heartbeated offset (at most what the robot held at the kill) and sent only the rest.
-  expect(r.upload!.resumedFromBytes).toBeGreaterThan(1024 * 1024);
-  expect(r.upload!.resumedFromBytes).toBeLessThanOrEqual(atKill);
+  // Resumed from the heartbeated offsets (at most what the robot held at the kill) and sent only the rest.
+  expect(r.upload!.resumedFromBytes).toBeGreaterThan(ranges.length * 1024 * 1024);
+  expect(r.upload!.resumedFromBytes).toBeLessThanOrEqual(atKill.length);
   expect(r.upload!.sentBytes).toBe(rf.size - r.upload!.resumedFromBytes);
   expect(sha256File(target)).toBe(rf.sha256);
   expect(fs.existsSync(uploadPartPath(target))).toBe(false);
+  if (ranges.length > 1) {
+    // Each range resumed from its own point: the new worker's log names what each did not send again.
+    const line = await eventually('resume logged', async () => worker.output().split('\n').find((l) => l.includes('large RF resumed') && l.includes(robot.id)));
+    const perRange = (/"resumedRanges":\[([\d,]+)\]/.exec(line)?.[1] ?? '').split(',').map(Number);
+    expect(perRange).toHaveLength(ranges.length);
+    for (const bytes of perRange) expect(bytes).toBeGreaterThan(1024 * 1024);
+    expect(perRange.reduce((n, x) => n + x, 0)).toBe(r.upload!.resumedFromBytes);
+  }
 }
 
 test('worker SIGKILL in the middle of a large upload: the run completes, no partial file at the target, only the remaining bytes are sent', async () => {
-  await killDuringLargeUpload(40 * 1024 * 1024, (robotId) => expect(sshChildren(robotId)).toEqual([])); // below the OpenSSH threshold: ssh2
+  const size = 40 * 1024 * 1024; // below the OpenSSH threshold: ssh2, one range
+  await killDuringLargeUpload(size, [{ from: 0, to: size }], 6 * 1024 * 1024, (robotId) => expect(sshChildren(robotId)).toEqual([]));
 });
 
-test('the same through the OpenSSH transport: its ssh child dies with the worker, the retry resumes', async () => {
-  await killDuringLargeUpload(OPENSSH_FROM + 8 * 1024 * 1024, (robotId) => expect(sshChildren(robotId).length).toBeGreaterThan(0));
+test('the same through the OpenSSH transport, killed while both of its ranges are in flight: its ssh children die with the worker, the retry resumes each range', async () => {
+  const size = OPENSSH_FROM + 8 * 1024 * 1024;
+  const ranges = splitRanges(size, 2);
+  expect(ranges).toHaveLength(2);
+  // 2 MiB/s per stream: 14 s a range, longer than the heartbeats' throttling.
+  await killDuringLargeUpload(size, ranges, 2 * 1024 * 1024, (robotId) => expect(sshChildren(robotId).length).toBe(2));
 });
 
 test('a file corrupted on the robot is found by the inventory and replaced on the next sync', async () => {
