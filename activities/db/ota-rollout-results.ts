@@ -21,6 +21,8 @@ export interface RolloutResultRow {
   error_msg: string | null;
   finished_at: Date;
   transitions?: Array<{ status: JobStatus; error_msg: string | null; at: Date }>;
+  /** The apply call that inserted it (workflow run / activity id), so a retry of that call knows its own rows. */
+  stored_by?: string;
 }
 type ResultsModel = OtaModels['OtaRolloutResult'];
 
