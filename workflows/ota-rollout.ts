@@ -220,7 +220,9 @@ export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCar
     // Before a continue-as-new nothing new starts: the run ends with nothing in flight.
     const draining = pipeline && workflowInfo().continueAsNewSuggested;
 
-    if (eventsPending() && !running.has('apply') && !recount && !draining) {
+    // An apply starts unless one runs, a recount is due (it waits for nothing in flight) or the run is ending.
+    const mayApply = () => !running.has('apply') && !recount && !draining;
+    if (eventsPending() && mayApply()) {
       if (s.events.reports.length > 0) s.resendAfterMs = o.redispatchAfterMs ?? REDISPATCH_AFTER_MS;
       const reports = s.events.reports.splice(0, APPLY_BATCH);
       const online = s.paused ? [] : s.events.online.splice(0, APPLY_BATCH);
@@ -290,7 +292,7 @@ export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCar
     const paused = s.paused;
     const seen = settled;
     const wake = () =>
-      (eventsPending() && !running.has('apply')) || s.cancelJobs.length > 0 || s.cancelRequested !== null || s.paused !== paused || settled !== seen;
+      (eventsPending() && mayApply()) || s.cancelJobs.length > 0 || s.cancelRequested !== null || s.paused !== paused || settled !== seen;
     // Liveness: with jobs in flight, silence is bounded; past it they are sent again with a fresh URL (backoff).
     // With an activity in flight its end wakes the loop anyway.
     const base = o.redispatchAfterMs ?? REDISPATCH_AFTER_MS;

@@ -96,6 +96,31 @@ export function movedCounts(
   return waves;
 }
 
+/**
+ * The rollout document lists every robot in job order (a rollout; a batch of single deploys lists none: its jobs
+ * were inserted by the API with their own ids and paths, api/ota/deploy-batcher.ts): its jobs can be derived.
+ */
+const listsRobots = (r: { robot_ids?: readonly string[]; wave_sizes: readonly number[] }): r is { robot_ids: string[]; wave_sizes: number[] } =>
+  (r.robot_ids?.length ?? 0) > 0 && r.robot_ids!.length === r.wave_sizes.reduce((a, b) => a + b, 0);
+
+/** A count's database bound, in statement bounds (see countsOf). */
+const COUNT_TIMEOUT_FACTOR = 6;
+
+/**
+ * Jobs of waves 0..maxWave past the cursor that have ended (an operator's cancel while they were queued), from the
+ * counts: a wave's size is its queued jobs, those it handed out (seq at or below the cursor) and those.
+ */
+export function endedWhileQueued(counts: readonly WaveCounts[], waveSizes: readonly number[], cursor: number, maxWave: number): number {
+  let start = 0;
+  let ended = 0;
+  waveSizes.forEach((size, w) => {
+    const handedOut = Math.min(size, Math.max(0, cursor + 1 - start));
+    if (w <= maxWave) ended += size - handedOut - counts[w].queued;
+    start += size;
+  });
+  return ended;
+}
+
 /** Milliseconds since the last call (the first: since creation): where an activity's time goes, in its log line. */
 function stopwatch(): () => number {
   let at = performance.now();
@@ -114,6 +139,8 @@ const READ_CHUNK = 1000;
 /** Ids per `$in` write: FerretDB updates document by document (about 10 ms each on a busy 2-core box), so a
  * write of more than 50 can pass the database timeout. */
 const WRITE_CHUNK = 50;
+/** Rows per insert statement (inserts of new ids do not hang FerretDB the way updates of 100 do). */
+const INSERT_CHUNK = 500;
 /** Publishes in flight at once from one activity (QoS 1, each waits for its PUBACK; the broker answers in order). */
 const PUBLISH_CONCURRENCY = 256;
 
@@ -230,8 +257,11 @@ export function createOtaRolloutActivities({
   }
 
   /** rolloutCounts for a rollout document just read (a running rollout's counts skip the archive). */
+  // A count reads every job and result row of the rollout: at 10,000 robots on a loaded 2-core box that took more
+  // than the 10 s bound of one statement (measured: three attempts of the final count timed out, 43 s), and a
+  // retry only starts the same read again. A hung server still ends it.
   const countsOf = (r: { _id: string; status: string; wave_sizes: number[] }, cursor: number): Promise<WaveCounts[]> =>
-    rolloutCounts(countModelsFor(r.status, models), r._id, r.wave_sizes, t, cursor);
+    rolloutCounts(countModelsFor(r.status, models), r._id, r.wave_sizes, t * COUNT_TIMEOUT_FACTOR, cursor);
 
   const counts = async (rolloutId: string): Promise<WaveCounts[]> => {
     const r = await loadRollout(rolloutId);
@@ -333,7 +363,7 @@ export function createOtaRolloutActivities({
           created += e.insertedDocs?.length ?? 0;
         }
       }
-      await withDbTimeout('mark rollout jobs created', t, OtaRollout.updateOne({ _id: rolloutId }, { $set: { jobs_at: now } }));
+      if (listsRobots(r)) await withDbTimeout('mark rollout jobs created', t, OtaRollout.updateOne({ _id: rolloutId }, { $set: { jobs_at: now } }));
       log.info('rollout jobs created', { rolloutId, jobs: docs.length, created });
       return { jobs: docs.length, created };
     },
@@ -357,7 +387,7 @@ export function createOtaRolloutActivities({
       // earlier batch marks its offline robots' jobs before it moves the cursor past them) and PENDING in their
       // documents (ends are result rows). Measured at 10,000 robots: the query below, one scan of the jobs
       // collection, took 2.5-11 s of a 5-8 s batch. A retry queries: its earlier attempt may have marked some.
-      const jobs = first
+      const jobs = first && listsRobots(rollout)
         ? jobsAfter(rollout, cursor, maxWave, limit)
         : await withDbTimeout(
             'load queued jobs',
@@ -367,8 +397,9 @@ export function createOtaRolloutActivities({
               .limit(limit)
               .lean(),
           );
-      // Jobs ended while queued (an operator's cancel of single jobs) are left out.
-      const open = await stillOpen(jobs);
+      // Jobs ended while queued (an operator's cancel of single jobs) are left out. The counts tell whether any
+      // job past the cursor has ended: then its result rows are read (a scan of them all on FerretDB).
+      const open = first && fits(prev, rollout.wave_sizes) && endedWhileQueued(prev, rollout.wave_sizes, cursor, maxWave) === 0 ? jobs : await stillOpen(jobs);
       const robots = open.map((j) => j.robot_id);
       const online = new Set<string>();
       for (const part of chunks(robots, READ_CHUNK)) {
@@ -431,7 +462,7 @@ export function createOtaRolloutActivities({
       // an update per job cost ~30 ms each on FerretDB. Non-terminal reports are not stored for rollout jobs.
       // Insert-first: a job that has its row already is a duplicate key (no read of the results beforehand).
       const ends = new Map<string, { job: ReportedJob; at: JobStatus; row: Omit<RolloutResultRow, 'finished_at'> }>();
-      const derived = fits(prev, rollout.wave_sizes) && rollout.jobs_at ? await reportedJobsOf(rollout, byJob, prev) : null;
+      const derived = fits(prev, rollout.wave_sizes) && rollout.jobs_at && listsRobots(rollout) ? await reportedJobsOf(rollout, byJob, prev) : null;
       for (const part of derived ? [[]] : chunks(ids, READ_CHUNK)) {
         const docs =
           derived ??
@@ -586,7 +617,9 @@ export function createOtaRolloutActivities({
         version: 'v1',
         updated_at: now,
       }));
-      for (const batch of chunks(docs)) {
+      // Inserts go 500 per statement (FerretDB's hang is on updates of existing documents, not inserts; 150
+      // inserts took 92 ms); updates stay at 50.
+      for (const batch of chunks(docs, INSERT_CHUNK)) {
         const existing = new Set<string>();
         try {
           await withDbTimeout('insert deploy targets', t, DeployTarget.insertMany(batch, { ordered: false }));
@@ -599,8 +632,7 @@ export function createOtaRolloutActivities({
             if (typeof i === 'number') existing.add(batch[i]._id);
           }
         }
-        const updates = batch.filter((d) => existing.has(d._id));
-        if (updates.length > 0) {
+        for (const updates of chunks(batch.filter((d) => existing.has(d._id)), WRITE_CHUNK)) {
           await withDbTimeout(
             'update deploy targets',
             t,
