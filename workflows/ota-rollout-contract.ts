@@ -74,6 +74,12 @@ export interface WaveCounts {
   inFlight: number;
 }
 
+/**
+ * Counts as a rollout activity answers them: `moved`, the counts it was given moved by what it stored itself
+ * (nothing counted twice); else counted afresh from the stored jobs. Bare arrays: answers recorded before `moved`.
+ */
+export type CountsAnswer = WaveCounts[] | { counts: WaveCounts[]; moved?: boolean };
+
 export interface RolloutProgress {
   status: RolloutStatus;
   paused: boolean;

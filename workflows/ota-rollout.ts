@@ -30,9 +30,12 @@ import {
   rolloutProgressQuery,
   type OtaRolloutInput,
   type RolloutEvents,
+  type CountsAnswer,
   type RolloutStatus,
   type WaveCounts,
+  waveSizes,
 } from './ota-rollout-contract';
+import type { JobStatus } from '../common/protocol';
 import { RETRY_UNTIL_INFRA_RECOVERS } from './ota-deployment';
 
 /**
@@ -75,6 +78,25 @@ export interface OtaRolloutResult {
 const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
 const failures = (w: WaveCounts): number => (w.status.FAILED ?? 0) + (w.status.TIMED_OUT ?? 0);
 const unfinished = (w: WaveCounts): number => w.queued + w.awaitingRobot + w.inFlight;
+
+/**
+ * `base` moved as `to` differs from `from` (an activity's answer against the counts it was given): the moves of
+ * activities that ran side by side add up in any order.
+ */
+export function shifted(base: readonly WaveCounts[], from: readonly WaveCounts[], to: readonly WaveCounts[]): WaveCounts[] {
+  return base.map((w, i) => {
+    const f = from[i];
+    const t = to[i];
+    if (!f || !t) return w;
+    const status = { ...w.status };
+    for (const k of new Set([...Object.keys(f.status), ...Object.keys(t.status)]) as Set<JobStatus>) {
+      const v = (status[k] ?? 0) + (t.status[k] ?? 0) - (f.status[k] ?? 0);
+      if (v === 0) delete status[k];
+      else status[k] = v;
+    }
+    return { size: w.size, status, queued: w.queued + t.queued - f.queued, awaitingRobot: w.awaitingRobot + t.awaitingRobot - f.awaitingRobot, inFlight: w.inFlight + t.inFlight - f.inFlight };
+  });
+}
 
 export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCarry): Promise<OtaRolloutResult> {
   const { rolloutId, options: o } = input;
@@ -122,6 +144,8 @@ export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCar
   }
 
   async function finish(status: RolloutStatus, reason: string | null, endJobs: 'CANCELED' | 'TIMED_OUT' | null): Promise<OtaRolloutResult> {
+    // A batch still publishing ends first: the jobs it hands out are then ended (and their robots told) with the rest.
+    await idle();
     if (endJobs && sum(s.waves.map(unfinished)) > 0) s.waves = await rollout.endRolloutJobs(rolloutId, endJobs, reason ?? status, null);
     s.status = status;
     s.reason = reason;
@@ -129,10 +153,64 @@ export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCar
     return { rolloutId, status, reason, waves: s.waves };
   }
 
+  // Pipelined (runs started after this change): a dispatch batch and an apply of reports run side by side, each
+  // answering the counts it was given moved by what it stored; the workflow adds each one's moves to what it holds
+  // (moves add up in any order: a job reported before the batch that published it returns is counted in flight
+  // minus one until it does). A fresh count (stored jobs) is taken with nothing in flight whenever a wave seems to
+  // end or a count came back while the other activity was writing.
+  const pipeline = patched('rollout-pipeline');
+  const running = new Map<'dispatch' | 'apply', { overlapped: boolean }>();
+  let settled = 0;
+  let failure: unknown = null;
+  let trusted: WaveCounts[] = s.waves;
+  let recount = false;
+  let dispatchedNothing = false;
+
+  function merge(prev: readonly WaveCounts[], answer: CountsAnswer, overlapped: boolean): void {
+    if (!Array.isArray(answer) && answer.moved) {
+      s.waves = shifted(s.waves, prev, answer.counts);
+      return;
+    }
+    s.waves = trusted = Array.isArray(answer) ? answer : answer.counts;
+    if (overlapped) recount = true;
+  }
+  async function run<T>(name: 'dispatch' | 'apply', start: () => Promise<T>, done: (r: T, overlapped: boolean) => void): Promise<void> {
+    for (const other of running.values()) other.overlapped = true;
+    const me = { overlapped: running.size > 0 };
+    running.set(name, me);
+    const p = start().then(
+      (r) => {
+        running.delete(name);
+        settled++;
+        done(r, me.overlapped);
+      },
+      (err: unknown) => {
+        running.delete(name);
+        settled++;
+        failure ??= err;
+      },
+    );
+    if (!pipeline) {
+      await p;
+      if (failure) throw failure;
+    }
+  }
+  async function idle(): Promise<void> {
+    if (running.size > 0) await condition(() => running.size === 0);
+    if (failure) throw failure;
+  }
+  const negative = (w: WaveCounts): boolean => w.queued < 0 || w.awaitingRobot < 0 || w.inFlight < 0;
+  // Moved counts that end a wave (or went negative): decisions to fail or complete rest on a fresh count.
+  const doubtful = (): boolean => recount || s.waves.some((w, i) => negative(w) || (unfinished(w) <= 0 && unfinished(trusted[i] ?? w) > 0));
+
   // Decided by the input alone (replays see the same input): runs started before storedJobs existed still create.
   const stored0 = input.storedJobs;
   if (!s.jobsCreated) {
-    if (stored0 === undefined) await rollout.createRolloutJobs(rolloutId);
+    if (stored0 === undefined) {
+      const { jobs } = await rollout.createRolloutJobs(rolloutId);
+      // Nothing has happened to fresh jobs yet: the first batch moves these counts instead of counting 10,000 jobs.
+      if (pipeline && s.waves.length === 0) s.waves = waveSizes(jobs, o.wavePercents).map((size) => ({ size, status: { PENDING: size }, queued: size, awaitingRobot: 0, inFlight: 0 }));
+    }
     s.jobsCreated = true;
   }
   // The first batch also answers with the counts the loop starts from (moved from the stored jobs' when known).
@@ -141,21 +219,34 @@ export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCar
       stored0 === undefined ? undefined : [{ size: stored0, status: stored0 > 0 ? { PENDING: stored0 } : {}, queued: stored0, awaitingRobot: 0, inFlight: 0 }];
     s.waves = (await rollout.dispatchRolloutBatch(rolloutId, 0, s.paused ? 0 : Math.min(o.maxConcurrency, DISPATCH_BATCH), fresh, fresh !== undefined)).counts;
   }
+  trusted = s.waves;
 
   for (;;) {
+    if (failure) throw failure;
     if (s.cancelRequested) return finish('CANCELED', s.cancelRequested, 'CANCELED');
     if (o.deadlineMs !== null && Date.now() >= o.deadlineMs) return finish('TIMED_OUT', 'rollout deadline passed', 'TIMED_OUT');
+    // Before a continue-as-new nothing new starts: the run ends with nothing in flight.
+    const draining = pipeline && workflowInfo().continueAsNewSuggested;
 
-    if (eventsPending()) {
+    // An apply starts unless one runs, a recount is due (it waits for nothing in flight) or the run is ending.
+    const mayApply = () => !running.has('apply') && !recount && !draining;
+    if (eventsPending() && mayApply()) {
       if (s.events.reports.length > 0) s.resendAfterMs = o.redispatchAfterMs ?? REDISPATCH_AFTER_MS;
       const reports = s.events.reports.splice(0, APPLY_BATCH);
       const online = s.paused ? [] : s.events.online.splice(0, APPLY_BATCH);
       // Then on to the decisions and the next dispatch: reports streaming in must never starve dispatching.
       // The counts held go along: the activity moves them by what it stored instead of counting again.
-      s.waves = await rollout.applyRolloutEvents(rolloutId, { reports, online: [...new Set(online)] }, !s.paused, s.waves);
+      const prev = s.waves;
+      const mayDispatch = !s.paused;
+      dispatchedNothing = false;
+      await run('apply', () => rollout.applyRolloutEvents(rolloutId, { reports, online: [...new Set(online)] }, mayDispatch, prev), (r, overlapped) => merge(prev, r, overlapped));
     }
-    const jobCancel = s.cancelJobs.shift();
-    if (jobCancel) s.waves = await rollout.endRolloutJobs(rolloutId, 'CANCELED', jobCancel.reason, jobCancel.jobIds);
+    if (s.cancelJobs.length > 0) {
+      await idle();
+      const jobCancel = s.cancelJobs.shift()!;
+      s.waves = trusted = await rollout.endRolloutJobs(rolloutId, 'CANCELED', jobCancel.reason, jobCancel.jobIds);
+      dispatchedNothing = false;
+    }
 
     const total = sum(s.waves.map((w) => w.size));
     const failed = sum(s.waves.map(failures));
@@ -166,12 +257,20 @@ export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCar
       return finish('ABORTED', `aborted: ${failed} of ${total} robots failed (threshold ${o.abortAfterFailurePct} %)`, 'CANCELED');
     }
     while (s.currentWave < s.waves.length - 1 && (s.waves[s.currentWave].status.COMPLETED ?? 0) >= need(s.currentWave)) s.currentWave++;
-    const cur = s.waves[s.currentWave];
-    if (unfinished(cur) === 0 && (cur.status.COMPLETED ?? 0) < need(s.currentWave)) {
-      const reason = `wave ${s.currentWave}: ${cur.status.COMPLETED ?? 0} of ${cur.size} robots completed, below the ${o.successThresholdPct} % threshold`;
-      return finish('FAILED', reason, 'CANCELED');
+    // The end of a wave or of the rollout is decided with nothing in flight, on counts that can be trusted.
+    if (running.size === 0) {
+      if (doubtful()) {
+        s.waves = trusted = (await rollout.dispatchRolloutBatch(rolloutId, 0, 0)).counts;
+        recount = false;
+        dispatchedNothing = false;
+      }
+      const cur = s.waves[s.currentWave];
+      if (unfinished(cur) === 0 && (cur.status.COMPLETED ?? 0) < need(s.currentWave)) {
+        const reason = `wave ${s.currentWave}: ${cur.status.COMPLETED ?? 0} of ${cur.size} robots completed, below the ${o.successThresholdPct} % threshold`;
+        return finish('FAILED', reason, 'CANCELED');
+      }
+      if (sum(s.waves.map(unfinished)) === 0) return finish('COMPLETED', null, null);
     }
-    if (sum(s.waves.map(unfinished)) === 0) return finish('COMPLETED', null, null);
 
     s.status = s.paused ? 'PAUSED' : 'RUNNING';
     await store();
@@ -179,26 +278,40 @@ export async function otaRollout(input: OtaRolloutInput, carried?: OtaRolloutCar
     const inFlight = sum(s.waves.map((w) => w.inFlight));
     const queued = sum(s.waves.slice(0, s.currentWave + 1).map((w) => w.queued));
     const slots = o.maxConcurrency - inFlight;
-    if (!s.paused && slots > 0 && queued > 0) {
-      const batch = await rollout.dispatchRolloutBatch(rolloutId, s.currentWave, Math.min(slots, DISPATCH_BATCH), s.waves);
-      s.waves = batch.counts;
-      if (batch.dispatched + batch.awaitingRobot > 0) continue;
+    if (!s.paused && slots > 0 && queued > 0 && !running.has('dispatch') && !recount && !draining && !dispatchedNothing) {
+      const prev = s.waves;
+      let handedOut = 0;
+      await run(
+        'dispatch',
+        () => rollout.dispatchRolloutBatch(rolloutId, s.currentWave, Math.min(slots, DISPATCH_BATCH), prev),
+        (batch, overlapped) => {
+          merge(prev, batch, overlapped);
+          handedOut = batch.dispatched + batch.awaitingRobot;
+          dispatchedNothing = handedOut === 0;
+        },
+      );
+      if (!pipeline && handedOut > 0) continue;
     }
 
-    if (workflowInfo().continueAsNewSuggested) {
+    if (workflowInfo().continueAsNewSuggested && running.size === 0) {
       await condition(allHandlersFinished);
       await continueAsNew<typeof otaRollout>(input, s);
     }
     const paused = s.paused;
-    const wake = () => eventsPending() || s.cancelJobs.length > 0 || s.cancelRequested !== null || s.paused !== paused;
+    const seen = settled;
+    const wake = () =>
+      (eventsPending() && mayApply()) || s.cancelJobs.length > 0 || s.cancelRequested !== null || s.paused !== paused || settled !== seen;
     // Liveness: with jobs in flight, silence is bounded; past it they are sent again with a fresh URL (backoff).
+    // With an activity in flight its end wakes the loop anyway.
     const base = o.redispatchAfterMs ?? REDISPATCH_AFTER_MS;
-    const silence = patched('rollout-liveness') && !s.paused && inFlight > 0 ? (s.resendAfterMs ??= base) : null;
+    const silence = running.size === 0 && patched('rollout-liveness') && !s.paused && inFlight > 0 ? (s.resendAfterMs ??= base) : null;
     const toDeadline = o.deadlineMs === null ? null : Math.max(1, o.deadlineMs - Date.now());
     const waitMs = silence === null ? toDeadline : toDeadline === null ? silence : Math.min(silence, toDeadline);
     const woke = waitMs === null ? await condition(wake) : await condition(wake, waitMs);
+    if (s.paused !== paused) dispatchedNothing = false;
     if (!woke && silence !== null && waitMs === silence) {
-      s.waves = await rollout.resendInFlight(rolloutId);
+      s.waves = trusted = await rollout.resendInFlight(rolloutId);
+      dispatchedNothing = false;
       s.resendAfterMs = Math.min(silence * 2, base * REDISPATCH_BACKOFF_MAX);
     }
   }

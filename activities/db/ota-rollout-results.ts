@@ -21,6 +21,8 @@ export interface RolloutResultRow {
   error_msg: string | null;
   finished_at: Date;
   transitions?: Array<{ status: JobStatus; error_msg: string | null; at: Date }>;
+  /** The apply call that inserted it (workflow run / activity id), so a retry of that call knows its own rows. */
+  stored_by?: string;
 }
 type ResultsModel = OtaModels['OtaRolloutResult'];
 
@@ -49,7 +51,7 @@ export function duplicateIds(err: unknown, docs: ReadonlyArray<{ _id: string }>)
 }
 
 /**
- * Inserts terminal results in chunks of 50 (unordered): rows whose job already has one are skipped by the
+ * Inserts terminal results in chunks of 500 (unordered): rows whose job already has one are skipped by the
  * database (duplicate key), so a retry or a late second end changes nothing. `finished_at` is stamped per chunk.
  * Answers the ids that had a row already (may include more, see duplicateIds).
  */
@@ -60,7 +62,9 @@ export async function insertRolloutResults(
   onChunk?: () => void,
 ): Promise<Set<string>> {
   const duplicates = new Set<string>();
-  for (const part of chunks(rows)) {
+  // 500 rows per statement: inserts of new ids do not hang FerretDB the way updates of existing documents do (150
+  // inserts: 92 ms, STACK.md); 20 statements of 50 per 1,000 reports were 1-7 s of an apply at 10,000 robots.
+  for (const part of chunks(rows, 500)) {
     onChunk?.();
     const now = new Date();
     const docs = part.map((r) => ({ ...r, finished_at: now, transitions: (r.transitions ?? []).map((t) => ({ ...t, at: now })) }));

@@ -97,6 +97,8 @@ const otaRolloutSchema = new Schema(
      * rollout's database time (FerretDB updates document by document). Offline ones are marked awaiting_robot.
      */
     dispatch_cursor: { type: Number, default: -1 },
+    /** Every job of the rollout exists, created with this timestamp (activities/mqtt/ota-rollout.ts). */
+    jobs_at: { type: Date, default: null },
     reason: { type: String, default: null },
     created_by: { type: String, default: null },
     timestamp: { type: Date, required: true },
@@ -146,6 +148,8 @@ const otaRolloutResultSchema = new Schema(
       type: [{ _id: false, status: { type: String, enum: JOB_STATUSES, required: true }, error_msg: { type: String, default: null }, at: { type: Date, required: true } }],
       default: undefined,
     },
+    /** The rollout apply call that inserted the row (activities/mqtt/ota-rollout.ts): its retry counts it once. */
+    stored_by: { type: String, default: undefined },
   },
   { collection: 'ota_rollout_results', versionKey: false },
 );

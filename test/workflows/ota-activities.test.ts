@@ -181,7 +181,7 @@ test("dispatchRolloutBatch, a batch's first dispatch (fresh): every stored job i
   const { batchId, jobs } = await storeSinglesBatch(robots);
   const acts = createOtaRolloutActivities({ mqtt: cloud, models: db.models, s3, cfg });
   const out = await activityEnv().run(acts.dispatchRolloutBatch, batchId, 0, 3, freshCounts(3), true);
-  expect(out).toEqual({ dispatched: 3, awaitingRobot: 0, counts: [{ size: 3, status: { PENDING: 3 }, queued: 0, awaitingRobot: 0, inFlight: 3 }] });
+  expect(out).toEqual({ dispatched: 3, awaitingRobot: 0, counts: [{ size: 3, status: { PENDING: 3 }, queued: 0, awaitingRobot: 0, inFlight: 3 }], moved: true });
   for (const [i, r] of robots.entries()) {
     const msg = await eventually(`deploy message for ${r}`, async () => received.find((m) => m.topic === topics.deploy(r)));
     expect(deployMessageSchema.parse(JSON.parse(msg.payload)).job_id).toBe(jobs[i]._id);
@@ -197,7 +197,7 @@ test('dispatchRolloutBatch, fresh, with a job canceled before the run started: t
   await db.models.OtaJob.updateOne({ _id: jobs[1]._id }, { $set: { status: 'CANCELED', finished_at: new Date() } });
   const acts = createOtaRolloutActivities({ mqtt: cloud, models: db.models, s3, cfg });
   const out = await activityEnv().run(acts.dispatchRolloutBatch, batchId, 0, 3, freshCounts(3), true);
-  expect(out).toEqual({ dispatched: 2, awaitingRobot: 0, counts: [{ size: 3, status: { PENDING: 2, CANCELED: 1 }, queued: 0, awaitingRobot: 0, inFlight: 2 }] });
+  expect(out).toEqual({ dispatched: 2, awaitingRobot: 0, counts: [{ size: 3, status: { PENDING: 2, CANCELED: 1 }, queued: 0, awaitingRobot: 0, inFlight: 2 }], moved: false });
   await eventually('deploy messages', async () => robots.filter((r) => received.some((m) => m.topic === topics.deploy(r))).length === 2);
   expect(received.some((m) => m.topic === topics.deploy(robots[1]))).toBe(false);
 });

@@ -29,7 +29,7 @@ function fakes(robots: number) {
       return { jobs: robots, created: robots };
     },
     async dispatchRolloutBatch() {
-      return { dispatched: robots, awaitingRobot: 0, counts: counts() };
+      return { dispatched: robots, awaitingRobot: 0, counts: counts(), moved: false };
     },
     async applyRolloutEvents(_id, events) {
       completed += events.reports.filter((r) => r.status === 'COMPLETED').length;
