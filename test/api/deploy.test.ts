@@ -248,6 +248,35 @@ describe('POST /file/deploy_from_s3', () => {
     const r = await deployFromS3({ robot_id: 'robot01', s3_object_name: gone.s3_object_name, deploy_path: '/tmp/x' });
     expect(r).toMatchObject({ status: 404, body: { detail: 'File not found in storage' } });
   });
+
+  it('answers each request of a burst on its own: bad ones refused naming their field, good ones stored and visible', async () => {
+    // Sent together, these reach one batch of the object (deploy-batcher.ts checks its requests in its commit):
+    // a refusal must fail only its own request.
+    const [f] = await upload([{}], ['burst']);
+    const jobs = await h.db.models.OtaJob.countDocuments({});
+    const object = f.s3_object_name;
+    const answers = await Promise.all([
+      deployFromS3({ robot_id: 'robot01', s3_object_name: object, deploy_path: '/tmp/burst' }),
+      deployFromS3({ robot_id: 'robot77', s3_object_name: object, deploy_path: '/tmp/burst' }),
+      deployFromS3({ robot_id: 'robot02', s3_object_name: object, deploy_path: '/tmp/burst' }),
+      deployFromS3({ robot_id: 'robot03', s3_object_name: object, deploy_path: 'relative/path' }),
+      deployFromS3({ robot_id: 'robot03', s3_object_name: object, deploy_path: '/etc/burst' }),
+      deployFromS3({ robot_id: 'robot03', s3_object_name: `${object}-missing`, deploy_path: '/tmp/burst' }),
+      deployFromS3({ robot_id: 'robot03', s3_object_name: object, deploy_path: '/tmp/burst' }),
+    ]);
+    expect(answers[1]).toMatchObject({ status: 400, body: { detail: expect.stringMatching(/^robot_id: robot robot77 is not provisioned/) } });
+    expect(answers[3]).toMatchObject({ status: 400, body: { detail: expect.stringMatching(/^deploy_path: /) } });
+    expect(answers[4]).toMatchObject({ status: 400, body: { detail: expect.stringMatching(/^deploy_path: \/etc\/burst is outside robot robot03's deploy roots/) } });
+    expect(answers[5]).toMatchObject({ status: 404, body: { detail: 'File not found' } });
+    for (const [i, robot] of [[0, 'robot01'], [2, 'robot02'], [6, 'robot03']] as const) {
+      expect(answers[i]).toMatchObject({ status: 200, body: { robot_id: robot, s3_object_name: object, deploy_path: '/tmp/burst', state: 'PENDING', sha256: sha256('burst') } });
+      await expectWorkflowStarted(answers[i].body.job_id, robot);
+      const state = await request<JobState>(h, 'GET', `/job_state/${answers[i].body.job_id}`);
+      expect(state).toMatchObject({ status: 200, body: { job_id: answers[i].body.job_id, robot_id: robot, status: 'PENDING', s3_object_name: object } });
+    }
+    // Only the three accepted requests left jobs.
+    expect(await h.db.models.OtaJob.countDocuments({})).toBe(jobs + 3);
+  });
 });
 
 describe('GET /job_state/{job_id}', () => {
