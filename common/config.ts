@@ -216,7 +216,7 @@ export interface Config {
     /** null until the center is installed (locally: until the seeding wrote it); production requires it. */
     centerJwt: string | null;
     rfCacheDir: string;
-    /** RFs at least `fromBytes` large go through OpenSSH's sftp client when `enabled` (activities/ssh/openssh-put.ts). */
+    /** RFs at least `fromBytes` large go through OpenSSH `ssh` + `dd` when `enabled`, as `streams` parallel byte ranges (activities/ssh/openssh-put.ts). */
     robotSyncOpenssh: { enabled: boolean; fromBytes: number; streams: number };
   };
 }
