@@ -354,29 +354,26 @@ export async function main(args: string[]): Promise<void> {
     }
     if (smallFigures) {
       const { ours, rsyncInitial, rsyncNoop, dbReadS } = smallFigures;
-      const initialS = median(ours.map((r) => r.initial));
-      const noopS = median(ours.map((r) => r.noop));
       const last = ours[ours.length - 1];
       fig('files', files);
       fig('file_kib', fileKib);
-      fig('initial_rounds_s', list(ours.map((r) => r.initial)));
-      fig('initial_s', initialS);
-      fig('initial_robot_ms', JSON.stringify(last.initialResult.robots[0]?.ms ?? null));
-      fig('baseline_rsync_initial_rounds_s', list(rsyncInitial));
-      fig('baseline_rsync_initial_s', median(rsyncInitial));
-      fig('initial_vs_rsync', initialS / median(rsyncInitial));
+      // The same figures for both phases: our rounds against rsync's, and the robot's own breakdown of the last run.
+      const phase = (name: 'initial' | 'noop', oursS: number[], rsyncS: number[], robotMs: unknown) => {
+        fig(`${name}_rounds_s`, list(oursS));
+        fig(`${name}_s`, median(oursS));
+        fig(`${name}_robot_ms`, JSON.stringify(robotMs ?? null));
+        fig(`baseline_rsync_${name}_rounds_s`, list(rsyncS));
+        fig(`baseline_rsync_${name}_s`, median(rsyncS));
+        fig(`${name}_vs_rsync`, median(oursS) / median(rsyncS));
+      };
+      phase('initial', ours.map((r) => r.initial), rsyncInitial, last.initialResult.robots[0]?.ms);
       fig('initial_vs_rsync_best', Math.min(...ours.map((r) => r.initial)) / Math.min(...rsyncInitial));
-      fig('noop_rounds_s', list(ours.map((r) => r.noop)));
-      fig('noop_s', noopS);
-      fig('noop_robot_ms', JSON.stringify(last.noopResult.robots[0]?.ms ?? null));
-      fig('baseline_rsync_noop_rounds_s', list(rsyncNoop));
-      fig('baseline_rsync_noop_s', median(rsyncNoop));
-      fig('noop_vs_rsync', noopS / median(rsyncNoop));
+      phase('noop', ours.map((r) => r.noop), rsyncNoop, last.noopResult.robots[0]?.ms);
       fig('context_raw_driver_read_perfect_state_s', dbReadS);
       const wrong = ours.filter((r) => r.initialResult.totals.uploaded.files !== files || r.noopResult.totals.sentBytes !== 0 || r.noopResult.totals.uploaded.files !== 0 || !r.noopResult.robots[0]?.unchanged);
       if (wrong.length > 0) {
         throw new Error(`benchmark run did not sync correctly: ${JSON.stringify({ wrong: wrong.map((r) => ({ initial: r.initialResult.robots, noop: r.noopResult.robots })) })}`);
-    }
+      }
     }
   } finally {
     for (const c of children) c.proc.kill('SIGTERM');
