@@ -78,6 +78,13 @@ function reapedCpuSeconds(pid: number): number {
   return (Number(f[13]) + Number(f[14])) / 100;
 }
 
+/** CPU (user + system, seconds) a live process has used so far (its own threads; utime + stime). */
+function liveCpuSeconds(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
 const ownCpuSeconds = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
@@ -253,12 +260,42 @@ export async function main(args: string[]): Promise<void> {
       const rsyncRun = (dir: string) => () =>
         run('rsync', ['-a', '-e', `ssh ${sshOpts.join(' ')}`, `${tree}/`, `${login}:${path.join(robot.root, dir)}/`], { maxBuffer: 1 << 20 });
       const api = `http://127.0.0.1:${cfg.offline.api.port}/api`;
+      let lastRun = { workflowId: '', postedAt: 0, resultAt: 0 };
       const sync = async (): Promise<RobotSyncResult> => {
+        const postedAt = Date.now();
         const res = await fetch(`${api}/robots/sync`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
         if (res.status !== 202) throw new Error(`POST /robots/sync: ${res.status} ${await res.text()}`);
         const { workflow_id } = (await res.json()) as { workflow_id: string };
-        return (await temporal.getHandle(workflow_id).result()) as RobotSyncResult;
+        const result = (await temporal.getHandle(workflow_id).result()) as RobotSyncResult;
+        lastRun = { workflowId: workflow_id, postedAt, resultAt: Date.now() };
+        return result;
       };
+      /**
+       * Where a run's time went outside the robot's own steps, from the histories (the server's clock, the same
+       * machine's): ms from the POST to the parent's start, the child's start, the activity's schedule, start and
+       * completion, the child's and the parent's end, and the result in the client's hands.
+       */
+      const timeline = async (run: typeof lastRun): Promise<Record<string, number>> => {
+        const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined) => (t ? Number(t.seconds) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : 0);
+        const parent = (await temporal.getHandle(run.workflowId).fetchHistory()).events ?? [];
+        const child = (await temporal.getHandle(`${run.workflowId}/${robot.id}`).fetchHistory()).events ?? [];
+        const at = (events: typeof parent, pick: (e: (typeof parent)[number]) => unknown) => {
+          const e = events.find((x) => pick(x));
+          return e ? ms(e.eventTime) - run.postedAt : -1;
+        };
+        return {
+          parent_started: at(parent, (e) => e.workflowExecutionStartedEventAttributes),
+          child_started: at(child, (e) => e.workflowExecutionStartedEventAttributes),
+          activity_scheduled: at(child, (e) => e.activityTaskScheduledEventAttributes),
+          activity_started: at(child, (e) => e.activityTaskStartedEventAttributes),
+          activity_completed: at(child, (e) => e.activityTaskCompletedEventAttributes),
+          child_completed: at(child, (e) => e.workflowExecutionCompletedEventAttributes),
+          parent_completed: at(parent, (e) => e.workflowExecutionCompletedEventAttributes),
+          parent_signals: parent.filter((e) => e.workflowExecutionSignaledEventAttributes).length,
+          result_received: run.resultAt - run.postedAt,
+        };
+      };
+      let initialTimeline: Record<string, number> = {};
       /** The robot as before its first sync: no synced tree, no inventory, no sync state (the perfect state stays). */
       const resetRobot = async () => {
         fs.rmSync(path.join(rfRoot, 'sync'), { recursive: true, force: true });
@@ -268,6 +305,21 @@ export async function main(args: string[]): Promise<void> {
       const timed = async (fn: () => Promise<unknown>) => {
         await run('sync'); // nothing left to write back from before (the no-op's start too)
         return seconds(fn);
+      };
+      // CPU of each end during an initial sync: the robot's sshd sessions (reaped once they end), and the center's
+      // side: the offline worker (the SFTP engine runs in it) for ours, the reaped rsync and ssh for rsync's.
+      const smallSshdPid = Number(fs.readFileSync(path.join(robot.dir, 'sshd.pid'), 'utf8'));
+      const workerPid = children[0].proc.pid!;
+      const cpuOf: Record<'ours' | 'rsync', { client: number[]; robot: number[] }> = { ours: { client: [], robot: [] }, rsync: { client: [], robot: [] } };
+      const timedCpu = async (side: 'ours' | 'rsync', keep: boolean, fn: () => Promise<unknown>) => {
+        await run('sync');
+        const client = () => (side === 'ours' ? liveCpuSeconds(workerPid) : reapedCpuSeconds(process.pid));
+        const robot0 = reapedCpuSeconds(smallSshdPid);
+        const client0 = client();
+        const s = await seconds(fn);
+        await until('robot sessions reaped', () => reapedCpuSeconds(smallSshdPid) > robot0, 2000, 20).catch(() => undefined);
+        if (keep) cpuOf[side].client.push(client() - client0), cpuOf[side].robot.push(reapedCpuSeconds(smallSshdPid) - robot0);
+        return s;
       };
 
       // A warm-up round of each side, then rounds in ABBA order (rsync first in even rounds, last in odd ones):
@@ -286,7 +338,7 @@ export async function main(args: string[]): Promise<void> {
       const rsyncRound = async (keep: boolean) => {
         await prepare();
         const r = rsyncRun(rsyncDir);
-        const initialS = await timed(r);
+        const initialS = await timedCpu('rsync', keep, r);
         const noopS = await timed(r);
         if (keep) rsyncInitial.push(initialS), rsyncNoop.push(noopS);
       };
@@ -294,7 +346,8 @@ export async function main(args: string[]): Promise<void> {
         await prepare();
         let initialResult: RobotSyncResult | undefined;
         let noopResult: RobotSyncResult | undefined;
-        const initialS = await timed(async () => (initialResult = await sync()));
+        const initialS = await timedCpu('ours', keep, async () => (initialResult = await sync()));
+        if (keep) initialTimeline = await timeline(lastRun);
         const noopS = await timed(async () => (noopResult = await sync()));
         if (keep) ours.push({ initial: initialS, noop: noopS, initialResult: initialResult!, noopResult: noopResult! });
       };
@@ -310,7 +363,7 @@ export async function main(args: string[]): Promise<void> {
       // Context for the no-op figure: one read of the robot's perfect state with the raw driver (FerretDB scans).
       const dbReadS = await seconds(() => db.connection.db!.collection('perfect_state_entries').find({ robot_id: robot.id }).toArray());
 
-      return { ours, rsyncInitial, rsyncNoop, dbReadS };
+      return { ours, rsyncInitial, rsyncNoop, dbReadS, cpuOf, initialTimeline };
     })();
     const list = (xs: number[]) => `[${xs.map((x) => x.toFixed(3)).join(',')}]`;
     fig('rounds', rounds);
@@ -353,7 +406,7 @@ export async function main(args: string[]): Promise<void> {
       if (!largeOk) throw new Error('benchmark run did not sync the large RF correctly');
     }
     if (smallFigures) {
-      const { ours, rsyncInitial, rsyncNoop, dbReadS } = smallFigures;
+      const { ours, rsyncInitial, rsyncNoop, dbReadS, cpuOf, initialTimeline } = smallFigures;
       const last = ours[ours.length - 1];
       fig('files', files);
       fig('file_kib', fileKib);
@@ -368,6 +421,11 @@ export async function main(args: string[]): Promise<void> {
       };
       phase('initial', ours.map((r) => r.initial), rsyncInitial, last.initialResult.robots[0]?.ms);
       fig('initial_vs_rsync_best', Math.min(...ours.map((r) => r.initial)) / Math.min(...rsyncInitial));
+      fig('initial_timeline_ms', JSON.stringify(initialTimeline));
+      fig('initial_worker_cpu_rounds_s', list(cpuOf.ours.client));
+      fig('initial_robot_cpu_rounds_s', list(cpuOf.ours.robot));
+      fig('baseline_rsync_initial_client_cpu_rounds_s', list(cpuOf.rsync.client));
+      fig('baseline_rsync_initial_robot_cpu_rounds_s', list(cpuOf.rsync.robot));
       phase('noop', ours.map((r) => r.noop), rsyncNoop, last.noopResult.robots[0]?.ms);
       fig('context_raw_driver_read_perfect_state_s', dbReadS);
       const wrong = ours.filter((r) => r.initialResult.totals.uploaded.files !== files || r.noopResult.totals.sentBytes !== 0 || r.noopResult.totals.uploaded.files !== 0 || !r.noopResult.robots[0]?.unchanged);

@@ -65,11 +65,14 @@ export function streamRecords(client: Client, command: string, onRecord: (rec: s
   });
 }
 
-export async function listRemote(client: Client, root: string): Promise<RemoteStat[]> {
+/** The robot's listing; `onStat` sees each file as its record arrives (work can start before the listing ends). */
+export async function listRemote(client: Client, root: string, onStat?: (f: RemoteStat) => void): Promise<RemoteStat[]> {
   const out: RemoteStat[] = [];
   await streamRecords(client, listingCommand(root), (rec) => {
     const [size, mtime, ...p] = rec.split('\t');
-    out.push({ path: p.join('\t'), size: Number(size), mtime: new Date(Number(mtime) * 1000), record: rec });
+    const f = { path: p.join('\t'), size: Number(size), mtime: new Date(Number(mtime) * 1000), record: rec };
+    out.push(f);
+    onStat?.(f);
   });
   return out;
 }
@@ -113,12 +116,89 @@ export async function hashRemote(client: Client, paths: string[]): Promise<Map<s
 }
 
 const INSERTS_IN_FLIGHT = 4;
+/** New entries per insert statement: each insert command is its own commit on FerretDB (inserts of new ids do
+ * not hang it the way updates of 100 do, common/db.ts). */
+const INSERT_CHUNK = 500;
 
 const entryId = (robotId: string, p: string) => `${robotId}|${p}`;
 
+export interface InventoryWriter {
+  /** One fresh entry: written in the background, in bulk. */
+  add(f: RemoteFile): void;
+  /** Writes what is buffered and waits for every write; throws the first write's error. */
+  close(): Promise<void>;
+}
+
 /**
- * Writes inventory changes: `fresh` entries (new ids are inserted, known ones replaced), `gone` ids deleted.
- * Inserts are plain inserts (FerretDB scans the collection for every filtered write; inserts have no filter).
+ * Writes inventory entries as they come (a listing streaming in): new ids are plain inserts (FerretDB scans the
+ * collection for every filtered write; inserts have no filter), INSERT_CHUNK per statement and a few statements
+ * in flight; entries of `known` paths are replaced 50 per bulk write, one write at a time.
+ */
+export function inventoryWriter(models: Pick<OfflineModels, 'InventoryEntry'>, robotId: string, known: ReadonlySet<string>): InventoryWriter {
+  const seenAt = new Date();
+  const doc = (f: RemoteFile) => ({ _id: entryId(robotId, f.path), robot_id: robotId, path: f.path, size: f.size, mtime: f.mtime, sha256: f.sha256, seen_at: seenAt });
+  let inserts: RemoteFile[] = [];
+  let replaces: RemoteFile[] = [];
+  const queue: RemoteFile[][] = [];
+  let active = 0;
+  let failure: { error: unknown } | null = null;
+  let drained: (() => void) | null = null;
+  let replacing: Promise<void> = Promise.resolve();
+  // Through the driver: the documents are built here already, mongoose's per-document casting is pure cost.
+  const pump = () => {
+    while (active < INSERTS_IN_FLIGHT && queue.length > 0) {
+      const part = queue.shift()!;
+      active++;
+      models.InventoryEntry.collection
+        .insertMany(part.map(doc) as never[], { ordered: false })
+        .catch((error: unknown) => void (failure ??= { error }))
+        .finally(() => {
+          active--;
+          pump();
+          if (active === 0 && queue.length === 0) drained?.();
+        });
+    }
+  };
+  const flushInserts = () => {
+    if (inserts.length === 0) return;
+    queue.push(inserts);
+    inserts = [];
+    pump();
+  };
+  const flushReplaces = () => {
+    if (replaces.length === 0) return;
+    const part = replaces;
+    replaces = [];
+    replacing = replacing.then(async () => {
+      if (failure) return;
+      await models.InventoryEntry.bulkWrite(
+        part.map((f) => ({ replaceOne: { filter: { _id: entryId(robotId, f.path) }, replacement: doc(f), upsert: true } })),
+        { ordered: false },
+      ).catch((error: unknown) => void (failure ??= { error }));
+    });
+  };
+  return {
+    add(f) {
+      if (known.has(f.path)) {
+        replaces.push(f);
+        if (replaces.length >= 50) flushReplaces();
+      } else {
+        inserts.push(f);
+        if (inserts.length >= INSERT_CHUNK) flushInserts();
+      }
+    },
+    async close() {
+      flushInserts();
+      flushReplaces();
+      if (active > 0 || queue.length > 0) await new Promise<void>((r) => (drained = r));
+      await replacing;
+      if (failure) throw failure.error;
+    },
+  };
+}
+
+/**
+ * Writes inventory changes: `gone` ids deleted, then `fresh` entries (new ids inserted, known ones replaced).
  */
 export async function writeInventory(
   models: Pick<OfflineModels, 'InventoryEntry'>,
@@ -127,26 +207,10 @@ export async function writeInventory(
   known: Set<string>,
   gone: string[] = [],
 ): Promise<void> {
-  const seenAt = new Date();
-  const doc = (f: RemoteFile) => ({ _id: entryId(robotId, f.path), robot_id: robotId, path: f.path, size: f.size, mtime: f.mtime, sha256: f.sha256, seen_at: seenAt });
-  const replace = fresh.filter((f) => known.has(f.path));
-  const insert = fresh.filter((f) => !known.has(f.path));
   for (const part of chunks(gone)) await models.InventoryEntry.deleteMany({ _id: { $in: part.map((p) => entryId(robotId, p)) } });
-  for (const part of chunks(replace)) {
-    await models.InventoryEntry.bulkWrite(
-      part.map((f) => ({ replaceOne: { filter: { _id: entryId(robotId, f.path) }, replacement: doc(f), upsert: true } })),
-      { ordered: false },
-    );
-  }
-  // New ids only: a few chunks in flight halve the time on FerretDB (each insert command is its own commit).
-  // Through the driver: the documents are built here already, mongoose's per-document casting is pure cost.
-  const parts = chunks(insert);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(INSERTS_IN_FLIGHT, parts.length) }, async () => {
-      while (next < parts.length) await models.InventoryEntry.collection.insertMany(parts[next++].map(doc) as never[], { ordered: false });
-    }),
-  );
+  const writer = inventoryWriter(models, robotId, known);
+  for (const f of fresh) writer.add(f);
+  await writer.close();
 }
 
 /** The stored inventory of a robot, by path. */

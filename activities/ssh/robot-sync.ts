@@ -12,7 +12,7 @@ import type { Config } from '../../common/config';
 import type { OfflineModels, OfflineRobot, PerfectStateEntry } from '../../common/models/offline';
 import { sftp, verifiedHostKey } from './connect';
 import { opensshUnavailable, uploadLargeWithOpenssh } from './openssh-put';
-import { inventoryFromListing, listingDigest, listRemote, remoteListingDigest, storedInventory, writeInventory, type Holdings, type InventoryResult, type RemoteFile, type RemoteStat } from './inventory';
+import { inventoryFromListing, inventoryWriter, listingDigest, listRemote, remoteListingDigest, storedInventory, type Holdings, type InventoryResult, type RemoteStat } from './inventory';
 import { keepAlive, loadRobot, offlineRobotTarget, robotFailure, withConnection, type Beat } from './robot-session';
 import { coalescedFlush, ensureRemoteDirs, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
 
@@ -64,8 +64,9 @@ export interface SyncRobotResult {
    */
   unchanged: boolean;
   /** Milliseconds per step: SSH connect, listing, entry reads, hashing (with the inventory's own writes), upload
-   * (of which the robot's flush), and the final inventory and robot records. */
-  ms: { connect: number; list: number; read: number; hash: number; upload: number; flush: number; record: number };
+   * (of which the robot's flush), the listing after the upload, the installed RFs' inventory write, and the
+   * robot's record. */
+  ms: { connect: number; list: number; read: number; hash: number; upload: number; flush: number; relist: number; inventory: number; record: number };
   /** The robot's `last_sync` is written (the workflow need not record it). */
   recorded: boolean;
 }
@@ -365,7 +366,7 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
      */
     async syncRobot(input: SyncRobotInput): Promise<SyncRobotResult> {
       const beat = keepAlive();
-      const ms: SyncRobotResult['ms'] = { connect: 0, list: 0, read: 0, hash: 0, upload: 0, flush: 0, record: 0 };
+      const ms: SyncRobotResult['ms'] = { connect: 0, list: 0, read: 0, hash: 0, upload: 0, flush: 0, relist: 0, inventory: 0, record: 0 };
       let t = Date.now();
       const lap = (k: keyof typeof ms) => {
         const now = Date.now();
@@ -420,16 +421,22 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
             const up = await upload(deps, input, robot, client, p, beat);
             ms.flush = up.flushMs;
             lap('upload');
-            // What we installed is in the inventory now: its sha256 is the cache's, size and mtime the robot's.
+            // What we installed is in the inventory now: its sha256 is the cache's, size and mtime the robot's
+            // (written while the listing streams in).
             if (up.installed.length) {
-              after = await listRemote(client, robot.rf_root);
-              const stat = new Map(after.map((f) => [f.path, f]));
-              const fresh: RemoteFile[] = [];
-              for (const i of up.installed) {
-                const st = stat.get(i.remotePath);
-                if (st && st.size === i.size) fresh.push({ ...st, sha256: i.sha256 });
-              }
-              await writeInventory(models, robot._id, fresh, new Set(p.known.keys()));
+              const installed = new Map(up.installed.map((i) => [i.remotePath, i]));
+              const writer = inventoryWriter(models, robot._id, new Set(p.known.keys()));
+              const listed = listRemote(client, robot.rf_root, (st) => {
+                const i = installed.get(st.path);
+                if (i && st.size === i.size) writer.add({ ...st, sha256: i.sha256 });
+              });
+              after = await listed.catch(async (e: unknown) => {
+                await writer.close().catch(() => undefined); // no write left running behind a retry
+                throw e;
+              });
+              lap('relist');
+              await writer.close();
+              lap('inventory');
             }
             const sizes = new Map(p.items.map((i) => [i.remotePath, i.size]));
             for (const f of up.failed) {
