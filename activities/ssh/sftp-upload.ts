@@ -82,10 +82,6 @@ export interface UploadResult {
 }
 
 export const SFTP_CHUNK = 255 * 1024; // 261120: OpenSSH's limit for one write (STACK.md)
-/** Small files are written in about this many pipelined batches (each flushed and renamed while the next is written)… */
-const SMALL_BATCHES = 4;
-/** …of at least this many files: a small sync pays one flush, not one per handful of files. */
-const SMALL_BATCH_MIN = 256;
 
 /**
  * Where an upload writes before its rename. Not the OTA daemon's `<target>.part`: when a robot sync and an OTA
@@ -327,31 +323,17 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
     }));
   };
 
-  // Small files: parts written with many files open at once, one flush of the robot's filesystem (one syncfs
-  // instead of thousands of fsyncs, which sftp-server would run one after the other), then the renames. Many
-  // files go in a few batches, pipelined: while a batch is flushed and renamed, the next one is written, so the
-  // robot's disk and the renames work behind the network instead of all at the end.
+  // Small files: all parts written with many files open at once, one flush of the robot's filesystem (one
+  // syncfs instead of thousands of fsyncs, which sftp-server would run one after the other), then the renames.
   const small = items.filter((i) => i.size < resumableFrom);
-  const width = opts.filesInFlight ?? 64;
-  const perBatch = Math.max(SMALL_BATCH_MIN, Math.ceil(small.length / SMALL_BATCHES));
-  const installs: Promise<void>[] = [];
-  let installFailure: { error: unknown } | null = null;
-  for (let from = 0; from < small.length && !installFailure; from += perBatch) {
-    const written: UploadItem[] = [];
-    await pool(small.slice(from, from + perBatch), width, async (item) => {
-      const ok = item.size <= chunk ? await writeSmallPart(item, !opts.flush) : await writePart(item, !opts.flush);
-      if (ok) written.push(item);
-      progress();
-    });
-    const installed = (async () => {
-      if (written.length && opts.flush) await opts.flush();
-      await pool(written, width, install);
-    })();
-    // Awaited below; a failure stops the next batches and is thrown once the batches in flight have settled.
-    installs.push(installed.catch((error: unknown) => void (installFailure ??= { error })));
-  }
-  await Promise.all(installs);
-  if (installFailure) throw (installFailure as { error: unknown }).error;
+  const written: UploadItem[] = [];
+  await pool(small, opts.filesInFlight ?? 64, async (item) => {
+    const ok = item.size <= chunk ? await writeSmallPart(item, !opts.flush) : await writePart(item, !opts.flush);
+    if (ok) written.push(item);
+    progress();
+  });
+  if (written.length && opts.flush) await opts.flush();
+  await pool(written, opts.filesInFlight ?? 64, install);
 
   // Large files after, one at a time with every write slot; the resumed one first.
   const large = items.filter((i) => i.size >= resumableFrom);

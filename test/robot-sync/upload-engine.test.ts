@@ -72,49 +72,6 @@ test('many small files in one session: all installed after one flush; a file tha
   }
 });
 
-test('many small files go in pipelined batches: each file is renamed only after a flush that started once its part was whole; the next batch is written meanwhile', async () => {
-  const robot = testRobots()[0];
-  const dir = path.join(robot.root, 'engine', uniqueId('batches'));
-  const items = Array.from({ length: 1200 }, (_, i) => ({ ...localFile(uniqueId(`b${i}`), crypto.randomBytes(2048)), remotePath: path.join(dir, `d${i % 10}`, `f${i}.bin`) }));
-  const client = await connectRobot(robotDirectoryFromFleet(fleet()).ssh(robot.id));
-  try {
-    await ensureRemoteDirs(client, items.map((i) => i.remotePath));
-    const s = await sftp(client);
-    // Whole parts (and targets) on the robot, as the robot's filesystem shows them.
-    const whole = () => new Set(items.filter((i) => fs.statSync(uploadPartPath(i.remotePath), { throwIfNoEntry: false })?.size === i.size).map((i) => i.remotePath));
-    const installed = () => items.filter((i) => fs.existsSync(i.remotePath)).length;
-    const flushes: Array<{ whole: Set<string>; targets: number; onRobotAfter?: number }> = [];
-    const renamedUnflushed: string[] = [];
-    const r = await uploadFiles(s, items, {
-      flush: async () => {
-        const f: (typeof flushes)[number] = { whole: whole(), targets: installed() };
-        flushes.push(f);
-        await flushRemoteFs(client, dir);
-        // Slowed down: the next batch's writes go on meanwhile.
-        await new Promise((res) => setTimeout(res, 300));
-        f.onRobotAfter = whole().size + installed();
-      },
-      onFileDone: (i) => {
-        if (!flushes.some((f) => f.whole.has(i.remotePath))) renamedUnflushed.push(i.remotePath);
-      },
-    });
-    s.end();
-    expect(r).toMatchObject({ files: 1200, failed: [] });
-    expect(renamedUnflushed).toEqual([]);
-    // Several batches; at the first flush only the first batch's parts are whole, and no target exists.
-    expect(flushes.length).toBeGreaterThanOrEqual(2);
-    expect(flushes[0].targets).toBe(0);
-    expect(flushes[0].whole.size).toBeGreaterThan(0);
-    expect(flushes[0].whole.size).toBeLessThan(1200);
-    // While the first batch was flushed, the second was written: more of the files were on the robot after it.
-    expect(flushes[0].onRobotAfter!).toBeGreaterThan(flushes[0].whole.size);
-    for (const i of items) expect(sha256File(i.remotePath)).toBe(i.sha256);
-    for (const i of items) expect(fs.existsSync(uploadPartPath(i.remotePath))).toBe(false);
-  } finally {
-    client.end();
-  }
-});
-
 test('a process killed between the .part writes and the renames leaves no partial file at any target; the next run completes', async () => {
   const robot = testRobots()[1];
   const dir = path.join(robot.root, 'engine', uniqueId('crash'));
