@@ -159,8 +159,64 @@ export function exec(client: Client, command: string, stdin?: Buffer | string): 
   });
 }
 
+/** What coalesceSftpRequests reaches inside ssh2's SFTPWrapper (ssh2 1.x, lib/protocol/SFTP.js). */
+interface SftpInternals {
+  _protocol?: { channelData(id: number, data: Buffer): void; channelClose(id: number): void };
+  outgoing?: { id: number; packetSize: number };
+}
+
+/**
+ * Packs the SFTP requests of one tick into as few SSH packets as fit: ssh2 sends every request (an open, a
+ * close, a rename, an 8 KiB write) as its own CHANNEL_DATA packet, and each costs the robot's sshd a decrypt, a
+ * MAC check and a dispatch, and us an encrypt. SFTP is a byte stream over its channel, so requests may share a
+ * packet; their order, the channel's window (ssh2 counted it per request already) and the packet size limit stay
+ * as they were. A payload of a full packet (a large write's slices) passes on as it is, without a copy. Nothing
+ * waits longer than the end of the tick; a close sends what is pending first.
+ */
+export function coalesceSftpRequests(s: SFTPWrapper): SFTPWrapper {
+  const inner = s as unknown as SftpInternals;
+  const real = inner._protocol;
+  const out = inner.outgoing;
+  if (!real || typeof real.channelData !== 'function' || typeof real.channelClose !== 'function' || !out) return s; // another ssh2: as it is
+  let pending: Buffer[] = [];
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    const queue = pending;
+    pending = [];
+    let packet: Buffer[] = [];
+    let size = 0;
+    const send = () => {
+      if (packet.length > 0) real.channelData(out.id, packet.length === 1 ? packet[0] : Buffer.concat(packet, size));
+      packet = [];
+      size = 0;
+    };
+    for (const b of queue) {
+      if (size + b.length > out.packetSize) send();
+      packet.push(b);
+      size += b.length;
+    }
+    send();
+  };
+  inner._protocol = {
+    channelData(id: number, data: Buffer) {
+      if (id !== out.id) return real.channelData(id, data);
+      pending.push(data);
+      if (!scheduled) {
+        scheduled = true;
+        process.nextTick(flush);
+      }
+    },
+    channelClose(id: number) {
+      if (pending.length > 0) flush();
+      real.channelClose(id);
+    },
+  };
+  return s;
+}
+
 export function sftp(client: Client): Promise<SFTPWrapper> {
-  return new Promise((resolve, reject) => client.sftp((err, s) => (err ? reject(err) : resolve(s))));
+  return new Promise((resolve, reject) => client.sftp((err, s) => (err ? reject(err) : resolve(coalesceSftpRequests(s)))));
 }
 
 /** Single-quotes a string for a POSIX shell. */
