@@ -14,7 +14,7 @@ import { sftp, verifiedHostKey } from './connect';
 import { opensshUnavailable, uploadLargeWithOpenssh } from './openssh-put';
 import { inventoryFromListing, inventoryWriter, listingDigest, listRemote, remoteListingDigest, storedInventory, type Holdings, type InventoryResult, type RemoteStat } from './inventory';
 import { keepAlive, loadRobot, offlineRobotTarget, robotFailure, withConnection, type Beat } from './robot-session';
-import { coalescedFlush, ensureRemoteDirs, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
+import { ensureRemoteDirs, flushAfterAll, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
 
 export interface Counts {
   files: number;
@@ -254,10 +254,9 @@ async function upload(
     report(files, bytes);
   };
   try {
-    // Each group writes its parts, flushes the robot's filesystem (syncfs: its parts are on disk once it
-    // returns, whatever the other groups do) and only then renames its parts. Groups that finish writing about
-    // together share a flush.
-    const flush = coalescedFlush(async () => {
+    // Each group writes its parts, waits for the one flush of the robot's filesystem (syncfs: every part is on
+    // disk once it returns) that starts when all groups are written, and only then renames its parts.
+    const flushes = flushAfterAll(groups.length, async () => {
       const t0 = Date.now();
       await flushRemoteFs(client, robot.rf_root);
       flushMs += Date.now() - t0;
@@ -268,11 +267,11 @@ async function upload(
           resumableFrom: LARGE_RF,
           flushSession: g === 0 ? flushSession : undefined,
           resume: g === 0 ? prior : null,
-          flush,
+          flush: flushes[g].flush,
           throttleBytesPerSec: input.throttleBytesPerSec,
           onFileDone: (item) => installed.push(item),
           onProgress: (pr) => onProgress(g, pr, g === 0),
-        }),
+        }).finally(flushes[g].leave),
       ),
     );
     // The large RFs for OpenSSH's ssh client, one at a time, after the others (the resumed one first).

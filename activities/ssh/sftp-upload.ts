@@ -128,31 +128,42 @@ export async function flushRemoteFs(client: Client, dir: string): Promise<void> 
   if (r.code !== 0) throw new Error(`sync on the robot failed: ${r.stderr.trim().slice(0, 500)}`);
 }
 
+/** One party's side of flushAfterAll. */
+export interface FlushParty {
+  /** Its parts are written: resolves once the one flush, started after every party arrived or left, is done. */
+  flush(): Promise<void>;
+  /** It will not flush (it failed, or wrote nothing): the others no longer wait for it. Idempotent. */
+  leave(): void;
+}
+
 /**
- * Shares one flush between callers: a caller gets the next flush that *starts* after it asked (one running then
- * may have started before its writes were answered, so it waits for the one after), and every caller arriving
- * while a flush runs shares that next one. Upload groups finishing about together cost two syncfs, not one each.
+ * One flush for `parties` upload sessions of the same robot: it starts once every party has finished writing
+ * (arrived) or left, so it covers every part written, and all the arrived are answered by it. Sessions finish
+ * writing about together and a syncfs costs about the same whatever it carries: one on the critical path, where
+ * flushing as each session finished took two (the last session's writes came after the first flush started).
+ * Each party arrives at most once (uploadFiles flushes once); a failed flush fails every party that arrived.
  */
-export function coalescedFlush(run: () => Promise<void>): () => Promise<void> {
-  let running: Promise<void> | null = null;
-  let queued: Promise<void> | null = null;
-  const start = (): Promise<void> => {
-    const p = run().finally(() => {
-      if (running === p) running = null;
-    });
-    running = p;
-    return p;
-  };
-  return () => {
-    if (!running) return start();
-    queued ??= running
-      .catch(() => undefined)
-      .then(() => {
-        queued = null;
-        return start();
-      });
-    return queued;
-  };
+export function flushAfterAll(parties: number, run: () => Promise<void>): FlushParty[] {
+  let waiting = parties;
+  let release!: () => void;
+  const everyoneIn = new Promise<void>((r) => (release = r));
+  let flushed: Promise<void> | null = null;
+  return Array.from({ length: parties }, () => {
+    let counted = false;
+    const count = () => {
+      if (counted) return;
+      counted = true;
+      if (--waiting === 0) release();
+    };
+    return {
+      async flush() {
+        count();
+        await everyoneIn;
+        return (flushed ??= run());
+      },
+      leave: count,
+    };
+  });
 }
 
 async function partSize(s: SFTPWrapper, partPath: string): Promise<number> {
