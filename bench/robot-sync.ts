@@ -1,4 +1,4 @@
-// `npm run bench -- robot-sync [--large-mib 512] [--files 5000] [--file-kib 8] [--rounds 3] [--port-offset 0]`
+// `npm run bench -- robot-sync [--large-mib 512] [--files 5000] [--file-kib 8] [--rounds 5] [--port-offset 0]`
 //
 // Robot sync against one simulated robot (a real OpenSSH sshd), each figure next to its baseline from the same
 // run, against the same robot. Every comparison has a warm-up run of each side first (not counted), then
@@ -101,7 +101,7 @@ export async function main(args: string[]): Promise<void> {
   const files = flag(args, '--files', 5000);
   const fileKib = flag(args, '--file-kib', 8);
   const offset = flag(args, '--port-offset', 0);
-  const rounds = flag(args, '--rounds', 3);
+  const rounds = flag(args, '--rounds', 5);
   // `--only large` / `--only small`: one half of the benchmark (the other's figures are not printed).
   const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : 'all';
   if (!['all', 'large', 'small'].includes(only)) throw new Error('--only: large or small');
