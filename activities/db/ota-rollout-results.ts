@@ -8,6 +8,7 @@
 import type { FilterQuery } from 'mongoose';
 import { isTerminal, JOB_STATUSES, type JobStatus } from '../../common/protocol';
 import { chunks } from '../../common/db';
+import { forEachLimited } from '../../common/limit';
 import type { OtaJob, OtaModels } from '../../common/models/ota';
 import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from './timeout';
 
@@ -78,10 +79,25 @@ export async function insertRolloutResults(
   return duplicates;
 }
 
+/**
+ * Up to this many results are read one by one by id: a filter of `_id` alone is the one FerretDB answers without
+ * scanning (about 9 ms each on a busy box), while a `$in` scans every row (10,000 results at the end of a
+ * 10,000-robot rollout: 0.8-3.8 s idle, up to 12 s measured under load, for the few duplicates of an apply).
+ */
+const POINT_READS_MAX = 32;
+
 /** The results of jobs `ids` (those that have one), by job id. */
 export async function rolloutResultsOf(model: ResultsModel, ids: readonly string[], dbTimeoutMs = DEFAULT_DB_TIMEOUT_MS): Promise<Map<string, RolloutResultRow>> {
   const out = new Map<string, RolloutResultRow>();
-  for (const part of chunks(ids, READ_CHUNK)) {
+  const unique = [...new Set(ids)];
+  if (unique.length <= POINT_READS_MAX) {
+    await forEachLimited(unique, 8, async (id) => {
+      const r = await withDbTimeout('load rollout result', dbTimeoutMs, model.findById(id).lean<RolloutResultRow>());
+      if (r) out.set(r._id, r);
+    });
+    return out;
+  }
+  for (const part of chunks(unique, READ_CHUNK)) {
     const rows = await withDbTimeout('load rollout results', dbTimeoutMs, model.find({ _id: { $in: part } }).lean<RolloutResultRow[]>());
     for (const r of rows) out.set(r._id, r);
   }

@@ -5,6 +5,36 @@ import { isTerminal, type JobStatus } from '../../common/protocol';
 import type { DispatchState, WaveCounts } from '../../workflows/ota-rollout-contract';
 import { withDbTimeout } from './timeout';
 
+/** Robot ids per ota_rollout_robots document (common/models/ota.ts): 10,000 robots are ten small reads. */
+export const ROLLOUT_ROBOTS_PART = 1000;
+
+/** The ota_rollout_robots documents that hold `robotIds` (in dispatch order) for rollout `rolloutId`. */
+export function rolloutRobotParts(
+  rolloutId: string,
+  robotIds: readonly string[],
+  size = ROLLOUT_ROBOTS_PART,
+): Array<{ _id: string; rollout_id: string; part: number; robot_ids: string[] }> {
+  const parts = [];
+  for (let part = 0; part * size < robotIds.length; part++) {
+    parts.push({ _id: `${rolloutId}:${part}`, rollout_id: rolloutId, part, robot_ids: robotIds.slice(part * size, (part + 1) * size) });
+  }
+  return parts;
+}
+
+/**
+ * Rollout `rolloutId`'s robot ids from its `parts` documents, each read by its id alone (no scan on FerretDB),
+ * side by side. A missing part is an error: the API writes them all before the rollout document.
+ */
+export async function loadRolloutRobots(model: OtaModels['OtaRolloutRobots'], rolloutId: string, parts: number, timeoutMs: number): Promise<string[]> {
+  const docs = await Promise.all(
+    Array.from({ length: parts }, (_, part) => withDbTimeout('load rollout robots', timeoutMs, model.findById(`${rolloutId}:${part}`).lean<{ robot_ids: string[] }>())),
+  );
+  return docs.flatMap((d, part) => {
+    if (!d) throw new Error(`rollout ${rolloutId}: robot list part ${part} is missing`);
+    return d.robot_ids;
+  });
+}
+
 type CountRow = { _id: string; wave?: number | null; status: JobStatus; dispatch_state?: DispatchState | null; seq?: number | null };
 
 /**

@@ -25,7 +25,7 @@ import { rolloutWorkflowId } from '../../workflows/ota-rollout-contract';
 import { isForwardTransition } from '../../workflows/ota-status';
 import { deployTargetId } from '../db/ota-jobs';
 import { withDbTimeout } from '../db/timeout';
-import { countModelsFor, rolloutCounts, rolloutJobId } from '../db/ota-rollouts';
+import { countModelsFor, loadRolloutRobots, rolloutCounts, rolloutJobId } from '../db/ota-rollouts';
 import { isSinglesBatch } from '../db/ota-job-progress';
 import { insertRolloutResults, overlayRolloutResults, rolloutResultsOf, type RolloutResultRow } from '../db/ota-rollout-results';
 import { publishQos1 } from './connection';
@@ -152,7 +152,7 @@ export const rolloutDeployPath = (template: string, robotId: string): string => 
 
 export interface OtaRolloutActivityDeps {
   mqtt: MqttClient;
-  models: Pick<OtaModels, 'OtaJob' | 'OtaRollout' | 'RobotPresence' | 'DeployTarget' | 'OtaRolloutResult'>;
+  models: Pick<OtaModels, 'OtaJob' | 'OtaRollout' | 'RobotPresence' | 'DeployTarget' | 'OtaRolloutResult' | 'OtaRolloutRobots'>;
   s3: S3Client;
   cfg: Pick<Config, 'mongo' | 'dataDir' | 'env' | 'ota'>;
   signingKeys?: () => SigningKey[];
@@ -168,14 +168,32 @@ export function createOtaRolloutActivities({
   urlTtlSeconds = DEFAULT_URL_TTL_SECONDS,
   signingKeys = () => loadSigningKeys(cfg),
 }: OtaRolloutActivityDeps) {
-  const { OtaJob, OtaRollout, RobotPresence, DeployTarget, OtaRolloutResult } = models;
+  const { OtaJob, OtaRollout, RobotPresence, DeployTarget, OtaRolloutResult, OtaRolloutRobots } = models;
   const t = cfg.mongo.timeoutMs;
 
-  /** The rollout document; its robot list (up to MAX_ROLLOUT_ROBOTS ids) only when creating the jobs. */
+  /**
+   * Robot lists of rollouts kept apart (robot_parts), by rollout: written once before the rollout document and
+   * never changed, so this worker reads each at most once (a few recent rollouts kept).
+   */
+  const robotLists = new Map<string, Promise<string[]>>();
+  const ROBOT_LISTS_KEPT = 8;
+  function robotsOf(rolloutId: string, parts: number): Promise<string[]> {
+    let list = robotLists.get(rolloutId);
+    if (!list) {
+      list = loadRolloutRobots(OtaRolloutRobots, rolloutId, parts, t);
+      robotLists.set(rolloutId, list);
+      list.catch(() => robotLists.delete(rolloutId));
+      if (robotLists.size > ROBOT_LISTS_KEPT) robotLists.delete(robotLists.keys().next().value!);
+    }
+    return list;
+  }
+
+  /** The rollout document; its robot list (up to MAX_ROLLOUT_ROBOTS ids) only when asked for. */
   async function loadRollout(rolloutId: string, withRobots = false) {
     const r = await withDbTimeout('load rollout', t, OtaRollout.findById(rolloutId, withRobots ? {} : { robot_ids: 0 }).lean());
     if (!r) throw ApplicationFailure.nonRetryable(`rollout ${rolloutId} does not exist`, OTA_ROLLOUT_NOT_FOUND);
-    return { ...r, dispatch_cursor: r.dispatch_cursor ?? -1 };
+    const robotIds = withRobots && r.robot_parts ? await robotsOf(rolloutId, r.robot_parts) : r.robot_ids;
+    return { ...r, ...(robotIds ? { robot_ids: robotIds } : {}), dispatch_cursor: r.dispatch_cursor ?? -1 };
   }
 
   /**
@@ -420,12 +438,16 @@ export function createOtaRolloutActivities({
       // are the result rows read (a scan of them all on FerretDB).
       const noneEnded = fresh ? trustFresh : first && fits(prev, rollout.wave_sizes) && endedWhileQueued(prev, rollout.wave_sizes, cursor, maxWave) === 0;
       // The robots' presence is read alongside (one round trip instead of two on a busy database).
+      const rolloutMs = lap();
+      let presenceMs = 0;
       const presence = async (): Promise<Set<string>> => {
+        const started = performance.now();
         const online = new Set<string>();
         for (const part of chunks([...new Set(jobs.map((j) => j.robot_id))], READ_CHUNK)) {
           const rows = await withDbTimeout('load presence', t, RobotPresence.find({ _id: { $in: part }, online: true }, { _id: 1 }).lean());
           for (const row of rows) online.add(String(row._id));
         }
+        presenceMs = Math.round(performance.now() - started);
         return online;
       };
       const [open, online] = await Promise.all([noneEnded ? jobs : stillOpen(jobs), presence()]);
@@ -454,7 +476,7 @@ export function createOtaRolloutActivities({
               cursor,
             )
           : await countsOf(rollout, Math.max(last, cursor));
-      log.info('rollout batch dispatched', { rolloutId, dispatched: published.length, awaitingRobot: away.length, loadMs, publishMs, markMs, countsMs: lap() });
+      log.info('rollout batch dispatched', { rolloutId, dispatched: published.length, awaitingRobot: away.length, rolloutMs, presenceMs, loadMs, publishMs, markMs, countsMs: lap() });
       return { dispatched: published.length, awaitingRobot: away.length, counts: after, moved };
     },
 

@@ -84,8 +84,17 @@ const otaRolloutSchema = new Schema(
     size: { type: Number, required: true },
     /** May hold `{robot_id}`, replaced per robot. */
     deploy_path: { type: String, required: true },
-    /** In dispatch order; wave_sizes splits it into waves. */
+    /**
+     * In dispatch order; wave_sizes splits it into waves. Empty when robot_parts is set (rollouts created since):
+     * the ids are then kept in ota_rollout_robots, ROLLOUT_ROBOTS_PART per document.
+     */
     robot_ids: { type: [String], required: true },
+    /**
+     * How many ota_rollout_robots documents hold this rollout's robot ids (null: they are in robot_ids). FerretDB
+     * decodes a whole document on every read, whatever the projection: a 10,000-id list made each read of the
+     * rollout (its status poll, the bridge's list of running rollouts, every activity) cost 55-160 ms.
+     */
+    robot_parts: { type: Number, default: null },
     wave_sizes: { type: [Number], required: true },
     options: { type: Schema.Types.Mixed, required: true },
     status: { type: String, required: true },
@@ -173,6 +182,21 @@ const otaJobProgressRowSchema = new Schema(
   { collection: 'ota_job_progress', versionKey: false },
 );
 
+/**
+ * A rollout's robot ids in dispatch order, `part` × ROLLOUT_ROBOTS_PART onwards (activities/db/ota-rollouts.ts):
+ * `_id` = `${rollout_id}:${part}`, each read by its id alone (the one filter FerretDB answers without a scan).
+ * Written once before the rollout document, never changed.
+ */
+const otaRolloutRobotsSchema = new Schema(
+  {
+    _id: { type: String, required: true },
+    rollout_id: { type: String, required: true },
+    part: { type: Number, required: true },
+    robot_ids: { type: [String], required: true },
+  },
+  { collection: 'ota_rollout_robots', versionKey: false },
+);
+
 const robotPresenceSchema = new Schema(
   {
     _id: { type: String, required: true }, // robot_id
@@ -189,6 +213,7 @@ export type DeployTarget = InferSchemaType<typeof deployTargetSchema>;
 export type RobotPresence = InferSchemaType<typeof robotPresenceSchema>;
 export type OtaRolloutResult = InferSchemaType<typeof otaRolloutResultSchema>;
 export type OtaJobProgressRow = InferSchemaType<typeof otaJobProgressRowSchema>;
+export type OtaRolloutRobots = InferSchemaType<typeof otaRolloutRobotsSchema>;
 
 export interface OtaModels {
   OtaFile: Model<OtaFile>;
@@ -202,10 +227,12 @@ export interface OtaModels {
   OtaRolloutResult: Model<OtaRolloutResult>;
   /** Intermediate statuses of batched single jobs, inserted (see otaJobProgressRowSchema). */
   OtaJobProgressRow: Model<OtaJobProgressRow>;
+  /** A rollout's robot ids, in parts (see otaRolloutRobotsSchema). */
+  OtaRolloutRobots: Model<OtaRolloutRobots>;
 }
 
 export function registerOtaModels(conn: Connection, timeoutMs: number): OtaModels {
-  withQueryTimeout([otaFileSchema, otaJobSchema, otaJobArchiveSchema, otaRolloutSchema, deployTargetSchema, robotPresenceSchema, otaRolloutResultSchema, otaJobProgressRowSchema], timeoutMs);
+  withQueryTimeout([otaFileSchema, otaJobSchema, otaJobArchiveSchema, otaRolloutSchema, deployTargetSchema, robotPresenceSchema, otaRolloutResultSchema, otaJobProgressRowSchema, otaRolloutRobotsSchema], timeoutMs);
   return {
     OtaFile: conn.model<OtaFile>('OtaFile', otaFileSchema),
     OtaJob: conn.model<OtaJob>('OtaJob', otaJobSchema),
@@ -215,5 +242,6 @@ export function registerOtaModels(conn: Connection, timeoutMs: number): OtaModel
     RobotPresence: conn.model<RobotPresence>('RobotPresence', robotPresenceSchema),
     OtaRolloutResult: conn.model<OtaRolloutResult>('OtaRolloutResult', otaRolloutResultSchema),
     OtaJobProgressRow: conn.model<OtaJobProgressRow>('OtaJobProgressRow', otaJobProgressRowSchema),
+    OtaRolloutRobots: conn.model<OtaRolloutRobots>('OtaRolloutRobots', otaRolloutRobotsSchema),
   };
 }

@@ -9,6 +9,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import type { MqttClient } from 'mqtt';
 import { connectMqtt, uniqueClientId } from '../../activities/mqtt/connection';
 import { createOtaRolloutActivities, rolloutJobId } from '../../activities/mqtt/ota-rollout';
+import { rolloutRobotParts } from '../../activities/db/ota-rollouts';
 import { createS3Client } from '../../activities/s3/client';
 import { connectDb, type Db } from '../../common/db';
 import { shifted } from '../../workflows/ota-rollout';
@@ -46,7 +47,7 @@ const countsOf = (a: CountsAnswer): WaveCounts[] => (Array.isArray(a) ? a : a.co
 const movedOf = (a: CountsAnswer): boolean => !Array.isArray(a) && a.moved === true;
 
 /** A rollout of `n` robots (one wave), its jobs created, every robot online; answers its id and robots. */
-async function rolloutOf(n: number): Promise<{ rolloutId: string; robots: string[]; fresh: WaveCounts[] }> {
+async function rolloutOf(n: number, partSize?: number): Promise<{ rolloutId: string; robots: string[]; fresh: WaveCounts[] }> {
   const body = crypto.randomBytes(4096);
   const key = `${uniqueId('obj')}.bin`;
   await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: body }));
@@ -60,7 +61,9 @@ async function rolloutOf(n: number): Promise<{ rolloutId: string; robots: string
     sha256: crypto.createHash('sha256').update(body).digest('hex'),
     size: body.length,
     deploy_path: '/opt/app/{robot_id}.bin',
-    robot_ids: robots,
+    // With a part size: the ids kept apart, as the API stores them (robot_parts).
+    robot_ids: partSize ? [] : robots,
+    ...(partSize ? { robot_parts: Math.ceil(n / partSize) } : {}),
     wave_sizes: [n],
     options: {},
     status: 'RUNNING',
@@ -68,6 +71,7 @@ async function rolloutOf(n: number): Promise<{ rolloutId: string; robots: string
     updated_at: now,
     workflow_id: rolloutWorkflowId(rolloutId),
   });
+  if (partSize) await db.models.OtaRolloutRobots.insertMany(rolloutRobotParts(rolloutId, robots, partSize));
   await db.models.RobotPresence.insertMany(robots.map((_id) => ({ _id, online: true, changed_at: now })));
   await env('create').run(acts().createRolloutJobs, rolloutId);
   return { rolloutId, robots, fresh: [{ size: n, status: { PENDING: n }, queued: n, awaitingRobot: 0, inFlight: 0 }] };
@@ -147,4 +151,19 @@ test('the workflow merges moves: a job reported before its batch returns counts 
   const both = shifted(applyOnly, held, dispatch);
   expect(both).toEqual([{ size: 4, status: { PENDING: 3, COMPLETED: 1 }, queued: 2, awaitingRobot: 1, inFlight: 0 }]);
   expect(shifted(shifted(held, held, dispatch), held, apply)).toEqual(both);
+});
+
+test('a rollout whose robot ids are kept apart (robot_parts) creates, dispatches and applies as one that lists them', async () => {
+  const { rolloutId, robots, fresh } = await rolloutOf(8, 3);
+  const jobs = await db.models.OtaJob.find({ deployment_id: rolloutId }, { robot_id: 1, seq: 1 }).sort({ seq: 1 }).lean();
+  expect(jobs.map((j) => [j._id, j.robot_id, j.seq])).toEqual(robots.map((r, seq) => [rolloutJobId(rolloutId, r), r, seq]));
+  // Batches across the parts' edges (3 | 3 | 2), derived from the robot list (moved, not counted).
+  const first = await dispatchIn(env('p1'), rolloutId, 0, 4, fresh);
+  expect(first).toMatchObject({ dispatched: 4, moved: true });
+  const second = await dispatchIn(env('p2'), rolloutId, 0, 4, first.counts);
+  expect(second).toMatchObject({ dispatched: 4, moved: true, counts: [{ size: 8, status: { PENDING: 8 }, queued: 0, awaitingRobot: 0, inFlight: 8 }] });
+  const applied = await applyIn(env('p3'), rolloutId, { reports: completed(rolloutId, robots), online: [] }, true, second.counts);
+  expect(movedOf(applied)).toBe(true);
+  expect(countsOf(applied)).toEqual([{ size: 8, status: { COMPLETED: 8 }, queued: 0, awaitingRobot: 0, inFlight: 0 }]);
+  expect(await stored(rolloutId)).toEqual(countsOf(applied));
 });

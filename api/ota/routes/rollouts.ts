@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import express, { Router, type RequestHandler } from 'express';
 import type { FilterQuery } from 'mongoose';
 import { z } from 'zod';
-import { countModelsFor, rolloutCounts } from '../../../activities/db/ota-rollouts';
+import { countModelsFor, rolloutCounts, rolloutRobotParts, ROLLOUT_ROBOTS_PART } from '../../../activities/db/ota-rollouts';
 import { rolloutDeployPath } from '../../../activities/mqtt/ota-rollout';
 import type { OtaFile, OtaRollout } from '../../../common/models/ota';
 import { JOB_STATUSES, robotIdSchema, type JobStatus } from '../../../common/protocol';
@@ -103,7 +103,8 @@ function rolloutView(r: OtaRollout & { _id: string }, waves: WaveCounts[] | null
     sha256: r.sha256,
     size: r.size,
     deploy_path: r.deploy_path,
-    robots: r.robot_ids.length,
+    // Robot ids kept apart (robot_parts): their number is the sum of the waves.
+    robots: r.robot_parts ? r.wave_sizes.reduce((a, b) => a + b, 0) : r.robot_ids.length,
     wave_sizes: r.wave_sizes,
     options: r.options as RolloutOptions,
     created_at: r.timestamp,
@@ -182,7 +183,9 @@ export function rolloutsRouter(ctx: OtaContext, guards: { read?: RequestHandler;
       sha256: file.sha256,
       size: file.size,
       deploy_path: b.deploy_path,
-      robot_ids: order,
+      // The ids go to ota_rollout_robots (written first, below): every read of this document stays small.
+      robot_ids: [] as string[],
+      robot_parts: Math.ceil(order.length / ROLLOUT_ROBOTS_PART),
       wave_sizes: sizes,
       options,
       status: 'RUNNING' satisfies RolloutStatus,
@@ -195,6 +198,8 @@ export function rolloutsRouter(ctx: OtaContext, guards: { read?: RequestHandler;
       finished_at: null,
       workflow_id: rolloutWorkflowId(rolloutId),
     };
+    // Inserts (no scan); a part left behind by a failed creation names a rollout that does not exist.
+    await ctx.models.OtaRolloutRobots.insertMany(rolloutRobotParts(rolloutId, order), { ordered: false });
     await ctx.models.OtaRollout.create(doc);
     try {
       await startRolloutWorkflow(ctx, { rolloutId, options });
