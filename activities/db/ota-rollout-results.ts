@@ -7,7 +7,7 @@
 // the archiver folds them into the archived job and deletes them once the rollout is finished.
 import type { FilterQuery } from 'mongoose';
 import { isTerminal, JOB_STATUSES, type JobStatus } from '../../common/protocol';
-import { chunks } from '../../common/db';
+import { chunks, INSERT_CHUNK } from '../../common/db';
 import { forEachLimited } from '../../common/limit';
 import type { OtaJob, OtaModels } from '../../common/models/ota';
 import { DEFAULT_DB_TIMEOUT_MS, withDbTimeout } from './timeout';
@@ -52,7 +52,7 @@ export function duplicateIds(err: unknown, docs: ReadonlyArray<{ _id: string }>)
 }
 
 /**
- * Inserts terminal results in chunks of 500 (unordered): rows whose job already has one are skipped by the
+ * Inserts terminal results in chunks of INSERT_CHUNK (unordered): rows whose job already has one are skipped by the
  * database (duplicate key), so a retry or a late second end changes nothing. `finished_at` is stamped per chunk.
  * Answers the ids that had a row already (may include more, see duplicateIds).
  */
@@ -63,9 +63,8 @@ export async function insertRolloutResults(
   onChunk?: () => void,
 ): Promise<Set<string>> {
   const duplicates = new Set<string>();
-  // 500 rows per statement: inserts of new ids do not hang FerretDB the way updates of existing documents do (150
-  // inserts: 92 ms, STACK.md); 20 statements of 50 per 1,000 reports were 1-7 s of an apply at 10,000 robots.
-  for (const part of chunks(rows, 500)) {
+  // INSERT_CHUNK rows per statement: 20 statements of 50 per 1,000 reports were 1-7 s of an apply at 10,000 robots.
+  for (const part of chunks(rows, INSERT_CHUNK)) {
     onChunk?.();
     const now = new Date();
     const docs = part.map((r) => ({ ...r, finished_at: now, transitions: (r.transitions ?? []).map((t) => ({ ...t, at: now })) }));

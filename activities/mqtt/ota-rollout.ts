@@ -14,7 +14,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { MqttClient } from 'mqtt';
 import type { Config } from '../../common/config';
-import { chunks } from '../../common/db';
+import { chunks, INSERT_CHUNK } from '../../common/db';
 import type { OtaJob, OtaModels } from '../../common/models/ota';
 import { buildJob } from '../../common/ota-job-doc';
 import { isTerminal, JOB_STATUSES, topics, type JobStatus } from '../../common/protocol';
@@ -140,8 +140,6 @@ const READ_CHUNK = 1000;
 /** Ids per `$in` write: FerretDB updates document by document (about 10 ms each on a busy 2-core box), so a
  * write of more than 50 can pass the database timeout. */
 const WRITE_CHUNK = 50;
-/** Rows per insert statement (inserts of new ids do not hang FerretDB the way updates of 100 do). */
-const INSERT_CHUNK = 500;
 /** Publishes in flight at once from one activity (QoS 1, each waits for its PUBACK; the broker answers in order). */
 const PUBLISH_CONCURRENCY = 256;
 
@@ -667,8 +665,7 @@ export function createOtaRolloutActivities({
         version: 'v1',
         updated_at: now,
       }));
-      // Inserts go 500 per statement (FerretDB's hang is on updates of existing documents, not inserts; 150
-      // inserts took 92 ms); updates stay at 50.
+      // Inserts go INSERT_CHUNK per statement (FerretDB's hang is on updates of existing documents); updates stay at 50.
       for (const batch of chunks(docs, INSERT_CHUNK)) {
         const existing = new Set<string>();
         try {

@@ -7,7 +7,7 @@
 import crypto from 'node:crypto';
 import type { Client } from 'ssh2';
 import type { Config } from '../../common/config';
-import { chunks } from '../../common/db';
+import { chunks, INSERT_CHUNK } from '../../common/db';
 import type { InventoryEntry, OfflineModels } from '../../common/models/offline';
 import { exec, shq } from './connect';
 import { keepAlive, withRobot } from './robot-session';
@@ -116,9 +116,6 @@ export async function hashRemote(client: Client, paths: string[]): Promise<Map<s
 }
 
 const INSERTS_IN_FLIGHT = 4;
-/** New entries per insert statement: each insert command is its own commit on FerretDB (inserts of new ids do
- * not hang it the way updates of 100 do, common/db.ts). */
-const INSERT_CHUNK = 500;
 
 const entryId = (robotId: string, p: string) => `${robotId}|${p}`;
 
