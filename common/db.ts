@@ -55,7 +55,7 @@ export async function connectOfflineDb(cfg: Config, dbName = cfg.offline.mongoDb
   const connection = openConnection(cfg, dbName);
   await connection.asPromise();
   const models = registerOfflineModels(connection, cfg.mongo.timeoutMs);
-  await Promise.all([models.Robot, models.PerfectStateEntry, models.InventoryEntry, models.StaticImage, models.SyncState].map((m) => m.init()));
+  await Promise.all([models.Robot, models.PerfectStateEntry, models.PerfectStatePart, models.InventoryEntry, models.StaticImage, models.SyncState].map((m) => m.init()));
   await Promise.all([...Object.values(models.downstream), ...Object.values(models.upstream)].map((m) => m.init()));
   return { connection, models, close: () => connection.close() };
 }

@@ -132,7 +132,13 @@ export function createCloudSyncDbActivities(deps: { cfg: Config; models: Offline
       );
       // Robot sync skips its read of these entries while a robot's token is the one of its last sync.
       const ps = out.perfect_state;
-      if (ps.inserted + ps.updated + ps.deleted > 0) await markPerfectStateChanged(models, robots);
+      if (ps.inserted + ps.updated + ps.deleted > 0) {
+        // Exactly what replaceSet stored: one entry per _id (robot, path), grouped by robot.
+        const byId = new Map(entries.map((e) => [e._id, e]));
+        const written = new Map(robots.map((id) => [id, [] as typeof entries]));
+        for (const e of byId.values()) written.get(e.robot_id)!.push(e);
+        await markPerfectStateChanged(models, robots, written);
+      }
       return out;
     },
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Context, log } from '@temporalio/activity';
 import type { Client } from 'ssh2';
 import type { Config } from '../../common/config';
-import type { OfflineModels, OfflineRobot, PerfectStateEntry } from '../../common/models/offline';
+import { readPerfectState, type OfflineModels, type OfflineRobot, type WantedRf } from '../../common/models/offline';
 import { sftp, verifiedHostKey } from './connect';
 import { opensshUnavailable, uploadLargeWithOpenssh } from './openssh-put';
 import { inventoryFromListing, inventoryWriter, listingDigest, listRemote, remoteListingDigest, storedInventory, type Holdings, type InventoryResult, type RemoteStat } from './inventory';
@@ -122,7 +122,7 @@ interface Plan {
 }
 
 /** Perfect state − holdings: what to send, what is there already, what cannot be sent, what is not listed. */
-function plan(cfg: Config, robot: OfflineRobot, wanted: PerfectStateEntry[], known: Holdings): Plan {
+function plan(cfg: Config, robot: OfflineRobot, wanted: WantedRf[], known: Holdings): Plan {
   const out: Plan = {
     items: [],
     skipped: { files: 0, bytes: 0 },
@@ -382,7 +382,7 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
         // Unless the robot may be unchanged, its entries are read while SSH connects and lists.
         const readEntries = () => {
           const reads = Promise.all([
-            models.PerfectStateEntry.find({ robot_id: robot._id }, { path: 1, sha256: 1, size: 1 }).lean<PerfectStateEntry[]>(),
+            readPerfectState(models, robot),
             storedInventory(models, robot._id),
           ]);
           reads.catch(() => undefined); // awaited below; a connect failure must not leave it unhandled
