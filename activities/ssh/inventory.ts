@@ -65,14 +65,33 @@ export function streamRecords(client: Client, command: string, onRecord: (rec: s
   });
 }
 
+const parseRecord = (rec: string): RemoteStat => {
+  const [size, mtime, ...p] = rec.split('\t');
+  return { path: p.join('\t'), size: Number(size), mtime: new Date(Number(mtime) * 1000), record: rec };
+};
+
 /** The robot's listing; `onStat` sees each file as its record arrives (work can start before the listing ends). */
 export async function listRemote(client: Client, root: string, onStat?: (f: RemoteStat) => void): Promise<RemoteStat[]> {
   const out: RemoteStat[] = [];
   await streamRecords(client, listingCommand(root), (rec) => {
-    const [size, mtime, ...p] = rec.split('\t');
-    const f = { path: p.join('\t'), size: Number(size), mtime: new Date(Number(mtime) * 1000), record: rec };
+    const f = parseRecord(rec);
     out.push(f);
     onStat?.(f);
+  });
+  return out;
+}
+
+/**
+ * Robot sync's parts under `root` (files ending in `suffix`), by the target path each is renamed onto. A part
+ * written and closed has the size and mtime its target will have: a rename keeps both.
+ */
+export async function listParts(client: Client, root: string, suffix: string): Promise<Map<string, RemoteStat>> {
+  const out = new Map<string, RemoteStat>();
+  const command = `[ -d ${shq(root)} ] || exit 0; find ${shq(root)} -type f -name ${shq(`*${suffix}`)} -printf '%s\\t%T@\\t%p\\0'`;
+  await streamRecords(client, command, (rec) => {
+    const f = parseRecord(rec);
+    const target = f.path.slice(0, -suffix.length);
+    out.set(target, { ...f, path: target, record: rec.slice(0, -suffix.length) });
   });
   return out;
 }

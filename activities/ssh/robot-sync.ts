@@ -12,9 +12,9 @@ import type { Config } from '../../common/config';
 import { readPerfectState, type OfflineModels, type OfflineRobot, type WantedRf } from '../../common/models/offline';
 import { sftp, verifiedHostKey } from './connect';
 import { opensshUnavailable, uploadLargeWithOpenssh } from './openssh-put';
-import { inventoryFromListing, inventoryWriter, listingDigest, listRemote, remoteListingDigest, storedInventory, type Holdings, type InventoryResult, type RemoteStat } from './inventory';
+import { inventoryFromListing, inventoryWriter, listingDigest, listParts, listRemote, remoteListingDigest, storedInventory, type Holdings, type InventoryResult, type RemoteFile, type RemoteStat } from './inventory';
 import { keepAlive, loadRobot, offlineRobotTarget, robotFailure, withConnection, type Beat } from './robot-session';
-import { ensureRemoteDirs, flushAfterAll, flushRemoteFs, uploadFiles, type ResumePoint, type UploadItem } from './sftp-upload';
+import { ensureRemoteDirs, flushAfterAll, flushRemoteFs, uploadFiles, uploadPartPath, type ResumePoint, type UploadItem } from './sftp-upload';
 
 export interface Counts {
   files: number;
@@ -208,6 +208,7 @@ async function upload(
   client: Client,
   p: Plan,
   beat: Beat,
+  onInstalled: (f: RemoteFile) => void,
 ): Promise<Pick<RobotUploadResult, 'uploaded' | 'sentBytes' | 'resumedFromBytes'> & { failed: Array<{ path: string; error: string }>; installed: UploadItem[]; flushMs: number }> {
   const total = { files: p.items.length, bytes: p.items.reduce((n, i) => n + i.size, 0) };
   let last = 0;
@@ -256,11 +257,20 @@ async function upload(
   try {
     // Each group writes its parts, waits for the one flush of the robot's filesystem (syncfs: every part is on
     // disk once it returns) that starts when all groups are written, and only then renames its parts.
+    // The flush also lists the parts it made durable (same moment: every part written and closed): their size
+    // and mtime are their targets' once renamed, so each file's inventory entry is written as its rename is
+    // answered, while the others are renamed, instead of after a listing at the end.
+    let parts = new Map<string, RemoteStat>();
     const flushes = flushAfterAll(groups.length, async () => {
       const t0 = Date.now();
-      await flushRemoteFs(client, robot.rf_root);
+      [, parts] = await Promise.all([flushRemoteFs(client, robot.rf_root), listParts(client, robot.rf_root, uploadPartPath(''))]);
       flushMs += Date.now() - t0;
     });
+    const installedOne = (item: UploadItem) => {
+      installed.push(item);
+      const st = parts.get(item.remotePath);
+      if (st && st.size === item.size) onInstalled({ ...st, sha256: item.sha256 });
+    };
     const rs = await Promise.all(
       groups.map((items, g) =>
         uploadFiles(sessions[g], items, {
@@ -269,7 +279,7 @@ async function upload(
           resume: g === 0 ? prior : null,
           flush: flushes[g].flush,
           throttleBytesPerSec: input.throttleBytesPerSec,
-          onFileDone: (item) => installed.push(item),
+          onFileDone: installedOne,
           onProgress: (pr) => onProgress(g, pr, g === 0),
         }).finally(flushes[g].leave),
       ),
@@ -416,34 +426,43 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
           const p = plan(cfg, robot, wanted, inv.holdings);
           const result = emptyResult(p);
           let after: RemoteStat[] = listing;
+          const failedUploads: Array<{ path: string; error: string }> = [];
           if (p.items.length > 0) {
-            const up = await upload(deps, input, robot, client, p, beat);
-            ms.flush = up.flushMs;
-            lap('upload');
-            // What we installed is in the inventory now: its sha256 is the cache's, size and mtime the robot's
-            // (written while the listing streams in).
-            if (up.installed.length) {
-              const installed = new Map(up.installed.map((i) => [i.remotePath, i]));
-              const writer = inventoryWriter(models, robot._id, new Set(p.known.keys()));
-              const listed = listRemote(client, robot.rf_root, (st) => {
-                const i = installed.get(st.path);
-                if (i && st.size === i.size) writer.add({ ...st, sha256: i.sha256 });
-              });
-              after = await listed.catch(async (e: unknown) => {
-                await writer.close().catch(() => undefined); // no write left running behind a retry
-                throw e;
-              });
-              lap('relist');
+            // What we installed goes into the inventory: its sha256 is the cache's, size and mtime the robot's.
+            // Most entries are written during the upload (its flush listed the parts); the listing after it adds
+            // the rest (large RFs, sent after the flush) and is the one the next run's digest compares.
+            const writer = inventoryWriter(models, robot._id, new Set(p.known.keys()));
+            const recorded = new Set<string>();
+            const record = (f: RemoteFile) => {
+              recorded.add(f.path);
+              writer.add(f);
+            };
+            try {
+              const up = await upload(deps, input, robot, client, p, beat, record);
+              ms.flush = up.flushMs;
+              lap('upload');
+              if (up.installed.length) {
+                const installed = new Map(up.installed.map((i) => [i.remotePath, i]));
+                after = await listRemote(client, robot.rf_root, (st) => {
+                  const i = installed.get(st.path);
+                  if (i && st.size === i.size && !recorded.has(st.path)) record({ ...st, sha256: i.sha256 });
+                });
+                lap('relist');
+              }
               await writer.close();
               lap('inventory');
+              up.failed.forEach((f) => failedUploads.push(f));
+              Object.assign(result, { uploaded: up.uploaded, sentBytes: up.sentBytes, resumedFromBytes: up.resumedFromBytes });
+            } catch (e) {
+              await writer.close().catch(() => undefined); // no write left running behind a retry
+              throw e;
             }
             const sizes = new Map(p.items.map((i) => [i.remotePath, i.size]));
-            for (const f of up.failed) {
+            for (const f of failedUploads) {
               result.failed.files++;
               result.failed.bytes += sizes.get(f.path) ?? 0;
               if (result.failed.errors.length < SAMPLE) result.failed.errors.push(f);
             }
-            Object.assign(result, { uploaded: up.uploaded, sentBytes: up.sentBytes, resumedFromBytes: up.resumedFromBytes });
           }
           // Complete: every listed RF is on the robot. Then the next run may find nothing changed.
           const complete = result.failed.files === 0 && result.uploaded.files === result.planned.files;

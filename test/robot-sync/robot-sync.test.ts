@@ -183,6 +183,13 @@ test('it uploads exactly the missing RFs, reports the unlisted ones, and a secon
   const inv = await db.models.InventoryEntry.find({ robot_id: robot.id }).lean();
   expect(inv).toHaveLength(32);
   for (const { rel, rf } of rfs) expect(inv.find((e) => e.path === path.join(robot.rfRoot, rel))?.sha256).toBe(rf.sha256);
+  // Each uploaded RF's entry holds the robot's own size and mtime (taken from its part before the rename).
+  for (const { rel } of missing) {
+    const st = fs.statSync(path.join(robot.rfRoot, rel));
+    const e = inv.find((x) => x.path === path.join(robot.rfRoot, rel))!;
+    expect(e.size).toBe(st.size);
+    expect(Math.abs(e.mtime.getTime() - st.mtimeMs)).toBeLessThanOrEqual(1);
+  }
   expect((await db.models.Robot.findById(robot.id).lean())?.last_sync).toMatchObject({ status: 'synced', uploaded: { files: missing.length } });
 
   const again = byRobot((await syncViaApi([robot.id])).result, robot.id);
@@ -204,6 +211,8 @@ test('it uploads exactly the missing RFs, reports the unlisted ones, and a secon
   await perfectState(robot, [extra]);
   const third = byRobot((await syncViaApi([robot.id])).result, robot.id);
   expect(third.unchanged).toBe(false);
+  // Listed again, and nothing hashed: every stored entry's size and mtime are the robot's.
+  expect(third.inventory).toMatchObject({ files: 32, hashed: 0 });
   expect(third.upload).toMatchObject({ uploaded: { files: 1, bytes: 12345 }, skipped: { files: rfs.length } });
   expect(sha256File(path.join(robot.rfRoot, extra.rel))).toBe(extra.rf.sha256);
   // A file removed on the robot changes its listing: found and sent again although the perfect state did not change.

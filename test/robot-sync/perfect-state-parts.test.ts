@@ -1,0 +1,81 @@
+// A robot's perfect state as robot sync reads it (common/models/offline.ts): the compact parts written by
+// markPerfectStateChanged, against the real FerretDB. They must always say what the entries say, and a reader
+// whose parts were replaced meanwhile must fall back to the entries, never read a mix or nothing.
+import { connectOfflineDb, type OfflineDb } from '../../common/db';
+import { markPerfectStateChanged, PERFECT_STATE_PART, readPerfectState, type OfflineRobot, type WantedRf } from '../../common/models/offline';
+import { cfg, uniqueId } from '../helpers';
+
+let db: OfflineDb;
+
+beforeAll(async () => {
+  db = await connectOfflineDb(cfg, `parts_${uniqueId('ps').replace(/-/g, '_')}`);
+});
+
+afterAll(async () => {
+  await db?.connection.dropDatabase().catch(() => undefined);
+  await db?.close();
+});
+
+const sorted = (rows: WantedRf[]) => rows.map((r) => ({ path: r.path, sha256: r.sha256, size: r.size })).sort((a, b) => a.path.localeCompare(b.path));
+
+async function robotWithEntries(count: number): Promise<{ id: string; entries: WantedRf[] }> {
+  const id = uniqueId('bot');
+  await db.models.Robot.create({ _id: id, host: '127.0.0.1', port: 22, username: 'root', credential_ref: 'key:/dev/null', rf_root: '/srv/rf' });
+  // Paths with the characters a JSON row must carry: tabs, quotes, newlines, non-ASCII.
+  const entries = Array.from({ length: count }, (_, i) => ({ path: `/srv/rf/d${i % 7}/f${i}${i % 5 === 0 ? '\t"q"\n é' : ''}.bin`, sha256: i.toString(16).padStart(64, '0'), size: i * 3 }));
+  for (let i = 0; i < entries.length; i += 500) {
+    await db.models.PerfectStateEntry.insertMany(entries.slice(i, i + 500).map((e) => ({ _id: `${id}|${e.path}`, robot_id: id, ...e, url: 'https://cloud.invalid/x', updated_at: new Date() })));
+  }
+  return { id, entries };
+}
+
+const robotDoc = async (id: string) => (await db.models.Robot.findById(id).lean<OfflineRobot>())!;
+const partsOf = (id: string) => db.models.PerfectStatePart.find({ robot_id: id }).lean();
+
+test('marking a robot stores its entries as parts under the new token, and they read back as the entries', async () => {
+  const { id, entries } = await robotWithEntries(2 * PERFECT_STATE_PART + 321);
+  await markPerfectStateChanged(db.models, [id]);
+  const robot = await robotDoc(id);
+  expect(robot.perfect_state_rev).toEqual(expect.any(String));
+  expect(robot.perfect_state_parts).toBe(3);
+  const parts = await partsOf(id);
+  expect(parts.map((p) => p.rev)).toEqual([robot.perfect_state_rev, robot.perfect_state_rev, robot.perfect_state_rev]);
+  expect(sorted(await readPerfectState(db.models, robot))).toEqual(sorted(entries));
+
+  // Marked again: a new token, its own parts, the replaced ones gone.
+  await markPerfectStateChanged(db.models, [id]);
+  const again = await robotDoc(id);
+  expect(again.perfect_state_rev).not.toBe(robot.perfect_state_rev);
+  expect((await partsOf(id)).map((p) => p.rev)).toEqual([again.perfect_state_rev, again.perfect_state_rev, again.perfect_state_rev]);
+  expect(sorted(await readPerfectState(db.models, again))).toEqual(sorted(entries));
+});
+
+test('the entries a writer passes are what the parts hold; an empty perfect state is zero parts', async () => {
+  const { id } = await robotWithEntries(10);
+  const written = [{ path: '/srv/rf/only.bin', sha256: 'a'.repeat(64), size: 7 }];
+  await markPerfectStateChanged(db.models, [id], new Map([[id, written]]));
+  expect(await readPerfectState(db.models, await robotDoc(id))).toEqual(written);
+  await markPerfectStateChanged(db.models, [id], new Map([[id, []]]));
+  const robot = await robotDoc(id);
+  expect(robot.perfect_state_parts).toBe(0);
+  expect(await partsOf(id)).toEqual([]);
+  expect(await readPerfectState(db.models, robot)).toEqual([]);
+});
+
+test('a reader whose parts were replaced, or a robot never marked, reads the entries', async () => {
+  const { id, entries } = await robotWithEntries(PERFECT_STATE_PART + 1);
+  await markPerfectStateChanged(db.models, [id]);
+  const seen = await robotDoc(id);
+  // Another writer marks the robot between this reader's robot read and its part reads.
+  await markPerfectStateChanged(db.models, [id]);
+  expect(sorted(await readPerfectState(db.models, seen))).toEqual(sorted(entries));
+  // Never marked (data from before the parts existed): no token, no parts.
+  const old = await robotWithEntries(3);
+  expect(sorted(await readPerfectState(db.models, await robotDoc(old.id)))).toEqual(sorted(old.entries));
+});
+
+test('marking an unknown robot leaves no parts behind', async () => {
+  const id = uniqueId('ghost');
+  await markPerfectStateChanged(db.models, [id], new Map([[id, [{ path: '/x', sha256: 'b'.repeat(64), size: 1 }]]]));
+  expect(await partsOf(id)).toEqual([]);
+});
