@@ -451,7 +451,7 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
               }
               await writer.close();
               lap('inventory');
-              up.failed.forEach((f) => failedUploads.push(f));
+              failedUploads.push(...up.failed);
               Object.assign(result, { uploaded: up.uploaded, sentBytes: up.sentBytes, resumedFromBytes: up.resumedFromBytes });
             } catch (e) {
               await writer.close().catch(() => undefined); // no write left running behind a retry
