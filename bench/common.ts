@@ -172,4 +172,8 @@ export function uploadWithCurl(api: string, authorization: string, file: string)
   });
 }
 
+/** A Temporal history event time (protobuf Timestamp) in epoch milliseconds; 0 when absent. */
+export const eventMs = (t: { seconds?: unknown; nanos?: number | null } | null | undefined): number =>
+  t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : 0;
+
 export const fig = (k: string, v: number | string) => console.log(`${k}=${typeof v === 'number' ? Number(v.toFixed(3)) : v}`);

@@ -24,6 +24,7 @@ import {
   cpuSeconds,
   currentRssMb,
   curl,
+  eventMs as ms,
   fig,
   flag,
   peakRssMb,
@@ -63,9 +64,6 @@ interface Stages {
   signals: number;
   tasks: number;
 }
-
-const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined): number =>
-  t ? Number(t.seconds) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : 0;
 
 /** What marks a stage in a history: a job's own otaDeployment, or the batch workflow of batched single deploys. */
 const DISPATCH = new Set(['dispatchDeploy', 'dispatchRolloutBatch']);

@@ -28,7 +28,7 @@ import { chunks, connectOfflineDb } from '../common/db';
 import { markPerfectStateChanged } from '../common/models/offline';
 import { robotDirectoryFromFleet } from '../common/robot-directory';
 import { stackDown, stackUp } from '../infra/stack';
-import { fig, flag, spawnTs, until, waitOutput, type Child } from './common';
+import { eventMs as ms, fig, flag, spawnTs, until, waitOutput, type Child } from './common';
 import type { RobotSyncResult } from '../workflows/offline/robot-sync';
 
 const run = promisify(execFile);
@@ -276,8 +276,7 @@ export async function main(args: string[]): Promise<void> {
        * completion, the child's and the parent's end, and the result in the client's hands.
        */
       const timeline = async (run: typeof lastRun): Promise<Record<string, number>> => {
-        const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined) => (t ? Number(t.seconds) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : 0);
-        const parent = (await temporal.getHandle(run.workflowId).fetchHistory()).events ?? [];
+                const parent = (await temporal.getHandle(run.workflowId).fetchHistory()).events ?? [];
         const child = (await temporal.getHandle(`${run.workflowId}/${robot.id}`).fetchHistory()).events ?? [];
         const at = (events: typeof parent, pick: (e: (typeof parent)[number]) => unknown) => {
           const e = events.find((x) => pick(x));

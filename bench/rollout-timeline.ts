@@ -6,6 +6,7 @@ import type { Client } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { RolloutEvents } from '../workflows/ota-rollout-contract';
+import { eventMs as ms } from './common';
 
 const EventType = temporal.api.enums.v1.EventType;
 
@@ -22,9 +23,6 @@ export interface RolloutTimeline {
   /** Per activity type (and 'signal'): how many, and total seconds. */
   totals: Map<string, { count: number; seconds: number }>;
 }
-
-const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined): number =>
-  t ? Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6) : 0;
 
 export async function rolloutTimeline(client: Client, workflowId: string, runIds: readonly string[], t0: number): Promise<RolloutTimeline> {
   const spans: StageSpan[] = [];
