@@ -171,8 +171,11 @@ export async function markPerfectStateChanged(
       { $set: { perfect_state_rev: rev, perfect_state_parts: parts.length } },
       { new: false }, // (FerretDB implements no projection on findAndModify)
     ).lean<Pick<OfflineRobot, 'perfect_state_rev' | 'perfect_state_parts'>>();
-    // The parts this token replaced (only those: a concurrent writer's newer ones stay); none for an unknown robot.
-    const stale = before ? (before.perfect_state_rev ? Array.from({ length: before.perfect_state_parts ?? 0 }, (_, n) => partId(id, before.perfect_state_rev!, n)) : []) : parts.map((p) => p._id);
+    // Deleted: the parts this token replaced, only those (a concurrent writer's newer ones stay), or, for a robot
+    // that does not exist, the ones just written. Parts of a call that failed before its token are never read.
+    let stale: string[] = [];
+    if (!before) stale = parts.map((p) => p._id);
+    else if (before.perfect_state_rev) stale = Array.from({ length: before.perfect_state_parts ?? 0 }, (_, n) => partId(id, before.perfect_state_rev!, n));
     if (stale.length) await models.PerfectStatePart.deleteMany({ _id: { $in: stale } });
   }
 }
