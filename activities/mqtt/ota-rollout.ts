@@ -15,7 +15,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import type { MqttClient } from 'mqtt';
 import type { Config } from '../../common/config';
 import { chunks, INSERT_CHUNK } from '../../common/db';
-import type { OtaJob, OtaModels } from '../../common/models/ota';
+import type { OtaJob, OtaModels, OtaRollout as OtaRolloutDoc } from '../../common/models/ota';
 import { buildJob } from '../../common/ota-job-doc';
 import { isTerminal, JOB_STATUSES, topics, type JobStatus } from '../../common/protocol';
 import { loadSigningKeys, newestSigningKey } from '../../common/signing-keys';
@@ -41,6 +41,39 @@ type ReportedJob = CompletedJob & Pick<OtaJob, 'status' | 'timestamp' | 'deploym
 const reportedFields = {
   _id: 1, robot_id: 1, status: 1, deployment_id: 1, timestamp: 1, deploy_path: 1, s3_bucket: 1, s3_object_name: 1, sha256: 1, wave: 1, seq: 1, dispatch_state: 1,
 } as const;
+
+/** Where each wave of a rollout ends in its robot list: wave w holds the seqs below ends[w] and not below ends[w-1]. */
+export function waveEnds(sizes: readonly number[]): number[] {
+  let end = 0;
+  return sizes.map((size) => (end += size));
+}
+
+/** The wave of a seq (waves are few: a scan). */
+const waveAt = (ends: readonly number[], seq: number): number => ends.findIndex((end) => seq < end);
+
+/**
+ * What a rollout job's document holds from its creation on, derived from the rollout (createRolloutJobs writes
+ * exactly this through buildJob): the dispatch and the apply build queued or reported jobs from it instead of
+ * reading them.
+ */
+function derivedJob(
+  r: Pick<OtaRolloutDoc, '_id' | 's3_bucket' | 's3_object_name' | 'deploy_path' | 'sha256'>,
+  robotId: string,
+  seq: number,
+  ends: readonly number[],
+): CompletedJob & Pick<OtaJob, 'seq' | 'wave' | 'status'> {
+  return {
+    _id: rolloutJobId(r._id, robotId),
+    robot_id: robotId,
+    s3_bucket: r.s3_bucket,
+    s3_object_name: r.s3_object_name,
+    deploy_path: rolloutDeployPath(r.deploy_path, robotId),
+    sha256: r.sha256,
+    seq,
+    wave: waveAt(ends, seq),
+    status: 'PENDING',
+  };
+}
 
 /** True on an activity's first attempt: nothing of its work can have been done by an earlier one. */
 function firstAttempt(): boolean {
@@ -186,6 +219,14 @@ export function createOtaRolloutActivities({
     return list;
   }
 
+  /** Robot id → seq of a robot list, built once per list (a cached list is the same array every time). */
+  const seqIndexes = new WeakMap<readonly string[], Map<string, number>>();
+  function seqIndex(list: readonly string[]): Map<string, number> {
+    let index = seqIndexes.get(list);
+    if (!index) seqIndexes.set(list, (index = new Map(list.map((id, seq) => [id, seq]))));
+    return index;
+  }
+
   /** The rollout document; its robot list (up to MAX_ROLLOUT_ROBOTS ids) only when asked for. */
   async function loadRollout(rolloutId: string, withRobots = false) {
     const r = await withDbTimeout('load rollout', t, OtaRollout.findById(rolloutId, withRobots ? {} : { robot_ids: 0 }).lean());
@@ -204,27 +245,11 @@ export function createOtaRolloutActivities({
     maxWave: number,
     limit: number,
   ): Array<DispatchableJob & Pick<OtaJob, 'robot_id' | 'seq' | 'wave' | 'status' | 'dispatch_state'>> {
-    let waveEnd = 0;
-    const ends = r.wave_sizes.map((size) => (waveEnd += size));
+    const ends = waveEnds(r.wave_sizes);
     const stop = Math.min(r.robot_ids.length, ends[Math.min(maxWave, ends.length - 1)] ?? 0, cursor + 1 + limit);
     const jobs: ReturnType<typeof jobsAfter> = [];
-    for (let seq = cursor + 1, wave = 0; seq < stop; seq++) {
-      while (seq >= ends[wave]) wave++;
-      const robotId = r.robot_ids[seq];
-      jobs.push({
-        _id: rolloutJobId(r._id, robotId),
-        robot_id: robotId,
-        s3_bucket: r.s3_bucket,
-        s3_object_name: r.s3_object_name,
-        deploy_path: rolloutDeployPath(r.deploy_path, robotId),
-        sha256: r.sha256,
-        size: r.size,
-        mode: undefined,
-        seq,
-        wave,
-        status: 'PENDING',
-        dispatch_state: 'queued',
-      });
+    for (let seq = cursor + 1; seq < stop; seq++) {
+      jobs.push({ ...derivedJob(r, r.robot_ids[seq], seq, ends), size: r.size, mode: undefined, dispatch_state: 'queued' });
     }
     return jobs;
   }
@@ -241,9 +266,8 @@ export function createOtaRolloutActivities({
     byJob: ReadonlyMap<string, { robotId: string }>,
     prev: readonly WaveCounts[],
   ): Promise<ReportedJob[]> {
-    const seqOf = new Map(r.robot_ids.map((id, seq) => [id, seq]));
-    const ends: number[] = [];
-    r.wave_sizes.reduce((end, size) => (ends.push(end + size), end + size), 0);
+    const seqOf = seqIndex(r.robot_ids);
+    const ends = waveEnds(r.wave_sizes);
     const away = prev.some((w) => w.awaitingRobot > 0)
       ? new Set(
           (
@@ -256,17 +280,9 @@ export function createOtaRolloutActivities({
       const seq = seqOf.get(robotId);
       if (seq === undefined || rolloutJobId(r._id, robotId) !== jobId) continue;
       jobs.push({
-        _id: jobId,
-        robot_id: robotId,
-        status: 'PENDING',
+        ...derivedJob(r, robotId, seq, ends),
         deployment_id: r._id,
         timestamp: r.jobs_at!,
-        deploy_path: rolloutDeployPath(r.deploy_path, robotId),
-        s3_bucket: r.s3_bucket,
-        s3_object_name: r.s3_object_name,
-        sha256: r.sha256,
-        wave: ends.findIndex((end) => seq < end),
-        seq,
         dispatch_state: away.has(jobId) ? 'awaiting_robot' : 'dispatched',
       });
     }
@@ -348,7 +364,7 @@ export function createOtaRolloutActivities({
       // Every job carries the rollout's creation time (the same in a retry), recorded as jobs_at once they all
       // exist: the apply then builds a reported job from the rollout document instead of reading it.
       const now = r.timestamp;
-      const waveOf: number[] = r.wave_sizes.flatMap((size, w) => Array.from({ length: size }, () => w));
+      const ends = waveEnds(r.wave_sizes);
       const docs: OtaJob[] = r.robot_ids.map((robotId, seq) => ({
         ...buildJob(
           {
@@ -362,7 +378,7 @@ export function createOtaRolloutActivities({
           now,
           rolloutJobId(rolloutId, robotId),
         ),
-        wave: waveOf[seq],
+        wave: waveAt(ends, seq),
         seq,
         dispatch_state: 'queued',
       }));
