@@ -276,7 +276,7 @@ export async function main(args: string[]): Promise<void> {
        * completion, the child's and the parent's end, and the result in the client's hands.
        */
       const timeline = async (run: typeof lastRun): Promise<Record<string, number>> => {
-                const parent = (await temporal.getHandle(run.workflowId).fetchHistory()).events ?? [];
+        const parent = (await temporal.getHandle(run.workflowId).fetchHistory()).events ?? [];
         const child = (await temporal.getHandle(`${run.workflowId}/${robot.id}`).fetchHistory()).events ?? [];
         const at = (events: typeof parent, pick: (e: (typeof parent)[number]) => unknown) => {
           const e = events.find((x) => pick(x));

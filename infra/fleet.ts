@@ -141,9 +141,9 @@ export function provisionFleet(cfg: Config, count: number): FleetManifest {
         'StrictModes no',
         'PermitRootLogin prohibit-password',
         `AllowUsers ${username}`,
-        // A robot's remote commands start from its own (empty) home, not this machine's user's: bash sources
-        // ~/.bashrc for every command sshd runs, and a developer's (pyenv init here) cost ~90 ms per command,
-        // which no robot pays and which would be counted against whoever runs more commands (bench/robot-sync.ts).
+        // A robot's remote commands get its own directory (no .bashrc) as home, not this machine's user's: bash
+        // sources ~/.bashrc for every command sshd runs, and a developer's (pyenv init here) cost ~90 ms per
+        // command, which no robot pays and which would count against whoever runs more commands (bench/robot-sync.ts).
         `SetEnv HOME=${dir}`,
         // SFTP sessions start in the robot's root, so relative paths land inside it.
         `Subsystem sftp internal-sftp -d ${root}`,

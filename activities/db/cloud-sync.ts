@@ -2,6 +2,7 @@
 // the local database, the missing-RF diff, and the sync cursor. Reads the run's files, writes the database,
 // returns counts (large data stays out of workflow history).
 import path from 'node:path';
+import { Context } from '@temporalio/activity';
 import type { Model } from 'mongoose';
 import type { Config } from '../../common/config';
 import { chunks } from '../../common/db';
@@ -94,6 +95,15 @@ export function batchPlan(items: PlannedRf[]): PlannedRf[][] {
   return out;
 }
 
+/** True on an activity's first attempt (and outside an activity: a direct call). */
+function firstAttempt(): boolean {
+  try {
+    return Context.current().info.attempt === 1;
+  } catch {
+    return true;
+  }
+}
+
 export function createCloudSyncDbActivities(deps: { cfg: Config; models: OfflineModels }) {
   const { cfg, models } = deps;
   const dirs = centerDirs(cfg);
@@ -132,13 +142,9 @@ export function createCloudSyncDbActivities(deps: { cfg: Config; models: Offline
       );
       // Robot sync skips its read of these entries while a robot's token is the one of its last sync.
       const ps = out.perfect_state;
-      if (ps.inserted + ps.updated + ps.deleted > 0) {
-        // Exactly what replaceSet stored: one entry per _id (robot, path), grouped by robot.
-        const byId = new Map(entries.map((e) => [e._id, e]));
-        const written = new Map(robots.map((id) => [id, [] as typeof entries]));
-        for (const e of byId.values()) written.get(e.robot_id)!.push(e);
-        await markPerfectStateChanged(models, robots, written);
-      }
+      // A retry marks them whatever it wrote: the attempt before may have written the entries and failed before
+      // marking every robot (this one then finds nothing to write).
+      if (ps.inserted + ps.updated + ps.deleted > 0 || !firstAttempt()) await markPerfectStateChanged(models, robots);
       return out;
     },
 

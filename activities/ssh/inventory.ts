@@ -35,7 +35,8 @@ export interface RemoteFile extends RemoteStat {
 
 /** `size<TAB>mtime<TAB>path` records, NUL-terminated (any byte but NUL may be in a path). `.part` files are
  * uploads in progress, never RFs. A missing root is an empty inventory. */
-const findFiles = (root: string): string => `find ${shq(root)} -type f ! -name '*.part' ! -name '*.part.json' -printf '%s\\t%T@\\t%p\\0'`;
+// -ignore_readdir_race: a file renamed or removed while find walks (an OTA deploy's part) is not an error.
+const findFiles = (root: string): string => `find ${shq(root)} -ignore_readdir_race -type f ! -name '*.part' ! -name '*.part.json' -printf '%s\\t%T@\\t%p\\0'`;
 export const listingCommand = (root: string): string => `[ -d ${shq(root)} ] || exit 0; ${findFiles(root)}`;
 
 /** Hashes the NUL-separated paths given on stdin; a file gone meanwhile is skipped (not an error). */
@@ -87,11 +88,11 @@ export async function listRemote(client: Client, root: string, onStat?: (f: Remo
  */
 export async function listParts(client: Client, root: string, suffix: string): Promise<Map<string, RemoteStat>> {
   const out = new Map<string, RemoteStat>();
-  const command = `[ -d ${shq(root)} ] || exit 0; find ${shq(root)} -type f -name ${shq(`*${suffix}`)} -printf '%s\\t%T@\\t%p\\0'`;
+  const command = `[ -d ${shq(root)} ] || exit 0; find ${shq(root)} -ignore_readdir_race -type f -name ${shq(`*${suffix}`)} -printf '%s\\t%T@\\t%p\\0'`;
   await streamRecords(client, command, (rec) => {
     const f = parseRecord(rec);
     const target = f.path.slice(0, -suffix.length);
-    out.set(target, { ...f, path: target, record: rec.slice(0, -suffix.length) });
+    out.set(target, { ...f, path: target, record: rec.slice(0, -suffix.length) }); // the record its target will have
   });
   return out;
 }
@@ -160,6 +161,7 @@ export function inventoryWriter(models: Pick<OfflineModels, 'InventoryEntry'>, r
   let failure: { error: unknown } | null = null;
   let drained: (() => void) | null = null;
   let replacing: Promise<void> = Promise.resolve();
+  let closed = false;
   // Through the driver: the documents are built here already, mongoose's per-document casting is pure cost.
   const pump = () => {
     while (active < INSERTS_IN_FLIGHT && queue.length > 0) {
@@ -195,6 +197,8 @@ export function inventoryWriter(models: Pick<OfflineModels, 'InventoryEntry'>, r
   };
   return {
     add(f) {
+      // After close (the upload failed and its other sessions still rename): nothing may start behind a retry.
+      if (closed) return;
       if (known.has(f.path)) {
         replaces.push(f);
         if (replaces.length >= 50) flushReplaces();
@@ -204,6 +208,8 @@ export function inventoryWriter(models: Pick<OfflineModels, 'InventoryEntry'>, r
       }
     },
     async close() {
+      if (closed) return;
+      closed = true;
       flushInserts();
       flushReplaces();
       if (active > 0 || queue.length > 0) await new Promise<void>((r) => (drained = r));

@@ -263,12 +263,15 @@ async function upload(
     let parts = new Map<string, RemoteStat>();
     const flushes = flushAfterAll(groups.length, async () => {
       const t0 = Date.now();
-      [, parts] = await Promise.all([flushRemoteFs(client, robot.rf_root), listParts(client, robot.rf_root, uploadPartPath(''))]);
+      // The listing is an optimisation: without it the entries come from the listing after the upload.
+      [, parts] = await Promise.all([flushRemoteFs(client, robot.rf_root), listParts(client, robot.rf_root, uploadPartPath('')).catch(() => new Map<string, RemoteStat>())]);
       flushMs += Date.now() - t0;
     });
     const installedOne = (item: UploadItem) => {
       installed.push(item);
-      const st = parts.get(item.remotePath);
+      // Only small RFs were written before the flush listed the parts: a large one's part is written after it
+      // (a whole-size part listed then is an earlier attempt's, rewritten since).
+      const st = item.size < LARGE_RF ? parts.get(item.remotePath) : undefined;
       if (st && st.size === item.size) onInstalled({ ...st, sha256: item.sha256 });
     };
     const rs = await Promise.all(

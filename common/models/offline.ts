@@ -147,36 +147,43 @@ export interface OfflineModels {
  * Records that the perfect state of `robotIds` changed: call it after writing their perfect_state_entries.
  * Robot sync compares this token with the one of its last complete sync, so an unchanged robot costs one small
  * document read instead of a scan of the entries (FerretDB scans a whole collection for every filter). The
- * robot's entries (`written`, when the caller has them; read back otherwise) are also stored as
- * perfect_state_parts under the new token, written before the token so a reader that sees it finds them.
+ * robot's entries are also stored as perfect_state_parts under the new token, written before the token so a
+ * reader that sees it finds them. The entries are read after the robot's current token and the new token is set
+ * only if that one is still current: two writers marking at once never leave a token on parts older than the
+ * entries (the one that lost reads the entries again). No transactions on FerretDB: this is the ordering instead.
  */
 export async function markPerfectStateChanged(
   models: Pick<OfflineModels, 'Robot' | 'PerfectStateEntry' | 'PerfectStatePart'>,
   robotIds: readonly string[],
-  written?: ReadonlyMap<string, readonly WantedRf[]>,
 ): Promise<void> {
-  // One update per robot by _id (the one filter FerretDB answers without a scan); each gets its own token.
+  // One robot at a time, by _id (the one filter FerretDB answers without a scan); each gets its own token.
   for (const id of new Set(robotIds)) {
-    const rev = crypto.randomUUID();
-    const entries = written?.get(id) ?? (await models.PerfectStateEntry.find({ robot_id: id }, { path: 1, sha256: 1, size: 1 }).lean<WantedRf[]>());
-    const parts: PerfectStatePart[] = [];
-    for (let i = 0; i < entries.length; i += PERFECT_STATE_PART) {
-      const rows = entries.slice(i, i + PERFECT_STATE_PART).map((e) => [e.path, e.sha256, e.size]);
-      parts.push({ _id: partId(id, rev, parts.length), robot_id: id, rev, entries: JSON.stringify(rows) });
+    for (let attempt = 1; ; attempt++) {
+      const current = await models.Robot.findById(id, { perfect_state_rev: 1 }).lean<Pick<OfflineRobot, 'perfect_state_rev'>>();
+      if (!current) break; // not a robot of this center: nothing reads its parts
+      const rev = crypto.randomUUID();
+      // Past a few lost races, the token alone: readers then read the entries.
+      const entries = attempt <= 3 ? await models.PerfectStateEntry.find({ robot_id: id }, { path: 1, sha256: 1, size: 1 }).lean<WantedRf[]>() : null;
+      const parts: PerfectStatePart[] = [];
+      for (let i = 0; entries && i < entries.length; i += PERFECT_STATE_PART) {
+        const rows = entries.slice(i, i + PERFECT_STATE_PART).map((e) => [e.path, e.sha256, e.size]);
+        parts.push({ _id: partId(id, rev, parts.length), robot_id: id, rev, entries: JSON.stringify(rows) });
+      }
+      // A few large documents: a handful per insert command.
+      for (let i = 0; i < parts.length; i += 8) await models.PerfectStatePart.insertMany(parts.slice(i, i + 8));
+      const set = await models.Robot.updateOne(
+        { _id: id, perfect_state_rev: current.perfect_state_rev },
+        { $set: { perfect_state_rev: rev, perfect_state_parts: entries ? parts.length : null } },
+      );
+      if (set.matchedCount === 1) {
+        // The replaced token's parts, only those: a concurrent writer's are in flight. (A call that fails between
+        // its parts and its token leaves parts no token names: never read.)
+        if (current.perfect_state_rev) await models.PerfectStatePart.deleteMany({ robot_id: id, rev: current.perfect_state_rev });
+        break;
+      }
+      await models.PerfectStatePart.deleteMany({ _id: { $in: parts.map((p) => p._id) } });
+      if (attempt >= 10) throw new Error(`the perfect state of robot ${id} was marked by others 10 times while this call marked it`);
     }
-    // A few large documents: a handful per insert command.
-    for (let i = 0; i < parts.length; i += 8) await models.PerfectStatePart.insertMany(parts.slice(i, i + 8));
-    const before = await models.Robot.findOneAndUpdate(
-      { _id: id },
-      { $set: { perfect_state_rev: rev, perfect_state_parts: parts.length } },
-      { new: false }, // (FerretDB implements no projection on findAndModify)
-    ).lean<Pick<OfflineRobot, 'perfect_state_rev' | 'perfect_state_parts'>>();
-    // Deleted: the parts this token replaced, only those (a concurrent writer's newer ones stay), or, for a robot
-    // that does not exist, the ones just written. Parts of a call that failed before its token are never read.
-    let stale: string[] = [];
-    if (!before) stale = parts.map((p) => p._id);
-    else if (before.perfect_state_rev) stale = Array.from({ length: before.perfect_state_parts ?? 0 }, (_, n) => partId(id, before.perfect_state_rev!, n));
-    if (stale.length) await models.PerfectStatePart.deleteMany({ _id: { $in: stale } });
   }
 }
 
@@ -190,7 +197,12 @@ export async function readPerfectState(
 ): Promise<WantedRf[]> {
   const { _id: id, perfect_state_rev: rev, perfect_state_parts: count } = robot;
   if (rev && typeof count === 'number') {
-    const parts = await Promise.all(Array.from({ length: count }, (_, n) => models.PerfectStatePart.findById(partId(id, rev, n), { entries: 1 }).lean<Pick<PerfectStatePart, 'entries'>>()));
+    // Each by its id (no scan), 8 at a time.
+    const parts: Array<Pick<PerfectStatePart, 'entries'> | null> = [];
+    for (let n = 0; n < count && !parts.includes(null); n += 8) {
+      const ids = Array.from({ length: Math.min(8, count - n) }, (_, k) => partId(id, rev, n + k));
+      parts.push(...(await Promise.all(ids.map((pid) => models.PerfectStatePart.findById(pid, { entries: 1 }).lean<Pick<PerfectStatePart, 'entries'>>()))));
+    }
     if (parts.every((p) => p !== null)) {
       return parts.flatMap((p) => (JSON.parse(p!.entries) as Array<[string, string, number]>).map(([path, sha256, size]) => ({ path, sha256, size })));
     }

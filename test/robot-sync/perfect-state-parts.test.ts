@@ -50,16 +50,23 @@ test('marking a robot stores its entries as parts under the new token, and they 
   expect(sorted(await readPerfectState(db.models, again))).toEqual(sorted(entries));
 });
 
-test('the entries a writer passes are what the parts hold; an empty perfect state is zero parts', async () => {
+test('an empty perfect state is zero parts; marks at the same time end on parts that match the entries', async () => {
   const { id } = await robotWithEntries(10);
-  const written = [{ path: '/srv/rf/only.bin', sha256: 'a'.repeat(64), size: 7 }];
-  await markPerfectStateChanged(db.models, [id], new Map([[id, written]]));
-  expect(await readPerfectState(db.models, await robotDoc(id))).toEqual(written);
-  await markPerfectStateChanged(db.models, [id], new Map([[id, []]]));
+  await db.models.PerfectStateEntry.deleteMany({ robot_id: id });
+  await markPerfectStateChanged(db.models, [id]);
   const robot = await robotDoc(id);
   expect(robot.perfect_state_parts).toBe(0);
   expect(await partsOf(id)).toEqual([]);
   expect(await readPerfectState(db.models, robot)).toEqual([]);
+
+  // Entries written, then three writers mark at once: whichever token wins, its parts are there and are the entries.
+  const entries = [{ path: '/srv/rf/a.bin', sha256: 'c'.repeat(64), size: 3 }, { path: '/srv/rf/b.bin', sha256: 'd'.repeat(64), size: 4 }];
+  await db.models.PerfectStateEntry.insertMany(entries.map((e) => ({ _id: `${id}|${e.path}`, robot_id: id, ...e, url: 'https://cloud.invalid/x', updated_at: new Date() })));
+  await Promise.all([1, 2, 3].map(() => markPerfectStateChanged(db.models, [id])));
+  const after = await robotDoc(id);
+  expect(after.perfect_state_parts).toBe(1);
+  expect((await partsOf(id)).filter((p) => p.rev === after.perfect_state_rev)).toHaveLength(1);
+  expect(sorted(await readPerfectState(db.models, after))).toEqual(sorted(entries));
 });
 
 test('a reader whose parts were replaced, or a robot never marked, reads the entries', async () => {
@@ -76,6 +83,7 @@ test('a reader whose parts were replaced, or a robot never marked, reads the ent
 
 test('marking an unknown robot leaves no parts behind', async () => {
   const id = uniqueId('ghost');
-  await markPerfectStateChanged(db.models, [id], new Map([[id, [{ path: '/x', sha256: 'b'.repeat(64), size: 1 }]]]));
+  await db.models.PerfectStateEntry.create({ _id: `${id}|/x`, robot_id: id, path: '/x', sha256: 'b'.repeat(64), size: 1, url: 'https://cloud.invalid/x', updated_at: new Date() });
+  await markPerfectStateChanged(db.models, [id]);
   expect(await partsOf(id)).toEqual([]);
 });
