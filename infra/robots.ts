@@ -1,8 +1,9 @@
 // Robot provisioning (`npm run robot -- add ID --root DIR... | list | remove ID`, and /api/v1/robots): the one way
 // a robot gets an identity, used for the simulated fleet too (infra/fleet.ts).
 // - MQTT credential: a line in the broker's robot password file (Mosquitto's own PBKDF2-SHA512 "$7$" hash), then
-//   SIGHUP. Measured on Debian's Mosquitto 2.0.11: SIGHUP reloads the password and ACL files without dropping the
-//   other clients, a new user can log in at once, and a client whose user was removed is disconnected.
+//   SIGHUP. Measured on Mosquitto 2.0.11: SIGHUP reloads the password and ACL files without dropping the other
+//   clients, a new user can log in at once, and a client whose user was removed is disconnected. A reload after a
+//   restart corrupted the stock broker: the stack runs it patched (infra/README.md, "Why the broker is patched").
 // - Registry: the robot and its deploy roots in the cloud database (collection `robots`).
 // - Daemon config: only what the robot needs: its own credential, its roots, the cloud's signing public keys. No S3
 //   key: downloads use the presigned URL in each deploy message.

@@ -30,7 +30,7 @@ import {
 
 const run = promisify(execFile);
 
-export const VERSIONS = { temporal: '1.9.1', ferretdb: '1.24.1', versitygw: '1.7.0' } as const;
+export const VERSIONS = { temporal: '1.9.1', ferretdb: '1.24.1', versitygw: '1.7.0', mosquitto: '2.0.11-deb12u2-fs1' } as const;
 /** Keyword search attributes of the `fleet` namespace (SQLite visibility allows 10 Keyword columns). */
 export const SEARCH_ATTRIBUTES = ['RobotId', 'CenterId', 'JobState', 'DeploymentId'] as const;
 /** The offline app's namespace (`center`): its runs are found by center and robot. */
@@ -48,7 +48,8 @@ export const tools = (cfg: Config) => ({
   temporal: path.join(cfg.toolsDir, `temporal-${VERSIONS.temporal}`, 'bin', 'temporal'),
   ferretdb: path.join(cfg.toolsDir, `ferretdb-${VERSIONS.ferretdb}`, 'ferretdb'),
   versitygw: path.join(cfg.toolsDir, `versitygw-${VERSIONS.versitygw}`, 'versitygw'),
-  mosquitto: '/usr/sbin/mosquitto',
+  // Debian's 2.0.11 rebuilt by infra/install.sh with infra/tools/mosquitto/*.patch (a reload after a restart).
+  mosquitto: path.join(cfg.toolsDir, `mosquitto-${VERSIONS.mosquitto}`, 'mosquitto'),
   mosquittoPasswd: '/usr/bin/mosquitto_passwd',
   sshd: '/usr/sbin/sshd',
 });
@@ -227,6 +228,13 @@ async function hashPasswords(cfg: Config, d: string): Promise<void> {
   await run(tools(cfg).mosquittoPasswd, ['-U', path.join(d, 'passwd-cloud')]);
 }
 
+/** Writes the broker's config, ACL and cloud password file under `<dataDir>/mosquitto`; returns that folder. */
+export async function prepareBroker(cfg: Config): Promise<string> {
+  const d = writeMosquittoConfig(cfg);
+  await hashPasswords(cfg, d);
+  return d;
+}
+
 export function mosquittoSpec(cfg: Config): ProcessSpec {
   const d = path.join(cfg.dataDir, 'mosquitto');
   return {
@@ -285,8 +293,7 @@ export async function stackUp(cfg: Config, opts: UpOptions = {}): Promise<FleetM
   const report = (name: string, r: { started: boolean; pid: number }) =>
     log(`${r.started ? 'started' : 'running'} ${name} (pid ${r.pid})`);
 
-  const mqttDir = writeMosquittoConfig(cfg);
-  await hashPasswords(cfg, mqttDir);
+  await prepareBroker(cfg);
   const [temporal, ferret, s3, mqtt] = await Promise.all([
     ensureProcess(p, temporalSpec(cfg)),
     ensureProcess(p, ferretdbSpec(cfg)),
