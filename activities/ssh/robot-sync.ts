@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Context, log } from '@temporalio/activity';
-import type { Client } from 'ssh2';
+import type { Client, SFTPWrapper } from 'ssh2';
 import type { Config } from '../../common/config';
 import { readPerfectState, type OfflineModels, type OfflineRobot, type WantedRf } from '../../common/models/offline';
 import { sftp, verifiedHostKey } from './connect';
@@ -201,6 +201,42 @@ function opensshItems(cfg: Config, client: Client, items: UploadItem[]): UploadI
   return [];
 }
 
+/** SFTP sessions for this many small RFs: one per 500, at least one, at most SMALL_FILE_SESSIONS. */
+const smallFileSessions = (files: number) => Math.max(1, Math.min(SMALL_FILE_SESSIONS, Math.ceil(files / 500)));
+
+/** SFTP sessions opened, and parent directories made (for these remote paths), before the plan was known. */
+interface PreparedUpload {
+  /** For upload(): from then on, ending the sessions is its business. */
+  take(): Promise<{ sessions: SFTPWrapper[]; dirsFor: Set<string> }>;
+  /** Ends the sessions unless upload() took them (idempotent; safe when preparing failed). */
+  release(): void;
+}
+
+/**
+ * Opens the upload's SFTP sessions (each starts an sftp-server on the robot) and makes the RFs' directories
+ * while the robot lists its files: a sync whose perfect state lists RFs its last inventory did not hold will
+ * upload. A failure here costs nothing: upload() opens and makes what is missing.
+ */
+function prepareUpload(client: Client, wanted: readonly WantedRf[], stored: ReadonlyMap<string, unknown>): PreparedUpload | null {
+  const missing = wanted.filter((w) => !stored.has(w.path) && w.size < LARGE_RF).map((w) => w.path);
+  if (missing.length === 0) return null;
+  let taken = false;
+  const opening = Promise.allSettled(Array.from({ length: smallFileSessions(missing.length) }, () => sftp(client)));
+  const sessions = opening.then((all) => all.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : [])));
+  const dirsFor = ensureRemoteDirs(client, missing).then(() => new Set(missing), () => new Set<string>());
+  return {
+    async take() {
+      taken = true;
+      return { sessions: await sessions, dirsFor: await dirsFor };
+    },
+    release() {
+      if (taken) return;
+      taken = true;
+      void sessions.then((all) => all.forEach((x) => x.end()));
+    },
+  };
+}
+
 async function upload(
   deps: { models: OfflineModels; cfg: Config; progress?: ProgressSink },
   input: SyncRobotInput,
@@ -209,6 +245,7 @@ async function upload(
   p: Plan,
   beat: Beat,
   onInstalled: (f: RemoteFile) => void,
+  pre: PreparedUpload | null,
 ): Promise<Pick<RobotUploadResult, 'uploaded' | 'sentBytes' | 'resumedFromBytes'> & { failed: Array<{ path: string; error: string }>; installed: UploadItem[]; flushMs: number }> {
   const total = { files: p.items.length, bytes: p.items.reduce((n, i) => n + i.size, 0) };
   let last = 0;
@@ -228,16 +265,21 @@ async function upload(
   // Small RFs are spread over a few SFTP sessions: each is its own sftp-server process on the robot, which
   // handles its requests one after the other (file creation is the robot's cost); large RFs go to the first.
   const small = viaSsh2.filter((i) => i.size < LARGE_RF);
-  const groups: UploadItem[][] = Array.from({ length: Math.max(1, Math.min(SMALL_FILE_SESSIONS, Math.ceil(small.length / 500))) }, () => []);
+  const groups: UploadItem[][] = Array.from({ length: smallFileSessions(small.length) }, () => []);
   small.forEach((item, n) => groups[n % groups.length].push(item));
   groups[0].push(...viaSsh2.filter((i) => i.size >= LARGE_RF));
   const hasLarge = viaSsh2.some((i) => i.size >= LARGE_RF);
-  // Large RFs also get a session that flushes their parts to disk while the first keeps writing.
-  const [sessions, flushSession] = await Promise.all([
-    Promise.all(groups.map(() => sftp(client))),
+  // Large RFs also get a session that flushes their parts to disk while the first keeps writing. Sessions and
+  // directories prepared during the listing are used; what they lack is made now.
+  const ready = pre ? await pre.take() : { sessions: [] as SFTPWrapper[], dirsFor: new Set<string>() };
+  const spare = ready.sessions.splice(groups.length);
+  for (const x of spare) x.end();
+  const [more, flushSession] = await Promise.all([
+    Promise.all(groups.slice(ready.sessions.length).map(() => sftp(client))),
     hasLarge ? sftp(client) : undefined,
-    ensureRemoteDirs(client, p.items.map((i) => i.remotePath)),
+    ensureRemoteDirs(client, p.items.map((i) => i.remotePath).filter((r) => !ready.dirsFor.has(r))),
   ]);
+  const sessions = [...ready.sessions, ...more];
   const installed: UploadItem[] = [];
   let flushMs = 0;
   // Kept until a large RF reports its own point: small files sent first must not erase it. A stale point is
@@ -420,6 +462,9 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
             lap('record');
             return { inventory: { files: state!.files.files, bytes: state!.files.bytes, hashed: 0, removed: 0 }, upload, unchanged: true, ms, recorded: true };
           }
+          // The entries usually arrive before the listing: an upload's sessions open while the robot lists.
+          let pre: PreparedUpload | null = null;
+          void early?.then(([wanted, stored]) => (pre = prepareUpload(client, wanted, stored)), () => undefined);
           const listing = await listRemote(client, robot.rf_root);
           lap('list');
           const [wanted, stored] = await (early ?? readEntries());
@@ -427,6 +472,8 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
           const inv = await inventoryFromListing(models, robot._id, client, listing, stored);
           lap('hash');
           const p = plan(cfg, robot, wanted, inv.holdings);
+          // Nothing to send after all. (On an error the connection's end closes prepared sessions with it.)
+          if (p.items.length === 0) (pre as PreparedUpload | null)?.release();
           const result = emptyResult(p);
           let after: RemoteStat[] = listing;
           const failedUploads: Array<{ path: string; error: string }> = [];
@@ -441,7 +488,7 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
               writer.add(f);
             };
             try {
-              const up = await upload(deps, input, robot, client, p, beat, record);
+              const up = await upload(deps, input, robot, client, p, beat, record, pre);
               ms.flush = up.flushMs;
               lap('upload');
               if (up.installed.length) {

@@ -81,6 +81,13 @@ export interface UploadResult {
   failed: Array<{ remotePath: string; error: string }>;
 }
 
+/**
+ * Small files read into one reused buffer: well under the data one ssh2 write packet carries with any server
+ * (31,952 bytes at least), so such a write is never split and ssh2 never reads the buffer later.
+ */
+const SCRATCH_BYTES = 16 * 1024;
+const scratch = Buffer.allocUnsafe(SCRATCH_BYTES + 1);
+
 export const SFTP_CHUNK = 255 * 1024; // 261120: OpenSSH's limit for one write (STACK.md)
 
 /**
@@ -285,24 +292,28 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
   }
 
   /**
-   * A small file (one write): read at once — a synchronous read of a few KiB from the page cache costs less than
-   * the three thread-pool round trips of open/read/close — then open, write, close, all pipelined with the
-   * other files in flight.
+   * A small file (one write): open, then read at once — a synchronous read of a few KiB from the page cache costs
+   * less than the three thread-pool round trips of open/read/close — and write, close, all pipelined with the
+   * other files in flight. Files up to SCRATCH_BYTES are read into one shared buffer right before their write:
+   * ssh2 copies the data into its packet before write() returns (for a write that fits one packet), so
+   * thousands of small files allocate nothing for the garbage collector to sweep.
    */
   async function writeSmallPart(item: UploadItem, durable: boolean): Promise<boolean> {
     let handle: Buffer | undefined;
     try {
-      const data = fsSync.readFileSync(item.localPath);
-      if (data.length !== item.size) throw new Error(`${item.localPath} is ${data.length} bytes, its recorded size is ${item.size}`);
       handle = await cb<Buffer>((d) => s.open(uploadPartPath(item.remotePath), 'w', d));
-      if (data.length > 0) {
+      if (item.size > 0) {
         await writes.take();
         try {
-          await cb((d) => s.write(handle!, data, 0, data.length, 0, d));
+          const written = cb((d) => {
+            const data = readWhole(item);
+            s.write(handle!, data, 0, item.size, 0, d);
+          });
+          await written;
         } finally {
           writes.give();
         }
-        result.bytesSent += data.length;
+        result.bytesSent += item.size;
       }
       if (durable) await cb((d) => s.ext_openssh_fsync(handle!, d));
       await cb((d) => s.close(handle!, d));
@@ -311,6 +322,24 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
       if (handle) await cb((d) => s.close(handle!, d)).catch(() => undefined);
       fail(item, e);
       return false;
+    }
+  }
+
+  /** The file's bytes (exactly `item.size` of them, or an error): in the shared scratch buffer when they fit. */
+  function readWhole(item: UploadItem): Buffer {
+    if (item.size > SCRATCH_BYTES) {
+      const data = fsSync.readFileSync(item.localPath);
+      if (data.length !== item.size) throw new Error(`${item.localPath} is ${data.length} bytes, its recorded size is ${item.size}`);
+      return data;
+    }
+    const fd = fsSync.openSync(item.localPath, 'r');
+    try {
+      // One byte more than expected: a file that grew is caught as surely as one that shrank.
+      const n = fsSync.readSync(fd, scratch, 0, item.size + 1, 0);
+      if (n !== item.size) throw new Error(`${item.localPath} is ${n > item.size ? 'larger than' : `${n} bytes, not`} its recorded size ${item.size}`);
+      return scratch;
+    } finally {
+      fsSync.closeSync(fd);
     }
   }
 

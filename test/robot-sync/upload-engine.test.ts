@@ -107,3 +107,24 @@ test('a process killed between the .part writes and the renames leaves no partia
     client.end();
   }
 });
+
+test('a cached RF whose size no longer matches its record is refused before anything is renamed onto its target', async () => {
+  const robot = testRobots()[0];
+  const dir = path.join(robot.root, 'engine', uniqueId('size'));
+  const client = await connectRobot(robotDirectoryFromFleet(fleet()).ssh(robot.id));
+  try {
+    for (const [name, actual, recorded, message] of [
+      ['grown', 9000, 8192, /larger than its recorded size 8192/],
+      ['shrunk', 5000, 8192, /5000 bytes, not its recorded size 8192/],
+    ] as const) {
+      const item = { ...localFile(uniqueId(name), crypto.randomBytes(actual)), remotePath: path.join(dir, `${name}.bin`), size: recorded };
+      await ensureRemoteDirs(client, [item.remotePath]);
+      const s = await sftp(client);
+      await expect(uploadFiles(s, [item])).rejects.toThrow(message);
+      s.end();
+      expect(fs.existsSync(item.remotePath)).toBe(false);
+    }
+  } finally {
+    client.end();
+  }
+});
