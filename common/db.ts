@@ -66,9 +66,5 @@ export async function connectOfflineDb(cfg: Config, dbName = cfg.offline.mongoDb
  */
 export const INSERT_CHUNK = 500;
 
-/** Splits bulk writes: FerretDB hangs on one update command of >= 100 statements (infra/README.md). */
-export function chunks<T>(items: readonly T[], size = 50): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
-}
+// Bulk writes are split by chunks(): FerretDB hangs on one update command of >= 100 statements (infra/README.md).
+export { chunks } from './limit';

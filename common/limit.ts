@@ -8,3 +8,10 @@ export async function forEachLimited<T>(items: readonly T[], limit: number, fn: 
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
+
+/** `items` in consecutive slices of `size` (the last may be shorter); bulk writes default to 50 per command. */
+export function chunks<T>(items: readonly T[], size = 50): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}

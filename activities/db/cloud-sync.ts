@@ -2,10 +2,10 @@
 // the local database, the missing-RF diff, and the sync cursor. Reads the run's files, writes the database,
 // returns counts (large data stays out of workflow history).
 import path from 'node:path';
-import { Context } from '@temporalio/activity';
 import type { Model } from 'mongoose';
 import type { Config } from '../../common/config';
 import { chunks } from '../../common/db';
+import { isFirstAttempt } from '../attempt';
 import { markPerfectStateChanged, type OfflineModels } from '../../common/models/offline';
 import type { SyncResponse } from '../../api/cloud-sync/router';
 import { cachedRfs, centerDirs, readJson, runDir, writeJson } from '../files/rf-cache';
@@ -95,14 +95,8 @@ export function batchPlan(items: PlannedRf[]): PlannedRf[][] {
   return out;
 }
 
-/** True on an activity's first attempt (and outside an activity: a direct call). */
-function firstAttempt(): boolean {
-  try {
-    return Context.current().info.attempt === 1;
-  } catch {
-    return true;
-  }
-}
+/** First attempt of this activity; a direct call (outside an activity) has no earlier attempt. */
+const firstAttempt = () => isFirstAttempt(true);
 
 export function createCloudSyncDbActivities(deps: { cfg: Config; models: OfflineModels }) {
   const { cfg, models } = deps;

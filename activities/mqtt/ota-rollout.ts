@@ -28,6 +28,7 @@ import { withDbTimeout } from '../db/timeout';
 import { countModelsFor, loadRolloutRobots, rolloutCounts, rolloutJobId } from '../db/ota-rollouts';
 import { isSinglesBatch } from '../db/ota-job-progress';
 import { insertRolloutResults, overlayRolloutResults, rolloutResultsOf, type RolloutResultRow } from '../db/ota-rollout-results';
+import { isFirstAttempt } from '../attempt';
 import { publishQos1 } from './connection';
 import { DEFAULT_URL_TTL_SECONDS, presignDownload, signedDeployMessage, type DispatchableJob } from './ota';
 
@@ -75,14 +76,8 @@ function derivedJob(
   };
 }
 
-/** True on an activity's first attempt: nothing of its work can have been done by an earlier one. */
-function firstAttempt(): boolean {
-  try {
-    return activityInfo().attempt === 1;
-  } catch {
-    return false; // not inside an activity (a direct call): count
-  }
-}
+/** First attempt of this activity; a direct call (outside an activity) is treated as a retry: it counts. */
+const firstAttempt = () => isFirstAttempt(false);
 
 /**
  * This activity call, the same in each of its attempts (workflow run + activity id): stamped on the result rows

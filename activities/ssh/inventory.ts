@@ -36,8 +36,12 @@ export interface RemoteFile extends RemoteStat {
 /** `size<TAB>mtime<TAB>path` records, NUL-terminated (any byte but NUL may be in a path). `.part` files are
  * uploads in progress, never RFs. A missing root is an empty inventory. */
 // -ignore_readdir_race: a file renamed or removed while find walks (an OTA deploy's part) is not an error.
-const findFiles = (root: string): string => `find ${shq(root)} -ignore_readdir_race -type f ! -name '*.part' ! -name '*.part.json' -printf '%s\\t%T@\\t%p\\0'`;
-export const listingCommand = (root: string): string => `[ -d ${shq(root)} ] || exit 0; ${findFiles(root)}`;
+const findRecords = (root: string, nameTests: string): string =>
+  `find ${shq(root)} -ignore_readdir_race -type f ${nameTests} -printf '%s\\t%T@\\t%p\\0'`;
+const findFiles = (root: string): string => findRecords(root, `! -name '*.part' ! -name '*.part.json'`);
+/** `command` when `root` is a directory; otherwise nothing listed, no error. */
+const inRoot = (root: string, command: string): string => `[ -d ${shq(root)} ] || exit 0; ${command}`;
+export const listingCommand = (root: string): string => inRoot(root, findFiles(root));
 
 /** Hashes the NUL-separated paths given on stdin; a file gone meanwhile is skipped (not an error). */
 export const HASH_COMMAND = `xargs -0 -r sha256sum -z 2>/dev/null; exit 0`;
@@ -88,8 +92,7 @@ export async function listRemote(client: Client, root: string, onStat?: (f: Remo
  */
 export async function listParts(client: Client, root: string, suffix: string): Promise<Map<string, RemoteStat>> {
   const out = new Map<string, RemoteStat>();
-  const command = `[ -d ${shq(root)} ] || exit 0; find ${shq(root)} -ignore_readdir_race -type f -name ${shq(`*${suffix}`)} -printf '%s\\t%T@\\t%p\\0'`;
-  await streamRecords(client, command, (rec) => {
+  await streamRecords(client, inRoot(root, findRecords(root, `-name ${shq(`*${suffix}`)}`)), (rec) => {
     const f = parseRecord(rec);
     const target = f.path.slice(0, -suffix.length);
     out.set(target, { ...f, path: target, record: rec.slice(0, -suffix.length) }); // the record its target will have

@@ -12,7 +12,7 @@ import type { Config } from '../../common/config';
 import { readPerfectState, type OfflineModels, type OfflineRobot, type WantedRf } from '../../common/models/offline';
 import { sftp, verifiedHostKey } from './connect';
 import { opensshUnavailable, uploadLargeWithOpenssh } from './openssh-put';
-import { inventoryFromListing, inventoryWriter, listingDigest, listParts, listRemote, remoteListingDigest, storedInventory, type Holdings, type InventoryResult, type RemoteFile, type RemoteStat } from './inventory';
+import { inventoryFromListing, inventoryWriter, listingDigest, listParts, listRemote, remoteListingDigest, storedInventory, type Holdings, type InventoryResult, type RemoteStat } from './inventory';
 import { keepAlive, loadRobot, offlineRobotTarget, robotFailure, withConnection, type Beat } from './robot-session';
 import { ensureRemoteDirs, flushAfterAll, flushRemoteFs, uploadFiles, uploadPartPath, type ResumePoint, type UploadItem } from './sftp-upload';
 
@@ -217,8 +217,9 @@ interface PreparedUpload {
  * while the robot lists its files: a sync whose perfect state lists RFs its last inventory did not hold will
  * upload. A failure here costs nothing: upload() opens and makes what is missing.
  */
-function prepareUpload(client: Client, wanted: readonly WantedRf[], stored: ReadonlyMap<string, unknown>): PreparedUpload | null {
-  const missing = wanted.filter((w) => !stored.has(w.path) && w.size < LARGE_RF).map((w) => w.path);
+function prepareUpload(client: Client, root: string, wanted: readonly WantedRf[], stored: ReadonlyMap<string, unknown>): PreparedUpload | null {
+  // Only directories plan() would let an upload use: never one outside the robot's rf_root.
+  const missing = wanted.filter((w) => !stored.has(w.path) && w.size < LARGE_RF && insideRoot(root, w.path)).map((w) => w.path);
   if (missing.length === 0) return null;
   let taken = false;
   const opening = Promise.allSettled(Array.from({ length: smallFileSessions(missing.length) }, () => sftp(client)));
@@ -244,7 +245,8 @@ async function upload(
   client: Client,
   p: Plan,
   beat: Beat,
-  onInstalled: (f: RemoteFile) => void,
+  /** An RF renamed into place, with its part's listing entry when the flush listed one. */
+  onInstalled: (item: UploadItem, part: RemoteStat | undefined) => void,
   pre: PreparedUpload | null,
 ): Promise<Pick<RobotUploadResult, 'uploaded' | 'sentBytes' | 'resumedFromBytes'> & { failed: Array<{ path: string; error: string }>; installed: UploadItem[]; flushMs: number }> {
   const total = { files: p.items.length, bytes: p.items.reduce((n, i) => n + i.size, 0) };
@@ -313,8 +315,7 @@ async function upload(
       installed.push(item);
       // Only small RFs were written before the flush listed the parts: a large one's part is written after it
       // (a whole-size part listed then is an earlier attempt's, rewritten since).
-      const st = item.size < LARGE_RF ? parts.get(item.remotePath) : undefined;
-      if (st && st.size === item.size) onInstalled({ ...st, sha256: item.sha256 });
+      onInstalled(item, item.size < LARGE_RF ? parts.get(item.remotePath) : undefined);
     };
     const rs = await Promise.all(
       groups.map((items, g) =>
@@ -464,7 +465,7 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
           }
           // The entries usually arrive before the listing: an upload's sessions open while the robot lists.
           let pre: PreparedUpload | null = null;
-          void early?.then(([wanted, stored]) => (pre = prepareUpload(client, wanted, stored)), () => undefined);
+          void early?.then(([wanted, stored]) => (pre = prepareUpload(client, robot.rf_root, wanted, stored)), () => undefined);
           const listing = await listRemote(client, robot.rf_root);
           lap('list');
           const [wanted, stored] = await (early ?? readEntries());
@@ -476,42 +477,42 @@ export function createRobotSyncActivities(deps: { models: OfflineModels; cfg: Co
           if (p.items.length === 0) (pre as PreparedUpload | null)?.release();
           const result = emptyResult(p);
           let after: RemoteStat[] = listing;
-          const failedUploads: Array<{ path: string; error: string }> = [];
           if (p.items.length > 0) {
             // What we installed goes into the inventory: its sha256 is the cache's, size and mtime the robot's.
             // Most entries are written during the upload (its flush listed the parts); the listing after it adds
             // the rest (large RFs, sent after the flush) and is the one the next run's digest compares.
             const writer = inventoryWriter(models, robot._id, new Set(p.known.keys()));
             const recorded = new Set<string>();
-            const record = (f: RemoteFile) => {
-              recorded.add(f.path);
-              writer.add(f);
+            /** Its entry, once: the robot's size and mtime (a whole file's only), the cache's sha256. */
+            const recordInstalled = (item: UploadItem, st: RemoteStat | undefined) => {
+              if (!st || st.size !== item.size || recorded.has(item.remotePath)) return;
+              recorded.add(item.remotePath);
+              writer.add({ ...st, sha256: item.sha256 });
             };
             try {
-              const up = await upload(deps, input, robot, client, p, beat, record, pre);
+              const up = await upload(deps, input, robot, client, p, beat, recordInstalled, pre);
               ms.flush = up.flushMs;
               lap('upload');
               if (up.installed.length) {
                 const installed = new Map(up.installed.map((i) => [i.remotePath, i]));
                 after = await listRemote(client, robot.rf_root, (st) => {
-                  const i = installed.get(st.path);
-                  if (i && st.size === i.size && !recorded.has(st.path)) record({ ...st, sha256: i.sha256 });
+                  const item = installed.get(st.path);
+                  if (item) recordInstalled(item, st);
                 });
                 lap('relist');
               }
               await writer.close();
               lap('inventory');
-              failedUploads.push(...up.failed);
               Object.assign(result, { uploaded: up.uploaded, sentBytes: up.sentBytes, resumedFromBytes: up.resumedFromBytes });
+              const sizes = new Map(p.items.map((i) => [i.remotePath, i.size]));
+              for (const f of up.failed) {
+                result.failed.files++;
+                result.failed.bytes += sizes.get(f.path) ?? 0;
+                if (result.failed.errors.length < SAMPLE) result.failed.errors.push(f);
+              }
             } catch (e) {
               await writer.close().catch(() => undefined); // no write left running behind a retry
               throw e;
-            }
-            const sizes = new Map(p.items.map((i) => [i.remotePath, i.size]));
-            for (const f of failedUploads) {
-              result.failed.files++;
-              result.failed.bytes += sizes.get(f.path) ?? 0;
-              if (result.failed.errors.length < SAMPLE) result.failed.errors.push(f);
             }
           }
           // Complete: every listed RF is on the robot. Then the next run may find nothing changed.

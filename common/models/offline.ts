@@ -3,6 +3,7 @@
 // tracking, and the cloud-sync cursor. Shared with robot sync (CONTRACT-OFFLINE.md): names are binding.
 import crypto from 'node:crypto';
 import { Schema, type Connection, type InferSchemaType, type Model } from 'mongoose';
+import { chunks, forEachLimited } from '../limit';
 import { withQueryTimeout } from './query-timeout';
 
 const robotSchema = new Schema(
@@ -164,13 +165,14 @@ export async function markPerfectStateChanged(
       const rev = crypto.randomUUID();
       // Past a few lost races, the token alone: readers then read the entries.
       const entries = attempt <= 3 ? await models.PerfectStateEntry.find({ robot_id: id }, { path: 1, sha256: 1, size: 1 }).lean<WantedRf[]>() : null;
-      const parts: PerfectStatePart[] = [];
-      for (let i = 0; entries && i < entries.length; i += PERFECT_STATE_PART) {
-        const rows = entries.slice(i, i + PERFECT_STATE_PART).map((e) => [e.path, e.sha256, e.size]);
-        parts.push({ _id: partId(id, rev, parts.length), robot_id: id, rev, entries: JSON.stringify(rows) });
-      }
+      const parts: PerfectStatePart[] = chunks(entries ?? [], PERFECT_STATE_PART).map((slice, n) => ({
+        _id: partId(id, rev, n),
+        robot_id: id,
+        rev,
+        entries: JSON.stringify(slice.map((e) => [e.path, e.sha256, e.size])),
+      }));
       // A few large documents: a handful per insert command.
-      for (let i = 0; i < parts.length; i += 8) await models.PerfectStatePart.insertMany(parts.slice(i, i + 8));
+      for (const batch of chunks(parts, 8)) await models.PerfectStatePart.insertMany(batch);
       const set = await models.Robot.updateOne(
         { _id: id, perfect_state_rev: current.perfect_state_rev },
         { $set: { perfect_state_rev: rev, perfect_state_parts: entries ? parts.length : null } },
@@ -198,13 +200,12 @@ export async function readPerfectState(
   const { _id: id, perfect_state_rev: rev, perfect_state_parts: count } = robot;
   if (rev && typeof count === 'number') {
     // Each by its id (no scan), 8 at a time.
-    const parts: Array<Pick<PerfectStatePart, 'entries'> | null> = [];
-    for (let n = 0; n < count && !parts.includes(null); n += 8) {
-      const ids = Array.from({ length: Math.min(8, count - n) }, (_, k) => partId(id, rev, n + k));
-      parts.push(...(await Promise.all(ids.map((pid) => models.PerfectStatePart.findById(pid, { entries: 1 }).lean<Pick<PerfectStatePart, 'entries'>>()))));
-    }
+    const parts: Array<string | null> = new Array<string | null>(count).fill(null);
+    await forEachLimited([...parts.keys()], 8, async (n) => {
+      parts[n] = (await models.PerfectStatePart.findById(partId(id, rev, n), { entries: 1 }).lean<Pick<PerfectStatePart, 'entries'>>())?.entries ?? null;
+    });
     if (parts.every((p) => p !== null)) {
-      return parts.flatMap((p) => (JSON.parse(p!.entries) as Array<[string, string, number]>).map(([path, sha256, size]) => ({ path, sha256, size })));
+      return parts.flatMap((p) => (JSON.parse(p!) as Array<[string, string, number]>).map(([path, sha256, size]) => ({ path, sha256, size })));
     }
   }
   return models.PerfectStateEntry.find({ robot_id: id }, { path: 1, sha256: 1, size: 1 }).lean<WantedRf[]>();

@@ -399,6 +399,18 @@ test('a file corrupted on the robot is found by the inventory and replaced on th
   expect(entry?.sha256).toBe(rfs[1].rf.sha256);
 });
 
+test('a perfect-state path outside the robot\'s rf_root fails alone, and nothing is written or created outside it', async () => {
+  const robot = await addRobot(testRobots()[2]);
+  const escape = path.join(path.dirname(robot.rfRoot), `${path.basename(robot.rfRoot)}-escape`);
+  const inside = { rel: 'ok/rf.bin', rf: cachedRf(8 * 1024) };
+  await perfectState(robot, [inside, { rel: `../${path.basename(escape)}/d/rf.bin`, rf: cachedRf(8 * 1024) }]);
+  const r = byRobot((await syncViaApi([robot.id])).result, robot.id);
+  expect(r.upload).toMatchObject({ uploaded: { files: 1 }, failed: { files: 1, bytes: 8 * 1024 } });
+  expect(r.upload!.failed.errors[0]).toMatchObject({ path: path.join(escape, 'd', 'rf.bin'), error: expect.stringMatching(/outside the robot's rf_root/) });
+  expect(sha256File(path.join(robot.rfRoot, inside.rel))).toBe(inside.rf.sha256);
+  expect(fs.existsSync(escape)).toBe(false); // not even its directories
+});
+
 test('a robot reached by SSH password: the password occurs in no workflow history and no log', async () => {
   const id = uniqueId('pwbot');
   const rfRoot = path.join(pwRobot.root, id);
