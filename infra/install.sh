@@ -14,7 +14,7 @@ VERSITYGW_VERSION=1.7.0      # S3-compatible gateway (posix backend)
 # infra/tools/mosquitto/*.patch. See infra/README.md, "Mosquitto".
 MOSQUITTO_VERSION=2.0.11
 MOSQUITTO_DEBIAN=2.0.11-1.2+deb12u2
-MOSQUITTO_BUILD=2.0.11-deb12u2-fs1   # bump the suffix when a patch changes; infra/stack.ts VERSIONS.mosquitto
+MOSQUITTO_BUILD=2.0.11-deb12u2-fs2   # bump the suffix when a patch changes; infra/stack.ts VERSIONS.mosquitto
 MOSQUITTO_ORIG_SHA256=7b36a7198bce85cf31b132f5c6ee36dcf5dadf86fb768501eb1e11ce95d4f78a
 MOSQUITTO_DEBIAN_SHA256=e7a5c96b064b266ec7708591f110f8cce69430d0725b08a508ec8d515983767d
 
@@ -29,6 +29,9 @@ command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 [ -f /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
+command -v patch >/dev/null 2>&1 || need_apt+=(patch)
+command -v xz >/dev/null 2>&1 || need_apt+=(xz-utils)
 command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
@@ -47,7 +50,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   for svc in mosquitto ssh; do $sudo_cmd service "$svc" stop >/dev/null 2>&1 || true; done
   step apt "installed ${need_apt[*]} in $(( $(date +%s) - s ))s"
 else
-  step apt "mosquitto_passwd, sshd, chromium, rsync, cc, make, libssl-dev, valgrind present"
+  step apt "mosquitto_passwd, sshd, chromium, rsync, cc, make, libssl-dev, valgrind, curl, patch, xz present"
 fi
 
 # --- Mosquitto broker: Debian's package, rebuilt with one fix ----------------------------------------------
@@ -72,7 +75,9 @@ if [ ! -x "$mdir/mosquitto" ]; then
     for p in "$here"/tools/mosquitto/*.patch; do patch -p1 --quiet < "$p"; done
     make -j"$(nproc)" -C src mosquitto WITH_DOCS=no WITH_CJSON=no WITH_WEBSOCKETS=no WITH_SRV=no WITH_SYSTEMD=no \
       WITH_DLT=no > "$build/make.log" 2>&1 || { tail -40 "$build/make.log" >&2; exit 1; } )
-  cp "$src/src/mosquitto" "$mdir/mosquitto"
+  # Copied then renamed: an interrupted copy never leaves an executable that a later run takes as built.
+  cp "$src/src/mosquitto" "$mdir/mosquitto.tmp"
+  mv "$mdir/mosquitto.tmp" "$mdir/mosquitto"
   rm -rf "$build"
   step mosquitto "built in $(( $(date +%s) - s ))s"
 fi

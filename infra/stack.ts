@@ -30,7 +30,7 @@ import {
 
 const run = promisify(execFile);
 
-export const VERSIONS = { temporal: '1.9.1', ferretdb: '1.24.1', versitygw: '1.7.0', mosquitto: '2.0.11-deb12u2-fs1' } as const;
+export const VERSIONS = { temporal: '1.9.1', ferretdb: '1.24.1', versitygw: '1.7.0', mosquitto: '2.0.11-deb12u2-fs2' } as const;
 /** Keyword search attributes of the `fleet` namespace (SQLite visibility allows 10 Keyword columns). */
 export const SEARCH_ATTRIBUTES = ['RobotId', 'CenterId', 'JobState', 'DeploymentId'] as const;
 /** The offline app's namespace (`center`): its runs are found by center and robot. */

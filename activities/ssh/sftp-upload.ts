@@ -82,11 +82,21 @@ export interface UploadResult {
 }
 
 /**
- * Small files read into one reused buffer: well under the data one ssh2 write packet carries with any server
- * (31,952 bytes at least), so such a write is never split and ssh2 never reads the buffer later.
+ * Small files read into one reused buffer: well under the data one ssh2 write packet carries (31,952 bytes
+ * unless the server's limits@openssh.com says less), so such a write is never split and ssh2 never reads the
+ * buffer later.
  */
 const SCRATCH_BYTES = 16 * 1024;
 const scratch = Buffer.allocUnsafe(SCRATCH_BYTES + 1);
+
+/**
+ * The most data ssh2 puts in one write packet on this session (it splits larger writes and reads the rest of
+ * the buffer later). Not in ssh2's types: 0 when absent, and then no write uses the shared buffer.
+ */
+const oneWritePacket = (s: SFTPWrapper): number => {
+  const n = (s as unknown as { _maxWriteLen?: unknown })._maxWriteLen;
+  return typeof n === 'number' ? n : 0;
+};
 
 export const SFTP_CHUNK = 255 * 1024; // 261120: OpenSSH's limit for one write (STACK.md)
 
@@ -300,8 +310,9 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
    */
   async function writeSmallPart(item: UploadItem, durable: boolean): Promise<boolean> {
     let handle: Buffer | undefined;
+    const part = uploadPartPath(item.remotePath);
     try {
-      handle = await cb<Buffer>((d) => s.open(uploadPartPath(item.remotePath), 'w', d));
+      handle = await cb<Buffer>((d) => s.open(part, 'w', d));
       if (item.size > 0) {
         await writes.take();
         try {
@@ -319,7 +330,11 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
       await cb((d) => s.close(handle!, d));
       return true;
     } catch (e) {
-      if (handle) await cb((d) => s.close(handle!, d)).catch(() => undefined);
+      if (handle) {
+        await cb((d) => s.close(handle!, d)).catch(() => undefined);
+        // No part left behind for a file that was not written whole (one that no rename will take).
+        await cb((d) => s.unlink(part, d)).catch(() => undefined);
+      }
       fail(item, e);
       return false;
     }
@@ -327,7 +342,7 @@ export async function uploadFiles(s: SFTPWrapper, items: UploadItem[], opts: Upl
 
   /** The file's bytes (exactly `item.size` of them, or an error): in the shared scratch buffer when they fit. */
   function readWhole(item: UploadItem): Buffer {
-    if (item.size > SCRATCH_BYTES) {
+    if (item.size > SCRATCH_BYTES || item.size > oneWritePacket(s)) {
       const data = fsSync.readFileSync(item.localPath);
       if (data.length !== item.size) throw new Error(`${item.localPath} is ${data.length} bytes, its recorded size is ${item.size}`);
       return data;

@@ -60,11 +60,18 @@ const perfectStatePartSchema = new Schema(
     robot_id: { type: String, required: true },
     rev: { type: String, required: true },
     entries: { type: String, required: true },
+    /** When its writer inserted it: an orphan (its writer died before naming it) is swept once it is old. */
+    written_at: { type: Date },
   },
   { collection: 'perfect_state_parts', versionKey: false },
 );
 perfectStatePartSchema.index({ robot_id: 1 });
 export const PERFECT_STATE_PART = 1000;
+/**
+ * Parts no token names and older than this are orphans: their writer died between its parts and its token (a
+ * mark takes well under a second). A writer slower than this only loses its parts: readers then read entries.
+ */
+export const ORPHAN_PART_AGE_MS = 10 * 60_000;
 const partId = (robotId: string, rev: string, n: number) => `${robotId}:${rev}:${n}`;
 
 const inventoryEntrySchema = new Schema(
@@ -170,6 +177,7 @@ export async function markPerfectStateChanged(
         robot_id: id,
         rev,
         entries: JSON.stringify(slice.map((e) => [e.path, e.sha256, e.size])),
+        written_at: new Date(),
       }));
       // A few large documents: a handful per insert command.
       for (const batch of chunks(parts, 8)) await models.PerfectStatePart.insertMany(batch);
@@ -178,9 +186,13 @@ export async function markPerfectStateChanged(
         { $set: { perfect_state_rev: rev, perfect_state_parts: entries ? parts.length : null } },
       );
       if (set.matchedCount === 1) {
-        // The replaced token's parts, only those: a concurrent writer's are in flight. (A call that fails between
-        // its parts and its token leaves parts no token names: never read.)
-        if (current.perfect_state_rev) await models.PerfectStatePart.deleteMany({ robot_id: id, rev: current.perfect_state_rev });
+        // The replaced token's parts, and orphans: parts no token names, left by a call that failed between its
+        // parts and its token. Not a concurrent writer's recent ones: they are in flight.
+        const orphan = { rev: { $ne: rev }, $or: [{ written_at: { $lt: new Date(Date.now() - ORPHAN_PART_AGE_MS) } }, { written_at: { $exists: false } }] };
+        await models.PerfectStatePart.deleteMany({
+          robot_id: id,
+          $or: [...(current.perfect_state_rev ? [{ rev: current.perfect_state_rev }] : []), orphan],
+        });
         break;
       }
       await models.PerfectStatePart.deleteMany({ _id: { $in: parts.map((p) => p._id) } });

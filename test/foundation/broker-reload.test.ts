@@ -66,6 +66,22 @@ const robot = (cfg: Config, user: string, session?: { expiry: number }): Promise
     ...(session ? { clean: false, properties: { sessionExpiryInterval: session.expiry } } : {}),
   });
 
+/** Connects with a persistent session; resolves with the client and whether the broker still held that session. */
+const resume = (cfg: Config, user: string, expiry: number) =>
+  new Promise<{ client: MqttClient; sessionPresent: boolean }>((resolve, reject) => {
+    const client = mqtt.connect(cfg.mqtt.url, {
+      username: user,
+      clientId: user,
+      password: `pw-${user}`,
+      protocolVersion: 5,
+      reconnectPeriod: 0,
+      clean: false,
+      properties: { sessionExpiryInterval: expiry },
+    });
+    client.once('connect', (packet) => resolve({ client, sessionPresent: packet.sessionPresent }));
+    client.once('error', reject);
+  });
+
 test('reloads after a restart, with restored sessions waiting, neither corrupt the broker nor drop a client', async () => {
   const base = loadConfig();
   const [port, cloudPort] = [await freePort(), await freePort()];
@@ -76,11 +92,13 @@ test('reloads after a restart, with restored sessions waiting, neither corrupt t
   };
   await prepareBroker(cfg);
   const passwords = brokerRobotPasswordFile(cfg);
-  upsertBrokerUsers(passwords, ['r-back', 'r-expires', 'r-online'].map((u) => [u, `pw-${u}`] as const));
+  upsertBrokerUsers(passwords, ['r-back', 'r-away', 'r-online'].map((u) => [u, `pw-${u}`] as const));
 
   await startBroker(cfg, 1);
-  // Two offline robots with sessions: one comes back after the reloads, the other's session expires meanwhile.
-  for (const [user, expiry] of [['r-back', 600], ['r-expires', 4]] as const) {
+  // Two offline robots with sessions: one comes back after the reloads, the other stays away. (Mosquitto 2.0.11
+  // does not expire a session restored from persistence until its client has connected again: upstream's own
+  // FIXME in persist_read.c. On the stock broker the reload's spurious disconnect put both on the expiry list.)
+  for (const [user, expiry] of [['r-back', 600], ['r-away', 4]] as const) {
     const c = await robot(cfg, user, { expiry });
     await c.subscribeAsync(`ota/${user}/#`, { qos: 1 });
     await c.endAsync();
@@ -107,11 +125,11 @@ test('reloads after a restart, with restored sessions waiting, neither corrupt t
 
   // The robot whose session was restored takes it over (its old context is freed), leaves and comes back.
   for (let i = 0; i < 2; i++) {
-    const back = await robot(cfg, 'r-back', { expiry: 600 });
-    expect(back.connected).toBe(true);
-    await back.endAsync();
+    const back = await resume(cfg, 'r-back', 600);
+    expect(back.sessionPresent).toBe(true); // the restored session, kept through the restart and the reloads
+    await back.client.endAsync();
   }
-  // The other restored session's expiry (4 s) passes while the broker runs.
+  // Past the other's expiry interval, while the broker runs: the stock broker's expiry check read freed memory.
   await new Promise((r) => setTimeout(r, 5000));
 
   expect(onlineClosed).toBe(false);

@@ -2,7 +2,7 @@
 // markPerfectStateChanged, against the real FerretDB. They must always say what the entries say, and a reader
 // whose parts were replaced meanwhile must fall back to the entries, never read a mix or nothing.
 import { connectOfflineDb, type OfflineDb } from '../../common/db';
-import { markPerfectStateChanged, PERFECT_STATE_PART, readPerfectState, type OfflineRobot, type WantedRf } from '../../common/models/offline';
+import { markPerfectStateChanged, ORPHAN_PART_AGE_MS, PERFECT_STATE_PART, readPerfectState, type OfflineRobot, type WantedRf } from '../../common/models/offline';
 import { cfg, uniqueId } from '../helpers';
 
 let db: OfflineDb;
@@ -86,4 +86,22 @@ test('marking an unknown robot leaves no parts behind', async () => {
   await db.models.PerfectStateEntry.create({ _id: `${id}|/x`, robot_id: id, path: '/x', sha256: 'b'.repeat(64), size: 1, url: 'https://cloud.invalid/x', updated_at: new Date() });
   await markPerfectStateChanged(db.models, [id]);
   expect(await partsOf(id)).toEqual([]);
+});
+
+test('a mark sweeps the parts that writers which died before their token left, not a concurrent writer\'s recent ones', async () => {
+  const { id, entries } = await robotWithEntries(5);
+  const other = await robotWithEntries(2);
+  const part = (owner: string, rev: string, writtenAt?: Date) => ({ _id: `${owner}:${rev}:0`, robot_id: owner, rev, entries: '[]', ...(writtenAt ? { written_at: writtenAt } : {}) });
+  const old = new Date(Date.now() - ORPHAN_PART_AGE_MS - 60_000);
+  await db.models.PerfectStatePart.insertMany([
+    part(id, 'died-long-ago', old),
+    part(id, 'written-before-timestamps'),
+    part(id, 'in-flight', new Date()),
+    part(other.id, 'another-robots-orphan', old),
+  ]);
+  await markPerfectStateChanged(db.models, [id]);
+  const robot = await robotDoc(id);
+  expect((await partsOf(id)).map((p) => p.rev).sort()).toEqual(['in-flight', robot.perfect_state_rev].sort());
+  expect((await partsOf(other.id)).map((p) => p.rev)).toEqual(['another-robots-orphan']);
+  expect(sorted(await readPerfectState(db.models, robot))).toEqual(sorted(entries));
 });

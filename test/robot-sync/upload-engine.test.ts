@@ -108,7 +108,7 @@ test('a process killed between the .part writes and the renames leaves no partia
   }
 });
 
-test('a cached RF whose size no longer matches its record is refused before anything is renamed onto its target', async () => {
+test('a cached RF whose size no longer matches its record is refused: nothing at its target, no part left', async () => {
   const robot = testRobots()[0];
   const dir = path.join(robot.root, 'engine', uniqueId('size'));
   const client = await connectRobot(robotDirectoryFromFleet(fleet()).ssh(robot.id));
@@ -123,6 +123,7 @@ test('a cached RF whose size no longer matches its record is refused before anyt
       await expect(uploadFiles(s, [item])).rejects.toThrow(message);
       s.end();
       expect(fs.existsSync(item.remotePath)).toBe(false);
+      expect(fs.existsSync(uploadPartPath(item.remotePath))).toBe(false); // nor a part that no rename takes
     }
   } finally {
     client.end();
