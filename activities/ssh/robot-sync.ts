@@ -106,11 +106,16 @@ const PROGRESS_EVERY_MS = 1000;
  */
 const SMALL_FILE_SESSIONS = 7;
 
+const DOTDOT_SEGMENT = /(^|\/)\.\.(\/|$)/;
+
 /** Inside the robot's rf_root, absolute, no `..`: the perfect state cannot make us write elsewhere. */
 export function insideRoot(root: string, p: string): boolean {
-  if (!path.posix.isAbsolute(p) || p.split('/').includes('..')) return false;
-  const rel = path.posix.relative(path.posix.normalize(root), path.posix.normalize(p));
-  return rel !== '' && !rel.startsWith('..') && !path.posix.isAbsolute(rel);
+  if (!path.posix.isAbsolute(p) || DOTDOT_SEGMENT.test(p)) return false;
+  // With no `..` segment, normalizing only folds `//`, `/./` and a trailing `/`: a string prefix test is exact.
+  const r = path.posix.normalize(root);
+  const prefix = r.endsWith('/') ? r : `${r}/`;
+  const n = path.posix.normalize(p);
+  return n.startsWith(prefix) && n.length > prefix.length;
 }
 
 interface Plan {
